@@ -1,0 +1,40 @@
+//! foobar-db-router: a MySQL wire-protocol proxy beside each web server that splits reads and writes.
+//!
+//! The shared parts (command line, config loading, admin listener, shutdown) come from
+//! [`foobar_service`]; this crate holds only what is particular to the service.
+
+use foobar_service::{CommonConfig, Context, ServiceConfig, ServiceInfo};
+use serde::{Deserialize, Serialize};
+
+pub const SERVICE: ServiceInfo = ServiceInfo {
+    binary: "foobar-db-router",
+    about: "MySQL protocol proxy: writes to the primary, reads to the replica, failover by itself.",
+    env_prefix: "FOOBAR_DB_ROUTER",
+    metrics_prefix: "foobar_db_router",
+};
+
+/// The service's configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub service: CommonConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { service: CommonConfig::with_admin_port(9306) }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.service
+    }
+}
+
+/// Runs the service until `ctx.shutdown` is cancelled.
+pub async fn run(_config: Config, ctx: Context) -> anyhow::Result<()> {
+    ctx.readiness.set(true);
+    ctx.shutdown.cancelled().await;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what the project's commands need on a Debian (bookworm) machine, and only what is
+# missing: the Docker Compose v2 plugin, debootstrap, and the test clients. Idempotent; safe
+# to run on every `make up` / `make test`.
+#
+# The Compose v2 plugin is not in bookworm. Debian trixie's `docker-compose` package ships it
+# as a single static binary, so we download that one .deb with a private apt state (the host's
+# own apt lists and sources are untouched) and unpack the binary into the CLI plugin folder.
+# The mirror is read from the host's apt configuration; no registry host is named here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need_root() { if [ "$(id -u)" -ne 0 ]; then echo "sudo"; fi; }
+SUDO=$(need_root)
+
+# Debian packages the tests and scripts use, by the command that proves each is there.
+declare -A PACKAGES=(
+  [debootstrap]=debootstrap
+  [dig]=bind9-dnsutils
+  [curl]=curl
+)
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    step "apt-get update"
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  step "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+for cmd in "${!PACKAGES[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+
+install_compose_plugin() {
+  local plugin_dir=/usr/local/lib/docker/cli-plugins
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  local mirror; mirror=$(debian_mirror)
+  step "fetching Docker Compose v2 (Debian trixie's docker-compose package) from the host's Debian mirror"
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
+  echo "deb $mirror trixie main" > "$work/sources.list"
+  local opts=(-o "Dir::State::Lists=$work/lists" -o "Dir::Etc::SourceList=$work/sources.list"
+              -o "Dir::Etc::SourceParts=-" -o "Dir::Cache=$work/cache" -o "APT::Get::List-Cleanup=0"
+              -o "APT::Sandbox::User=root")
+  apt-get "${opts[@]}" update -qq
+  (cd "$work" && apt-get "${opts[@]}" download docker-compose >/dev/null)
+  dpkg -x "$work"/docker-compose_*.deb "$work/root"
+  $SUDO install -D -m 0755 "$work/root/usr/libexec/docker/cli-plugins/docker-compose" \
+    "$plugin_dir/docker-compose"
+  step "installed $(docker compose version)"
+}
+
+if ! docker compose version >/dev/null 2>&1; then
+  install_compose_plugin
+fi

@@ -1,0 +1,24 @@
+//! What every foobar service does the same way, written once.
+//!
+//! Each service binary (`foobar-dns`, `foobar-balancer`, `foobar-webapp`, `foobar-db-router`) is
+//! a thin `main.rs` that hands its [`ServiceInfo`], its config type and its `run` function to
+//! [`main`]. Everything a person or an orchestrator expects of every service lives here:
+//!
+//! - [`cli`]: the shared command line (`--config`, `--check-config`, `--probe`) and [`main`].
+//! - [`config`]: TOML files with environment overrides; errors name the file, line and key.
+//! - [`admin`]: the admin HTTP listener with `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! - [`lifecycle`]: readiness, and SIGTERM / Ctrl-C turned into a cancellation token.
+//! - [`telemetry`]: logs to stderr, filtered by `RUST_LOG`.
+//! - [`testing`]: starting a service binary as a process in tests, as a user would.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod lifecycle;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use cli::{ServiceInfo, main};
+pub use config::{CommonConfig, ServiceConfig};
+pub use lifecycle::{Context, Readiness};

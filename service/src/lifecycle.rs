@@ -1,0 +1,88 @@
+//! A service's life: ready or not, and the signal to stop.
+//!
+//! Shutdown order, the same in every service: SIGTERM (or Ctrl-C) marks the service not ready
+//! first, so `/readyz` fails and balancers stop sending new work; then the shutdown token is
+//! cancelled, each listener stops accepting and finishes what it has in flight; the process
+//! exits when `run` returns, or after `service.shutdown_timeout` at the latest.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Whether the service should be sent traffic: what `/readyz` answers.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What the shared code hands each service's `run`.
+#[derive(Clone)]
+pub struct Context {
+    /// Cancelled on SIGTERM or Ctrl-C; every listener selects on it.
+    pub shutdown: CancellationToken,
+    /// Set it once the service can do its work; the shared code clears it on shutdown.
+    pub readiness: Readiness,
+    /// Where the service registers its metrics; `/metrics` encodes it on every scrape.
+    pub metrics: Arc<std::sync::Mutex<Registry>>,
+}
+
+impl Context {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            shutdown: CancellationToken::new(),
+            readiness: Readiness::default(),
+            metrics: Arc::new(std::sync::Mutex::new(Registry::with_prefix(prefix))),
+        }
+    }
+
+    /// Registers one metric under the service's prefix.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.metrics.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C, then marks the service not ready and cancels `shutdown`.
+pub async fn stop_on_signal(ctx: Context) {
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, "shutting down: not ready, finishing in-flight work");
+    ctx.readiness.set(false);
+    ctx.shutdown.cancel();
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}
