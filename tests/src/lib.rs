@@ -1,1 +1,96 @@
-//! Cross-stack tests live in `tests/`; this crate has no code of its own.
+//! Fixtures for tests across the stack: the project's own images, started with testcontainers
+//! on private networks, so tests exercise what `docker compose up` runs.
+//!
+//! The images must exist locally (`make test` builds them first); nothing is pulled.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+/// The database image `make test` builds from docker/mariadb.
+pub const MARIADB_IMAGE: (&str, &str) = ("foobar/mariadb", "dev");
+
+/// The app account the image creates on the primary (and replication copies to the replica).
+pub const APP_USER: &str = "foobar";
+pub const APP_PASSWORD: &str = "app-test-password";
+pub const APP_DATABASE: &str = "foobar";
+
+/// A MariaDB first start on two cores takes tens of seconds; give it room.
+const DB_STARTUP: Duration = Duration::from_secs(180);
+
+/// A name no other test run uses, for networks and containers.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    format!("{prefix}-{}-{nanos:08x}", std::process::id())
+}
+
+/// A primary and a replica from the project's image, replicating on a private network.
+/// Dropping it removes both containers (testcontainers does so).
+pub struct ReplicatedDatabase {
+    pub network: String,
+    pub primary: ContainerAsync<GenericImage>,
+    pub replica: ContainerAsync<GenericImage>,
+}
+
+impl ReplicatedDatabase {
+    pub async fn start() -> anyhow::Result<Self> {
+        let network = unique("foobar-test");
+        let primary_name = format!("{network}-db-primary");
+        let primary = database_node(&network, &primary_name, "db-primary", "primary", 1)
+            .start()
+            .await?;
+        let replica = database_node(&network, &format!("{network}-db-replica"), "db-replica", "replica", 2)
+            .with_env_var("DB_PRIMARY_HOST", &primary_name)
+            .start()
+            .await?;
+        Ok(Self { network, primary, replica })
+    }
+
+    pub async fn primary_pool(&self) -> anyhow::Result<MySqlPool> {
+        app_pool(&self.primary).await
+    }
+
+    pub async fn replica_pool(&self) -> anyhow::Result<MySqlPool> {
+        app_pool(&self.replica).await
+    }
+}
+
+fn database_node(
+    network: &str,
+    container: &str,
+    hostname: &str,
+    role: &str,
+    server_id: u32,
+) -> testcontainers::ContainerRequest<GenericImage> {
+    GenericImage::new(MARIADB_IMAGE.0, MARIADB_IMAGE.1)
+        .with_exposed_port(3306.tcp())
+        .with_wait_for(WaitFor::healthcheck())
+        .with_network(network)
+        .with_container_name(container)
+        .with_hostname(hostname)
+        .with_env_var("DB_ROLE", role)
+        .with_env_var("DB_SERVER_ID", server_id.to_string())
+        .with_env_var("DB_ROOT_PASSWORD", "root-test-password")
+        .with_env_var("DB_REPLICATION_PASSWORD", "repl-test-password")
+        .with_env_var("DB_APP_PASSWORD", APP_PASSWORD)
+        .with_startup_timeout(DB_STARTUP)
+}
+
+/// A small pool logged in as the app user, through the port Docker mapped on 127.0.0.1.
+pub async fn app_pool(node: &ContainerAsync<GenericImage>) -> anyhow::Result<MySqlPool> {
+    let port = node.get_host_port_ipv4(3306).await?;
+    let options = MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(APP_USER)
+        .password(APP_PASSWORD)
+        .database(APP_DATABASE);
+    Ok(MySqlPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?)
+}

@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make up` (run the stack) and `make test` (run every test).
+# Both install what is missing and build the images first; see README.md.
+
+.PHONY: up test images down clean ps logs
+
+## Build what is missing, start the whole stack, and wait until every container is healthy.
+up: images
+	bash scripts/up.sh
+
+## Run every test: unit, process and container tests (cargo test over the workspace).
+test: images
+	bash scripts/test.sh
+
+## Tools, base images, secrets and the stack's images (idempotent; reuses what exists).
+images:
+	bash scripts/secrets.sh
+	bash scripts/build-images.sh
+
+## Stop the stack; data volumes are kept.
+down:
+	docker compose down
+
+## Stop the stack and delete its data volumes.
+clean:
+	docker compose down --volumes --remove-orphans
+
+ps:
+	docker compose ps
+
+logs:
+	docker compose logs --follow --tail 50

@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# foobar-db-entrypoint: makes this container a MariaDB replication primary or replica, from
+# the environment, then execs mariadbd (as PID 1, so `docker stop`'s SIGTERM reaches it).
+#
+# Environment:
+#   DB_ROLE                  primary | replica (required)
+#   DB_SERVER_ID             positive integer, unique per node (required)
+#   DB_ROOT_PASSWORD         root's password (required on both roles: the healthcheck logs in
+#                            as root over TCP; on a replica root arrives by replication)
+#   DB_REPLICATION_USER      default repl
+#   DB_REPLICATION_PASSWORD  required on both roles (primary: creates the user; replica:
+#                            logs in to the primary with it)
+#   DB_APP_USER              default foobar     (primary only: created there, replicated)
+#   DB_APP_PASSWORD          required on the primary
+#   DB_APP_DATABASE          default foobar     (primary only)
+#   DB_PRIMARY_HOST          replica only, required there
+#   DB_PRIMARY_PORT          replica only, default 3306
+#   DB_SEMI_SYNC_TIMEOUT_MS  default 1000: how long a primary's commit waits for a replica's
+#                            ack before it falls back to asynchronous replication. Low, so a
+#                            dead replica stalls writes for 1 s once, not 10 s (the server's
+#                            default); it goes back to semi-sync when a replica catches up.
+#   Each password may instead come from a file, the Docker secrets convention: X_FILE=path
+#   (e.g. DB_ROOT_PASSWORD_FILE=/run/secrets/db_root). Setting both X and X_FILE is an error.
+#
+# First start (empty data directory), both roles: mariadb-install-db, then a temporary
+# server on the socket only (no TCP, so nothing connects to a half-made node and the
+# healthcheck fails), then
+#   primary: root's password, the replication user, the app database and app user. These
+#            run with the binary log ON, so they get GTIDs and a new replica replays them.
+#   replica: only CHANGE MASTER TO the primary with GTID. It creates no user or database of
+#            its own: starting from an empty gtid_slave_pos it replays the primary's binary
+#            log from its very first event, so the users and database arrive by replication
+#            and both nodes hold the same GTIDs (which gtid_strict_mode needs for a later
+#            promotion). This needs the primary to still have its first binlog file: Debian
+#            sets expire_logs_days=10, so a replica made later than that from an empty data
+#            directory needs a copy of the primary's data instead (mariadb-backup).
+# then the temporary server is shut down and the real one exec'd.
+#
+# Later starts: the config file is written again from the environment and mariadbd exec'd.
+# Passwords and users are not changed then, nor is a replica's CHANGE MASTER. DB_ROLE only
+# sets read_only and whether replication starts: promoting a replica is more than a restart
+# with DB_ROLE=primary (STOP SLAVE; RESET SLAVE ALL; point the other nodes at it).
+#
+# Everything runs as the OS user mysql. mariadb-install-db (with its default
+# --auth-root-authentication-method=socket, 10.4 and later) creates two all-privilege
+# accounts with no password that only the matching OS user can use, through the unix socket:
+# root@localhost (OS root) and mysql@localhost (OS mysql, the --user given). This script
+# administers the server as mysql@localhost, on both roles, without any password. (The
+# method `normal` would instead create root accounts with an EMPTY password, also reachable
+# over TCP from 127.0.0.1, and on a replica nothing would ever replace them.)
+#
+# Arguments: options for mariadbd (`docker run IMAGE --max-connections=500`); a first
+# argument that is not an option is run instead (`docker run -it IMAGE bash`).
+set -euo pipefail
+
+readonly DATADIR=/var/lib/mysql
+readonly SOCKET=/run/mysqld/mysqld.sock
+readonly CONF=/etc/mysql/mariadb.conf.d/90-foobar.cnf
+# Written last in a first start: a data directory without it was never finished.
+readonly MARKER=$DATADIR/.foobar-initialised
+
+log() { printf 'foobar-db: %s\n' "$*" >&2; }
+# Configuration errors exit 2; anything else that goes wrong, 1.
+die() { local code=$1; shift; printf 'foobar-db: error: %s\n' "$*" >&2; exit "$code"; }
+
+if [ "$#" -gt 0 ] && [ "${1#-}" = "$1" ]; then
+  exec "$@"
+fi
+
+# --- The environment ------------------------------------------------------------------------
+
+# file_env VAR [DEFAULT]: VAR from VAR, or from the file named by VAR_FILE, or DEFAULT.
+# $(<file) drops trailing newlines, as a secrets file written with `echo` has one.
+file_env() {
+  local var=$1 default=${2:-} file_var="${1}_FILE"
+  local value=${!var:-} file=${!file_var:-}
+  if [ -n "$value" ] && [ -n "$file" ]; then
+    die 2 "both $var and $file_var are set; set only one"
+  fi
+  if [ -n "$file" ]; then
+    [ -r "$file" ] || die 2 "$file_var=$file: no such file, or not readable by $(id -un)"
+    value=$(<"$file")
+  fi
+  printf -v "$var" '%s' "${value:-$default}"
+  unset "$file_var"
+}
+
+require() { [ -n "${!1}" ] || die 2 "$1 (or ${1}_FILE) is required for DB_ROLE=$DB_ROLE"; }
+
+# User and database names go into SQL unquoted by anything but backquotes/quotes below:
+# keep them to plain identifiers rather than escape them.
+check_name() {
+  [[ ${!1} =~ ^[A-Za-z0-9_]{1,64}$ ]] || die 2 "$1='${!1}': use 1-64 letters, digits or _"
+}
+
+check_uint() {  # check_uint VAR MIN MAX
+  [[ ${!1} =~ ^[0-9]{1,10}$ ]] && [ "${!1}" -ge "$2" ] && [ "${!1}" -le "$3" ] \
+    || die 2 "$1='${!1}': must be an integer from $2 to $3"
+}
+
+DB_ROLE=${DB_ROLE:-}
+case "$DB_ROLE" in
+  primary|replica) ;;
+  '') die 2 "DB_ROLE is not set: set it to primary or replica" ;;
+  *)  die 2 "DB_ROLE='$DB_ROLE': must be primary or replica" ;;
+esac
+
+DB_SERVER_ID=${DB_SERVER_ID:-}
+[ -n "$DB_SERVER_ID" ] || die 2 "DB_SERVER_ID is not set: a positive integer, unique per node"
+check_uint DB_SERVER_ID 1 4294967295
+DB_SEMI_SYNC_TIMEOUT_MS=${DB_SEMI_SYNC_TIMEOUT_MS:-1000}
+check_uint DB_SEMI_SYNC_TIMEOUT_MS 0 4294967295
+
+file_env DB_ROOT_PASSWORD
+file_env DB_REPLICATION_PASSWORD
+file_env DB_APP_PASSWORD
+DB_REPLICATION_USER=${DB_REPLICATION_USER:-repl}
+DB_APP_USER=${DB_APP_USER:-foobar}
+DB_APP_DATABASE=${DB_APP_DATABASE:-foobar}
+check_name DB_REPLICATION_USER
+check_name DB_APP_USER
+check_name DB_APP_DATABASE
+require DB_ROOT_PASSWORD
+require DB_REPLICATION_PASSWORD
+
+if [ "$DB_ROLE" = primary ]; then
+  require DB_APP_PASSWORD
+else
+  DB_PRIMARY_HOST=${DB_PRIMARY_HOST:-}
+  [ -n "$DB_PRIMARY_HOST" ] || die 2 "DB_PRIMARY_HOST is required for DB_ROLE=replica"
+  [[ $DB_PRIMARY_HOST =~ ^[A-Za-z0-9_.:-]+$ ]] \
+    || die 2 "DB_PRIMARY_HOST='$DB_PRIMARY_HOST': not a host name or address"
+  DB_PRIMARY_PORT=${DB_PRIMARY_PORT:-3306}
+  check_uint DB_PRIMARY_PORT 1 65535
+fi
+
+# --- The config file ------------------------------------------------------------------------
+
+# Written at every start, so the environment always wins. Read after Debian's 50-server.cnf
+# (which sets bind-address=127.0.0.1 and the utf8mb4 defaults), so these override it.
+# Both nodes run the semi-sync master AND slave side, so either can be promoted as it is:
+# the master side only acts on a node that has replicas connected, the slave side only on a
+# node that replicates.
+if [ "$DB_ROLE" = primary ]; then read_only=OFF; else read_only=ON; fi
+cat > "$CONF" <<EOF
+# Generated by foobar-db-entrypoint at every start, from the environment: edits are lost.
+[mariadbd]
+server_id                    = $DB_SERVER_ID
+bind_address                 = 0.0.0.0
+# Grants use IP addresses and %, never host names: no DNS lookup per connection.
+skip_name_resolve
+
+# Binary log, relay log: names fixed (not from the host name, which is the container id and
+# changes when the container is recreated) and inside the data volume.
+log_bin                      = mysql-bin
+binlog_format                = ROW
+log_slave_updates            = ON
+relay_log                    = relay-bin
+gtid_strict_mode             = ON
+
+rpl_semi_sync_master_enabled = ON
+rpl_semi_sync_slave_enabled  = ON
+rpl_semi_sync_master_timeout = $DB_SEMI_SYNC_TIMEOUT_MS
+
+# A replica takes writes only from replication (and accounts with READ_ONLY ADMIN: root).
+read_only                    = $read_only
+EOF
+if [ "$DB_ROLE" = primary ]; then
+  # A primary never replicates: if this data directory was a replica's, its replication
+  # settings stay, but the threads do not start (see "Later starts" above).
+  echo "skip_slave_start" >> "$CONF"
+fi
+cat >> "$CONF" <<'EOF'
+
+# The server's default list, plus last_gtid: a client (the db-router) learns the GTID of
+# its last write, and can wait for a replica to have it before reading there.
+session_track_system_variables = autocommit,character_set_client,character_set_connection,character_set_results,time_zone,last_gtid
+character_set_server         = utf8mb4
+EOF
+
+# --- First start ----------------------------------------------------------------------------
+
+temp_pid=
+# If the first start fails half-way (or is stopped), do not leave the temporary server
+# running: it would keep the container alive with a data directory that is not finished.
+stop_temp_server() {
+  if [ -n "$temp_pid" ] && kill -0 "$temp_pid" 2>/dev/null; then
+    kill -TERM "$temp_pid" 2>/dev/null || true
+    wait "$temp_pid" 2>/dev/null || true
+  fi
+}
+
+# SQL string literal: backslash and quote escaped (the server's default sql_mode, without
+# NO_BACKSLASH_ESCAPES, which the temporary server runs with).
+sql_str() {
+  local s=${1//\\/\\\\}
+  s=${s//\'/\\\'}
+  printf "'%s'" "$s"
+}
+
+# The client as mysql@localhost over the socket: unix_socket authentication, no password.
+# SQL goes on stdin, so no password is ever on a command line (ps shows those).
+sql() { mariadb --protocol=SOCKET --socket="$SOCKET" --user=mysql --batch --skip-column-names "$@"; }
+
+first_start() {
+  if [ -d "$DATADIR/mysql" ]; then
+    die 1 "$DATADIR holds a data directory whose first start did not finish ($MARKER is" \
+          "missing); remove the volume and start again"
+  fi
+
+  # bash as PID 1 ignores SIGTERM unless it traps it: without this, `docker stop` during a
+  # first start would wait for its timeout and then kill everything.
+  trap stop_temp_server EXIT
+  trap 'log "stopped during first start"; exit 143' TERM INT
+
+  log "initialising data directory $DATADIR"
+  local out
+  # --skip-test-db: no test database, and so none of its anonymous accounts either.
+  # The binary log is off in mariadbd --bootstrap: none of this gets a GTID, which is right,
+  # since every node runs it for itself.
+  if ! out=$(mariadb-install-db --user=mysql --datadir="$DATADIR" --skip-test-db \
+               --auth-root-authentication-method=socket 2>&1); then
+    printf '%s\n' "$out" >&2
+    die 1 "mariadb-install-db failed"
+  fi
+
+  log "starting a temporary server (socket only)"
+  # No TCP; no replication; no semi-sync wait (no replica is connected yet: the primary's
+  # first commit would otherwise wait the whole timeout).
+  mariadbd --skip-networking --socket="$SOCKET" --skip-slave-start \
+           --rpl-semi-sync-master-enabled=OFF &
+  temp_pid=$!
+
+  local i
+  for i in $(seq 1 180); do
+    if sql -e 'SELECT 1' >/dev/null 2>&1; then break; fi
+    kill -0 "$temp_pid" 2>/dev/null || die 1 "the temporary server exited during startup"
+    [ "$i" -lt 180 ] || die 1 "the temporary server did not answer within 180 s"
+    sleep 1
+  done
+
+  if [ "$DB_ROLE" = primary ]; then
+    log "primary: creating root@%, ${DB_REPLICATION_USER}@%, database ${DB_APP_DATABASE}," \
+        "${DB_APP_USER}@%"
+    # With the binary log on (no sql_log_bin=0): these get GTIDs, and a replica replays them
+    # from the start. The passwords are hashed first, and only the hashes go into these
+    # statements, so the binary logs (kept for days, shipped to replicas) hold no password.
+    local root_hash repl_hash app_hash
+    root_hash=$(sql <<<"SELECT PASSWORD($(sql_str "$DB_ROOT_PASSWORD"));")
+    repl_hash=$(sql <<<"SELECT PASSWORD($(sql_str "$DB_REPLICATION_PASSWORD"));")
+    app_hash=$(sql <<<"SELECT PASSWORD($(sql_str "$DB_APP_PASSWORD"));")
+    # root@localhost keeps its socket login for OS root and gets the password as well.
+    # REPLICA MONITOR (10.5.9 and later) lets the replication user run SHOW REPLICA STATUS,
+    # BINLOG MONITOR (formerly REPLICATION CLIENT) SHOW MASTER STATUS / SHOW BINLOG EVENTS:
+    # tools that check or switch over replication use them; streaming needs REPLICATION SLAVE.
+    sql <<EOF
+ALTER USER 'root'@'localhost'
+  IDENTIFIED VIA unix_socket OR mysql_native_password USING '$root_hash';
+CREATE USER 'root'@'%' IDENTIFIED BY PASSWORD '$root_hash';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION;
+CREATE USER '$DB_REPLICATION_USER'@'%' IDENTIFIED BY PASSWORD '$repl_hash';
+GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICA MONITOR ON *.* TO '$DB_REPLICATION_USER'@'%';
+CREATE DATABASE \`$DB_APP_DATABASE\` CHARACTER SET utf8mb4;
+CREATE USER '$DB_APP_USER'@'%' IDENTIFIED BY PASSWORD '$app_hash';
+GRANT ALL PRIVILEGES ON \`$DB_APP_DATABASE\`.* TO '$DB_APP_USER'@'%';
+EOF
+  else
+    log "replica of ${DB_PRIMARY_HOST}:${DB_PRIMARY_PORT}: replaying its binary log from the start"
+    # MASTER_USE_GTID=slave_pos with an empty gtid_slave_pos: from the primary's first event.
+    # MASTER_CONNECT_RETRY=1: a primary that is not up yet is retried every second (for a
+    # day, master_retry_count), so the two containers can start in any order.
+    # Replication starts with the real server (no skip_slave_start on a replica).
+    sql <<EOF
+CHANGE MASTER TO
+  MASTER_HOST=$(sql_str "$DB_PRIMARY_HOST"),
+  MASTER_PORT=$DB_PRIMARY_PORT,
+  MASTER_USER='$DB_REPLICATION_USER',
+  MASTER_PASSWORD=$(sql_str "$DB_REPLICATION_PASSWORD"),
+  MASTER_USE_GTID=slave_pos,
+  MASTER_CONNECT_RETRY=1;
+EOF
+  fi
+
+  log "stopping the temporary server"
+  mariadb-admin --socket="$SOCKET" --user=mysql shutdown
+  wait "$temp_pid" || die 1 "the temporary server did not shut down cleanly"
+  temp_pid=
+  trap - EXIT TERM INT
+
+  touch "$MARKER"
+  log "data directory ready"
+}
+
+if [ -f "$MARKER" ]; then
+  log "data directory $DATADIR already initialised"
+else
+  first_start
+fi
+
+if [ "$DB_ROLE" = primary ]; then
+  log "starting as primary (server_id=$DB_SERVER_ID, read_only=OFF)"
+else
+  log "starting as replica of ${DB_PRIMARY_HOST}:${DB_PRIMARY_PORT} (server_id=$DB_SERVER_ID," \
+      "read_only=ON)"
+fi
+
+# The server needs none of the secrets; keep them out of its environment (/proc/1/environ).
+# (The healthcheck runs with the container's environment, not this one.)
+unset DB_ROOT_PASSWORD DB_REPLICATION_PASSWORD DB_APP_PASSWORD
+exec mariadbd "$@"

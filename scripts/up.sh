@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Starts the stack and waits until every container reports healthy, then says how to use it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+step "docker compose up (waits for every healthcheck)"
+if ! docker compose up --detach --wait --wait-timeout 180; then
+  docker compose ps >&2
+  echo "some containers did not become healthy; see: docker compose logs" >&2
+  exit 1
+fi
+docker compose ps --format 'table {{.Name}}\t{{.Status}}\t{{.Ports}}'
+step "the stack is up and healthy"
+cat <<INFO
+
+  curl -si http://127.0.0.1:${LB1_HTTP_PORT:-8080}/        # (balancer: not serving yet, see README)
+  docker compose ps                       # every container's health
+  make down                               # stop (data kept);  make clean  # stop and delete data
+INFO
