@@ -17,8 +17,10 @@
 #   DB_PRIMARY_PORT          replica only, default 3306
 #   DB_SEMI_SYNC_TIMEOUT_MS  default 1000: how long a primary's commit waits for a replica's
 #                            ack before it falls back to asynchronous replication. Low, so a
-#                            dead replica stalls writes for 1 s once, not 10 s (the server's
-#                            default); it goes back to semi-sync when a replica catches up.
+#                            replica that dies without closing its connection stalls writes
+#                            for 1 s once, not 10 s (the server's default); semi-sync comes
+#                            back by itself when a replica has caught up. (A replica that
+#                            disconnects cleanly stalls nothing: wait_no_slave=OFF below.)
 #   Each password may instead come from a file, the Docker secrets convention: X_FILE=path
 #   (e.g. DB_ROOT_PASSWORD_FILE=/run/secrets/db_root). Setting both X and X_FILE is an error.
 #
@@ -94,8 +96,9 @@ check_name() {
 }
 
 check_uint() {  # check_uint VAR MIN MAX
-  [[ ${!1} =~ ^[0-9]{1,10}$ ]] && [ "${!1}" -ge "$2" ] && [ "${!1}" -le "$3" ] \
-    || die 2 "$1='${!1}': must be an integer from $2 to $3"
+  if ! [[ ${!1} =~ ^(0|[1-9][0-9]{0,9})$ ]] || [ "${!1}" -lt "$2" ] || [ "${!1}" -gt "$3" ]; then
+    die 2 "$1='${!1}': must be an integer from $2 to $3"
+  fi
 }
 
 DB_ROLE=${DB_ROLE:-}
@@ -161,6 +164,10 @@ gtid_strict_mode             = ON
 rpl_semi_sync_master_enabled = ON
 rpl_semi_sync_slave_enabled  = ON
 rpl_semi_sync_master_timeout = $DB_SEMI_SYNC_TIMEOUT_MS
+# With no semi-sync replica connected, commit without waiting (the server's default, ON,
+# waits the timeout once, then falls back): a replica with no replica of its own would
+# otherwise stall its own SQL thread, a primary whose replica is down its first commit.
+rpl_semi_sync_master_wait_no_slave = OFF
 
 # A replica takes writes only from replication (and accounts with READ_ONLY ADMIN: root).
 read_only                    = $read_only
@@ -190,8 +197,8 @@ stop_temp_server() {
   fi
 }
 
-# SQL string literal: backslash and quote escaped (the server's default sql_mode, without
-# NO_BACKSLASH_ESCAPES, which the temporary server runs with).
+# A quoted SQL string literal, backslashes and quotes escaped: right for the default
+# sql_mode (no NO_BACKSLASH_ESCAPES), which the temporary server has.
 sql_str() {
   local s=${1//\\/\\\\}
   s=${s//\'/\\\'}
@@ -231,13 +238,22 @@ first_start() {
            --rpl-semi-sync-master-enabled=OFF &
   temp_pid=$!
 
-  local i
-  for i in $(seq 1 180); do
-    if sql -e 'SELECT 1' >/dev/null 2>&1; then break; fi
+  # Usually up in a second; 180 s for a slow disk (InnoDB creates its files on first start).
+  local deadline=$((SECONDS + 180))
+  until sql -e 'SELECT 1' >/dev/null 2>&1; do
     kill -0 "$temp_pid" 2>/dev/null || die 1 "the temporary server exited during startup"
-    [ "$i" -lt 180 ] || die 1 "the temporary server did not answer within 180 s"
-    sleep 1
+    [ "$SECONDS" -lt "$deadline" ] || die 1 "the temporary server did not answer within 180 s"
+    sleep 0.2
   done
+
+  # Node-local cleanup, kept out of the binary log: mariadb-install-db grants a proxy
+  # privilege to mysql@<host name>, here the container id, which no login can match with
+  # skip_name_resolve (the server warns about it at every start).
+  sql <<'EOF'
+SET SESSION sql_log_bin = 0;
+DELETE FROM mysql.proxies_priv WHERE Host <> 'localhost';
+FLUSH PRIVILEGES;
+EOF
 
   if [ "$DB_ROLE" = primary ]; then
     log "primary: creating root@%, ${DB_REPLICATION_USER}@%, database ${DB_APP_DATABASE}," \
@@ -267,8 +283,8 @@ EOF
   else
     log "replica of ${DB_PRIMARY_HOST}:${DB_PRIMARY_PORT}: replaying its binary log from the start"
     # MASTER_USE_GTID=slave_pos with an empty gtid_slave_pos: from the primary's first event.
-    # MASTER_CONNECT_RETRY=1: a primary that is not up yet is retried every second (for a
-    # day, master_retry_count), so the two containers can start in any order.
+    # MASTER_CONNECT_RETRY=1: a primary that is not up yet (or restarts) is retried every
+    # second, 100000 times (master_retry_count), so the containers can start in any order.
     # Replication starts with the real server (no skip_slave_start on a replica).
     sql <<EOF
 CHANGE MASTER TO

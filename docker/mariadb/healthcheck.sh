@@ -22,10 +22,10 @@ fi
 
 q() {
   MYSQL_PWD=$pw mariadb --protocol=TCP --host=127.0.0.1 --port=3306 --user=root \
-    --connect-timeout=3 --batch --skip-column-names "$@"
+    --connect-timeout=3 --batch "$@"
 }
 
-if ! out=$(q -e 'SELECT 1' 2>&1) || [ "$out" != 1 ]; then
+if ! out=$(q --skip-column-names -e 'SELECT 1' 2>&1) || [ "$out" != 1 ]; then
   echo "no answer to SELECT 1 over TCP on 127.0.0.1:3306: $out"
   exit 1
 fi
@@ -35,11 +35,13 @@ if [ "${DB_ROLE:-}" != replica ]; then
   exit 0
 fi
 
+# Vertical output (\G), one "Name: value" line per column; its names are still Slave_*.
 if ! status=$(q -e 'SHOW REPLICA STATUS\G' 2>&1); then
   echo "SHOW REPLICA STATUS failed: $status"
   exit 1
 fi
-field() { awk -F': ' -v k="$1" '$1 ~ "^ *" k "$" { print $2; exit }' <<<"$status"; }
+# field NAME: the value after "NAME: " (values such as Last_IO_Error hold ": " themselves).
+field() { awk -v k="$1" '$1 == k ":" { sub(/^ *[^ ]+: /, ""); print; exit }' <<<"$status"; }
 io=$(field Slave_IO_Running)
 sql=$(field Slave_SQL_Running)
 if [ "$io" = Yes ] && [ "$sql" = Yes ]; then
