@@ -46,10 +46,10 @@ step "docker compose build (binaries: $binaries; full log in dist/build.log)"
 mkdir -p dist
 # One line per build step that does work; the whole log is kept for when something fails.
 if ! FOOBAR_BINARIES=$binaries docker compose --progress plain build 2>&1 | tee dist/build.log \
-     | awk '/^#[0-9]+ \[/ && !/CACHED/ { print "    " $0; fflush() }'; then
+     | awk '/^#[0-9]+ \[[^]]* [0-9]+\/[0-9]+\]/ && !seen[$0]++ { print "    " $0; fflush() }'; then
   tail -n 40 dist/build.log >&2
   echo "docker compose build failed (whole log: dist/build.log)" >&2
   exit 1
 fi
 step "images:"
-docker images --format '    {{.Repository}}:{{.Tag}}  {{.Size}}' | grep '^    foobar/' >&2
+docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep '^foobar/' | sed 's/^/    /' >&2
