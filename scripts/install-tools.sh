@@ -20,6 +20,10 @@ declare -A PACKAGES=(
   [dig]=bind9-dnsutils
   [curl]=curl
 )
+# `install-tools.sh bench` adds what the benchmarks in bench/ run against.
+if [ "${1:-}" = bench ]; then
+  PACKAGES+=([nsd]=nsd [dnsperf]=dnsperf [taskset]=util-linux)
+fi
 
 apt_updated=0
 apt_install() {

@@ -1,7 +1,7 @@
 # Shared helpers for the project's shell scripts. Source it; it defines functions only.
 
 # A progress line: what is happening now, and since when.
-SCRIPT_T0=${SCRIPT_T0:-$(date +%s)}
+export SCRIPT_T0=${SCRIPT_T0:-$(date +%s)}
 step() { printf '==> [%3ss] %s\n' "$(( $(date +%s) - SCRIPT_T0 ))" "$*" >&2; }
 
 # The URI of Debian's main archive as the host's apt configuration names it (deb822 sources

@@ -22,7 +22,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { service: CommonConfig::with_admin_port(9100) }
+        Self {
+            service: CommonConfig::with_admin_port(9100),
+        }
     }
 }
 

@@ -15,7 +15,9 @@ fn check_config_accepts_good_and_names_the_bad_key() {
 
 #[tokio::test]
 async fn starts_answers_health_and_stops_on_sigterm() {
-    let service = testing::assert_lifecycle(Path::new(BINARY), CONFIG, &["admin"]).await.unwrap();
+    let service = testing::assert_lifecycle(Path::new(BINARY), CONFIG, &["admin"])
+        .await
+        .unwrap();
     let status = service.terminate(Duration::from_secs(10)).await.unwrap();
     assert!(status.success(), "exit status {status}");
 }

@@ -1,21 +1,534 @@
-//! The binary as a user runs it: check its config, start it, probe it, stop it.
+//! foobar-dns as a user runs it: the binary started as a process, asked by the real `dig`
+//! over UDP and TCP, its health checks pointed at real HTTP servers on 127.0.0.x addresses.
 
-use std::path::Path;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use foobar_service::testing;
+use foobar_service::testing::{self, RunningService};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_foobar-dns");
-const CONFIG: &str = "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n";
+
+/// Two balancers on their own loopback addresses, as in the stack's zone.
+const LB1: &str = "127.0.0.11";
+const LB2: &str = "127.0.0.12";
+
+fn zone(extra: &str) -> String {
+    // big: about 900 bytes, more than 512 and less than the 1232-byte UDP cap.
+    // huge: about 1600 bytes, more than the cap whatever the client's buffer.
+    let big_txt: String = (0..8)
+        .map(|i| format!("big IN TXT \"{}\"\n", format!("{i:02}").repeat(50)))
+        .collect();
+    let huge_txt: String = (0..14)
+        .map(|i| format!("huge IN TXT \"{}\"\n", format!("{i:02}").repeat(50)))
+        .collect();
+    format!(
+        "$ORIGIN foobar.com.\n$TTL 300\n\
+         @ IN SOA ns1.foobar.com. hostmaster.foobar.com. (\n  1 ; serial\n  3600 600 604800 60 )\n\
+         @ IN NS ns1.foobar.com.\n\
+         @ IN MX 10 mail.foobar.com.\n\
+         @ IN TXT \"v=spf1 -all\"\n\
+         ns1 IN A 127.0.0.10\n\
+         www IN A {LB1}\nwww IN A {LB2}\n\
+         status IN CNAME alias\nalias IN CNAME www\n\
+         mail IN A 127.0.0.25\n\
+         v6 IN AAAA 2001:db8::1\n\
+         {big_txt}{huge_txt}{extra}"
+    )
+}
+
+/// A tiny HTTP server standing in for a balancer's admin port: 200 while `healthy`.
+struct Balancer {
+    healthy: Arc<AtomicBool>,
+}
+
+async fn balancer(ip: &str, port: u16) -> Balancer {
+    let listener = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .expect("bind a balancer stand-in");
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&healthy);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let status = if flag.load(Ordering::SeqCst) {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let mut request = [0u8; 512];
+            let _ = stream.read(&mut request).await;
+            let _ = stream
+                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .await;
+        }
+    });
+    Balancer { healthy }
+}
+
+struct Fixture {
+    dns: RunningService,
+    addr: SocketAddr,
+    zone_file: PathBuf,
+    _dir: PathBuf,
+}
+
+async fn start(health_port: u16) -> Fixture {
+    let dir = std::env::temp_dir().join(format!(
+        "foobar-dns-test-{}-{health_port}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let zone_file = dir.join("foobar.com.zone");
+    std::fs::write(&zone_file, zone("")).unwrap();
+    let config = dir.join("dns.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\n\
+             [dns]\nlisten = \"127.0.0.1:0\"\ntcp_idle_timeout = \"1s\"\n\n\
+             [[zone]]\norigin = \"foobar.com\"\nfile = \"{}\"\n\n\
+             [[health_check]]\nname = \"www.foobar.com\"\nport = {health_port}\npath = \"/readyz\"\n\
+             interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\nttl = \"5s\"\n",
+            zone_file.display()
+        ),
+    )
+    .unwrap();
+    let dns = RunningService::start(
+        Path::new(BINARY),
+        &config,
+        &[],
+        &["admin", "dns-udp", "dns-tcp"],
+    )
+    .await
+    .unwrap();
+    testing::wait_ready(dns.addr("admin"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let addr = dns.addr("dns-udp");
+    Fixture {
+        dns,
+        addr,
+        zone_file,
+        _dir: dir,
+    }
+}
+
+/// What `dig` printed, in the parts tests look at.
+#[derive(Debug)]
+struct Dig {
+    status: String,
+    flags: Vec<String>,
+    question: String,
+    answer: Vec<Vec<String>>,
+    authority: Vec<Vec<String>>,
+    raw: String,
+}
+
+impl Dig {
+    fn answer_data(&self, rtype: &str) -> Vec<String> {
+        let mut data: Vec<String> = self
+            .answer
+            .iter()
+            .filter(|r| r[3] == rtype)
+            .map(|r| r[4..].join(" "))
+            .collect();
+        data.sort();
+        data
+    }
+    fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
+async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
+    let output = tokio::process::Command::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .args([
+            "-p",
+            &addr.port().to_string(),
+            "+norecurse",
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .await
+        .expect("dig is installed by scripts/install-tools.sh");
+    let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut dig = Dig {
+        status: String::new(),
+        flags: vec![],
+        question: String::new(),
+        answer: vec![],
+        authority: vec![],
+        raw: raw.clone(),
+    };
+    let mut section = "";
+    for line in raw.lines() {
+        if let Some(rest) = line.split("status: ").nth(1) {
+            dig.status = rest.split(',').next().unwrap_or("").to_owned();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            dig.flags = rest
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+        } else if line.starts_with(";; QUESTION SECTION") {
+            section = "question";
+        } else if line.starts_with(";; ANSWER SECTION") {
+            section = "answer";
+        } else if line.starts_with(";; AUTHORITY SECTION") {
+            section = "authority";
+        } else if line.starts_with(";;") || line.trim().is_empty() {
+            if line.trim().is_empty() {
+                section = "";
+            }
+        } else {
+            let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            match section {
+                "question" => dig.question = line.trim_start_matches(';').to_owned(),
+                "answer" => dig.answer.push(fields),
+                "authority" => dig.authority.push(fields),
+                _ => {}
+            }
+        }
+    }
+    dig
+}
+
+/// Every answer kind, over UDP and over TCP.
+#[tokio::test]
+async fn answers_as_an_authoritative_server_over_udp_and_tcp() {
+    let _lb1 = balancer(LB1, 18_001).await;
+    let _lb2 = balancer(LB2, 18_001).await;
+    let fx = start(18_001).await;
+    for transport in ["+notcp", "+tcp"] {
+        let www = dig(fx.addr, &[transport, "www.foobar.com", "A"]).await;
+        assert_eq!(www.status, "NOERROR", "{}", www.raw);
+        assert!(
+            www.has_flag("aa"),
+            "authoritative answers carry AA: {}",
+            www.raw
+        );
+        assert_eq!(www.answer_data("A"), vec![LB1, LB2]);
+        assert!(
+            www.answer.iter().all(|r| r[1] == "5"),
+            "health-checked answers have the short TTL: {}",
+            www.raw
+        );
+
+        let missing = dig(fx.addr, &[transport, "nope.foobar.com", "A"]).await;
+        assert_eq!(missing.status, "NXDOMAIN", "{}", missing.raw);
+        assert!(missing.answer.is_empty());
+        assert_eq!(
+            missing.authority.first().map(|r| r[3].as_str()),
+            Some("SOA"),
+            "{}",
+            missing.raw
+        );
+
+        let nodata = dig(fx.addr, &[transport, "www.foobar.com", "AAAA"]).await;
+        assert_eq!(nodata.status, "NOERROR", "{}", nodata.raw);
+        assert!(nodata.answer.is_empty(), "{}", nodata.raw);
+        assert_eq!(
+            nodata.authority.first().map(|r| r[3].as_str()),
+            Some("SOA"),
+            "{}",
+            nodata.raw
+        );
+
+        let chain = dig(fx.addr, &[transport, "status.foobar.com", "A"]).await;
+        assert_eq!(chain.status, "NOERROR", "{}", chain.raw);
+        assert_eq!(
+            chain.answer_data("CNAME"),
+            vec!["alias.foobar.com.", "www.foobar.com."],
+            "{}",
+            chain.raw
+        );
+        assert_eq!(chain.answer_data("A"), vec![LB1, LB2], "{}", chain.raw);
+
+        let mixed = dig(fx.addr, &[transport, "WwW.FooBar.CoM", "A"]).await;
+        assert_eq!(mixed.answer_data("A"), vec![LB1, LB2], "{}", mixed.raw);
+        assert!(
+            mixed.question.contains("WwW.FooBar.CoM."),
+            "the question comes back as asked: {}",
+            mixed.raw
+        );
+
+        let outside = dig(fx.addr, &[transport, "example.org", "A"]).await;
+        assert_eq!(outside.status, "REFUSED", "{}", outside.raw);
+
+        for (rtype, expected) in [
+            ("MX", "10 mail.foobar.com."),
+            ("TXT", "\"v=spf1 -all\""),
+            ("NS", "ns1.foobar.com."),
+        ] {
+            let got = dig(fx.addr, &[transport, "foobar.com", rtype]).await;
+            assert_eq!(got.answer_data(rtype), vec![expected], "{}", got.raw);
+        }
+        let soa = dig(fx.addr, &[transport, "foobar.com", "SOA"]).await;
+        assert!(
+            soa.answer_data("SOA")[0].starts_with("ns1.foobar.com. hostmaster.foobar.com. 1 "),
+            "{}",
+            soa.raw
+        );
+        let v6 = dig(fx.addr, &[transport, "v6.foobar.com", "AAAA"]).await;
+        assert_eq!(v6.answer_data("AAAA"), vec!["2001:db8::1"], "{}", v6.raw);
+
+        let any = dig(fx.addr, &[transport, "foobar.com", "ANY"]).await;
+        assert_eq!(any.status, "NOERROR", "{}", any.raw);
+        assert_eq!(
+            any.answer.len(),
+            1,
+            "RFC 8482: one record for ANY: {}",
+            any.raw
+        );
+        assert_eq!(any.answer[0][3], "HINFO", "{}", any.raw);
+    }
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A UDP answer larger than the client's buffer, or than `max_udp_payload` (1232), is
+/// truncated (TC), and dig's retry over TCP gets all of it.
+#[tokio::test]
+async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
+    let fx = start(18_002).await;
+    let truncated = dig(
+        fx.addr,
+        &["+notcp", "+ignore", "+bufsize=512", "big.foobar.com", "TXT"],
+    )
+    .await;
+    assert!(truncated.has_flag("tc"), "{}", truncated.raw);
+    let retried = dig(
+        fx.addr,
+        &["+notcp", "+bufsize=512", "big.foobar.com", "TXT"],
+    )
+    .await;
+    assert_eq!(retried.answer_data("TXT").len(), 8, "{}", retried.raw);
+    let no_edns = dig(
+        fx.addr,
+        &["+notcp", "+ignore", "+noedns", "big.foobar.com", "TXT"],
+    )
+    .await;
+    assert!(
+        no_edns.has_flag("tc"),
+        "without EDNS the limit is 512: {}",
+        no_edns.raw
+    );
+    let large_buffer = dig(
+        fx.addr,
+        &[
+            "+notcp",
+            "+ignore",
+            "+bufsize=4096",
+            "big.foobar.com",
+            "TXT",
+        ],
+    )
+    .await;
+    assert!(!large_buffer.has_flag("tc"), "{}", large_buffer.raw);
+    assert_eq!(large_buffer.answer_data("TXT").len(), 8);
+    let capped = dig(
+        fx.addr,
+        &[
+            "+notcp",
+            "+ignore",
+            "+bufsize=4096",
+            "huge.foobar.com",
+            "TXT",
+        ],
+    )
+    .await;
+    assert!(
+        capped.has_flag("tc"),
+        "capped at 1232 bytes whatever the client offers: {}",
+        capped.raw
+    );
+    let over_tcp = dig(fx.addr, &["+tcp", "huge.foobar.com", "TXT"]).await;
+    assert_eq!(over_tcp.answer_data("TXT").len(), 14, "{}", over_tcp.raw);
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Only healthy balancers are answered; none healthy means all (fail open); a recovered one
+/// comes back. Each change within interval x fall (+ timeout) of the balancer changing.
+#[tokio::test]
+async fn answers_follow_the_health_of_the_balancers() {
+    let lb1 = balancer(LB1, 18_003).await;
+    let lb2 = balancer(LB2, 18_003).await;
+    let fx = start(18_003).await;
+    let wait_for = |expected: Vec<&'static str>| async move {
+        let started = Instant::now();
+        loop {
+            let got = dig(fx.addr, &["www.foobar.com", "A"])
+                .await
+                .answer_data("A");
+            if got == expected {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "still {got:?}, wanted {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(
+        dig(fx.addr, &["www.foobar.com", "A"])
+            .await
+            .answer_data("A"),
+        vec![LB1, LB2]
+    );
+
+    lb1.healthy.store(false, Ordering::SeqCst);
+    let took = wait_for(vec![LB2]).await;
+    assert!(
+        took <= Duration::from_millis(1000),
+        "interval 200ms x fall 2 (+ timeout): took {took:?}"
+    );
+
+    lb2.healthy.store(false, Ordering::SeqCst);
+    wait_for(vec![LB1, LB2]).await; // nobody healthy: answer everybody
+
+    lb1.healthy.store(true, Ordering::SeqCst);
+    wait_for(vec![LB1]).await;
+    lb2.healthy.store(true, Ordering::SeqCst);
+    wait_for(vec![LB1, LB2]).await;
+
+    let (_, metrics) = testing::http_get(fx.dns.addr("admin"), "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "foobar_dns_health_target_up{name=\"www.foobar.com.\",address=\"127.0.0.11\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("foobar_dns_queries_total{protocol=\"udp\",qtype=\"A\",rcode=\"NOERROR\"}"),
+        "{metrics}"
+    );
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// SIGHUP loads a changed zone; a broken one is refused with file and line, and the old zone
+/// keeps answering.
+#[tokio::test]
+async fn sighup_reloads_good_zones_and_refuses_broken_ones() {
+    let mut fx = start(18_004).await;
+    assert_eq!(
+        dig(fx.addr, &["new.foobar.com", "A"]).await.status,
+        "NXDOMAIN"
+    );
+
+    std::fs::write(&fx.zone_file, zone("new IN A 127.0.0.99\n")).unwrap();
+    fx.dns.signal("HUP").await.unwrap();
+    fx.dns
+        .wait_for_log("zone loaded", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        dig(fx.addr, &["new.foobar.com", "A"])
+            .await
+            .answer_data("A"),
+        vec!["127.0.0.99"]
+    );
+
+    let broken = zone("new IN A 127.0.0.99\nbad IN A 300.1.2.3\n");
+    let bad_line = broken.lines().count();
+    std::fs::write(&fx.zone_file, broken).unwrap();
+    fx.dns.signal("HUP").await.unwrap();
+    let line = fx
+        .dns
+        .wait_for_log("zone reload refused", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let expected = format!("{}:{bad_line}:", fx.zone_file.display());
+    assert!(
+        line.contains(&expected),
+        "the error names file and line {expected}: {line}"
+    );
+    assert_eq!(
+        dig(fx.addr, &["new.foobar.com", "A"])
+            .await
+            .answer_data("A"),
+        vec!["127.0.0.99"]
+    );
+    assert_eq!(
+        dig(fx.addr, &["www.foobar.com", "A"]).await.status,
+        "NOERROR"
+    );
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Garbage gets FORMERR or nothing, a silent TCP client is cut off, and the server goes on.
+#[tokio::test]
+async fn bad_input_never_stops_it() {
+    let fx = start(18_005).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(fx.addr).await.unwrap();
+
+    // A header announcing a question that is not there: FORMERR with the same ID.
+    socket
+        .send(&[0x42, 0x42, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w'])
+        .await
+        .unwrap();
+    let mut answer = [0u8; 512];
+    let len = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&answer[..2], &[0x42, 0x42]);
+    assert_eq!(answer[3] & 0x0F, 1, "FORMERR");
+    assert_eq!(len, 12);
+
+    // Too short for a header: no answer at all.
+    socket.send(&[1, 2, 3]).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut answer))
+            .await
+            .is_err()
+    );
+
+    // A length and then silence: disconnected after tcp_idle_timeout (1 s).
+    let mut silent = tokio::net::TcpStream::connect(fx.dns.addr("dns-tcp"))
+        .await
+        .unwrap();
+    silent.write_all(&[0, 40]).await.unwrap();
+    let started = Instant::now();
+    let mut rest = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "connection not closed: {closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    assert_eq!(
+        dig(fx.addr, &["www.foobar.com", "A"]).await.status,
+        "NOERROR"
+    );
+    assert_eq!(
+        dig(fx.addr, &["+tcp", "www.foobar.com", "A"]).await.status,
+        "NOERROR"
+    );
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
 
 #[test]
 fn check_config_accepts_good_and_names_the_bad_key() {
-    testing::assert_check_config(Path::new(BINARY), CONFIG).unwrap();
-}
-
-#[tokio::test]
-async fn starts_answers_health_and_stops_on_sigterm() {
-    let service = testing::assert_lifecycle(Path::new(BINARY), CONFIG, &["admin"]).await.unwrap();
-    let status = service.terminate(Duration::from_secs(10)).await.unwrap();
-    assert!(status.success(), "exit status {status}");
+    let dir = std::env::temp_dir().join(format!("foobar-dns-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let zone_file = dir.join("z.zone");
+    std::fs::write(&zone_file, zone("")).unwrap();
+    let config = format!(
+        "[service]\nadmin_listen = \"127.0.0.1:0\"\n\n[[zone]]\norigin = \"foobar.com\"\nfile = \"{}\"\n",
+        zone_file.display()
+    );
+    testing::assert_check_config(Path::new(BINARY), &config).unwrap();
 }

@@ -26,7 +26,11 @@ pub fn health_routes(ctx: &Context) -> Router {
 
 /// The admin router: health, and metrics.
 pub fn router(ctx: &Context) -> Router {
-    health_routes(ctx).merge(Router::new().route("/metrics", get(metrics)).with_state(ctx.clone()))
+    health_routes(ctx).merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(ctx.clone()),
+    )
 }
 
 async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
@@ -43,7 +47,10 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut body, &registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             body,
         ),
         Err(e) => (

@@ -80,7 +80,10 @@ where
     }
 
     telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", info.binary);
@@ -109,7 +112,11 @@ where
 {
     let ctx = Context::new(info.metrics_prefix);
     let common = config.common().clone();
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "{} starting", info.binary);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "{} starting",
+        info.binary
+    );
 
     let stop_all_on_exit = |ctx: Context, task: &'static str| {
         move |result: anyhow::Result<()>| {
@@ -134,6 +141,7 @@ where
         async move { done(fut.await) }
     });
     tokio::spawn(lifecycle::stop_on_signal(ctx.clone()));
+    tokio::spawn(lifecycle::reload_on_sighup(ctx.clone()));
 
     let both = async {
         let (service, admin) = tokio::join!(service, admin);
@@ -195,7 +203,10 @@ fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut head = [0u8; 32];
     let n = stream.read(&mut head)?;
     let line = String::from_utf8_lossy(&head[..n]);

@@ -43,7 +43,10 @@ pub struct CommonConfig {
 impl CommonConfig {
     /// The defaults, with the admin port each service documents as its own.
     pub fn with_admin_port(port: u16) -> Self {
-        Self { admin_listen: SocketAddr::from(([0, 0, 0, 0], port)), ..Self::default() }
+        Self {
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], port)),
+            ..Self::default()
+        }
     }
 }
 
@@ -60,10 +63,19 @@ impl Default for CommonConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A problem in the file: a syntax error, an unknown key or a value of the wrong type.
     #[error("{path}:{line}:{column}: {}{message}", key_prefix(key))]
-    File { path: PathBuf, line: usize, column: usize, key: String, message: String },
+    File {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
     /// A problem with an environment override.
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
@@ -73,7 +85,11 @@ pub enum ConfigError {
 }
 
 fn key_prefix(key: &str) -> String {
-    if key.is_empty() || key == "." { String::new() } else { format!("key `{key}`: ") }
+    if key.is_empty() || key == "." {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
 }
 
 /// Where a config came from, for messages: a file, or the built-in defaults.
@@ -93,17 +109,27 @@ pub fn load<C: ServiceConfig>(
     let source = match path {
         Some(path) => Source {
             path: path.to_owned(),
-            text: std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?,
+            text: std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
         },
-        None => Source { path: PathBuf::from("(built-in defaults)"), text: String::new() },
+        None => Source {
+            path: PathBuf::from("(built-in defaults)"),
+            text: String::new(),
+        },
     };
     let from_file: C = parse(&source)?;
     let overrides = env_overrides(prefix, env)?;
-    let config = if overrides.is_empty() { from_file } else { merge(&from_file, &overrides)? };
-    config
-        .validate()
-        .map_err(|message| ConfigError::Invalid { path: source.path.clone(), message })?;
+    let config = if overrides.is_empty() {
+        from_file
+    } else {
+        merge(&from_file, &overrides)?
+    };
+    config.validate().map_err(|message| ConfigError::Invalid {
+        path: source.path.clone(),
+        message,
+    })?;
     Ok(config)
 }
 
@@ -154,11 +180,21 @@ fn env_overrides(
         .filter_map(|(var, raw)| {
             let rest = var.strip_prefix(&prefix)?.to_ascii_lowercase();
             let path = rest.split("__").map(str::to_owned).collect();
-            Some(Override { value: parse_env_value(&raw), var, path })
+            Some(Override {
+                value: parse_env_value(&raw),
+                var,
+                path,
+            })
         })
         .collect();
-    if let Some(bad) = overrides.iter().find(|o| o.path.iter().any(String::is_empty)) {
-        return Err(ConfigError::Env { var: bad.var.clone(), message: "empty key".into() });
+    if let Some(bad) = overrides
+        .iter()
+        .find(|o| o.path.iter().any(String::is_empty))
+    {
+        return Err(ConfigError::Env {
+            var: bad.var.clone(),
+            message: "empty key".into(),
+        });
     }
     overrides.sort_by(|a, b| a.var.cmp(&b.var));
     Ok(overrides)
@@ -175,7 +211,10 @@ fn parse_env_value(raw: &str) -> toml::Value {
 
 /// Applies overrides one at a time, so an error names the variable that caused it.
 fn merge<C: ServiceConfig>(base: &C, overrides: &[Override]) -> Result<C, ConfigError> {
-    let env_error = |var: &str, message: String| ConfigError::Env { var: var.to_owned(), message };
+    let env_error = |var: &str, message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
     let mut table = toml::Table::try_from(base)
         .map_err(|e| env_error(&overrides[0].var, format!("internal: {e}")))?;
     for o in overrides {
@@ -192,8 +231,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().expect("override paths are never empty");
     let mut current = table;
     for key in parents {
-        let entry = current.entry(key.clone()).or_insert_with(|| toml::Table::new().into());
-        current = entry.as_table_mut().ok_or_else(|| format!("`{key}` is not a table"))?;
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Table::new().into());
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a table"))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -217,7 +260,12 @@ pub fn env_keys<C: ServiceConfig>(prefix: &str) -> Vec<(String, String)> {
     walk(&table, &mut Vec::new(), &mut paths);
     paths
         .into_iter()
-        .map(|p| (p.join("."), format!("{prefix}_{}", p.join("__").to_ascii_uppercase())))
+        .map(|p| {
+            (
+                p.join("."),
+                format!("{prefix}_{}", p.join("__").to_ascii_uppercase()),
+            )
+        })
         .collect()
 }
 
@@ -254,7 +302,11 @@ mod tests {
 
     impl Default for Pool {
         fn default() -> Self {
-            Self { size: 4, name: "main".into(), backends: vec![] }
+            Self {
+                size: 4,
+                name: "main".into(),
+                backends: vec![],
+            }
         }
     }
 
@@ -263,7 +315,11 @@ mod tests {
             &self.service
         }
         fn validate(&self) -> Result<(), String> {
-            if self.pool.size == 0 { Err("pool.size must be at least 1".into()) } else { Ok(()) }
+            if self.pool.size == 0 {
+                Err("pool.size must be at least 1".into())
+            } else {
+                Ok(())
+            }
         }
     }
 
@@ -287,7 +343,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(config.service.admin_listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(
+            config.service.admin_listen,
+            "127.0.0.1:9999".parse().unwrap()
+        );
         assert_eq!(config.service.shutdown_timeout, Duration::from_secs(3));
         assert_eq!(config.pool.size, 8);
         assert_eq!(config.pool.name, "main");
@@ -296,7 +355,9 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_and_key() {
         let file = write("[pool]\nsize = 2\nsizee = 3\n");
-        let err = load::<Example>(Some(file.path()), "EX", []).unwrap_err().to_string();
+        let err = load::<Example>(Some(file.path()), "EX", [])
+            .unwrap_err()
+            .to_string();
         let expected = format!("{}:3:1: ", file.path().display());
         assert!(err.starts_with(&expected), "{err}");
         assert!(err.contains("sizee"), "{err}");
@@ -305,31 +366,54 @@ mod tests {
 
     #[test]
     fn bad_value_names_file_line_and_key() {
-        let file = write("[service]\nadmin_listen = \"127.0.0.1:9999\"\n\n[pool]\nsize = \"big\"\n");
-        let err = load::<Example>(Some(file.path()), "EX", []).unwrap_err().to_string();
-        let expected = format!("{}:5:8: key `pool.size`: invalid type", file.path().display());
+        let file =
+            write("[service]\nadmin_listen = \"127.0.0.1:9999\"\n\n[pool]\nsize = \"big\"\n");
+        let err = load::<Example>(Some(file.path()), "EX", [])
+            .unwrap_err()
+            .to_string();
+        let expected = format!(
+            "{}:5:8: key `pool.size`: invalid type",
+            file.path().display()
+        );
         assert!(err.starts_with(&expected), "{err}");
     }
 
     #[test]
     fn bad_duration_and_address_are_explained() {
         let err = load_text("[service]\nshutdown_timeout = \"soon\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains(":2:20: key `service.shutdown_timeout`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(":2:20: key `service.shutdown_timeout`"),
+            "{err}"
+        );
         let err = load_text("[service]\nadmin_listen = \"localhost\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains(":2:16: key `service.admin_listen`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(":2:16: key `service.admin_listen`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn syntax_error_names_the_line() {
         let file = write("[pool]\nsize = 2\nname = \"unterminated\n");
-        let err = load::<Example>(Some(file.path()), "EX", []).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("{}:3:", file.path().display())), "{err}");
+        let err = load::<Example>(Some(file.path()), "EX", [])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}:3:", file.path().display())),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_file_is_a_read_error() {
         let err = load::<Example>(Some(Path::new("/nonexistent/x.toml")), "EX", []).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent/x.toml: cannot read:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/x.toml: cannot read:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -348,20 +432,35 @@ mod tests {
         assert_eq!(config.pool.size, 9);
         assert_eq!(config.pool.name, "from-env");
         assert_eq!(config.pool.backends, vec!["a:1", "b:2"]);
-        assert_eq!(config.service.admin_listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(
+            config.service.admin_listen,
+            "127.0.0.1:7000".parse().unwrap()
+        );
     }
 
     #[test]
     fn bad_environment_override_names_the_variable() {
-        let err = load_text("", &[("EX_POOL__SIZE", "many")]).unwrap_err().to_string();
-        assert!(err.starts_with("environment variable EX_POOL__SIZE: invalid type"), "{err}");
-        let err = load_text("", &[("EX_POOL__COLOUR", "red")]).unwrap_err().to_string();
-        assert!(err.starts_with("environment variable EX_POOL__COLOUR: unknown field"), "{err}");
+        let err = load_text("", &[("EX_POOL__SIZE", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("environment variable EX_POOL__SIZE: invalid type"),
+            "{err}"
+        );
+        let err = load_text("", &[("EX_POOL__COLOUR", "red")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("environment variable EX_POOL__COLOUR: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]
     fn semantic_validation_runs_after_overrides() {
-        let err = load_text("", &[("EX_POOL__SIZE", "0")]).unwrap_err().to_string();
+        let err = load_text("", &[("EX_POOL__SIZE", "0")])
+            .unwrap_err()
+            .to_string();
         assert!(err.ends_with("pool.size must be at least 1"), "{err}");
     }
 
@@ -369,14 +468,20 @@ mod tests {
     fn env_keys_lists_every_leaf_of_the_defaults() {
         let keys = env_keys::<Example>("EX");
         assert!(keys.contains(&("pool.size".into(), "EX_POOL__SIZE".into())));
-        assert!(keys.contains(&("service.admin_listen".into(), "EX_SERVICE__ADMIN_LISTEN".into())));
+        assert!(keys.contains(&(
+            "service.admin_listen".into(),
+            "EX_SERVICE__ADMIN_LISTEN".into()
+        )));
     }
 
     #[test]
     fn rendered_config_loads_back_to_the_same_value() {
         let config = load_text("[pool]\nsize = 7\nbackends = [\"x:1\"]\n", &[]).unwrap();
-        let again: Example =
-            parse(&Source { path: "rendered".into(), text: render(&config) }).unwrap();
+        let again: Example = parse(&Source {
+            path: "rendered".into(),
+            text: render(&config),
+        })
+        .unwrap();
         assert_eq!(config, again);
     }
 }

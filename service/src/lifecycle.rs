@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Whether the service should be sent traffic: what `/readyz` answers.
@@ -34,6 +35,8 @@ pub struct Context {
     pub readiness: Readiness,
     /// Where the service registers its metrics; `/metrics` encodes it on every scrape.
     pub metrics: Arc<std::sync::Mutex<Registry>>,
+    /// Counts SIGHUPs: a service that can reload watches it with [`Context::reloads`].
+    reload: Arc<watch::Sender<u64>>,
 }
 
 impl Context {
@@ -42,7 +45,18 @@ impl Context {
             shutdown: CancellationToken::new(),
             readiness: Readiness::default(),
             metrics: Arc::new(std::sync::Mutex::new(Registry::with_prefix(prefix))),
+            reload: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// A receiver that changes on every SIGHUP: `while reloads.changed().await.is_ok()`.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reload.subscribe()
+    }
+
+    /// What SIGHUP does; also for tests.
+    pub fn request_reload(&self) {
+        self.reload.send_modify(|n| *n += 1);
     }
 
     /// Registers one metric under the service's prefix.
@@ -52,9 +66,34 @@ impl Context {
         help: &str,
         metric: impl prometheus_client::registry::Metric,
     ) {
-        self.metrics.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(name, help, metric);
     }
 }
+
+/// Turns each SIGHUP into a reload request, until shutdown.
+#[cfg(unix)]
+pub async fn reload_on_sighup(ctx: Context) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                ctx.request_reload();
+            }
+            () = ctx.shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub async fn reload_on_sighup(_ctx: Context) {}
 
 /// Waits for SIGTERM or Ctrl-C, then marks the service not ready and cancels `shutdown`.
 pub async fn stop_on_signal(ctx: Context) {

@@ -68,18 +68,50 @@ impl RunningService {
         tokio::time::timeout(Duration::from_secs(20), wait)
             .await
             .map_err(|_| anyhow::anyhow!("no `listening on` line within 20 s"))??;
-        Ok(Self { child, listeners, logs: rx })
+        Ok(Self {
+            child,
+            listeners,
+            logs: rx,
+        })
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.listeners[listener]
     }
 
+    /// Sends a signal (`"HUP"`, `"TERM"` ...) to the process.
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("already exited"))?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// Waits up to `within` for a log line containing `needle`, and returns it.
+    pub async fn wait_for_log(&mut self, needle: &str, within: Duration) -> anyhow::Result<String> {
+        let wait = async {
+            while let Some(line) = self.logs.recv().await {
+                if line.contains(needle) {
+                    return Ok(line);
+                }
+            }
+            anyhow::bail!("the process exited")
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("no log line with {needle:?} within {within:?}"))?
+    }
+
     /// Sends SIGTERM and waits up to `within` for the process to exit.
     pub async fn terminate(mut self, within: Duration) -> anyhow::Result<ExitStatus> {
-        let pid = self.child.id().ok_or_else(|| anyhow::anyhow!("already exited"))?;
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
-        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        self.signal("TERM").await?;
         tokio::time::timeout(within, self.child.wait())
             .await
             .map_err(|_| anyhow::anyhow!("still running {within:?} after SIGTERM"))?
@@ -91,7 +123,12 @@ impl RunningService {
 pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     let rest = line.split("listening on ").nth(1)?;
     let addr = rest.split_whitespace().next()?.parse().ok()?;
-    let name = rest.split("listener=").nth(1)?.split_whitespace().next()?.trim_matches('"');
+    let name = rest
+        .split("listener=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .trim_matches('"');
     Some((name.to_owned(), addr))
 }
 
@@ -108,21 +145,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Ok((status, body))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_the_listening_line() {
-        let line = "2026-11-22T03:00:00Z  INFO foobar_service::admin: listening on \
-                    127.0.0.1:4321 listener=\"admin\"";
-        let (name, addr) = super::parse_listening(line).unwrap();
-        assert_eq!(name, "admin");
-        assert_eq!(addr, "127.0.0.1:4321".parse().unwrap());
-        assert!(super::parse_listening("INFO starting").is_none());
-    }
 }
 
 /// What every service binary must do, end to end: start from `config_toml` (whose listeners
@@ -142,7 +169,10 @@ pub async fn assert_lifecycle(
     let (status, _) = http_get(admin, "/healthz").await?;
     anyhow::ensure!(status == 200, "/healthz answered {status}");
     let (status, body) = http_get(admin, "/metrics").await?;
-    anyhow::ensure!(status == 200 && body.contains("# EOF"), "/metrics: {status} {body}");
+    anyhow::ensure!(
+        status == 200 && body.contains("# EOF"),
+        "/metrics: {status} {body}"
+    );
     Ok(service)
 }
 
@@ -153,7 +183,10 @@ pub async fn wait_ready(admin: SocketAddr, within: Duration) -> anyhow::Result<(
         if let Ok((200, _)) = http_get(admin, "/readyz").await {
             return Ok(());
         }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "not ready within {within:?}");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not ready within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -164,20 +197,42 @@ pub fn assert_check_config(binary: &Path, good_toml: &str) -> anyhow::Result<()>
     let dir = tempfile_dir()?;
     let good = dir.join("good.toml");
     std::fs::write(&good, good_toml)?;
-    let out = std::process::Command::new(binary).arg("--check-config").arg("--config").arg(&good).output()?;
-    anyhow::ensure!(out.status.success(), "good config refused: {}", String::from_utf8_lossy(&out.stderr));
-    anyhow::ensure!(String::from_utf8_lossy(&out.stdout).contains("[service]"), "effective config not printed");
+    let out = std::process::Command::new(binary)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&good)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "good config refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("[service]"),
+        "effective config not printed"
+    );
 
     let bad = dir.join("bad.toml");
     // The unknown key goes before any table, so it is a top-level key on line 1.
     let text = format!("no_such_key = 1\n{good_toml}");
     let bad_line = 1;
     std::fs::write(&bad, &text)?;
-    let out = std::process::Command::new(binary).arg("--check-config").arg("--config").arg(&bad).output()?;
+    let out = std::process::Command::new(binary)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&bad)
+        .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.code() == Some(2), "bad config: exit {:?}: {stderr}", out.status);
+    anyhow::ensure!(
+        out.status.code() == Some(2),
+        "bad config: exit {:?}: {stderr}",
+        out.status
+    );
     let expected = format!("{}:{bad_line}:", bad.display());
-    anyhow::ensure!(stderr.contains(&expected) && stderr.contains("no_such_key"), "unclear error: {stderr}");
+    anyhow::ensure!(
+        stderr.contains(&expected) && stderr.contains("no_such_key"),
+        "unclear error: {stderr}"
+    );
     Ok(())
 }
 
@@ -185,8 +240,24 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "foobar-test-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_the_listening_line() {
+        let line = "2026-11-22T03:00:00Z  INFO foobar_service::admin: listening on \
+                    127.0.0.1:4321 listener=\"admin\"";
+        let (name, addr) = super::parse_listening(line).unwrap();
+        assert_eq!(name, "admin");
+        assert_eq!(addr, "127.0.0.1:4321".parse().unwrap());
+        assert!(super::parse_listening("INFO starting").is_none());
+    }
 }

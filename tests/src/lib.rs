@@ -23,7 +23,10 @@ const DB_STARTUP: Duration = Duration::from_secs(180);
 
 /// A name no other test run uses, for networks and containers.
 pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
     format!("{prefix}-{}-{nanos:08x}", std::process::id())
 }
 
@@ -42,11 +45,21 @@ impl ReplicatedDatabase {
         let primary = database_node(&network, &primary_name, "db-primary", "primary", 1)
             .start()
             .await?;
-        let replica = database_node(&network, &format!("{network}-db-replica"), "db-replica", "replica", 2)
-            .with_env_var("DB_PRIMARY_HOST", &primary_name)
-            .start()
-            .await?;
-        Ok(Self { network, primary, replica })
+        let replica = database_node(
+            &network,
+            &format!("{network}-db-replica"),
+            "db-replica",
+            "replica",
+            2,
+        )
+        .with_env_var("DB_PRIMARY_HOST", &primary_name)
+        .start()
+        .await?;
+        Ok(Self {
+            network,
+            primary,
+            replica,
+        })
     }
 
     pub async fn primary_pool(&self) -> anyhow::Result<MySqlPool> {

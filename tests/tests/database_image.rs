@@ -11,13 +11,21 @@ async fn replica_follows_the_primary_and_refuses_writes() -> anyhow::Result<()> 
     let replica = db.replica_pool().await?;
 
     let ids: (u32, u32) = (
-        sqlx::query_scalar("SELECT @@server_id").fetch_one(&primary).await?,
-        sqlx::query_scalar("SELECT @@server_id").fetch_one(&replica).await?,
+        sqlx::query_scalar("SELECT @@server_id")
+            .fetch_one(&primary)
+            .await?,
+        sqlx::query_scalar("SELECT @@server_id")
+            .fetch_one(&replica)
+            .await?,
     );
     assert_eq!(ids, (1, 2), "two distinct nodes");
     let read_only: (i64, i64) = (
-        sqlx::query_scalar("SELECT @@read_only").fetch_one(&primary).await?,
-        sqlx::query_scalar("SELECT @@read_only").fetch_one(&replica).await?,
+        sqlx::query_scalar("SELECT @@read_only")
+            .fetch_one(&primary)
+            .await?,
+        sqlx::query_scalar("SELECT @@read_only")
+            .fetch_one(&replica)
+            .await?,
     );
     assert_eq!(read_only, (0, 1));
 
@@ -37,7 +45,10 @@ async fn replica_follows_the_primary_and_refuses_writes() -> anyhow::Result<()> 
         if let Some(text) = row {
             break text;
         }
-        assert!(written.elapsed() < Duration::from_secs(5), "row not on the replica within 5 s");
+        assert!(
+            written.elapsed() < Duration::from_secs(5),
+            "row not on the replica within 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(seen, "hello from the primary");
@@ -47,9 +58,15 @@ async fn replica_follows_the_primary_and_refuses_writes() -> anyhow::Result<()> 
         .execute(&replica)
         .await
         .expect_err("the replica must refuse writes");
-    let code = refused.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+    let code = refused
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
     // ER_OPTION_PREVENTS_STATEMENT (1290, SQLSTATE HY000): "running with --read-only".
-    assert!(refused.to_string().contains("read-only"), "unexpected error: {refused}");
+    assert!(
+        refused.to_string().contains("read-only"),
+        "unexpected error: {refused}"
+    );
     assert_eq!(code.as_deref(), Some("HY000"), "{refused}");
     Ok(())
 }

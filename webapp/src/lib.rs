@@ -102,6 +102,8 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let router = app(&config, &ctx);
     let listener = foobar_service::admin::bind("http", config.http.listen).await?;
     ctx.readiness.set(true);
-    axum::serve(listener, router).with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned()).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned())
+        .await?;
     Ok(())
 }

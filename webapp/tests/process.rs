@@ -22,8 +22,9 @@ fn check_config_accepts_good_and_names_the_bad_key() {
 
 #[tokio::test]
 async fn serves_the_home_page_and_stops_on_sigterm() {
-    let service =
-        testing::assert_lifecycle(Path::new(BINARY), &config(), &["admin", "http"]).await.unwrap();
+    let service = testing::assert_lifecycle(Path::new(BINARY), &config(), &["admin", "http"])
+        .await
+        .unwrap();
     let http = service.addr("http");
     let (status, body) = testing::http_get(http, "/").await.unwrap();
     assert_eq!(status, 200);
