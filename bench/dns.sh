@@ -16,7 +16,8 @@ bash scripts/install-tools.sh bench
 
 work=$(mktemp -d /tmp/foobar-bench-dns.XXXXXX)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# Each server runs in its own session and process group (setsid): kill the whole group.
+cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 step "building foobar-dns (release)"
@@ -47,6 +48,10 @@ server:
     logfile: "$work/nsd.log"
     hide-version: yes
     verbosity: 0
+    # Debian builds NSD with response rate limiting on (200 answers/s per client): it would
+    # throttle dnsperf's single client. foobar-dns has none, so NSD runs without it too.
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
 remote-control:
     control-enable: no
 zone:
@@ -72,7 +77,29 @@ wait_answering() { # port
   echo "nothing answers on port $1" >&2; return 1
 }
 
+# A server must not start where another one already answers, or we would measure that one.
+port_free() { # port
+  if dig @127.0.0.1 -p "$1" +time=1 +tries=1 +short www.foobar.com A >/dev/null 2>&1; then
+    echo "something already answers DNS on 127.0.0.1:$1; stop it or set NSD_PORT/FOOBAR_PORT" >&2
+    exit 1
+  fi
+}
+
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU seconds (user + system) used so far by the processes of session SID, with the time of
+# children they have reaped. NSD forks and re-forks its processes (and renames them), so each
+# server is started in its own session (setsid) and measured by session.
+cpu_seconds() {
+  local sid=$1 pid total=0
+  for pid in $(ps -e -o sid=,pid= | awk -v sid="$sid" '$1 == sid { print $2 }'); do
+    # Fields after the command name, which is in parentheses and may contain spaces: utime,
+    # stime, cutime and cstime are the 12th to 15th of them.
+    total=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null \
+            | awk -v hz="$(getconf CLK_TCK)" -v t="$total" '{ printf "%.2f", t + ($12 + $13 + $14 + $15) / hz }' \
+            || echo "$total")
+  done
+  echo "$total"
+}
 
 run_dnsperf() { # name port -> prints qps
   local name=$1 port=$2
@@ -83,25 +110,38 @@ run_dnsperf() { # name port -> prints qps
   awk '/Queries per second/ {print $4}' "$work/$name.dnsperf"
 }
 
+port_free "$NSD_PORT"
+port_free "$FOOBAR_PORT"
 step "starting NSD $(nsd -v 2>&1 | head -n1 | awk '{print $3}') on CPU 0"
-taskset -c 0 nsd -d -c "$work/nsd.conf" > "$work/nsd.out" 2>&1 &
+setsid taskset -c 0 nsd -d -c "$work/nsd.conf" > "$work/nsd.out" 2>&1 &
 pids+=($!)
 wait_answering "$NSD_PORT"
+nsd_cpu_before=$(cpu_seconds "${pids[0]}")
 nsd_qps=$(run_dnsperf nsd "$NSD_PORT")
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+nsd_cpu=$(awk -v a="$(cpu_seconds "${pids[0]}")" -v b="$nsd_cpu_before" 'BEGIN { print a - b }')
+kill -- "-${pids[0]}" 2>/dev/null || true
+wait "${pids[0]}" 2>/dev/null || true
 
 step "starting foobar-dns on CPU 0"
-RUST_LOG=warn taskset -c 0 "$binary" --config "$work/foobar-dns.toml" > "$work/foobar.out" 2>&1 &
+RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-dns.toml" > "$work/foobar.out" 2>&1 &
 pids+=($!)
 wait_answering "$FOOBAR_PORT"
 sleep 1
 idle_rss=$(rss_kb "${pids[1]}")
+foobar_cpu_before=$(cpu_seconds "${pids[1]}")
 foobar_qps=$(run_dnsperf foobar-dns "$FOOBAR_PORT")
+foobar_cpu=$(awk -v a="$(cpu_seconds "${pids[1]}")" -v b="$foobar_cpu_before" 'BEGIN { print a - b }')
 loaded_rss=$(rss_kb "${pids[1]}")
 
 ratio=$(awk -v a="$foobar_qps" -v b="$nsd_qps" 'BEGIN { printf "%.2f", a / b }')
+# CPU per query: when dnsperf's core is the limit, both servers answer about as fast as it
+# asks, and what tells them apart is how much of their core each answer costs.
+per_query() { awk -v cpu="$1" -v qps="$2" -v d="$DURATION" 'BEGIN { printf "%.2f", cpu * 1e6 / (qps * d) }'; }
+busy() { awk -v cpu="$1" -v d="$DURATION" 'BEGIN { printf "%.0f%%", 100 * cpu / d }'; }
 echo
-printf '%-12s %14s\n' "server" "queries/s"
-printf '%-12s %14.0f\n' "nsd" "$nsd_qps" "foobar-dns" "$foobar_qps"
-echo "ratio foobar-dns / nsd: $ratio  (target >= 1.00)"
+printf '%-12s %12s %14s %16s\n' "server" "queries/s" "CPU 0 busy" "CPU us/query"
+printf '%-12s %12.0f %14s %16s\n' "nsd" "$nsd_qps" "$(busy "$nsd_cpu")" "$(per_query "$nsd_cpu" "$nsd_qps")"
+printf '%-12s %12.0f %14s %16s\n' "foobar-dns" "$foobar_qps" "$(busy "$foobar_cpu")" "$(per_query "$foobar_cpu" "$foobar_qps")"
+echo "ratio foobar-dns / nsd, queries per second: $ratio  (target >= 1.00)"
+echo "ratio nsd / foobar-dns, CPU per query:      $(awk -v a="$(per_query "$nsd_cpu" "$nsd_qps")" -v b="$(per_query "$foobar_cpu" "$foobar_qps")" 'BEGIN { printf "%.2f", a / b }')  (above 1.00: foobar-dns spends less per answer)"
 echo "foobar-dns RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 15 MB)"

@@ -37,6 +37,9 @@ pub struct ListenerConfig {
     pub answer_cache_entries: usize,
     /// The largest UDP answer, whatever a client's EDNS buffer says (RFC 9715's 1232 default).
     pub max_udp_payload: u16,
+    /// The UDP socket's receive buffer in bytes: room for a burst of queries while the server
+    /// is busy. The kernel caps it at net.core.rmem_max.
+    pub udp_receive_buffer: usize,
 }
 
 impl Default for ListenerConfig {
@@ -47,6 +50,7 @@ impl Default for ListenerConfig {
             max_tcp_connections: 256,
             answer_cache_entries: 10_000,
             max_udp_payload: 1232,
+            udp_receive_buffer: 1 << 20,
         }
     }
 }

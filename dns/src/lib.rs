@@ -6,13 +6,16 @@
 //!   of ready-made wire answers) and the path of one query through it.
 //! - [`wire`]: the little of a query the fast path reads itself (fuzzed: `dns/fuzz`).
 //! - [`health`]: HTTP probes of the health-checked addresses; only healthy ones are answered.
-//! - [`server`]: the UDP and TCP listeners.
+//! - [`server`]: the UDP and TCP listeners; on Linux, UDP goes in batches (`batch.rs`:
+//!   `recvmmsg`/`sendmmsg`, the crate's only unsafe code).
 //! - [`metrics`]: what `/metrics` exports.
 //!
 //! The shared parts (command line, config loading, admin listener, shutdown) come from
 //! [`foobar_service`].
 
 pub mod answer;
+#[cfg(target_os = "linux")]
+mod batch;
 pub mod config;
 pub mod health;
 pub mod metrics;
@@ -70,8 +73,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         max_udp_payload: config.dns.max_udp_payload,
     });
 
-    let udp = tokio::net::UdpSocket::bind(config.dns.listen)
-        .await
+    let udp = server::bind_udp(config.dns.listen, config.dns.udp_receive_buffer)
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", config.dns.listen))?;
     foobar_service::admin::log_listening("dns-udp", udp.local_addr()?);
     // TCP on the port UDP got, so `listen = "...:0"` gives one port for both.

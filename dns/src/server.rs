@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,17 +45,32 @@ impl Dns {
     }
 }
 
-/// Answers datagrams until shutdown. One answer per query, sent before the next is read:
-/// nothing is in flight when the loop ends.
+/// A UDP socket on `addr` with a receive buffer of `receive_buffer` bytes.
+pub fn bind_udp(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_recv_buffer_size(receive_buffer)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Answers datagrams until shutdown, a batch at a time: every query of a batch is answered
+/// and sent before the next batch is read, so nothing is in flight when the loop ends.
+#[cfg(target_os = "linux")]
 pub async fn serve_udp(socket: UdpSocket, dns: Arc<Dns>, shutdown: CancellationToken) {
-    let mut packet = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
+    use crate::batch::{BATCH, Batch};
+    let mut batch = Batch::new();
+    let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut to = Vec::with_capacity(BATCH);
+    // Made once: a fresh `cancelled()` per batch would register a waiter each time.
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
     loop {
-        let (len, peer) = tokio::select! {
+        let received = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut packet) => match received {
-                Ok(received) => received,
+            () = &mut stopping => return,
+            received = batch.receive(&socket) => match received {
+                Ok(n) => n,
                 // ICMP errors from earlier sends surface here on some systems; not fatal.
                 Err(e) => {
                     tracing::debug!("udp receive: {e}");
@@ -63,7 +78,55 @@ pub async fn serve_udp(socket: UdpSocket, dns: Arc<Dns>, shutdown: CancellationT
                 }
             },
         };
-        if dns.answer(&mut packet[..len], peer, false, &mut out).await {
+        to.clear();
+        for i in 0..received {
+            let (packet, peer, cut) = batch.datagram(i);
+            let Some(peer) = peer else { continue };
+            let started = Instant::now();
+            let out = &mut answers[to.len()];
+            let answered = if cut {
+                // Longer than any query we answer: FORMERR if the header is there.
+                out.clear();
+                if packet.len() >= crate::wire::HEADER_LEN {
+                    out.extend_from_slice(&crate::wire::format_error(packet));
+                }
+                !out.is_empty()
+            } else {
+                dns.answer(packet, peer, false, out).await
+            };
+            dns.metrics.latency_udp.observe(started.elapsed());
+            if answered {
+                to.push(i);
+            }
+        }
+        if let Err(e) = batch.send(&socket, &answers[..to.len()], &to).await {
+            tracing::debug!("udp send: {e}");
+        }
+    }
+}
+
+/// Answers datagrams until shutdown, one at a time (where `recvmmsg` is not available).
+#[cfg(not(target_os = "linux"))]
+pub async fn serve_udp(socket: UdpSocket, dns: Arc<Dns>, shutdown: CancellationToken) {
+    let mut packet = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
+    loop {
+        let (len, peer) = tokio::select! {
+            biased;
+            () = &mut stopping => return,
+            received = socket.recv_from(&mut packet) => match received {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::debug!("udp receive: {e}");
+                    continue;
+                }
+            },
+        };
+        let started = Instant::now();
+        let answered = dns.answer(&mut packet[..len], peer, false, &mut out).await;
+        dns.metrics.latency_udp.observe(started.elapsed());
+        if answered {
             if let Err(e) = socket.send_to(&out, peer).await {
                 tracing::debug!(%peer, "udp send: {e}");
             }
@@ -136,7 +199,10 @@ async fn serve_connection(
                 Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle")),
             },
         }
-        if !dns.answer(&mut message, peer, true, &mut out).await {
+        let started = Instant::now();
+        let answered = dns.answer(&mut message, peer, true, &mut out).await;
+        dns.metrics.latency_tcp.observe(started.elapsed());
+        if !answered {
             return Ok(());
         }
         let len = u16::try_from(out.len()).map_err(|_| std::io::Error::other("answer too long"))?;

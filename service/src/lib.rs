@@ -7,6 +7,7 @@
 //! - [`cli`]: the shared command line (`--config`, `--check-config`, `--probe`) and [`main`].
 //! - [`config`]: TOML files with environment overrides; errors name the file, line and key.
 //! - [`admin`]: the admin HTTP listener with `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! - [`histogram`]: a lock-free latency histogram for hot paths.
 //! - [`lifecycle`]: readiness, and SIGTERM / Ctrl-C turned into a cancellation token.
 //! - [`telemetry`]: logs to stderr, filtered by `RUST_LOG`.
 //! - [`testing`]: starting a service binary as a process in tests, as a user would.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod histogram;
 pub mod lifecycle;
 pub mod telemetry;
 #[cfg(feature = "testing")]
