@@ -26,7 +26,6 @@ pub struct Batch {
     truncated: [bool; BATCH],
     peers: [libc::sockaddr_storage; BATCH],
     peer_lens: [libc::socklen_t; BATCH],
-    received: usize,
 }
 
 impl Batch {
@@ -38,7 +37,6 @@ impl Batch {
             // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
             peers: unsafe { zeroed() },
             peer_lens: [0; BATCH],
-            received: 0,
         }
     }
 
@@ -82,12 +80,11 @@ impl Batch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for i in 0..n {
-            self.lengths[i] = (headers[i].msg_len as usize).min(MAX_QUERY);
-            self.truncated[i] = headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            self.peer_lens[i] = headers[i].msg_hdr.msg_namelen;
+        for (i, header) in headers.iter().enumerate().take(n) {
+            self.lengths[i] = (header.msg_len as usize).min(MAX_QUERY);
+            self.truncated[i] = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.peer_lens[i] = header.msg_hdr.msg_namelen;
         }
-        self.received = n;
         Ok(n)
     }
 
