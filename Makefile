@@ -1,7 +1,7 @@
 # The two commands a new user needs: `make up` (run the stack) and `make test` (run every test).
 # Both install what is missing and build the images first; see README.md.
 
-.PHONY: up test images down clean ps logs
+.PHONY: up test images down clean ps logs fuzz
 
 ## Build what is missing, start the whole stack, and wait until every container is healthy.
 up: images
@@ -15,6 +15,10 @@ test: images
 images:
 	bash scripts/secrets.sh
 	bash scripts/build-images.sh
+
+## Run every fuzz target for 10 minutes (make test runs them for 20 s).
+fuzz:
+	SECONDS_PER_TARGET=600 bash scripts/fuzz.sh
 
 ## Stop the stack; data volumes are kept.
 down:

@@ -84,7 +84,7 @@ pub async fn reload_on_sighup(ctx: Context) {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
+                tracing::info!("SIGHUP: reload requested");
                 ctx.request_reload();
             }
             () = ctx.shutdown.cancelled() => return,
