@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use foobar_service::probe::http_status;
 use hickory_proto::rr::LowerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -126,13 +126,11 @@ impl HealthChecker {
                 _ = ticker.tick() => {}
                 () = self.shutdown.cancelled() => return,
             }
-            let result =
-                match tokio::time::timeout(check.timeout, http_status(peer, &check.path)).await {
-                    Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
-                    Ok(Ok(status)) => Err(format!("answered {status}")),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", check.timeout)),
-                };
+            let result = match http_status(peer, &check.path, check.timeout).await {
+                Ok(status) if (200..300).contains(&status) => Ok(()),
+                Ok(status) => Err(format!("answered {status}")),
+                Err(e) => Err(e.to_string()),
+            };
             let turned = match &result {
                 Ok(()) => {
                     failures = 0;
@@ -198,26 +196,4 @@ fn labels(target: &Target) -> TargetLabels {
         name: target.name.to_string(),
         address: target.address.to_string(),
     }
-}
-
-/// The status code of `GET path` on `peer`, over a fresh connection.
-async fn http_status(peer: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect(peer).await?;
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {peer}\r\nUser-Agent: foobar-dns health check\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = [0u8; 16];
-    let mut filled = 0;
-    while filled < head.len() {
-        match stream.read(&mut head[filled..]).await? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    let line = std::str::from_utf8(&head[..filled]).unwrap_or("");
-    line.strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
 }

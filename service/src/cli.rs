@@ -1,8 +1,7 @@
 //! The command line every service binary shares, and the `main` that runs a service.
 
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -185,7 +184,17 @@ fn probe(mut addr: SocketAddr) -> ExitCode {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
-    match http_status(addr, "/readyz") {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| {
+            rt.block_on(crate::probe::http_status(
+                addr,
+                "/readyz",
+                Duration::from_secs(3),
+            ))
+        });
+    match answer {
         Ok(200) => ExitCode::SUCCESS,
         Ok(status) => {
             eprintln!("not ready: http://{addr}/readyz answered {status}");
@@ -196,22 +205,4 @@ fn probe(mut addr: SocketAddr) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let timeout = Duration::from_secs(3);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut head = [0u8; 32];
-    let n = stream.read(&mut head)?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
 }

@@ -9,6 +9,7 @@
 //! - [`admin`]: the admin HTTP listener with `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! - [`histogram`]: a lock-free latency histogram for hot paths.
 //! - [`lifecycle`]: readiness, and SIGTERM / Ctrl-C turned into a cancellation token.
+//! - [`probe`]: the status of an HTTP GET, for health checks and `--probe`.
 //! - [`telemetry`]: logs to stderr, filtered by `RUST_LOG`.
 //! - [`testing`]: starting a service binary as a process in tests, as a user would.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod histogram;
 pub mod lifecycle;
+pub mod probe;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,0 +1,545 @@
+//! Forwarding one request to a backend, and what makes that safe.
+//!
+//! The rules, in the order they are applied:
+//! - A backend is chosen by the pool (up backends only; backups only when no primary is up).
+//! - If connecting to it fails, nothing was sent: the backend is marked against (passive
+//!   health) and the request goes to another backend.
+//! - If the connection was kept alive from an earlier request and turns out closed before the
+//!   request could be written, hyper hands the request back (`try_send_request`): nothing was
+//!   sent, so it too goes to another backend.
+//! - If the exchange fails after the request was sent, only an idempotent request without a
+//!   body is tried again elsewhere. A POST that reached a backend is never sent twice: the
+//!   client gets 502 and decides.
+//! - No backend left: 503 with a short page and `Retry-After`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+
+/// What flows to and from backends and clients.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Most idle keep-alive connections kept per backend.
+const MAX_IDLE_PER_BACKEND: usize = 64;
+
+/// The proxy: the pool, a keep-alive connection cache per backend, and the limits.
+pub struct Proxy {
+    pub pool: Pool,
+    idle: Vec<Mutex<Vec<SendRequest<ProxyBody>>>>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub fall: u32,
+    /// This balancer's name in `Via`.
+    pub via: HeaderValue,
+    pub metrics: Metrics,
+    request_ids: RequestIds,
+}
+
+impl Proxy {
+    pub fn new(
+        pool: Pool,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        fall: u32,
+        name: &str,
+        metrics: Metrics,
+    ) -> Self {
+        let idle = pool
+            .backends
+            .iter()
+            .map(|_| Mutex::new(Vec::new()))
+            .collect();
+        let via = HeaderValue::from_str(&format!("1.1 {name}"))
+            .unwrap_or(HeaderValue::from_static("1.1 foobar-balancer"));
+        Self {
+            pool,
+            idle,
+            connect_timeout,
+            response_timeout,
+            fall,
+            via,
+            metrics,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    /// Answers one client request: forwarded to a backend, or an error page from here.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let request_id = match parts.headers.get("x-request-id") {
+            Some(id) => id.clone(),
+            None => self.request_ids.next(),
+        };
+        prepare_request_headers(
+            &mut parts.headers,
+            client,
+            scheme,
+            &parts.uri,
+            &self.via,
+            &request_id,
+        );
+        parts.uri = origin_form(&parts.uri);
+        parts.version = Version::HTTP_11;
+        // A request without a body can be rebuilt and sent again; one with a body cannot.
+        let replayable = is_idempotent(&parts.method) && body.is_end_stream();
+        let template = replayable.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        let mut request = Some(Request::from_parts(parts, body.boxed()));
+
+        let mut tried = Vec::new();
+        let response = loop {
+            let Some(index) = self.pool.pick(&tried) else {
+                break error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "No web server is available right now. Please try again in a moment.",
+                );
+            };
+            let in_flight = InFlight::picked(&self, index);
+            if !tried.is_empty() {
+                self.metrics.retries.inc();
+            }
+            tried.push(index);
+            let backend = &self.pool.backends[index];
+            let outgoing = match request.take() {
+                Some(request) => request,
+                None => match &template {
+                    Some((method, uri, headers)) => rebuild(method, uri, headers),
+                    None => {
+                        break error_page(
+                            StatusCode::BAD_GATEWAY,
+                            "The web server failed while handling this request.",
+                        );
+                    }
+                },
+            };
+            let mut sender = match self.checkout(index).await {
+                Ok(sender) => sender,
+                Err(e) => {
+                    self.passive_failure(index, &format!("connect: {e}"));
+                    request = Some(outgoing);
+                    continue;
+                }
+            };
+            match tokio::time::timeout(self.response_timeout, sender.try_send_request(outgoing))
+                .await
+            {
+                Err(_) => {
+                    self.passive_failure(index, "no response in time");
+                    break error_page(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "The web server took too long to answer.",
+                    );
+                }
+                Ok(Ok(response)) => {
+                    if response.status().is_server_error() {
+                        self.passive_failure(index, &format!("answered {}", response.status()));
+                    } else {
+                        backend_success(backend);
+                    }
+                    self.metrics.count(&backend.name, response.status());
+                    break self.into_client_response(response, sender, in_flight, &request_id);
+                }
+                Ok(Err(mut error)) => {
+                    let unsent = error.take_message();
+                    self.passive_failure(index, &format!("exchange: {}", error.into_error()));
+                    if let Some(unsent) = unsent {
+                        request = Some(unsent); // never written: safe anywhere
+                    }
+                    // Otherwise the loop rebuilds a replayable request, or answers 502.
+                }
+            }
+        };
+        self.metrics.latency.observe(started.elapsed());
+        response
+    }
+
+    async fn checkout(&self, index: usize) -> Result<SendRequest<ProxyBody>, String> {
+        loop {
+            let cached = self.idle[index]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            match cached {
+                Some(sender) if sender.is_ready() => return Ok(sender),
+                Some(_) => continue, // closed by the backend since: drop it
+                None => break,
+            }
+        }
+        let addr = self.pool.backends[index].addr;
+        let stream =
+            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| format!("no connection within {:?}", self.connect_timeout))?
+                .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%addr, "backend connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn checkin(&self, index: usize, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle[index].lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_BACKEND {
+            idle.push(sender);
+        }
+    }
+
+    fn passive_failure(&self, index: usize, why: &str) {
+        let backend = &self.pool.backends[index];
+        tracing::debug!(backend = %backend.name, "request failed: {why}");
+        if backend.record_failure(self.fall) {
+            tracing::warn!(backend = %backend.name, "down: {} failures in a row under traffic (last: {why})", self.fall);
+            self.metrics.set_up(&backend.name, false);
+        }
+    }
+
+    fn into_client_response(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<ProxyBody>,
+        in_flight: InFlight,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.append(header::VIA, self.via.clone());
+        parts.headers.insert("x-request-id", request_id.clone());
+        let body = Tracked {
+            inner: body,
+            guard: Some(ReturnOnEnd {
+                proxy: Arc::clone(self),
+                sender: Some(sender),
+                in_flight,
+                finished: false,
+            }),
+        };
+        Response::from_parts(parts, body.boxed())
+    }
+}
+
+fn backend_success(backend: &crate::pool::Backend) {
+    // Traffic resets the failure count; only active checks bring a down backend back.
+    backend.record_success(u32::MAX);
+}
+
+/// A request counted in a backend's `in_flight` (by `Pool::pick`), from the pick to the end
+/// of its response body; dropping it releases the count.
+pub struct InFlight {
+    proxy: Arc<Proxy>,
+    index: usize,
+}
+
+impl InFlight {
+    fn picked(proxy: &Arc<Proxy>, index: usize) -> Self {
+        Self {
+            proxy: Arc::clone(proxy),
+            index,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.proxy.pool.backends[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Returns the backend connection for reuse once the response body has been read to its end;
+/// a body dropped half-read takes its connection with it.
+struct ReturnOnEnd {
+    proxy: Arc<Proxy>,
+    sender: Option<SendRequest<ProxyBody>>,
+    in_flight: InFlight,
+    finished: bool,
+}
+
+impl Drop for ReturnOnEnd {
+    fn drop(&mut self) {
+        if let (true, Some(sender)) = (self.finished, self.sender.take()) {
+            self.proxy.checkin(self.in_flight.index, sender);
+        }
+    }
+}
+
+/// A backend's response body on its way to the client.
+struct Tracked {
+    inner: Incoming,
+    guard: Option<ReturnOnEnd>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body that was empty from the start (204, 304, HEAD) is complete even if the
+        // client side never polled it.
+        if let Some(guard) = self.guard.as_mut() {
+            guard.finished |= self.inner.is_end_stream();
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(mut guard) = self.guard.take() {
+                guard.finished = true;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn rebuild(method: &Method, uri: &Uri, headers: &HeaderMap) -> Request<ProxyBody> {
+    let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers.clone();
+    request
+}
+
+/// `/path?query`: what an HTTP/1.1 backend expects, whatever form the client used.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
+}
+
+/// Headers meant for one hop only (RFC 9110 7.6.1), plus any the Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    scheme: &'static str,
+    uri: &Uri,
+    via: &HeaderValue,
+    request_id: &HeaderValue,
+) {
+    strip_hop_by_hop(headers);
+    let client_ip = client.ip().to_string();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()));
+    if let Some(host) = &host {
+        if !headers.contains_key(header::HOST) {
+            if let Ok(value) = HeaderValue::from_str(host) {
+                headers.insert(header::HOST, value);
+            }
+        }
+    }
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client_ip}"),
+        None => client_ip.clone(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    if let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert("x-forwarded-host", value);
+    }
+    // RFC 7239: IPv6 addresses are quoted and bracketed.
+    let node = match client.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut forwarded = format!("for={node};proto={scheme}");
+    if let Some(host) = host
+        .as_deref()
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+    }
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.append(header::FORWARDED, value);
+    }
+    headers.append(header::VIA, via.clone());
+    headers.insert("x-request-id", request_id.clone());
+}
+
+/// A short page of our own, for when no backend can answer.
+pub fn error_page(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n\
+         <body><h1>{code} {reason}</h1><p>{message}</p><p><small>foobar-balancer</small></p></body></html>\n",
+        code = status.as_u16()
+    );
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Request ids: unique per balancer process without a random source: start time and a count.
+struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Self {
+            prefix: (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:016x}-{n:08x}", self.prefix))
+            .expect("hex is a valid header value")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers_are_added_and_hop_by_hop_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("www.foobar.com"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        let client = SocketAddr::from(([192, 0, 2, 7], 5555));
+        let via = HeaderValue::from_static("1.1 lb-1");
+        let id = HeaderValue::from_static("abc");
+        prepare_request_headers(
+            &mut headers,
+            client,
+            "https",
+            &Uri::from_static("/x"),
+            &via,
+            &id,
+        );
+        assert!(!headers.contains_key("x-secret") && !headers.contains_key("keep-alive"));
+        assert!(!headers.contains_key(header::CONNECTION));
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "www.foobar.com");
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=192.0.2.7;proto=https;host=\"www.foobar.com\""
+        );
+        assert_eq!(headers[header::VIA], "1.1 lb-1");
+        assert_eq!(headers["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        assert_eq!(
+            origin_form(&Uri::from_static("http://www.foobar.com/a/b?c=d")),
+            "/a/b?c=d"
+        );
+        assert_eq!(origin_form(&Uri::from_static("http://www.foobar.com")), "/");
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::new();
+        assert_ne!(ids.next(), ids.next());
+    }
+}
