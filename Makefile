@@ -3,6 +3,9 @@
 
 .PHONY: up test images down clean ps logs fuzz
 
+# One clock for the progress lines of every script a target runs.
+export SCRIPT_T0 := $(shell date +%s)
+
 ## Build what is missing, start the whole stack, and wait until every container is healthy.
 up: images
 	bash scripts/up.sh

@@ -14,7 +14,9 @@ docker compose ps --format 'table {{.Name}}\t{{.Status}}\t{{.Ports}}'
 step "the stack is up and healthy"
 cat <<INFO
 
-  curl -si http://127.0.0.1:${LB1_HTTP_PORT:-8080}/        # (balancer: not serving yet, see README)
+  dig @127.0.0.1 -p ${DNS_PORT:-5353} www.foobar.com +short       # the healthy balancers
+  curl -si http://127.0.0.1:${LB1_HTTP_PORT:-8080}/ | head -12      # through lb-1 (see X-Served-By)
+  curl -si http://127.0.0.1:${LB2_HTTP_PORT:-8081}/ | head -12      # through lb-2
   docker compose ps                       # every container's health
   make down                               # stop (data kept);  make clean  # stop and delete data
 INFO
