@@ -27,7 +27,10 @@ COPY dist/bin/ /out/
 FROM ${BINARIES} AS binaries
 
 FROM ${RUNTIME_IMAGE} AS runtime
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin foobar
+# /var/lib/foobar: state a service keeps (the balancers' generated TLS files); a named volume
+# mounted there takes this ownership.
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin foobar \
+ && install -d -o foobar -g foobar /var/lib/foobar /var/lib/foobar/tls
 USER foobar
 
 FROM runtime AS dns

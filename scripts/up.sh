@@ -11,12 +11,15 @@ if ! docker compose up --detach --wait --wait-timeout 180; then
   exit 1
 fi
 docker compose ps --format 'table {{.Name}}\t{{.Status}}\t{{.Ports}}'
-step "the stack is up and healthy"
+# The balancers' generated CA, for curl --cacert and for a browser to trust.
+mkdir -p tls
+docker compose cp lb-1:/var/lib/foobar/tls/ca.pem tls/ca.pem >/dev/null
+step "the stack is up and healthy; its CA certificate is in tls/ca.pem"
 cat <<INFO
 
   dig @127.0.0.1 -p ${DNS_PORT:-5353} www.foobar.com +short       # the healthy balancers
-  curl -si http://127.0.0.1:${LB1_HTTP_PORT:-8080}/ | head -12      # through lb-1 (see X-Served-By)
-  curl -si http://127.0.0.1:${LB2_HTTP_PORT:-8081}/ | head -12      # through lb-2
+  curl -si --cacert tls/ca.pem --resolve www.foobar.com:${LB1_HTTPS_PORT:-8443}:127.0.0.1 https://www.foobar.com:${LB1_HTTPS_PORT:-8443}/
+  curl -si http://127.0.0.1:${LB2_HTTP_PORT:-8081}/ | head -3        # plain HTTP: 308 to HTTPS
   docker compose ps                       # every container's health
   make down                               # stop (data kept);  make clean  # stop and delete data
 INFO

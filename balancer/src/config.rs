@@ -1,6 +1,7 @@
 //! The `foobar-balancer` configuration file.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use foobar_service::{CommonConfig, ServiceConfig};
@@ -12,16 +13,58 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub service: CommonConfig,
     pub http: HttpConfig,
+    pub https: HttpsConfig,
     pub pool: PoolConfig,
     pub health: HealthConfig,
     pub timeouts: TimeoutConfig,
 }
 
-/// The `[http]` table: where clients connect.
+/// The `[http]` table: plain HTTP.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Answer plain HTTP with a redirect to HTTPS (when HTTPS is enabled) instead of proxying.
+    pub redirect_to_https: bool,
+    /// The HTTPS port clients use, for the redirect's Location (443 is left out of it).
+    pub https_port: u16,
+}
+
+/// The `[https]` table: TLS termination.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// PEM certificate chain; empty: use (and on first start make) a generated one.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`; empty together with `cert`.
+    pub key: PathBuf,
+    /// Where the generated CA (`ca.pem`, to trust) and certificate live.
+    pub generated_dir: PathBuf,
+    /// Names the generated certificate is valid for.
+    pub names: Vec<String>,
+    /// `Strict-Transport-Security: max-age` on HTTPS answers; 0 leaves the header out.
+    #[serde(with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+}
+
+impl Default for HttpsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            generated_dir: PathBuf::from("/var/lib/foobar/tls"),
+            names: vec![
+                "www.foobar.com".into(),
+                "foobar.com".into(),
+                "localhost".into(),
+            ],
+            hsts_max_age: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
 }
 
 /// How a backend is chosen for each request.
@@ -93,6 +136,7 @@ impl Default for Config {
         Self {
             service: CommonConfig::with_admin_port(9100),
             http: HttpConfig::default(),
+            https: HttpsConfig::default(),
             pool: PoolConfig::default(),
             health: HealthConfig::default(),
             timeouts: TimeoutConfig::default(),
@@ -104,6 +148,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            redirect_to_https: true,
+            https_port: 443,
         }
     }
 }
@@ -167,6 +213,15 @@ impl ServiceConfig for Config {
         }
         if self.health.timeout >= self.health.interval {
             return Err("health.timeout must be shorter than health.interval".into());
+        }
+        if self.https.cert.as_os_str().is_empty() != self.https.key.as_os_str().is_empty() {
+            return Err("https.cert and https.key go together: set both or neither".into());
+        }
+        if self.https.enabled
+            && self.https.cert.as_os_str().is_empty()
+            && self.https.names.is_empty()
+        {
+            return Err("https.names is empty: the generated certificate needs a name".into());
         }
         if !self.health.path.starts_with('/') {
             return Err("health.path must start with /".into());

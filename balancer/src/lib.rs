@@ -6,6 +6,7 @@
 //!   connections, active-passive).
 //! - [`proxy`]: forwarding a request, its headers, retries that never repeat a sent write.
 //! - [`health`]: active HTTP checks.
+//! - [`tls`]: HTTPS: configured or generated certificates, rustls settings.
 //! - [`metrics`]: what `/metrics` exports.
 //!
 //! The shared parts (command line, config loading, admin listener, shutdown) come from
@@ -16,14 +17,19 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod tls;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use foobar_service::{Context, ServiceInfo};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 
 pub use config::Config;
@@ -87,12 +93,98 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         ));
     }
 
-    let listener = foobar_service::admin::bind("http", config.http.listen).await?;
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut listeners = tokio::task::JoinSet::new();
+    let plain = foobar_service::admin::bind("http", config.http.listen).await?;
+    let redirect =
+        (config.https.enabled && config.http.redirect_to_https).then_some(config.http.https_port);
+    let front = Front {
+        proxy: Arc::clone(&proxy),
+        redirect,
+        hsts: None,
+    };
+    listeners.spawn(accept(
+        plain,
+        None,
+        front,
+        Arc::clone(&graceful),
+        ctx.shutdown.clone(),
+    ));
+    if config.https.enabled {
+        let tls = tls::server_config(&config.https)?;
+        let secure = foobar_service::admin::bind("https", config.https.listen).await?;
+        let hsts = (config.https.hsts_max_age.as_secs() > 0)
+            .then(|| {
+                HeaderValue::from_str(&format!("max-age={}", config.https.hsts_max_age.as_secs()))
+            })
+            .transpose()?;
+        let front = Front {
+            proxy: Arc::clone(&proxy),
+            redirect: None,
+            hsts,
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        listeners.spawn(accept(
+            secure,
+            Some(acceptor),
+            front,
+            Arc::clone(&graceful),
+            ctx.shutdown.clone(),
+        ));
+    }
     ctx.readiness.set(true);
-    let graceful = GracefulShutdown::new();
+    while listeners.join_next().await.is_some() {}
+    tracing::info!("draining: no new connections; waiting for in-flight requests");
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        graceful.shutdown().await;
+    }
+    Ok(())
+}
+
+/// What a listener does with a request: proxy it, or redirect it to HTTPS; and HSTS.
+#[derive(Clone)]
+struct Front {
+    proxy: Arc<Proxy>,
+    /// The HTTPS port to redirect plain-HTTP requests to.
+    redirect: Option<u16>,
+    hsts: Option<HeaderValue>,
+}
+
+impl Front {
+    async fn answer(
+        self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<proxy::ProxyBody> {
+        if let Some(port) = self.redirect {
+            return redirect_to_https(&request, port);
+        }
+        let mut response = Arc::clone(&self.proxy)
+            .handle(request, client, scheme)
+            .await;
+        if let Some(hsts) = self.hsts {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
+        response
+    }
+}
+
+/// Accepts connections until shutdown; with `tls`, each is a TLS handshake first, then HTTP/2
+/// or HTTP/1.1 as ALPN decided. Connections are watched for a graceful drain.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    front: Front,
+    graceful: Arc<GracefulShutdown>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     loop {
         let (stream, client) = tokio::select! {
-            () = ctx.shutdown.cancelled() => break,
+            () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -103,25 +195,80 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
+        let front = front.clone();
         let service = service_fn(move |request| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(request, client, "http").await) }
+            let front = front.clone();
+            async move { Ok::<_, Infallible>(front.answer(request, client, scheme).await) }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%client, "client connection ended: {e}");
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = Arc::clone(&graceful);
+        match &tls {
+            None => {
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%client, "client connection ended: {e}");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                return tracing::debug!(%client, "TLS handshake failed: {e}");
+                            }
+                            Err(_) => return tracing::debug!(%client, "TLS handshake too slow"),
+                        };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = graceful.watch(connection).await {
+                        tracing::debug!(%client, "client connection ended: {e}");
+                    }
+                });
+            }
+        }
     }
-    drop(listener);
-    tracing::info!("draining: no new connections; waiting for in-flight requests");
-    graceful.shutdown().await;
-    Ok(())
+}
+
+/// 308 to the same host and path on HTTPS.
+fn redirect_to_https(request: &Request<Incoming>, https_port: u16) -> Response<proxy::ProxyBody> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("www.foobar.com");
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok())
+        .map_or(host, |(name, _)| name);
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{https_port}{path}")
+    };
+    let mut response = proxy::error_page(
+        StatusCode::PERMANENT_REDIRECT,
+        "This site is served over HTTPS.",
+    );
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }

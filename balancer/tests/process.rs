@@ -126,19 +126,35 @@ struct Spec<'a> {
     algorithm: &'a str,
 }
 
-async fn balancer(spec: Spec<'_>) -> RunningService {
+fn test_dir(spec: &Spec<'_>) -> std::path::PathBuf {
+    let port = spec.backends[0].0.addr.port();
     let dir = std::env::temp_dir().join(format!(
-        "foobar-balancer-test-{}-{}",
-        std::process::id(),
-        spec.backends[0].0.addr.port()
+        "foobar-balancer-test-{}-{port}",
+        std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A balancer proxying plain HTTP (no redirect), with HTTPS on a generated certificate.
+async fn balancer(spec: Spec<'_>) -> RunningService {
+    balancer_with(
+        spec,
+        "[http]\nlisten = \"127.0.0.1:0\"\nredirect_to_https = false\n",
+    )
+    .await
+}
+
+async fn balancer_with(spec: Spec<'_>, http_table: &str) -> RunningService {
+    let dir = test_dir(&spec);
     let mut config = format!(
         "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n\n\
+         {http_table}\n\
+         [https]\nlisten = \"127.0.0.1:0\"\ngenerated_dir = \"{}\"\n\n\
          [health]\npath = \"/readyz\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\n\n\
          [timeouts]\nconnect = \"500ms\"\nresponse = \"5s\"\n\n\
          [pool]\nalgorithm = \"{}\"\n",
+        dir.join("tls").display(),
         spec.algorithm
     );
     for (backend, weight, backup) in spec.backends {
@@ -149,7 +165,7 @@ async fn balancer(spec: Spec<'_>) -> RunningService {
     }
     let path = dir.join("balancer.toml");
     std::fs::write(&path, config).unwrap();
-    let service = RunningService::start(Path::new(BINARY), &path, &[], &["admin", "http"])
+    let service = RunningService::start(Path::new(BINARY), &path, &[], &["admin", "http", "https"])
         .await
         .unwrap();
     testing::wait_ready(service.addr("admin"), Duration::from_secs(10))
@@ -411,6 +427,111 @@ async fn sigterm_lets_requests_in_flight_finish() {
     let status = lb.terminate(Duration::from_secs(10)).await.unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(in_flight.await.unwrap(), (200, "a".to_owned()));
+}
+
+/// HTTPS with the real curl: HTTP/2 by ALPN, the generated CA trusted with --cacert, HSTS,
+/// X-Forwarded-Proto https; TLS 1.1 refused; plain HTTP redirected.
+#[tokio::test]
+async fn https_with_http2_and_the_generated_ca_and_a_redirect_from_http() {
+    let a = Backend::start("a").await;
+    let spec = Spec {
+        backends: &[(&a, 1, false)],
+        algorithm: "round_robin",
+    };
+    let ca = test_dir(&spec).join("tls").join("ca.pem");
+    let lb = balancer_with(
+        spec,
+        "[http]\nlisten = \"127.0.0.1:0\"\nredirect_to_https = true\nhttps_port = 8443\n",
+    )
+    .await;
+    let https = lb.addr("https").port();
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .await
+            .expect("curl is installed");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let url = format!("https://www.foobar.com:{https}/");
+    let resolve = format!("www.foobar.com:{https}:127.0.0.1");
+    let (ok, out, err) = curl(vec![
+        "-sS".into(),
+        "--http2".into(),
+        "--cacert".into(),
+        ca.display().to_string(),
+        "--resolve".into(),
+        resolve.clone(),
+        "-D".into(),
+        "-".into(),
+        url.clone(),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("HTTP/2 200"), "HTTP/2 by ALPN: {out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{out}"
+    );
+    assert!(out.ends_with('a'), "the backend's answer: {out}");
+    let seen: HashMap<String, String> = a.last_headers.lock().unwrap().iter().cloned().collect();
+    assert_eq!(
+        seen.get("x-forwarded-proto").map(String::as_str),
+        Some("https")
+    );
+    assert_eq!(
+        seen.get("host").map(String::as_str),
+        Some(format!("www.foobar.com:{https}").as_str()),
+        "{seen:?}"
+    );
+
+    let (ok, _, _) = curl(vec![
+        "-sS".into(),
+        "--http1.1".into(),
+        "--cacert".into(),
+        ca.display().to_string(),
+        "--resolve".into(),
+        resolve.clone(),
+        url.clone(),
+    ])
+    .await;
+    assert!(ok, "HTTP/1.1 over TLS too");
+    let (ok, _, err) = curl(vec![
+        "-sS".into(),
+        "--tlsv1.1".into(),
+        "--tls-max".into(),
+        "1.1".into(),
+        "--cacert".into(),
+        ca.display().to_string(),
+        "--resolve".into(),
+        resolve,
+        url,
+    ])
+    .await;
+    assert!(!ok, "TLS 1.1 must be refused: {err}");
+
+    let (status, headers, _) = testing::http_request(
+        lb.addr("http"),
+        "GET",
+        "/guestbook?page=2",
+        &[("Host", "www.foobar.com:8080")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 308);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "location" && v == "https://www.foobar.com:8443/guestbook?page=2"),
+        "{headers:?}"
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
 #[test]

@@ -1,0 +1,173 @@
+//! HTTPS: the certificate the balancer presents, and the rustls configuration around it.
+//!
+//! With `https.cert` and `https.key` set, those PEM files are used. Without them, the first
+//! start makes a local certificate authority and a certificate for `https.names` signed by it,
+//! in `https.generated_dir`, and later starts reuse them. The CA certificate (`ca.pem` there)
+//! is what `curl --cacert` or a browser is told to trust. Two balancers sharing the folder
+//! (lb-1 and lb-2) share one CA: the first to start makes it, under a lock file, and the other
+//! waits for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::HttpsConfig;
+
+/// The files of a generated certificate, in `generated_dir`.
+pub const CA_FILE: &str = "ca.pem";
+const CA_KEY_FILE: &str = "ca-key.pem";
+const CERT_FILE: &str = "cert.pem";
+const KEY_FILE: &str = "key.pem";
+const LOCK_FILE: &str = ".generating";
+
+/// The rustls server configuration: TLS 1.3 and 1.2 only, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(config: &HttpsConfig) -> anyhow::Result<Arc<ServerConfig>> {
+    let (cert_file, key_file) = if config.cert.as_os_str().is_empty() {
+        ensure_generated(&config.generated_dir, &config.names)?
+    } else {
+        (config.cert.clone(), config.key.clone())
+    };
+    let chain = CertificateDer::pem_file_iter(&cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert_file.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "{}: no certificate in it",
+        cert_file.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&key_file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| anyhow::anyhow!("{} and {}: {e}", cert_file.display(), key_file.display()))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
+
+/// The generated certificate and key files, made first if they are not there yet.
+fn ensure_generated(dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let lock = dir.join(LOCK_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+    {
+        Ok(_) => {
+            let made = generate(dir, names);
+            let _ = std::fs::remove_file(&lock);
+            made?;
+            tracing::info!(ca = %dir.join(CA_FILE).display(), "generated a local CA and a certificate for {}", names.join(", "));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another balancer is making them: wait for its files.
+            for _ in 0..200 {
+                if cert.exists() && key.exists() {
+                    return Ok((cert, key));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            anyhow::bail!(
+                "{} exists but no certificate appeared in 20 s; remove it if no balancer is starting",
+                lock.display()
+            );
+        }
+        Err(e) => anyhow::bail!("{}: {e}", lock.display()),
+    }
+    Ok((cert, key))
+}
+
+fn generate(dir: &Path, names: &[String]) -> anyhow::Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "foobar local CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "foobar stack (local use only)");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let mut leaf_params = CertificateParams::new(names.to_vec())?;
+    leaf_params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map_or("localhost", String::as_str),
+    );
+    leaf_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer)?;
+
+    write_atomically(&dir.join(CA_KEY_FILE), &ca_key.serialize_pem(), 0o600)?;
+    write_atomically(&dir.join(KEY_FILE), &leaf_key.serialize_pem(), 0o600)?;
+    write_atomically(&dir.join(CA_FILE), &ca_cert.pem(), 0o644)?;
+    // The chain a client needs: the certificate, then the CA that signed it.
+    write_atomically(
+        &dir.join(CERT_FILE),
+        &format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// Written under a temporary name and renamed, so a reader never sees half a file.
+fn write_atomically(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, contents)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", temporary.display()))?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&temporary, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_is_made_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("foobar-tls-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = HttpsConfig {
+            generated_dir: dir.clone(),
+            ..HttpsConfig::default()
+        };
+        server_config(&config).unwrap();
+        let ca = std::fs::read_to_string(dir.join(CA_FILE)).unwrap();
+        server_config(&config).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(CA_FILE)).unwrap(),
+            ca,
+            "reused, not remade"
+        );
+        let chain = std::fs::read_to_string(dir.join(CERT_FILE)).unwrap();
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
