@@ -182,18 +182,7 @@ async fn accept(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let scheme = if tls.is_some() { "https" } else { "http" };
-    loop {
-        let (stream, client) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, client)) = foobar_service::admin::accept(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let front = front.clone();
         let service = service_fn(move |request| {

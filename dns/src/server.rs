@@ -149,16 +149,8 @@ pub async fn serve_tcp(
             () = shutdown.cancelled() => break,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("tcp accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = foobar_service::admin::accept(&listener, &shutdown).await else {
+            break;
         };
         let (dns, shutdown, idle) = (Arc::clone(&dns), shutdown.clone(), config.tcp_idle_timeout);
         connections.spawn(async move {

@@ -84,6 +84,27 @@ pub async fn bind(name: &'static str, addr: SocketAddr) -> anyhow::Result<TcpLis
     Ok(listener)
 }
 
+/// The next connection, or None once `shutdown` is cancelled. Accept errors (out of file
+/// descriptors, a connection reset before it was accepted) are logged and retried after a
+/// short pause, so a burst of them neither stops the listener nor spins a core.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// The one line per listener that says it accepts: `listening on ADDR listener=NAME`.
 pub fn log_listening(name: &'static str, addr: SocketAddr) {
     tracing::info!(listener = name, "listening on {addr}");
