@@ -19,6 +19,7 @@ declare -A PACKAGES=(
   [debootstrap]=debootstrap
   [dig]=bind9-dnsutils
   [curl]=curl
+  [chromium]=chromium
 )
 # `install-tools.sh bench` adds what the benchmarks in bench/ run against.
 if [ "${1:-}" = bench ]; then

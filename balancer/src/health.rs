@@ -25,7 +25,14 @@ pub async fn check_backend(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        match http_status(backend.addr, &config.path, config.timeout).await {
+        let result = http_status(backend.addr, &config.path, config.timeout).await;
+        let seen = match &result {
+            Ok(status) => format!("HTTP {status}"),
+            Err(e) => e.to_string(),
+        };
+        *backend.last_check.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::SystemTime::now(), seen));
+        match result {
             Ok(status) if (200..300).contains(&status) => {
                 if backend.record_success(config.rise) {
                     tracing::info!(backend = %backend.name, "up: {} good checks of {}", config.rise, config.path);

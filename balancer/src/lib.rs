@@ -7,6 +7,7 @@
 //! - [`proxy`]: forwarding a request, its headers, retries that never repeat a sent write.
 //! - [`health`]: active HTTP checks.
 //! - [`tls`]: HTTPS: configured or generated certificates, rustls settings.
+//! - [`status`]: the admin listener's status page, its JSON, and drain/enable actions.
 //! - [`metrics`]: what `/metrics` exports.
 //!
 //! The shared parts (command line, config loading, admin listener, shutdown) come from
@@ -17,8 +18,10 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod status;
 pub mod tls;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +95,19 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
             ctx.shutdown.clone(),
         ));
     }
+    {
+        let mut registry = ctx.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        for backend in &proxy.pool.backends {
+            let label = (Cow::Borrowed("backend"), Cow::Owned(backend.name.clone()));
+            registry.sub_registry_with_label(label).register(
+                "in_flight",
+                "Requests assigned to the backend and not yet answered in full",
+                backend.in_flight.clone(),
+            );
+        }
+    }
+    tokio::spawn(sample_rates(Arc::clone(&proxy), ctx.shutdown.clone()));
+    ctx.add_admin_routes(status::routes(Arc::clone(&proxy)));
 
     let graceful = Arc::new(GracefulShutdown::new());
     let mut listeners = tokio::task::JoinSet::new();
@@ -139,6 +155,31 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         graceful.shutdown().await;
     }
     Ok(())
+}
+
+/// Keeps each backend's requests-per-second figure for the status page.
+async fn sample_rates(proxy: Arc<Proxy>, shutdown: tokio_util::sync::CancellationToken) {
+    use std::sync::atomic::Ordering;
+    let mut previous: Vec<u64> = proxy
+        .pool
+        .backends
+        .iter()
+        .map(|b| b.requests.load(Ordering::Relaxed))
+        .collect();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for (backend, previous) in proxy.pool.backends.iter().zip(previous.iter_mut()) {
+            let now = backend.requests.load(Ordering::Relaxed);
+            backend
+                .rate
+                .store(now.saturating_sub(*previous), Ordering::Relaxed);
+            *previous = now;
+        }
+    }
 }
 
 /// What a listener does with a request: proxy it, or redirect it to HTTPS; and HSTS.

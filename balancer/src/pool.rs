@@ -8,7 +8,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Algorithm;
 
@@ -21,8 +24,17 @@ pub struct Backend {
     pub weight: u32,
     pub backup: bool,
     up: AtomicBool,
-    /// Requests sent and not yet answered in full.
-    pub in_flight: AtomicUsize,
+    /// Put aside by an operator: no new requests, in-flight ones finish.
+    draining: AtomicBool,
+    /// Requests assigned and not yet answered in full (also exported as a metric).
+    pub in_flight: Gauge,
+    /// Responses received from it, and exchanges that failed or answered 5xx.
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    /// Requests per second over the last second, kept by the balancer's sampler.
+    pub rate: AtomicU64,
+    /// When the last active check ran, and what it found.
+    pub last_check: Mutex<Option<(SystemTime, String)>>,
     /// Failures in a row, from checks or traffic; reset by any success.
     failures: AtomicU32,
     successes: AtomicU32,
@@ -36,7 +48,12 @@ impl Backend {
             weight,
             backup,
             up: AtomicBool::new(true),
-            in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            in_flight: Gauge::default(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
+            last_check: Mutex::new(None),
             failures: AtomicU32::new(0),
             successes: AtomicU32::new(0),
         }
@@ -44,6 +61,24 @@ impl Backend {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Drain (true) or return to service (false).
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// What the status page says of it.
+    pub fn state(&self) -> &'static str {
+        match (self.is_up(), self.is_draining()) {
+            (_, true) => "DRAIN",
+            (true, false) => "UP",
+            (false, false) => "DOWN",
+        }
     }
 
     /// Records a good check or exchange; `rise` in a row bring a down backend up. Returns
@@ -99,20 +134,23 @@ impl Pool {
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let chosen = self.choose(tried, &mut current)?;
-        self.backends[chosen]
-            .in_flight
-            .fetch_add(1, Ordering::Relaxed);
+        self.backends[chosen].in_flight.inc();
         Some(chosen)
     }
 
     fn choose(&self, tried: &[usize], current: &mut [i64]) -> Option<usize> {
         let usable = |i: &usize, backup: bool| {
             let b = &self.backends[*i];
-            b.backup == backup && b.is_up() && !tried.contains(i)
+            b.backup == backup && b.is_up() && !b.is_draining() && !tried.contains(i)
         };
         let all = 0..self.backends.len();
         let mut candidates: Vec<usize> = all.clone().filter(|i| usable(i, false)).collect();
-        if candidates.is_empty() && !self.backends.iter().any(|b| !b.backup && b.is_up()) {
+        if candidates.is_empty()
+            && !self
+                .backends
+                .iter()
+                .any(|b| !b.backup && b.is_up() && !b.is_draining())
+        {
             candidates = all.filter(|i| usable(i, true)).collect();
         }
         match (candidates.len(), self.algorithm) {
@@ -142,10 +180,7 @@ impl Pool {
         let start = self.next_start.fetch_add(1, Ordering::Relaxed) % candidates.len();
         let load = |i: usize| {
             let b = &self.backends[i];
-            (
-                b.in_flight.load(Ordering::Relaxed) as u64,
-                u64::from(b.weight),
-            )
+            (b.in_flight.get().max(0) as u64, u64::from(b.weight))
         };
         let mut best = candidates[start];
         for k in 1..candidates.len() {
@@ -206,14 +241,14 @@ mod tests {
     #[test]
     fn least_connections_prefers_the_idle_backend_relative_to_weight() {
         let pool = pool(&[(1, false), (2, false)], Algorithm::LeastConnections);
-        pool.backends[0].in_flight.store(1, Ordering::Relaxed);
-        pool.backends[1].in_flight.store(1, Ordering::Relaxed);
+        pool.backends[0].in_flight.set(1);
+        pool.backends[1].in_flight.set(1);
         assert_eq!(
             pool.pick(&[]),
             Some(1),
             "1 of weight 2 is lighter than 1 of weight 1"
         );
-        pool.backends[1].in_flight.store(3, Ordering::Relaxed);
+        pool.backends[1].in_flight.set(3);
         assert_eq!(pool.pick(&[]), Some(0));
     }
 
@@ -229,6 +264,15 @@ mod tests {
         assert_eq!(pool.pick(&[]), None);
         assert!(pool.backends[0].record_success(1));
         assert_eq!(counts(&pool, 10), [10, 0, 0]);
+    }
+
+    #[test]
+    fn a_draining_backend_gets_nothing_new() {
+        let pool = pool(&[(1, false), (1, false)], Algorithm::RoundRobin);
+        pool.backends[0].set_draining(true);
+        assert_eq!(counts(&pool, 10), [0, 10]);
+        pool.backends[0].set_draining(false);
+        assert_eq!(counts(&pool, 10), [5, 5]);
     }
 
     #[test]

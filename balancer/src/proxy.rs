@@ -157,6 +157,7 @@ impl Proxy {
                     );
                 }
                 Ok(Ok(response)) => {
+                    backend.requests.fetch_add(1, Ordering::Relaxed);
                     if response.status().is_server_error() {
                         self.passive_failure(index, &format!("answered {}", response.status()));
                     } else {
@@ -221,6 +222,7 @@ impl Proxy {
 
     fn passive_failure(&self, index: usize, why: &str) {
         let backend = &self.pool.backends[index];
+        backend.errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(backend = %backend.name, "request failed: {why}");
         if backend.record_failure(self.fall) {
             tracing::warn!(backend = %backend.name, "down: {} failures in a row under traffic (last: {why})", self.fall);
@@ -275,9 +277,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.proxy.pool.backends[self.index]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.proxy.pool.backends[self.index].in_flight.dec();
     }
 }
 

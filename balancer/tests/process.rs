@@ -534,6 +534,107 @@ async fn https_with_http2_and_the_generated_ca_and_a_redirect_from_http() {
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
+/// The status page lists every backend with its state, a drained backend gets no new
+/// requests while its in-flight one finishes, and enabling it brings it back.
+#[tokio::test]
+async fn status_page_and_drain() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = balancer(Spec {
+        backends: &[(&a, 1, false), (&b, 2, false)],
+        algorithm: "round_robin",
+    })
+    .await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+    let (status, page) = get(admin, "/status").await;
+    assert_eq!(status, 200);
+    for backend in [&a, &b] {
+        assert!(
+            page.contains(&format!("<tr data-backend=\"{}\">", backend.addr)),
+            "{page}"
+        );
+    }
+    assert!(page.contains("class=\"UP\""), "{page}");
+
+    let slow = tokio::spawn(async move { get(http, "/slow").await }); // goes to b (weight 2)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let drain = format!("/backends/{}/drain", b.addr);
+    let (status, _, answer) = testing::http_request(admin, "POST", &drain, &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    for _ in 0..10 {
+        assert_eq!(get(http, "/").await, (200, "a".to_owned()));
+    }
+    assert_eq!(
+        slow.await.unwrap(),
+        (200, "b".to_owned()),
+        "in flight when drained, still answered"
+    );
+    let (_, json) = get(admin, "/status.json").await;
+    assert!(json.contains("\"state\":\"DRAIN\""), "{json}");
+
+    let enable = format!("/backends/{}/enable", b.addr);
+    assert_eq!(
+        testing::http_request(admin, "POST", &enable, &[], "")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(get(http, "/").await.1);
+    }
+    assert!(answers.contains(&"b".to_owned()), "{answers:?}");
+    assert_eq!(
+        testing::http_request(admin, "POST", "/backends/nope/drain", &[], "")
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A person's view: headless Chromium loads the status page and finds both backends in it.
+#[tokio::test]
+async fn chromium_shows_both_backends_on_the_status_page() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = balancer(Spec {
+        backends: &[(&a, 1, false), (&b, 1, false)],
+        algorithm: "round_robin",
+    })
+    .await;
+    let url = format!("http://{}/status", lb.addr("admin"));
+    let profile = std::env::temp_dir().join(format!("foobar-chromium-{}", std::process::id()));
+    let out = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .output()
+        .await
+        .expect("chromium is installed by scripts/install-tools.sh");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for backend in [&a, &b] {
+        assert!(
+            dom.contains(&format!("data-backend=\"{}\"", backend.addr)),
+            "backend {} missing from the page Chromium rendered:\n{dom}",
+            backend.addr
+        );
+    }
+    assert!(dom.contains("<table id=\"backends\">"), "{dom}");
+    let _ = std::fs::remove_dir_all(profile);
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
 #[test]
 fn check_config_accepts_good_and_names_the_bad_key() {
     let config = "[service]\nadmin_listen = \"127.0.0.1:0\"\n\n[[pool.backends]]\naddress = \"127.0.0.1:1\"\n";

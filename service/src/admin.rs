@@ -24,8 +24,21 @@ pub fn health_routes(ctx: &Context) -> Router {
         .with_state(ctx.clone())
 }
 
-/// The admin router: health, and metrics.
+/// The admin router: health, metrics, and whatever the service added with
+/// [`Context::add_admin_routes`] (it may add them after the listener started).
 pub fn router(ctx: &Context) -> Router {
+    let extra = std::sync::Arc::clone(&ctx.admin_routes);
+    let service_routes = move |request: axum::extract::Request| async move {
+        use tower::ServiceExt;
+        match extra.get() {
+            Some(routes) => routes.clone().oneshot(request).await.into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    };
+    base_router(ctx).fallback(service_routes)
+}
+
+fn base_router(ctx: &Context) -> Router {
     health_routes(ctx).merge(
         Router::new()
             .route("/metrics", get(metrics))

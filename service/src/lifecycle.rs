@@ -37,6 +37,8 @@ pub struct Context {
     pub metrics: Arc<std::sync::Mutex<Registry>>,
     /// Counts SIGHUPs: a service that can reload watches it with [`Context::reloads`].
     reload: Arc<watch::Sender<u64>>,
+    /// Routes a service adds to its admin listener (a status page, admin actions).
+    pub(crate) admin_routes: Arc<std::sync::OnceLock<axum::Router>>,
 }
 
 impl Context {
@@ -46,6 +48,15 @@ impl Context {
             readiness: Readiness::default(),
             metrics: Arc::new(std::sync::Mutex::new(Registry::with_prefix(prefix))),
             reload: Arc::new(watch::channel(0).0),
+            admin_routes: Arc::default(),
+        }
+    }
+
+    /// Adds `routes` to the admin listener (beside /healthz, /readyz, /metrics). Once per
+    /// service; a second call is ignored.
+    pub fn add_admin_routes(&self, routes: axum::Router) {
+        if self.admin_routes.set(routes).is_err() {
+            tracing::warn!("admin routes were already added; ignoring the second set");
         }
     }
 
