@@ -1,7 +1,11 @@
 //! foobar-db-router: a MySQL wire-protocol proxy beside each web server that splits reads and writes.
 //!
+//! - [`topology`]: which node takes writes and which takes reads; the monitor and failover.
+//!
 //! The shared parts (command line, config loading, admin listener, shutdown) come from
 //! [`foobar_service`]; this crate holds only what is particular to the service.
+
+pub mod topology;
 
 use foobar_service::{CommonConfig, Context, ServiceConfig, ServiceInfo};
 use serde::{Deserialize, Serialize};
@@ -18,12 +22,16 @@ pub const SERVICE: ServiceInfo = ServiceInfo {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub service: CommonConfig,
+    pub backends: topology::BackendsConfig,
+    pub monitor: topology::MonitorConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             service: CommonConfig::with_admin_port(9306),
+            backends: topology::BackendsConfig::default(),
+            monitor: topology::MonitorConfig::default(),
         }
     }
 }
