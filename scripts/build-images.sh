@@ -10,7 +10,8 @@
 #      compiled  the Dockerfile builds them inside the official Rust image;
 #      auto      (the default) prebuilt when this host has cargo and a glibc no newer than the
 #                runtime image's (bookworm's 2.36), compiled otherwise.
-# 4. docker compose build: one image per service, named foobar/<service>:dev.
+# 4. docker compose build: one image per service, named foobar/<service>:dev, and the
+#    `tools` profile's client image (started only by `docker compose run client`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -45,7 +46,7 @@ esac
 step "docker compose build (binaries: $binaries; full log in dist/build.log)"
 mkdir -p dist
 # One line per build step that does work; the whole log is kept for when something fails.
-if ! FOOBAR_BINARIES=$binaries docker compose --progress plain build 2>&1 | tee dist/build.log \
+if ! FOOBAR_BINARIES=$binaries docker compose --profile tools --progress plain build 2>&1 | tee dist/build.log \
      | awk '/^#[0-9]+ \[[^]]* [0-9]+\/[0-9]+\]/ && !seen[$0]++ { print "    " $0; fflush() }'; then
   tail -n 40 dist/build.log >&2
   echo "docker compose build failed (whole log: dist/build.log)" >&2
