@@ -71,6 +71,24 @@ impl ReplicatedDatabase {
     }
 }
 
+/// A primary alone (no replica) whose port 3306 is published on the host's `host_port`, so a
+/// test can stop and start it and find it again at the same address (a port Docker picks
+/// changes when the container restarts).
+pub async fn primary_on_port(host_port: u16) -> anyhow::Result<ContainerAsync<GenericImage>> {
+    let network = unique("foobar-test");
+    let container = database_node(
+        &network,
+        &format!("{network}-db-primary"),
+        "db-primary",
+        "primary",
+        1,
+    )
+    .with_mapped_port(host_port, 3306.tcp())
+    .start()
+    .await?;
+    Ok(container)
+}
+
 fn database_node(
     network: &str,
     container: &str,

@@ -1,22 +1,42 @@
 //! foobar-webapp: the web and application server on each backend server (the roles Nginx,
 //! Gunicorn and the application files play in the classic design).
 //!
-//! - [`app`] builds the HTTP router: static files, health, and the `X-Served-By` header that
-//!   makes round robin visible.
-//! - [`run`] serves it on `http.listen` until shutdown.
+//! - [`config`]: the `[http]`, `[database]` and `[guestbook]` tables, and `DATABASE_URL`.
+//! - [`statics`]: static files (tower-http's ServeDir over an in-memory snapshot), cache
+//!   headers, the 404 page.
+//! - [`pages`]: the home page and the guestbook, HTML rendered with askama.
+//! - [`api`]: the guestbook's JSON API.
+//! - [`posts`]: what a valid post is, and the SQL.
+//! - [`db`]: the connection pool, migrations at start, readiness that follows the database.
+//! - [`metrics`]: per-route request counts and latencies, database errors.
 //!
-//! The shared parts (command line, config loading, admin listener, shutdown) come from
+//! [`app`] builds the whole router (tests drive it with `oneshot`, no socket); [`run`] serves
+//! it. The shared parts (command line, config loading, admin listener, shutdown) come from
 //! [`foobar_service`].
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod metrics;
+pub mod pages;
+pub mod posts;
+pub mod statics;
+
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
-use foobar_service::{CommonConfig, Context, ServiceConfig, ServiceInfo};
-use serde::{Deserialize, Serialize};
-use tower_http::services::ServeDir;
+use axum::http::header::HeaderName;
+use axum::routing::get;
+use foobar_service::{Context, ServiceInfo};
 use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use config::Config;
+use config::GuestbookConfig;
+use db::Database;
+use metrics::Metrics;
+use statics::StaticFiles;
 
 pub const SERVICE: ServiceInfo = ServiceInfo {
     binary: "foobar-webapp",
@@ -25,85 +45,81 @@ pub const SERVICE: ServiceInfo = ServiceInfo {
     metrics_prefix: "foobar_webapp",
 };
 
-/// The service's configuration file.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub service: CommonConfig,
-    pub http: HttpConfig,
+/// A post's form or JSON body is a few kilobytes at most; anything much bigger is refused
+/// (413) before it is read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The name in `X-Served-By` and in every page's footer.
+    pub instance: Arc<str>,
+    pub db: Database,
+    pub guestbook: Arc<GuestbookConfig>,
+    pub files: StaticFiles,
 }
 
-/// The `[http]` table: the listener the balancers send traffic to.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    pub listen: SocketAddr,
-    /// The folder served at `/`.
-    pub static_dir: PathBuf,
-    /// This server's name in `X-Served-By`; empty means the host name (the container's name
-    /// in compose).
-    pub instance: String,
+/// Everything `app` needs that outlives one router: the database and the metrics.
+pub struct Parts {
+    pub db: Database,
+    pub metrics: Metrics,
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            static_dir: PathBuf::from("/usr/share/foobar/static"),
-            instance: String::new(),
-        }
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.service
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if !self.http.static_dir.is_dir() {
-            return Err(format!(
-                "http.static_dir: {} is not a folder",
-                self.http.static_dir.display()
-            ));
-        }
-        HeaderValue::from_str(&self.instance_name())
-            .map(drop)
-            .map_err(|_| "http.instance: not a valid header value".to_owned())
-    }
-}
-
-impl Config {
-    /// The name this instance answers with: `http.instance`, or else the host name.
-    pub fn instance_name(&self) -> String {
-        if !self.http.instance.is_empty() {
-            return self.http.instance.clone();
-        }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "webapp".to_owned())
+impl Parts {
+    /// Registers the metrics on `ctx` and creates the (not yet connected) pool.
+    pub fn new(config: &Config, ctx: &Context) -> anyhow::Result<Self> {
+        let metrics = Metrics::register(ctx);
+        let options = config
+            .database
+            .connect_options(std::env::var("DATABASE_URL").ok())
+            .map_err(anyhow::Error::msg)?;
+        let db = Database::new(&config.database, options, metrics.clone());
+        Ok(Self { db, metrics })
     }
 }
 
 /// The whole HTTP surface of the web server.
-pub fn app(config: &Config, ctx: &Context) -> Router {
-    let served_by = HeaderValue::from_str(&config.instance_name())
-        .unwrap_or_else(|_| HeaderValue::from_static("webapp"));
+pub fn app(config: &Config, ctx: &Context, parts: &Parts) -> Router {
+    let instance = config.instance_name();
+    let served_by =
+        HeaderValue::from_str(&instance).unwrap_or_else(|_| HeaderValue::from_static("webapp"));
+    let state = AppState {
+        instance: instance.into(),
+        db: parts.db.clone(),
+        guestbook: Arc::new(config.guestbook.clone()),
+        files: StaticFiles::new(&config.http.static_dir, config.http.cache_max_file_size),
+    };
+    let site = Router::new()
+        .route("/", get(pages::home))
+        .route("/guestbook", get(pages::guestbook).post(pages::submit))
+        .route("/api/posts", get(api::list).post(api::create))
+        .route("/api/posts/{id}", get(api::get))
+        .route("/api/{*rest}", axum::routing::any(api::not_found))
+        .fallback(statics::serve)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            parts.metrics.clone(),
+            metrics::track,
+        ));
     foobar_service::admin::health_routes(ctx)
-        .fallback_service(ServeDir::new(&config.http.static_dir))
+        .merge(site)
         .layer(SetResponseHeaderLayer::overriding(
-            axum::http::header::HeaderName::from_static("x-served-by"),
+            HeaderName::from_static("x-served-by"),
             served_by,
         ))
 }
 
-/// Serves [`app`] on `http.listen` until `ctx.shutdown` is cancelled.
+/// Serves [`app`] on `http.listen` until `ctx.shutdown` is cancelled, while
+/// [`Database::maintain`] applies the schema and keeps readiness in step with the database.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
-    let router = app(&config, &ctx);
+    let parts = Parts::new(&config, &ctx)?;
+    let router = app(&config, &ctx, &parts);
     let listener = foobar_service::admin::bind("http", config.http.listen).await?;
-    ctx.readiness.set(true);
+    let maintain = tokio::spawn(parts.db.clone().maintain(ctx.clone()));
     axum::serve(listener, router)
         .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned())
         .await?;
+    maintain.abort();
     Ok(())
 }

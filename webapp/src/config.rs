@@ -1,0 +1,279 @@
+//! The webapp's configuration file: `[service]`, `[http]`, `[database]`, `[guestbook]`.
+//!
+//! The database URL has one more source than the other keys, because the issue and every
+//! twelve-factor tool expect it: `DATABASE_URL` in the environment, when set and not empty,
+//! replaces `database.url` (whether that came from the file or from
+//! `FOOBAR_WEBAPP_DATABASE__URL`). The password never has to sit in the URL:
+//! `database.password_file` names a file (a Docker secret) whose content is the password, and
+//! wins over a password in the URL.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use foobar_service::{CommonConfig, ServiceConfig};
+use serde::{Deserialize, Serialize};
+use sqlx::mysql::MySqlConnectOptions;
+
+/// The service's configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub service: CommonConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub guestbook: GuestbookConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            service: CommonConfig::with_admin_port(9180),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            guestbook: GuestbookConfig::default(),
+        }
+    }
+}
+
+/// The `[http]` table: the listener the balancers send traffic to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// The folder served at `/`.
+    pub static_dir: PathBuf,
+    /// This server's name in `X-Served-By`; empty means the host name (the container's name
+    /// in compose).
+    pub instance: String,
+    /// Files up to this size are read into memory at start and served from there (the folder
+    /// is part of the image and does not change while the server runs); larger files are read
+    /// from disk on each request. 0 turns the cache off.
+    pub cache_max_file_size: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            static_dir: PathBuf::from("/usr/share/foobar/static"),
+            instance: String::new(),
+            cache_max_file_size: 256 * 1024,
+        }
+    }
+}
+
+/// The `[database]` table: where the guestbook lives (in the stack, the db-router beside this
+/// web server) and how long a request may wait for it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `mysql://USER[:PASSWORD]@HOST:PORT/DATABASE`; `DATABASE_URL` replaces it when set.
+    pub url: String,
+    /// A file holding the password (a Docker secret); empty: the URL's password, if any.
+    pub password_file: PathBuf,
+    /// Connections kept open at most.
+    pub max_connections: u32,
+    /// How long a request waits for a connection (including connecting) before it gets 503.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// How long one request's queries may take once connected, before it gets 503.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// While the database is unreachable or the schema is not applied, how often to retry.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "mysql://foobar@127.0.0.1:3306/foobar".to_owned(),
+            password_file: PathBuf::new(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The `[guestbook]` table: the limits a visitor's post must respect.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestbookConfig {
+    /// Posts per page (HTML and API default).
+    pub page_size: u32,
+    /// Longest name, in characters.
+    pub max_name_chars: usize,
+    /// Longest message, in characters.
+    pub max_message_chars: usize,
+}
+
+impl Default for GuestbookConfig {
+    fn default() -> Self {
+        Self {
+            page_size: 10,
+            max_name_chars: 40,
+            max_message_chars: 500,
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.service
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.http.static_dir.is_dir() {
+            return Err(format!(
+                "http.static_dir: {} is not a folder",
+                self.http.static_dir.display()
+            ));
+        }
+        HeaderValue::from_str(&self.instance_name())
+            .map_err(|_| "http.instance: not a valid header value".to_owned())?;
+        if self.database.max_connections == 0 {
+            return Err("database.max_connections: must be at least 1".to_owned());
+        }
+        if self.database.acquire_timeout.is_zero() || self.database.query_timeout.is_zero() {
+            return Err("database.acquire_timeout, query_timeout: must be more than 0".to_owned());
+        }
+        if !(1..=100).contains(&self.guestbook.page_size) {
+            return Err("guestbook.page_size: must be 1 to 100".to_owned());
+        }
+        // The bounds are the columns' sizes (webapp/migrations): VARCHAR(100), and TEXT's
+        // 65 535 bytes at 4 bytes per utf8mb4 character.
+        if !(1..=100).contains(&self.guestbook.max_name_chars) {
+            return Err("guestbook.max_name_chars: must be 1 to 100".to_owned());
+        }
+        if !(1..=16_000).contains(&self.guestbook.max_message_chars) {
+            return Err("guestbook.max_message_chars: must be 1 to 16000".to_owned());
+        }
+        self.database
+            .connect_options(std::env::var("DATABASE_URL").ok())
+            .map(drop)
+    }
+}
+
+impl Config {
+    /// The name this instance answers with: `http.instance`, or else the host name.
+    pub fn instance_name(&self) -> String {
+        if !self.http.instance.is_empty() {
+            return self.http.instance.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "webapp".to_owned())
+    }
+}
+
+impl DatabaseConfig {
+    /// The URL actually used: `env_url` (the value of `DATABASE_URL`) when set and not empty,
+    /// else `database.url`.
+    pub fn effective_url(&self, env_url: Option<String>) -> String {
+        env_url
+            .filter(|url| !url.trim().is_empty())
+            .unwrap_or_else(|| self.url.clone())
+    }
+
+    /// How to connect: the effective URL, with the password from `password_file` if set.
+    /// Errors say which setting is wrong, never the password.
+    pub fn connect_options(&self, env_url: Option<String>) -> Result<MySqlConnectOptions, String> {
+        let from_env = env_url.as_deref().is_some_and(|url| !url.trim().is_empty());
+        let url = self.effective_url(env_url);
+        let source = if from_env {
+            "DATABASE_URL"
+        } else {
+            "database.url"
+        };
+        if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
+            return Err(format!(
+                "{source}: must start with mysql:// (mysql://USER@HOST:PORT/DATABASE)"
+            ));
+        }
+        let options = MySqlConnectOptions::from_str(&url)
+            .map_err(|e| format!("{source}: not a MySQL URL: {e}"))?;
+        if self.password_file.as_os_str().is_empty() {
+            return Ok(options);
+        }
+        let password = std::fs::read_to_string(&self.password_file).map_err(|e| {
+            format!(
+                "database.password_file: cannot read {}: {e}",
+                self.password_file.display()
+            )
+        })?;
+        Ok(options.password(password.trim_end_matches(['\r', '\n'])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_from_the_environment_wins_over_the_file() {
+        let db = DatabaseConfig {
+            url: "mysql://foobar@file-host:3306/foobar".into(),
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(db.effective_url(None), db.url);
+        assert_eq!(db.effective_url(Some("  ".into())), db.url);
+        let env = "mysql://foobar@router-a:3306/foobar".to_owned();
+        assert_eq!(db.effective_url(Some(env.clone())), env);
+        assert_eq!(
+            db.connect_options(Some(env)).unwrap().get_host(),
+            "router-a"
+        );
+    }
+
+    #[test]
+    fn bad_urls_and_missing_password_files_are_named() {
+        let db = DatabaseConfig {
+            url: "postgres://x@y/z".into(),
+            ..DatabaseConfig::default()
+        };
+        let error = db.connect_options(None).unwrap_err();
+        assert!(
+            error.starts_with("database.url: must start with mysql://"),
+            "{error}"
+        );
+        let error = db
+            .connect_options(Some("mysql://a@b:notaport/c".into()))
+            .unwrap_err();
+        assert!(
+            error.starts_with("DATABASE_URL: not a MySQL URL"),
+            "{error}"
+        );
+
+        let db = DatabaseConfig {
+            password_file: "/nonexistent/secret".into(),
+            ..DatabaseConfig::default()
+        };
+        let error = db.connect_options(None).unwrap_err();
+        assert!(
+            error.starts_with("database.password_file: cannot read /nonexistent/secret"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_password_file_is_read_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("db_app_password");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let db = DatabaseConfig {
+            password_file: secret,
+            ..DatabaseConfig::default()
+        };
+        let options = db.connect_options(None).unwrap();
+        // No accessor returns the password; its Debug form shows it, without the newline.
+        assert!(
+            format!("{options:?}").contains(r#"password: Some("s3cret")"#),
+            "{options:?}"
+        );
+    }
+}

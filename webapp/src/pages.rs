@@ -1,0 +1,267 @@
+//! The site's HTML pages, rendered on the server with askama (templates in
+//! `webapp/templates`, checked at compile time, every value HTML-escaped).
+//!
+//! The guestbook works without JavaScript: a plain form posts to `/guestbook`; a good post is
+//! answered with 303 See Other to the page that shows it (post/redirect/get, so reloading
+//! does not post twice), a bad one with 422 and the form again, its values kept and each
+//! problem named. When the database cannot be reached the guestbook answers 503 with a human
+//! message, while the home page still renders (200) and says the guestbook is resting.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::config::GuestbookConfig;
+use crate::posts::{self, FieldError, Page, Submission};
+
+/// The site's stylesheet. Its name carries the first 8 hex digits of its SHA-256, so it can be
+/// cached for a year; the `stylesheet_name_matches_its_content` test fails when an edit
+/// forgets to rename it.
+pub const STYLESHEET: &str = "/assets/site.e19f3c83.css";
+
+/// What the footer of every page says about where it came from.
+pub struct Frame {
+    pub web: String,
+    pub database: DbNote,
+}
+
+/// Whether this page read from the database, and where.
+pub enum DbNote {
+    Read(String),
+    Down,
+    None,
+}
+
+impl Frame {
+    fn new(state: &AppState, database: DbNote) -> Self {
+        Self {
+            web: state.instance.to_string(),
+            database,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    frame: Frame,
+    latest: Option<Page>,
+}
+
+#[derive(Template)]
+#[template(path = "guestbook.html")]
+struct GuestbookPage<'a> {
+    frame: Frame,
+    limits: &'a GuestbookConfig,
+    page: Option<Page>,
+    before: Option<u64>,
+    posted: Option<u64>,
+    errors: Vec<FieldError>,
+    form_name: String,
+    form_message: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    frame: Frame,
+    title: String,
+    message: String,
+}
+
+/// `?before=ID` pages back through older posts; `?posted=ID` thanks the author of post ID.
+#[derive(Debug, Default, Deserialize)]
+pub struct GuestbookQuery {
+    before: Option<u64>,
+    posted: Option<u64>,
+}
+
+/// How many posts the home page shows.
+const HOME_POSTS: u32 = 3;
+
+/// `GET /`: the stack explained, and the latest posts when the database answers.
+pub async fn home(State(state): State<AppState>) -> Response {
+    let latest = state
+        .db
+        .bounded(|mut conn| async move { posts::latest(&mut conn, None, HOME_POSTS).await })
+        .await
+        .ok();
+    let database = match &latest {
+        Some(page) => DbNote::Read(page.node.clone()),
+        None => DbNote::Down,
+    };
+    render(
+        StatusCode::OK,
+        &HomePage {
+            frame: Frame::new(&state, database),
+            latest,
+        },
+    )
+}
+
+/// `GET /guestbook`: the form and a page of posts.
+pub async fn guestbook(
+    State(state): State<AppState>,
+    query: Result<Query<GuestbookQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The address has a parameter this page does not understand: `before` and \
+             `posted` must be post numbers.",
+        );
+    };
+    let page = read_page(&state, query.before).await;
+    let status = if page.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    guestbook_page(
+        &state,
+        status,
+        page,
+        query.before,
+        query.posted,
+        Vec::new(),
+        Submission::default(),
+    )
+}
+
+/// `POST /guestbook`: store a post from the form, then redirect to the page that shows it.
+pub async fn submit(
+    State(state): State<AppState>,
+    form: Result<Form<Submission>, FormRejection>,
+) -> Response {
+    let submission = match form {
+        Ok(Form(submission)) => submission,
+        Err(rejection) => {
+            return error_page(
+                &state,
+                rejection.status(),
+                "Bad request",
+                &format!("The form could not be read: {}", rejection.body_text()),
+            );
+        }
+    };
+    let post = match posts::validate(&submission, &state.guestbook) {
+        Ok(post) => post,
+        Err(errors) => {
+            let page = read_page(&state, None).await;
+            return guestbook_page(
+                &state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page,
+                None,
+                None,
+                errors,
+                submission,
+            );
+        }
+    };
+    match state
+        .db
+        .bounded(|mut conn| async move { posts::insert(&mut conn, &post).await })
+        .await
+    {
+        Ok(id) => Redirect::to(&format!("/guestbook?posted={id}#post-{id}")).into_response(),
+        Err(_) => guestbook_page(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            None,
+            None,
+            Vec::new(),
+            submission,
+        ),
+    }
+}
+
+/// The site's 404 page, for any path that is neither a route nor a static file.
+pub fn not_found(state: &AppState) -> Response {
+    error_page(
+        state,
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no page at this address. It may have moved, or the link may be mistyped.",
+    )
+}
+
+/// A page of posts, or None when the database could not give one (logged and counted by
+/// [`crate::db::Database::bounded`]).
+async fn read_page(state: &AppState, before: Option<u64>) -> Option<Page> {
+    let limit = state.guestbook.page_size;
+    state
+        .db
+        .bounded(|mut conn| async move { posts::latest(&mut conn, before, limit).await })
+        .await
+        .ok()
+}
+
+fn guestbook_page(
+    state: &AppState,
+    status: StatusCode,
+    page: Option<Page>,
+    before: Option<u64>,
+    posted: Option<u64>,
+    errors: Vec<FieldError>,
+    submission: Submission,
+) -> Response {
+    let database = match &page {
+        Some(page) => DbNote::Read(page.node.clone()),
+        None => DbNote::Down,
+    };
+    render(
+        status,
+        &GuestbookPage {
+            frame: Frame::new(state, database),
+            limits: &state.guestbook,
+            page,
+            before,
+            posted,
+            errors,
+            form_name: submission.name.unwrap_or_default(),
+            form_message: submission.message.unwrap_or_default(),
+        },
+    )
+}
+
+fn error_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
+    render(
+        status,
+        &ErrorPage {
+            frame: Frame::new(state, DbNote::None),
+            title: title.to_owned(),
+            message: message.to_owned(),
+        },
+    )
+}
+
+/// A rendered page with its status. Pages change with every post, so caches must revalidate.
+fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => {
+            let mut response = (status, Html(html)).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            response
+        }
+        Err(e) => {
+            tracing::error!("cannot render a page: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}

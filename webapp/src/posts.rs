@@ -1,0 +1,274 @@
+//! The guestbook's data: what a valid post is, and the SQL that reads and writes posts.
+//!
+//! Validation lives here, once, so the HTML form and the JSON API refuse the same things
+//! with the same words. Every read also returns `@@hostname` of the node that executed it,
+//! taken from the same statement (not a second query, which a router could send elsewhere),
+//! so a page can say truthfully which database node served it.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{MySqlConnection, Row};
+
+use crate::config::GuestbookConfig;
+
+/// A stored post, as pages and the API show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Post {
+    pub id: u64,
+    pub name: String,
+    pub message: String,
+    /// UTC, ISO 8601 (`2026-11-23T09:00:00Z`).
+    pub created_at: String,
+}
+
+/// What a visitor sent, before validation. Missing fields are `None`, so that "name is
+/// required" comes from [`validate`] rather than from a deserializer's message.
+#[derive(Debug, Default, Deserialize)]
+pub struct Submission {
+    pub name: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A post that passed [`validate`]: trimmed, within the limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPost {
+    pub name: String,
+    pub message: String,
+}
+
+/// One reason a submission was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Checks a submission against the limits; all problems at once, in field order.
+pub fn validate(
+    submission: &Submission,
+    limits: &GuestbookConfig,
+) -> Result<NewPost, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let name = check_field(
+        "name",
+        submission.name.as_deref(),
+        limits.max_name_chars,
+        false,
+        &mut errors,
+    );
+    let message = check_field(
+        "message",
+        submission.message.as_deref(),
+        limits.max_message_chars,
+        true,
+        &mut errors,
+    );
+    if errors.is_empty() {
+        Ok(NewPost { name, message })
+    } else {
+        Err(errors)
+    }
+}
+
+fn check_field(
+    field: &'static str,
+    value: Option<&str>,
+    max_chars: usize,
+    multiline: bool,
+    errors: &mut Vec<FieldError>,
+) -> String {
+    let value = value.unwrap_or("").trim();
+    let chars = value.chars().count();
+    let problem = if chars == 0 {
+        Some(format!("{field} is required"))
+    } else if chars > max_chars {
+        Some(format!(
+            "{field} is too long: {chars} characters, at most {max_chars}"
+        ))
+    } else if value
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')))
+    {
+        Some(if multiline {
+            format!("{field} contains control characters")
+        } else {
+            format!("{field} must be one line, without control characters")
+        })
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        errors.push(FieldError { field, message });
+    }
+    value.to_owned()
+}
+
+/// Posts, and the database node that read them.
+#[derive(Debug)]
+pub struct Page {
+    /// Newest first.
+    pub posts: Vec<Post>,
+    /// Whether posts older than the last one exist.
+    pub has_older: bool,
+    /// `@@hostname` of the node that answered the read.
+    pub node: String,
+}
+
+impl Page {
+    /// The `before` cursor of the next (older) page, if there is one.
+    pub fn older_cursor(&self) -> Option<u64> {
+        self.has_older
+            .then(|| self.posts.last().map(|post| post.id))
+            .flatten()
+    }
+}
+
+/// The newest `limit` posts with an id below `before` (all when `None`).
+///
+/// The anchor row makes the statement return one row even when there are no posts, so the
+/// node's name always comes back with the read that it served.
+pub async fn latest(
+    conn: &mut MySqlConnection,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Page, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT CAST(@@hostname AS CHAR) AS node, p.id, p.name, p.message, p.created_at \
+         FROM (SELECT 1) AS anchor \
+         LEFT JOIN (SELECT id, name, message, \
+                           CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
+                    FROM posts WHERE id < ? ORDER BY id DESC LIMIT ?) AS p ON TRUE \
+         ORDER BY p.id DESC",
+    )
+    .bind(before.unwrap_or(u64::MAX))
+    .bind(limit + 1)
+    .fetch_all(conn)
+    .await?;
+    let node = match rows.first() {
+        Some(row) => row.try_get("node")?,
+        None => String::new(),
+    };
+    let mut posts = rows
+        .iter()
+        .map(post_from_row)
+        .filter_map(Result::transpose)
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_older = posts.len() > limit as usize;
+    posts.truncate(limit as usize);
+    Ok(Page {
+        posts,
+        has_older,
+        node,
+    })
+}
+
+/// One post by id (None when there is no such post), and the node that read it.
+pub async fn find(
+    conn: &mut MySqlConnection,
+    id: u64,
+) -> Result<(Option<Post>, String), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(@@hostname AS CHAR) AS node, p.id, p.name, p.message, p.created_at \
+         FROM (SELECT 1) AS anchor \
+         LEFT JOIN (SELECT id, name, message, \
+                           CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
+                    FROM posts WHERE id = ?) AS p ON TRUE",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok((post_from_row(&row)?, row.try_get("node")?))
+}
+
+/// Stores a post and returns its id.
+pub async fn insert(conn: &mut MySqlConnection, post: &NewPost) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("INSERT INTO posts (name, message) VALUES (?, ?)")
+        .bind(&post.name)
+        .bind(&post.message)
+        .execute(conn)
+        .await?;
+    Ok(done.last_insert_id())
+}
+
+/// The post in a row of the anchored queries above; None for the anchor's empty row.
+fn post_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Option<Post>, sqlx::Error> {
+    let Some(id) = row.try_get::<Option<u64>, _>("id")? else {
+        return Ok(None);
+    };
+    Ok(Some(Post {
+        id,
+        name: row.try_get("name")?,
+        message: row.try_get("message")?,
+        created_at: row.try_get("created_at")?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit(name: Option<&str>, message: Option<&str>) -> Result<NewPost, Vec<FieldError>> {
+        let submission = Submission {
+            name: name.map(str::to_owned),
+            message: message.map(str::to_owned),
+        };
+        validate(&submission, &GuestbookConfig::default())
+    }
+
+    fn fields(errors: &[FieldError]) -> Vec<(&str, &str)> {
+        errors
+            .iter()
+            .map(|e| (e.field, e.message.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_post_is_trimmed() {
+        let post = submit(Some("  Ada "), Some(" Hello,\nworld \n")).unwrap();
+        assert_eq!(post.name, "Ada");
+        assert_eq!(post.message, "Hello,\nworld");
+    }
+
+    #[test]
+    fn missing_and_blank_fields_are_required() {
+        let errors = submit(None, Some("   ")).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            [
+                ("name", "name is required"),
+                ("message", "message is required")
+            ]
+        );
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters() {
+        let limits = GuestbookConfig::default();
+        // 40 two-byte characters fit; 41 do not.
+        assert!(submit(Some(&"é".repeat(limits.max_name_chars)), Some("x")).is_ok());
+        let errors = submit(Some(&"é".repeat(limits.max_name_chars + 1)), Some("x")).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            [("name", "name is too long: 41 characters, at most 40")]
+        );
+        let errors = submit(Some("Ada"), Some(&"x".repeat(501))).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            [(
+                "message",
+                "message is too long: 501 characters, at most 500"
+            )]
+        );
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let errors = submit(Some("Ada\nLovelace"), Some("bell\u{7}")).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            [
+                ("name", "name must be one line, without control characters"),
+                ("message", "message contains control characters"),
+            ]
+        );
+    }
+}
