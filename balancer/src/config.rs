@@ -1,4 +1,8 @@
 //! The `foobar-balancer` configuration file.
+//!
+//! SIGHUP reads it again (see `reload.rs`): `[pool]`, `[health]`, `[timeouts]` and `[limits]`
+//! take effect at once; `[http]`, `[https]` and `[service]` describe listeners and need a
+//! restart.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,10 +21,11 @@ pub struct Config {
     pub pool: PoolConfig,
     pub health: HealthConfig,
     pub timeouts: TimeoutConfig,
+    pub limits: LimitsConfig,
 }
 
 /// The `[http]` table: plain HTTP.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
@@ -31,7 +36,7 @@ pub struct HttpConfig {
 }
 
 /// The `[https]` table: TLS termination.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpsConfig {
     pub enabled: bool,
@@ -83,19 +88,52 @@ pub enum Algorithm {
 pub struct PoolConfig {
     pub algorithm: Algorithm,
     pub backends: Vec<BackendConfig>,
+    /// How often a backend given by host name is resolved again: each address it resolves to
+    /// is a backend, so `docker compose up --scale web=3` is picked up without a restart.
+    #[serde(with = "humantime_serde")]
+    pub resolve_interval: Duration,
 }
 
 /// One `[[pool.backends]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// `host:port`; a host name is resolved when the balancer starts.
+    /// `ip:port`, or `name:port`: resolved every `pool.resolve_interval`, one backend per
+    /// address (`name:port@ip`).
     pub address: String,
     #[serde(default = "one")]
     pub weight: u32,
     /// A backup gets traffic only while every non-backup backend is down (active-passive).
     #[serde(default)]
     pub backup: bool,
+}
+
+/// Where a `[[pool.backends]]` entry points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An IP address: one backend, named by the address as written.
+    Fixed(std::net::SocketAddr),
+    /// A host name, resolved again and again; each address it has is a backend.
+    Name { host: String, port: u16 },
+}
+
+impl BackendConfig {
+    /// What `address` names; None when it is not `ip:port`, `[ipv6]:port` or `name:port`.
+    pub fn target(&self) -> Option<Target> {
+        if let Ok(addr) = self.address.parse() {
+            return Some(Target::Fixed(addr));
+        }
+        let (host, port) = self.address.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        let valid_name = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        valid_name.then(|| Target::Name {
+            host: host.to_owned(),
+            port,
+        })
+    }
 }
 
 fn one() -> u32 {
@@ -131,6 +169,46 @@ pub struct TimeoutConfig {
     pub response: Duration,
 }
 
+/// The `[limits]` table: what one client may ask of the balancer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client connections open at once. Past it, new connections wait in the kernel's accept
+    /// queue until one closes (HAProxy's `maxconn`): slower, never refused.
+    pub max_connections: usize,
+    /// A client must send its TLS handshake, and each request's line and headers, within this
+    /// (slowloris); a kept-alive connection idle this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Bytes of request line and headers (HTTP/1.1), or of the header list (HTTP/2); past it:
+    /// 431. At least 8192.
+    pub max_header_size: usize,
+    /// Bytes of request body, announced (Content-Length) or counted as it streams
+    /// (chunked, HTTP/2); past it: 413.
+    pub max_body_size: u64,
+    /// Requests per second each client IP address may make on average; 0: no limit. Past it
+    /// (and its burst): 429 with `Retry-After`.
+    pub rate_limit_per_second: f64,
+    /// Requests a client IP address may make at once before the rate applies.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 32 * 1024,
+            max_body_size: 10 * 1024 * 1024,
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 100,
+        }
+    }
+}
+
+/// The smallest `max_header_size`: hyper's smallest read buffer.
+pub const MIN_HEADER_SIZE: usize = 8192;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -140,6 +218,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             health: HealthConfig::default(),
             timeouts: TimeoutConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -159,6 +238,7 @@ impl Default for PoolConfig {
         Self {
             algorithm: Algorithm::RoundRobin,
             backends: Vec::new(),
+            resolve_interval: Duration::from_secs(5),
         }
     }
 }
@@ -202,9 +282,9 @@ impl ServiceConfig for Config {
                 b.address
             ));
         }
-        if let Some(b) = self.pool.backends.iter().find(|b| !b.address.contains(':')) {
+        if let Some(b) = self.pool.backends.iter().find(|b| b.target().is_none()) {
             return Err(format!(
-                "pool.backends {}: address must be host:port",
+                "pool.backends {}: address must be ip:port or name:port",
                 b.address
             ));
         }
@@ -226,6 +306,63 @@ impl ServiceConfig for Config {
         if !self.health.path.starts_with('/') {
             return Err("health.path must start with /".into());
         }
+        if self.pool.resolve_interval < Duration::from_millis(100) {
+            return Err("pool.resolve_interval must be at least 100ms".into());
+        }
+        let limits = &self.limits;
+        if limits.max_connections == 0 {
+            return Err("limits.max_connections must be at least 1".into());
+        }
+        if limits.header_read_timeout.is_zero() {
+            return Err("limits.header_read_timeout must be more than 0".into());
+        }
+        if limits.max_header_size < MIN_HEADER_SIZE || limits.max_header_size > u32::MAX as usize {
+            return Err(format!(
+                "limits.max_header_size must be at least {MIN_HEADER_SIZE} bytes"
+            ));
+        }
+        if !limits.rate_limit_per_second.is_finite() || limits.rate_limit_per_second < 0.0 {
+            return Err("limits.rate_limit_per_second must be 0 (no limit) or more".into());
+        }
+        if limits.rate_limit_per_second > 0.0 && limits.rate_limit_burst == 0 {
+            return Err("limits.rate_limit_burst must be at least 1 when a rate is set".into());
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(address: &str) -> Option<Target> {
+        BackendConfig {
+            address: address.into(),
+            weight: 1,
+            backup: false,
+        }
+        .target()
+    }
+
+    #[test]
+    fn backend_addresses_are_ips_or_names_with_a_port() {
+        assert_eq!(
+            target("10.0.0.5:8080"),
+            Some(Target::Fixed("10.0.0.5:8080".parse().unwrap()))
+        );
+        assert_eq!(
+            target("[::1]:80"),
+            Some(Target::Fixed("[::1]:80".parse().unwrap()))
+        );
+        assert_eq!(
+            target("web-a:8080"),
+            Some(Target::Name {
+                host: "web-a".into(),
+                port: 8080
+            })
+        );
+        for bad in ["web-a", "web-a:http", ":8080", "web a:80", "web:99999"] {
+            assert_eq!(target(bad), None, "{bad}");
+        }
     }
 }

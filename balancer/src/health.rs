@@ -1,28 +1,27 @@
 //! Active health checks: an HTTP GET of `health.path` on every backend each `interval`.
 //! `rise` good answers in a row bring a backend up, `fall` failures take it down (failed
 //! connections under traffic count too, see `proxy.rs`).
+//!
+//! Down means no new requests; a request already sent to the backend is left to finish (a
+//! web server that fails `/readyz` because it is shutting down still answers what it has).
+//! Each check reads `[health]` from the config in force, so a reload applies at the next one;
+//! a backend's checks stop when it leaves the pool (`Backend::retired`).
 
 use std::sync::Arc;
 
 use foobar_service::probe::http_status;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HealthConfig;
+use crate::pool::Backend;
 use crate::proxy::Proxy;
 
-/// Checks backend `index` until shutdown.
-pub async fn check_backend(
-    proxy: Arc<Proxy>,
-    index: usize,
-    config: HealthConfig,
-    shutdown: CancellationToken,
-) {
-    let backend = &proxy.pool.backends[index];
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Checks `backend` until it leaves the pool or the balancer shuts down.
+pub async fn check_backend(proxy: Arc<Proxy>, backend: Arc<Backend>, shutdown: CancellationToken) {
     loop {
+        let config = proxy.config.load().health.clone();
         tokio::select! {
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep(config.interval) => {}
+            () = backend.retired.cancelled() => return,
             () = shutdown.cancelled() => return,
         }
         let result = http_status(backend.addr, &config.path, config.timeout).await;
@@ -32,6 +31,9 @@ pub async fn check_backend(
         };
         *backend.last_check.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((std::time::SystemTime::now(), seen));
+        if backend.retired.is_cancelled() {
+            return;
+        }
         match result {
             Ok(status) if (200..300).contains(&status) => {
                 if backend.record_success(config.rise) {

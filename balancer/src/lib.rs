@@ -1,11 +1,16 @@
 //! foobar-balancer: the load balancer in front of the web servers (HAProxy's role in the
 //! classic design), built so that a dead backend costs no client request.
 //!
-//! - [`config`]: `balancer.toml`: listener, pool (algorithm, backends, backups), health, timeouts.
+//! - [`config`]: `balancer.toml`: listeners, pool (algorithm, backends, backups), health,
+//!   timeouts, limits.
 //! - [`pool`]: backends' state and the choice of one per request (round robin, least
 //!   connections, active-passive).
+//! - [`discovery`]: the pool's members: addresses from the config, host names resolved again
+//!   and again; rebuilding the pool keeps the state of the backends that stay.
 //! - [`proxy`]: forwarding a request, its headers, retries that never repeat a sent write.
+//! - [`limits`]: connections at once, per-client rate, body size.
 //! - [`health`]: active HTTP checks.
+//! - [`reload`]: SIGHUP: the config read again and applied, or refused.
 //! - [`tls`]: HTTPS: configured or generated certificates, rustls settings.
 //! - [`status`]: the admin listener's status page, its JSON, and drain/enable actions.
 //! - [`metrics`]: what `/metrics` exports.
@@ -14,14 +19,16 @@
 //! [`foobar_service`].
 
 pub mod config;
+pub mod discovery;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod status;
 pub mod tls;
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,146 +45,94 @@ use hyper_util::server::graceful::GracefulShutdown;
 pub use config::Config;
 
 use crate::metrics::Metrics;
-use crate::pool::{Backend, Pool};
+use crate::pool::Pool;
 use crate::proxy::Proxy;
 
 pub const SERVICE: ServiceInfo = ServiceInfo {
     binary: "foobar-balancer",
     about: "HTTP load balancer in front of the web servers: health-checked round robin, least \
             connections or active-passive; retries that never repeat a request a backend may \
-            have processed; drains on SIGTERM.",
+            have processed; limits; reloads on SIGHUP; drains on SIGTERM.",
     env_prefix: "FOOBAR_BALANCER",
     metrics_prefix: "foobar_balancer",
 };
-
-/// A client that sends its request head slower than this is cut off (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Resolves the backends, starts their health checks and serves until shutdown; then stops
 /// accepting and lets in-flight requests finish.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let metrics = Metrics::register(&ctx);
-    let mut backends = Vec::new();
-    for backend in &config.pool.backends {
-        let addr = tokio::net::lookup_host(&backend.address)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| anyhow::anyhow!("pool.backends: cannot resolve {}", backend.address))?;
-        metrics
-            .backend_up
-            .get_or_create(&metrics::BackendLabels {
-                backend: backend.address.clone(),
-            })
-            .set(1);
-        backends.push(Backend::new(
-            backend.address.clone(),
-            addr,
-            backend.weight,
-            backend.backup,
-        ));
-    }
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "foobar-balancer".to_owned(), |h| h.trim().to_owned());
     let proxy = Arc::new(Proxy::new(
-        Pool::new(backends, config.pool.algorithm),
-        config.timeouts.connect,
-        config.timeouts.response,
-        config.health.fall,
+        Pool::new(Vec::new(), config.pool.algorithm),
+        config.clone(),
         &name,
         metrics,
     ));
-    for index in 0..proxy.pool.backends.len() {
-        tokio::spawn(health::check_backend(
-            Arc::clone(&proxy),
-            index,
-            config.health.clone(),
-            ctx.shutdown.clone(),
-        ));
-    }
-    {
-        let mut registry = ctx.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        for backend in &proxy.pool.backends {
-            let label = (Cow::Borrowed("backend"), Cow::Owned(backend.name.clone()));
-            registry.sub_registry_with_label(label).register(
-                "in_flight",
-                "Requests assigned to the backend and not yet answered in full",
-                backend.in_flight.clone(),
-            );
-        }
-    }
+    discovery::refresh(&proxy, &config, discovery::Joining::Up, &ctx.shutdown).await;
+    tokio::spawn(discovery::resolve_periodically(
+        Arc::clone(&proxy),
+        ctx.clone(),
+    ));
+    tokio::spawn(reload::on_sighup(Arc::clone(&proxy), ctx.clone()));
     tokio::spawn(sample_rates(Arc::clone(&proxy), ctx.shutdown.clone()));
     ctx.add_admin_routes(status::routes(Arc::clone(&proxy)));
 
-    let graceful = Arc::new(GracefulShutdown::new());
-    let mut listeners = tokio::task::JoinSet::new();
-    let plain = foobar_service::admin::bind("http", config.http.listen).await?;
+    let socket = foobar_service::admin::bind("http", config.http.listen).await?;
     let redirect =
         (config.https.enabled && config.http.redirect_to_https).then_some(config.http.https_port);
-    let front = Front {
-        proxy: Arc::clone(&proxy),
-        redirect,
-        hsts: None,
+    let plain = Listener {
+        socket,
+        tls: None,
+        front: Front {
+            proxy: Arc::clone(&proxy),
+            redirect,
+            hsts: None,
+        },
     };
-    listeners.spawn(accept(
-        plain,
-        None,
-        front,
-        Arc::clone(&graceful),
-        ctx.shutdown.clone(),
-    ));
-    if config.https.enabled {
+    let secure = if config.https.enabled {
         let tls = tls::server_config(&config.https)?;
-        let secure = foobar_service::admin::bind("https", config.https.listen).await?;
+        let socket = foobar_service::admin::bind("https", config.https.listen).await?;
         let hsts = (config.https.hsts_max_age.as_secs() > 0)
             .then(|| {
                 HeaderValue::from_str(&format!("max-age={}", config.https.hsts_max_age.as_secs()))
             })
             .transpose()?;
-        let front = Front {
-            proxy: Arc::clone(&proxy),
-            redirect: None,
-            hsts,
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        listeners.spawn(accept(
-            secure,
-            Some(acceptor),
-            front,
-            Arc::clone(&graceful),
-            ctx.shutdown.clone(),
-        ));
-    }
+        Some(Listener {
+            socket,
+            tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
+            front: Front {
+                proxy: Arc::clone(&proxy),
+                redirect: None,
+                hsts,
+            },
+        })
+    } else {
+        None
+    };
     ctx.readiness.set(true);
-    while listeners.join_next().await.is_some() {}
+    let graceful = GracefulShutdown::new();
+    accept(&plain, secure.as_ref(), &graceful, &ctx.shutdown).await;
     tracing::info!("draining: no new connections; waiting for in-flight requests");
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        graceful.shutdown().await;
-    }
+    graceful.shutdown().await;
     Ok(())
 }
 
 /// Keeps each backend's requests-per-second figure for the status page.
 async fn sample_rates(proxy: Arc<Proxy>, shutdown: tokio_util::sync::CancellationToken) {
     use std::sync::atomic::Ordering;
-    let mut previous: Vec<u64> = proxy
-        .pool
-        .backends
-        .iter()
-        .map(|b| b.requests.load(Ordering::Relaxed))
-        .collect();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        for (backend, previous) in proxy.pool.backends.iter().zip(previous.iter_mut()) {
+        for backend in &proxy.pool.load().backends {
             let now = backend.requests.load(Ordering::Relaxed);
+            let before = backend.rate_base.swap(now, Ordering::Relaxed);
             backend
                 .rate
-                .store(now.saturating_sub(*previous), Ordering::Relaxed);
-            *previous = now;
+                .store(now.saturating_sub(before), Ordering::Relaxed);
         }
     }
 }
@@ -213,18 +168,66 @@ impl Front {
     }
 }
 
-/// Accepts connections until shutdown; with `tls`, each is a TLS handshake first, then HTTP/2
-/// or HTTP/1.1 as ALPN decided. Connections are watched for a graceful drain.
-async fn accept(
-    listener: tokio::net::TcpListener,
+/// A listening socket and what its connections get.
+struct Listener {
+    socket: tokio::net::TcpListener,
+    /// Present on the HTTPS listener: each connection is a TLS handshake first.
     tls: Option<tokio_rustls::TlsAcceptor>,
     front: Front,
-    graceful: Arc<GracefulShutdown>,
-    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// The next connection on either listener, or None once `shutdown` is cancelled.
+async fn next_connection<'a>(
+    plain: &'a Listener,
+    secure: Option<&'a Listener>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<(tokio::net::TcpStream, SocketAddr, &'a Listener)> {
+    use foobar_service::admin::accept;
+    let on = |listener: &'a Listener| {
+        move |(stream, client): (tokio::net::TcpStream, SocketAddr)| (stream, client, listener)
+    };
+    match secure {
+        None => accept(&plain.socket, shutdown).await.map(on(plain)),
+        Some(secure) => tokio::select! {
+            accepted = accept(&plain.socket, shutdown) => accepted.map(on(plain)),
+            accepted = accept(&secure.socket, shutdown) => accepted.map(on(secure)),
+        },
+    }
+}
+
+/// Accepts connections on both listeners until shutdown, at most `limits.max_connections` at
+/// once: past it, no listener accepts, so new connections wait in the kernel's accept queue.
+/// (One loop for both, so an idle listener never holds a place another needs.) On the HTTPS
+/// listener each connection is a TLS handshake first, then HTTP/2 or HTTP/1.1 as ALPN
+/// decided. Connections are watched for a graceful drain.
+async fn accept(
+    plain: &Listener,
+    secure: Option<&Listener>,
+    graceful: &GracefulShutdown,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    while let Some((stream, client)) = foobar_service::admin::accept(&listener, &shutdown).await {
+    let connections = Arc::clone(&plain.front.proxy.connections);
+    loop {
+        let (permit, waited) = tokio::select! {
+            admitted = connections.admit() => admitted,
+            () = shutdown.cancelled() => return,
+        };
+        if waited {
+            plain.front.proxy.metrics.connections_waited.inc();
+        }
+        let Some((stream, client, listener)) = next_connection(plain, secure, shutdown).await
+        else {
+            return;
+        };
+        let scheme = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let front = &listener.front;
         let _ = stream.set_nodelay(true);
+        let limits = front.proxy.config.load().limits.clone();
+        let metrics = front.proxy.metrics.clone();
         let front = front.clone();
         let service = service_fn(move |request| {
             let front = front.clone();
@@ -234,44 +237,53 @@ async fn accept(
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_size)
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
-        let graceful = Arc::clone(&graceful);
-        match &tls {
-            None => {
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%client, "client connection ended: {e}");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                return tracing::debug!(%client, "TLS handshake failed: {e}");
-                            }
-                            Err(_) => return tracing::debug!(%client, "TLS handshake too slow"),
-                        };
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        // Subscribed now, so a drain that starts during a TLS handshake still waits for it.
+        let watcher = graceful.watcher();
+        let acceptor = listener.tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let ended = match acceptor {
+                None => {
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = graceful.watch(connection).await {
-                        tracing::debug!(%client, "client connection ended: {e}");
+                    watcher.watch(connection).await
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
+                        Err(_) => {
+                            metrics.reject("header_timeout");
+                            return tracing::debug!(%client, "TLS handshake too slow");
+                        }
+                    };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = ended {
+                if let Some(e) = e.downcast_ref::<hyper::Error>() {
+                    if e.is_timeout() {
+                        metrics.reject("header_timeout");
+                    } else if e.is_parse_too_large() {
+                        metrics.reject("header_too_large");
                     }
-                });
+                }
+                tracing::debug!(%client, "client connection ended: {e}");
             }
-        }
+        });
     }
 }
 

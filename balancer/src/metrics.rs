@@ -19,6 +19,17 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+/// Why the balancer answered a request itself, or cut a connection off.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
@@ -26,6 +37,11 @@ pub struct Metrics {
     pub latency: LatencyHistogram,
     pub backend_up: Family<BackendLabels, Gauge>,
     pub backend_changes: Family<BackendLabels, Counter>,
+    pub in_flight: Family<BackendLabels, Gauge>,
+    pub rejected: Family<RejectLabels, Counter>,
+    pub client_connections: Gauge,
+    pub connections_waited: Counter,
+    pub reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Metrics {
@@ -52,7 +68,59 @@ impl Metrics {
             "Times a backend went up or down",
             m.backend_changes.clone(),
         );
+        ctx.register(
+            "in_flight",
+            "Requests assigned to the backend and not yet answered in full",
+            m.in_flight.clone(),
+        );
+        ctx.register(
+            "rejected",
+            "Requests answered by the balancer itself or connections cut off, by limit: \
+             rate_limit (429), body_too_large (413), header_too_large (431), header_timeout",
+            m.rejected.clone(),
+        );
+        ctx.register(
+            "client_connections",
+            "Client connections open now",
+            m.client_connections.clone(),
+        );
+        ctx.register(
+            "connections_waited",
+            "Connections left in the accept queue for a while because limits.max_connections were open",
+            m.connections_waited.clone(),
+        );
+        ctx.register(
+            "config_reloads",
+            "SIGHUP reloads, by result: applied or refused (the running config stayed)",
+            m.reloads.clone(),
+        );
         m
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    pub fn reloaded(&self, result: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// The in-flight gauge of a backend, shared by the backend and `/metrics`.
+    pub fn in_flight_of(&self, backend: &str) -> Gauge {
+        self.in_flight
+            .get_or_create(&BackendLabels {
+                backend: backend.to_owned(),
+            })
+            .clone()
+    }
+
+    /// A backend left the pool: its gauges go, its counters stay.
+    pub fn forget(&self, backend: &str) {
+        let labels = BackendLabels {
+            backend: backend.to_owned(),
+        };
+        self.in_flight.remove(&labels);
+        self.backend_up.remove(&labels);
     }
 
     pub fn count(&self, backend: &str, status: StatusCode) {

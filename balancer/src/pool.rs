@@ -5,24 +5,45 @@
 //! backups get them (active-passive). Among the candidates, the pool's algorithm chooses:
 //! smooth weighted round robin (nginx's: spreads a weight-3 backend's turns evenly instead of
 //! three in a row) or least connections relative to weight.
+//!
+//! A pool is immutable once built; a reload or a new DNS answer builds the next one with
+//! [`Pool::rebuild`], which keeps every backend that stays (same name and address: its state,
+//! counters and idle connections) and says which ones joined and which left. A backend that
+//! left gets no new requests; requests in flight hold an `Arc` to it and finish.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Algorithm;
+use crate::proxy::ProxyBody;
+
+/// What a backend is, as the config (and DNS) describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// `web-a:8080` for an address in the config, `web:8080@10.0.0.5` for one found by DNS.
+    pub name: String,
+    /// The config entry it comes from (`web:8080`): draining it drains all its addresses.
+    pub group: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+}
 
 /// One backend server.
 #[derive(Debug)]
 pub struct Backend {
-    /// As configured (`web-a:8080`), for logs, metrics and the status page.
+    /// For logs, metrics, the status page and the drain action.
     pub name: String,
+    pub group: String,
     pub addr: SocketAddr,
-    pub weight: u32,
-    pub backup: bool,
+    weight: AtomicU32,
+    backup: AtomicBool,
     up: AtomicBool,
     /// Put aside by an operator: no new requests, in-flight ones finish.
     draining: AtomicBool,
@@ -31,32 +52,51 @@ pub struct Backend {
     /// Responses received from it, and exchanges that failed or answered 5xx.
     pub requests: AtomicU64,
     pub errors: AtomicU64,
-    /// Requests per second over the last second, kept by the balancer's sampler.
+    /// Requests per second over the last second, and the count it was measured from.
     pub rate: AtomicU64,
+    pub rate_base: AtomicU64,
     /// When the last active check ran, and what it found.
     pub last_check: Mutex<Option<(SystemTime, String)>>,
     /// Failures in a row, from checks or traffic; reset by any success.
     failures: AtomicU32,
     successes: AtomicU32,
+    /// Kept-alive connections to it, ready for the next request.
+    pub(crate) idle: Mutex<Vec<SendRequest<ProxyBody>>>,
+    /// Cancelled when it leaves the pool: its health check stops.
+    pub retired: CancellationToken,
 }
 
 impl Backend {
-    pub fn new(name: String, addr: SocketAddr, weight: u32, backup: bool) -> Self {
+    /// A backend that starts `up` (those present at start) or down (those that join later
+    /// and must pass `rise` checks first).
+    pub fn new(spec: BackendSpec, up: bool, in_flight: Gauge) -> Self {
         Self {
-            name,
-            addr,
-            weight,
-            backup,
-            up: AtomicBool::new(true),
+            name: spec.name,
+            group: spec.group,
+            addr: spec.addr,
+            weight: AtomicU32::new(spec.weight),
+            backup: AtomicBool::new(spec.backup),
+            up: AtomicBool::new(up),
             draining: AtomicBool::new(false),
-            in_flight: Gauge::default(),
+            in_flight,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rate: AtomicU64::new(0),
+            rate_base: AtomicU64::new(0),
             last_check: Mutex::new(None),
             failures: AtomicU32::new(0),
             successes: AtomicU32::new(0),
+            idle: Mutex::new(Vec::new()),
+            retired: CancellationToken::new(),
         }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_backup(&self) -> bool {
+        self.backup.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -107,7 +147,7 @@ impl Backend {
 /// The backends of the pool, and the algorithm's memory.
 #[derive(Debug)]
 pub struct Pool {
-    pub backends: Vec<Backend>,
+    pub backends: Vec<Arc<Backend>>,
     algorithm: Algorithm,
     /// Smooth weighted round robin's current weights, one per backend; also the lock that
     /// makes choosing and counting a request one step.
@@ -116,14 +156,72 @@ pub struct Pool {
     next_start: AtomicUsize,
 }
 
+/// What [`Pool::rebuild`] changed.
+pub struct Rebuilt {
+    pub pool: Pool,
+    /// New backends: they need a health check.
+    pub joined: Vec<Arc<Backend>>,
+    /// Backends no longer in the pool: their health checks stop; requests in flight finish.
+    pub left: Vec<Arc<Backend>>,
+}
+
 impl Pool {
-    pub fn new(backends: Vec<Backend>, algorithm: Algorithm) -> Self {
+    pub fn new(backends: Vec<Arc<Backend>>, algorithm: Algorithm) -> Self {
         let current = Mutex::new(vec![0; backends.len()]);
         Self {
             backends,
             algorithm,
             current,
             next_start: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The pool that `wanted` describes. A backend of `self` with the same name and address
+    /// is kept, with its state, counters and connections, and takes the new weight and role;
+    /// a new one is made by `make` (so the caller decides whether it starts up).
+    pub fn rebuild(
+        &self,
+        wanted: Vec<BackendSpec>,
+        algorithm: Algorithm,
+        mut make: impl FnMut(BackendSpec) -> Backend,
+    ) -> Rebuilt {
+        let mut joined = Vec::new();
+        let mut backends = Vec::with_capacity(wanted.len());
+        for spec in wanted {
+            if backends.iter().any(|b: &Arc<Backend>| b.name == spec.name) {
+                continue; // the same address twice in the config: one backend
+            }
+            let kept = self
+                .backends
+                .iter()
+                .find(|b| b.name == spec.name && b.addr == spec.addr);
+            match kept {
+                Some(backend) => {
+                    backend.weight.store(spec.weight, Ordering::Relaxed);
+                    backend.backup.store(spec.backup, Ordering::Relaxed);
+                    backends.push(Arc::clone(backend));
+                }
+                None => {
+                    let backend = Arc::new(make(spec));
+                    joined.push(Arc::clone(&backend));
+                    backends.push(backend);
+                }
+            }
+        }
+        let left = self
+            .backends
+            .iter()
+            .filter(|old| !backends.iter().any(|b| Arc::ptr_eq(b, old)))
+            .cloned()
+            .collect();
+        Rebuilt {
+            pool: Pool::new(backends, algorithm),
+            joined,
+            left,
         }
     }
 
@@ -139,56 +237,56 @@ impl Pool {
     }
 
     fn choose(&self, tried: &[usize], current: &mut [i64]) -> Option<usize> {
-        let usable = |i: &usize, backup: bool| {
-            let b = &self.backends[*i];
-            b.backup == backup && b.is_up() && !b.is_draining() && !tried.contains(i)
+        // Backups stand in only while no primary can take requests at all; a request that
+        // has tried every up primary gets no backup.
+        let backups = !self
+            .backends
+            .iter()
+            .any(|b| !b.is_backup() && b.is_up() && !b.is_draining());
+        let candidate = |i: usize| {
+            let b = &self.backends[i];
+            b.is_backup() == backups && b.is_up() && !b.is_draining() && !tried.contains(&i)
         };
-        let all = 0..self.backends.len();
-        let mut candidates: Vec<usize> = all.clone().filter(|i| usable(i, false)).collect();
-        if candidates.is_empty()
-            && !self
-                .backends
-                .iter()
-                .any(|b| !b.backup && b.is_up() && !b.is_draining())
-        {
-            candidates = all.filter(|i| usable(i, true)).collect();
-        }
-        match (candidates.len(), self.algorithm) {
-            (0, _) => None,
-            (1, _) => Some(candidates[0]),
-            (_, Algorithm::RoundRobin) => Some(self.smooth_weighted(&candidates, current)),
-            (_, Algorithm::LeastConnections) => Some(self.least_connections(&candidates)),
+        match self.algorithm {
+            Algorithm::RoundRobin => self.smooth_weighted(candidate, current),
+            Algorithm::LeastConnections => self.least_connections(candidate),
         }
     }
 
-    fn smooth_weighted(&self, candidates: &[usize], current: &mut [i64]) -> usize {
+    fn smooth_weighted(
+        &self,
+        candidate: impl Fn(usize) -> bool,
+        current: &mut [i64],
+    ) -> Option<usize> {
         let mut total = 0i64;
-        let mut best = candidates[0];
-        for &i in candidates {
-            let weight = i64::from(self.backends[i].weight);
+        let mut best: Option<usize> = None;
+        for i in (0..self.backends.len()).filter(|&i| candidate(i)) {
+            let weight = i64::from(self.backends[i].weight());
             current[i] += weight;
             total += weight;
-            if current[i] > current[best] {
-                best = i;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
             }
         }
+        let best = best?;
         current[best] -= total;
-        best
+        Some(best)
     }
 
-    fn least_connections(&self, candidates: &[usize]) -> usize {
-        let start = self.next_start.fetch_add(1, Ordering::Relaxed) % candidates.len();
+    fn least_connections(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.backends.len();
+        let start = self.next_start.fetch_add(1, Ordering::Relaxed) % n.max(1);
         let load = |i: usize| {
             let b = &self.backends[i];
-            (b.in_flight.get().max(0) as u64, u64::from(b.weight))
+            (b.in_flight.get().max(0) as u64, u64::from(b.weight()))
         };
-        let mut best = candidates[start];
-        for k in 1..candidates.len() {
-            let i = candidates[(start + k) % candidates.len()];
-            let ((a, wa), (b, wb)) = (load(i), load(best));
+        let mut best: Option<usize> = None;
+        // From a rotating start, so ties take turns.
+        for i in (0..n).map(|k| (start + k) % n).filter(|&i| candidate(i)) {
+            let ((a, wa), better) = (load(i), best.map(load));
             // a / wa < b / wb, without division.
-            if a * wb < b * wa {
-                best = i;
+            if better.is_none_or(|(b, wb)| a * wb < b * wa) {
+                best = Some(i);
             }
         }
         best
@@ -199,17 +297,23 @@ impl Pool {
 mod tests {
     use super::*;
 
+    fn spec(name: &str, port: u16, weight: u32, backup: bool) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            group: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight,
+            backup,
+        }
+    }
+
     fn pool(specs: &[(u32, bool)], algorithm: Algorithm) -> Pool {
         let backends = specs
             .iter()
             .enumerate()
             .map(|(i, &(weight, backup))| {
-                Backend::new(
-                    format!("b{i}"),
-                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    weight,
-                    backup,
-                )
+                let spec = spec(&format!("b{i}"), 1000 + i as u16, weight, backup);
+                Arc::new(Backend::new(spec, true, Gauge::default()))
             })
             .collect();
         Pool::new(backends, algorithm)
@@ -288,12 +392,84 @@ mod tests {
 
     #[test]
     fn rise_and_fall_count_in_a_row() {
-        let b = Backend::new("b".into(), SocketAddr::from(([127, 0, 0, 1], 1)), 1, false);
+        let b = Backend::new(spec("b", 1, 1, false), true, Gauge::default());
         assert!(!b.record_failure(2));
         assert!(!b.record_success(2));
         assert!(!b.record_failure(2));
         assert!(b.record_failure(2), "two in a row");
         assert!(!b.record_success(2));
         assert!(b.record_success(2));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_backends_that_stay_and_names_who_joined_and_left() {
+        let dns = |ip: u8, weight: u32| BackendSpec {
+            name: format!("web:80@10.0.0.{ip}"),
+            group: "web:80".into(),
+            addr: SocketAddr::from(([10, 0, 0, ip], 80)),
+            weight,
+            backup: false,
+        };
+        let make = |spec: BackendSpec| Backend::new(spec, false, Gauge::default());
+        let first = Pool::new(vec![], Algorithm::RoundRobin).rebuild(
+            vec![dns(1, 1), dns(2, 1)],
+            Algorithm::RoundRobin,
+            make,
+        );
+        assert_eq!(first.joined.len(), 2);
+        assert!(first.left.is_empty());
+        let two = Arc::clone(&first.pool.backends[1]);
+        two.set_draining(true);
+        two.requests.store(7, Ordering::Relaxed);
+
+        let second = first.pool.rebuild(
+            vec![dns(2, 5), dns(3, 1)],
+            Algorithm::LeastConnections,
+            make,
+        );
+        let names: Vec<&str> = second
+            .pool
+            .backends
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        assert_eq!(names, ["web:80@10.0.0.2", "web:80@10.0.0.3"]);
+        assert!(
+            Arc::ptr_eq(&second.pool.backends[0], &two),
+            "kept, not remade"
+        );
+        assert!(two.is_draining() && two.requests.load(Ordering::Relaxed) == 7);
+        assert_eq!(two.weight(), 5, "the new weight applies");
+        assert_eq!(
+            second
+                .joined
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>(),
+            ["web:80@10.0.0.3"]
+        );
+        assert!(!second.joined[0].is_up(), "a newcomer waits for its checks");
+        assert_eq!(
+            second
+                .left
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>(),
+            ["web:80@10.0.0.1"]
+        );
+
+        let moved = BackendSpec {
+            addr: SocketAddr::from(([10, 0, 0, 9], 80)),
+            ..dns(2, 5)
+        };
+        let third = second
+            .pool
+            .rebuild(vec![moved, dns(3, 1)], Algorithm::RoundRobin, make);
+        assert_eq!(
+            third.joined.len(),
+            1,
+            "same name, new address: a new backend"
+        );
+        assert_eq!(third.left.len(), 1);
     }
 }

@@ -11,14 +11,19 @@
 //!   body is tried again elsewhere. A POST that reached a backend is never sent twice: the
 //!   client gets 502 and decides.
 //! - No backend left: 503 with a short page and `Retry-After`.
+//!
+//! Before any of that, the client's limits (`limits.rs`): its rate (429) and its body's size
+//! (413, announced or found while streaming). The pool and the config are read once per
+//! request from `ArcSwap`s, so a reload never changes a request half-way.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -28,53 +33,51 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use crate::config::Config;
+use crate::limits::{CappedBody, ConnectionLimit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::{Backend, Pool};
+
+/// An error from either side: a connection's, or a limit's (`limits::BodyTooLarge`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What flows to and from backends and clients.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Most idle keep-alive connections kept per backend.
 const MAX_IDLE_PER_BACKEND: usize = 64;
 
-/// The proxy: the pool, a keep-alive connection cache per backend, and the limits.
+/// The proxy: the pool and config in force, the limits, and what it reports.
 pub struct Proxy {
-    pub pool: Pool,
-    idle: Vec<Mutex<Vec<SendRequest<ProxyBody>>>>,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    pub fall: u32,
+    pub pool: ArcSwap<Pool>,
+    pub config: ArcSwap<Config>,
+    pub connections: Arc<ConnectionLimit>,
+    rate: RateLimiter,
     /// This balancer's name in `Via`.
     pub via: HeaderValue,
     pub metrics: Metrics,
     request_ids: RequestIds,
+    /// Held while the pool is rebuilt (reload, DNS), so two rebuilds never interleave.
+    pub membership: tokio::sync::Mutex<()>,
 }
 
 impl Proxy {
-    pub fn new(
-        pool: Pool,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-        fall: u32,
-        name: &str,
-        metrics: Metrics,
-    ) -> Self {
-        let idle = pool
-            .backends
-            .iter()
-            .map(|_| Mutex::new(Vec::new()))
-            .collect();
+    pub fn new(pool: Pool, config: Config, name: &str, metrics: Metrics) -> Self {
         let via = HeaderValue::from_str(&format!("1.1 {name}"))
             .unwrap_or(HeaderValue::from_static("1.1 foobar-balancer"));
+        let connections = Arc::new(ConnectionLimit::new(
+            config.limits.max_connections,
+            metrics.client_connections.clone(),
+        ));
         Self {
-            pool,
-            idle,
-            connect_timeout,
-            response_timeout,
-            fall,
+            pool: ArcSwap::from_pointee(pool),
+            config: ArcSwap::from_pointee(config),
+            connections,
+            rate: RateLimiter::default(),
             via,
             metrics,
             request_ids: RequestIds::new(),
+            membership: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -86,7 +89,33 @@ impl Proxy {
         scheme: &'static str,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let config = self.config.load_full();
+        let limits = &config.limits;
+        if limits.rate_limit_per_second > 0.0 {
+            let allowed = self.rate.check(
+                client.ip(),
+                limits.rate_limit_per_second,
+                limits.rate_limit_burst,
+                started,
+            );
+            if let Err(wait) = allowed {
+                self.metrics.reject("rate_limit");
+                let mut response = error_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests from your address. Please slow down.",
+                );
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
+            }
+        }
         let (mut parts, body) = request.into_parts();
+        if body.size_hint().lower() > limits.max_body_size {
+            self.metrics.reject("body_too_large");
+            return body_too_large();
+        }
         let request_id = match parts.headers.get("x-request-id") {
             Some(id) => id.clone(),
             None => self.request_ids.next(),
@@ -110,22 +139,25 @@ impl Proxy {
                 parts.headers.clone(),
             )
         });
+        let body = CappedBody::new(body, limits.max_body_size);
+        let too_large = Arc::clone(&body.exceeded);
         let mut request = Some(Request::from_parts(parts, body.boxed()));
 
+        let pool = self.pool.load_full();
         let mut tried = Vec::new();
         let response = loop {
-            let Some(index) = self.pool.pick(&tried) else {
+            let Some(index) = pool.pick(&tried) else {
                 break error_page(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "No web server is available right now. Please try again in a moment.",
                 );
             };
-            let in_flight = InFlight::picked(&self, index);
+            let backend = Arc::clone(&pool.backends[index]);
+            let in_flight = InFlight(Arc::clone(&backend));
             if !tried.is_empty() {
                 self.metrics.retries.inc();
             }
             tried.push(index);
-            let backend = &self.pool.backends[index];
             let outgoing = match request.take() {
                 Some(request) => request,
                 None => match &template {
@@ -138,19 +170,20 @@ impl Proxy {
                     }
                 },
             };
-            let mut sender = match self.checkout(index).await {
+            let mut sender = match checkout(&backend, config.timeouts.connect).await {
                 Ok(sender) => sender,
                 Err(e) => {
-                    self.passive_failure(index, &format!("connect: {e}"));
+                    self.passive_failure(&backend, &config, &format!("connect: {e}"));
                     request = Some(outgoing);
                     continue;
                 }
             };
-            match tokio::time::timeout(self.response_timeout, sender.try_send_request(outgoing))
-                .await
-            {
+            let sent =
+                tokio::time::timeout(config.timeouts.response, sender.try_send_request(outgoing))
+                    .await;
+            match sent {
                 Err(_) => {
-                    self.passive_failure(index, "no response in time");
+                    self.passive_failure(&backend, &config, "no response in time");
                     break error_page(
                         StatusCode::GATEWAY_TIMEOUT,
                         "The web server took too long to answer.",
@@ -159,16 +192,24 @@ impl Proxy {
                 Ok(Ok(response)) => {
                     backend.requests.fetch_add(1, Ordering::Relaxed);
                     if response.status().is_server_error() {
-                        self.passive_failure(index, &format!("answered {}", response.status()));
+                        let why = format!("answered {}", response.status());
+                        self.passive_failure(&backend, &config, &why);
                     } else {
-                        backend_success(backend);
+                        // Traffic resets the failure count; only checks bring a backend up.
+                        backend.record_success(u32::MAX);
                     }
                     self.metrics.count(&backend.name, response.status());
-                    break self.into_client_response(response, sender, in_flight, &request_id);
+                    break self.client_response(response, sender, in_flight, &request_id);
+                }
+                Ok(Err(_)) if too_large.load(Ordering::Relaxed) => {
+                    // The client's fault, not the backend's: it got a cut-off body and drops it.
+                    self.metrics.reject("body_too_large");
+                    break body_too_large();
                 }
                 Ok(Err(mut error)) => {
                     let unsent = error.take_message();
-                    self.passive_failure(index, &format!("exchange: {}", error.into_error()));
+                    let why = format!("exchange: {}", error.into_error());
+                    self.passive_failure(&backend, &config, &why);
                     if let Some(unsent) = unsent {
                         request = Some(unsent); // never written: safe anywhere
                     }
@@ -180,58 +221,18 @@ impl Proxy {
         response
     }
 
-    async fn checkout(&self, index: usize) -> Result<SendRequest<ProxyBody>, String> {
-        loop {
-            let cached = self.idle[index]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop();
-            match cached {
-                Some(sender) if sender.is_ready() => return Ok(sender),
-                Some(_) => continue, // closed by the backend since: drop it
-                None => break,
-            }
-        }
-        let addr = self.pool.backends[index].addr;
-        let stream =
-            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| format!("no connection within {:?}", self.connect_timeout))?
-                .map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%addr, "backend connection ended: {e}");
-            }
-        });
-        Ok(sender)
-    }
-
-    fn checkin(&self, index: usize, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle[index].lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE_PER_BACKEND {
-            idle.push(sender);
-        }
-    }
-
-    fn passive_failure(&self, index: usize, why: &str) {
-        let backend = &self.pool.backends[index];
+    fn passive_failure(&self, backend: &Backend, config: &Config, why: &str) {
         backend.errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(backend = %backend.name, "request failed: {why}");
-        if backend.record_failure(self.fall) {
-            tracing::warn!(backend = %backend.name, "down: {} failures in a row under traffic (last: {why})", self.fall);
+        let fall = config.health.fall;
+        if backend.record_failure(fall) {
+            tracing::warn!(backend = %backend.name, "down: {fall} failures in a row under traffic (last: {why})");
             self.metrics.set_up(&backend.name, false);
         }
     }
 
-    fn into_client_response(
-        self: &Arc<Self>,
+    fn client_response(
+        &self,
         response: Response<Incoming>,
         sender: SendRequest<ProxyBody>,
         in_flight: InFlight,
@@ -244,47 +245,73 @@ impl Proxy {
         let body = Tracked {
             inner: body,
             guard: Some(ReturnOnEnd {
-                proxy: Arc::clone(self),
                 sender: Some(sender),
                 in_flight,
                 finished: false,
             }),
         };
-        Response::from_parts(parts, body.boxed())
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
 }
 
-fn backend_success(backend: &crate::pool::Backend) {
-    // Traffic resets the failure count; only active checks bring a down backend back.
-    backend.record_success(u32::MAX);
+/// A kept-alive connection to `backend`, or a new one.
+async fn checkout(backend: &Backend, timeout: Duration) -> Result<SendRequest<ProxyBody>, String> {
+    loop {
+        let cached = backend.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match cached {
+            Some(sender) if sender.is_ready() => return Ok(sender),
+            Some(_) => continue, // closed by the backend since: drop it
+            None => break,
+        }
+    }
+    let addr = backend.addr;
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("no connection within {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(%addr, "backend connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+fn checkin(backend: &Backend, sender: SendRequest<ProxyBody>) {
+    if sender.is_closed() {
+        return;
+    }
+    let mut idle = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
+    if idle.len() < MAX_IDLE_PER_BACKEND {
+        idle.push(sender);
+    }
+}
+
+fn body_too_large() -> Response<ProxyBody> {
+    error_page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "The request body is larger than this site accepts.",
+    )
 }
 
 /// A request counted in a backend's `in_flight` (by `Pool::pick`), from the pick to the end
-/// of its response body; dropping it releases the count.
-pub struct InFlight {
-    proxy: Arc<Proxy>,
-    index: usize,
-}
-
-impl InFlight {
-    fn picked(proxy: &Arc<Proxy>, index: usize) -> Self {
-        Self {
-            proxy: Arc::clone(proxy),
-            index,
-        }
-    }
-}
+/// of its response body; dropping it releases the count. It holds the backend, so a backend
+/// that leaves the pool lives until its last request is answered.
+pub struct InFlight(Arc<Backend>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.proxy.pool.backends[self.index].in_flight.dec();
+        self.0.in_flight.dec();
     }
 }
 
 /// Returns the backend connection for reuse once the response body has been read to its end;
 /// a body dropped half-read takes its connection with it.
 struct ReturnOnEnd {
-    proxy: Arc<Proxy>,
     sender: Option<SendRequest<ProxyBody>>,
     in_flight: InFlight,
     finished: bool,
@@ -293,7 +320,7 @@ struct ReturnOnEnd {
 impl Drop for ReturnOnEnd {
     fn drop(&mut self) {
         if let (true, Some(sender)) = (self.finished, self.sender.take()) {
-            self.proxy.checkin(self.in_flight.index, sender);
+            checkin(&self.in_flight.0, sender);
         }
     }
 }

@@ -5,7 +5,8 @@
 //!   requests and errors, and its last health check.
 //! - `GET /status.json`: the same, for scripts.
 //! - `POST /backends/{name}/drain`: no new requests for that backend, in-flight ones finish;
-//!   `POST /backends/{name}/enable` puts it back.
+//!   `POST /backends/{name}/enable` puts it back. `{name}` is a backend's name, or a config
+//!   entry's address (`web:8080`), which means every backend it resolved to.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ async fn page(State(proxy): State<Arc<Proxy>>) -> Html<String> {
          <tr><th>backend</th><th>role</th><th>state</th><th>weight</th><th>in flight</th>\
          <th>req/s</th><th>requests</th><th>errors</th><th>last check</th></tr>\n"
     );
-    for backend in &proxy.pool.backends {
+    for backend in &proxy.pool.load().backends {
         let state = backend.state();
         let _ = writeln!(
             html,
@@ -72,8 +73,12 @@ async fn page(State(proxy): State<Arc<Proxy>>) -> Html<String> {
              <td>{weight}</td><td>{in_flight}</td><td>{rate}</td><td>{requests}</td><td>{errors}</td>\
              <td>{check}</td></tr>",
             name = escape(&backend.name),
-            role = if backend.backup { "backup" } else { "primary" },
-            weight = backend.weight,
+            role = if backend.is_backup() {
+                "backup"
+            } else {
+                "primary"
+            },
+            weight = backend.weight(),
             in_flight = backend.in_flight.get(),
             rate = backend.rate.load(Ordering::Relaxed),
             requests = backend.requests.load(Ordering::Relaxed),
@@ -88,15 +93,16 @@ async fn page(State(proxy): State<Arc<Proxy>>) -> Html<String> {
 async fn json(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     let backends: Vec<serde_json::Value> = proxy
         .pool
+        .load()
         .backends
         .iter()
         .map(|b| {
             serde_json::json!({
                 "name": b.name,
                 "address": b.addr.to_string(),
-                "role": if b.backup { "backup" } else { "primary" },
+                "role": if b.is_backup() { "backup" } else { "primary" },
                 "state": b.state(),
-                "weight": b.weight,
+                "weight": b.weight(),
                 "in_flight": b.in_flight.get(),
                 "requests_per_second": b.rate.load(Ordering::Relaxed),
                 "requests": b.requests.load(Ordering::Relaxed),
@@ -120,17 +126,25 @@ async fn enable(State(proxy): State<Arc<Proxy>>, Path(name): Path<String>) -> (S
 }
 
 fn set_draining(proxy: &Proxy, name: &str, draining: bool) -> (StatusCode, String) {
-    match proxy.pool.backends.iter().find(|b| b.name == name) {
-        Some(backend) => {
-            backend.set_draining(draining);
-            let what = if draining {
-                "draining: no new requests"
-            } else {
-                "back in service"
-            };
-            tracing::info!(backend = %backend.name, "{what} (admin request)");
-            (StatusCode::OK, format!("{name}: {what}\n"))
-        }
-        None => (StatusCode::NOT_FOUND, format!("no backend named {name}\n")),
+    let pool = proxy.pool.load();
+    let chosen: Vec<_> = pool
+        .backends
+        .iter()
+        .filter(|b| b.name == name || b.group == name)
+        .collect();
+    if chosen.is_empty() {
+        return (StatusCode::NOT_FOUND, format!("no backend named {name}\n"));
     }
+    let what = if draining {
+        "draining: no new requests"
+    } else {
+        "back in service"
+    };
+    let mut answer = String::new();
+    for backend in chosen {
+        backend.set_draining(draining);
+        tracing::info!(backend = %backend.name, "{what} (admin request)");
+        let _ = writeln!(answer, "{}: {what}", backend.name);
+    }
+    (StatusCode::OK, answer)
 }

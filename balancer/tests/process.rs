@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use foobar_service::testing::{self, RunningService};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -32,8 +33,9 @@ struct Backend {
 }
 
 impl Backend {
-    /// `GET /` answers the backend's name; `/slow` after 300 ms; `/readyz` 200 while ready;
-    /// `POST /die` reads the body and then drops the connection without an answer.
+    /// `GET /` answers the backend's name; `/slow` after 300 ms (`/slow?ms=N`: after N ms);
+    /// `/readyz` 200 while ready; `POST /die` reads the body and then drops the connection
+    /// without an answer.
     async fn start(name: &'static str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = Self {
@@ -68,6 +70,12 @@ impl Backend {
                     );
                     async move {
                         let path = request.uri().path().to_owned();
+                        let delay = request
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("ms="))
+                            .and_then(|ms| ms.parse().ok())
+                            .unwrap_or(300);
                         let is_post = request.method() == hyper::Method::POST;
                         *last.lock().unwrap() = request
                             .headers()
@@ -82,7 +90,7 @@ impl Backend {
                             return Err("dying on purpose");
                         }
                         if path == "/slow" {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
                         }
                         if path != "/readyz" {
                             *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
@@ -136,24 +144,34 @@ fn test_dir(spec: &Spec<'_>) -> std::path::PathBuf {
     dir
 }
 
+const PLAIN_HTTP: &str = "[http]\nlisten = \"127.0.0.1:0\"\nredirect_to_https = false\n";
+
 /// A balancer proxying plain HTTP (no redirect), with HTTPS on a generated certificate.
 async fn balancer(spec: Spec<'_>) -> RunningService {
-    balancer_with(
-        spec,
-        "[http]\nlisten = \"127.0.0.1:0\"\nredirect_to_https = false\n",
-    )
-    .await
+    balancer_with(spec, PLAIN_HTTP).await
 }
 
 async fn balancer_with(spec: Spec<'_>, http_table: &str) -> RunningService {
-    let dir = test_dir(&spec);
+    let path = write_config(&spec, http_table, "");
+    start(&path).await
+}
+
+/// The config file for `spec`, with `extra` tables (`[limits]` ...) added.
+fn write_config(spec: &Spec<'_>, http_table: &str, extra: &str) -> std::path::PathBuf {
+    let path = test_dir(spec).join("balancer.toml");
+    std::fs::write(&path, config_text(spec, http_table, extra)).unwrap();
+    path
+}
+
+fn config_text(spec: &Spec<'_>, http_table: &str, extra: &str) -> String {
+    let dir = test_dir(spec);
     let mut config = format!(
         "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\n\
          {http_table}\n\
          [https]\nlisten = \"127.0.0.1:0\"\ngenerated_dir = \"{}\"\n\n\
          [health]\npath = \"/readyz\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\n\n\
-         [timeouts]\nconnect = \"500ms\"\nresponse = \"5s\"\n\n\
-         [pool]\nalgorithm = \"{}\"\n",
+         [timeouts]\nconnect = \"500ms\"\nresponse = \"5s\"\n\n{extra}\n\
+         [pool]\nalgorithm = \"{}\"\nresolve_interval = \"200ms\"\n",
         dir.join("tls").display(),
         spec.algorithm
     );
@@ -163,9 +181,11 @@ async fn balancer_with(spec: Spec<'_>, http_table: &str) -> RunningService {
             backend.addr
         ));
     }
-    let path = dir.join("balancer.toml");
-    std::fs::write(&path, config).unwrap();
-    let service = RunningService::start(Path::new(BINARY), &path, &[], &["admin", "http", "https"])
+    config
+}
+
+async fn start(path: &Path) -> RunningService {
+    let service = RunningService::start(Path::new(BINARY), path, &[], &["admin", "http", "https"])
         .await
         .unwrap();
     testing::wait_ready(service.addr("admin"), Duration::from_secs(10))
@@ -176,6 +196,75 @@ async fn balancer_with(spec: Spec<'_>, http_table: &str) -> RunningService {
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     testing::http_get(addr, path).await.unwrap()
+}
+
+/// A real HTTP/1.1 client connection, kept alive across requests; aborting the task closes
+/// it.
+async fn keep_alive(addr: SocketAddr) -> (SendRequest<Full<Bytes>>, JoinHandle<()>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, task)
+}
+
+/// One GET on a kept-alive connection; an error if the connection is gone.
+async fn send(sender: &mut SendRequest<Full<Bytes>>, path: &str) -> anyhow::Result<(u16, String)> {
+    sender.ready().await?;
+    let request = Request::get(path)
+        .header("host", "www.foobar.com")
+        .body(Full::new(Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A sample's value from the admin listener's `/metrics`, 0 when it is not there yet.
+async fn metric(admin: SocketAddr, sample: &str) -> f64 {
+    let (_, text) = get(admin, "/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The backends as `/status.json` shows them: name to (state, requests).
+async fn backends(admin: SocketAddr) -> HashMap<String, (String, u64)> {
+    let (_, json) = get(admin, "/status.json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    json["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_owned(),
+                (
+                    b["state"].as_str().unwrap().to_owned(),
+                    b["requests"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Polls the status until `backend` is in `state`.
+async fn wait_for_state(admin: SocketAddr, backend: &str, state: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = backends(admin).await;
+        if now.get(backend).is_some_and(|(s, _)| s == state) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{backend} not {state} within 5 s: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -330,9 +419,10 @@ async fn a_backend_killed_during_1000_gets_costs_no_request() {
             tokio::spawn(async move {
                 let mut failed = Vec::new();
                 for _ in 0..250 {
-                    let (status, body) = get(addr, "/").await;
-                    if status != 200 {
-                        failed.push((status, body));
+                    match testing::http_get(addr, "/").await {
+                        Ok((200, _)) => {}
+                        Ok((status, body)) => failed.push(format!("{status} {body}")),
+                        Err(e) => failed.push(format!("no answer: {e}")),
                     }
                     done.fetch_add(1, Ordering::SeqCst);
                 }
@@ -639,4 +729,443 @@ async fn chromium_shows_both_backends_on_the_status_page() {
 fn check_config_accepts_good_and_names_the_bad_key() {
     let config = "[service]\nadmin_listen = \"127.0.0.1:0\"\n\n[[pool.backends]]\naddress = \"127.0.0.1:1\"\n";
     testing::assert_check_config(Path::new(BINARY), config).unwrap();
+}
+
+/// The limits of `[limits]`, each answered as configured: a client trickling its headers is
+/// cut off after `header_read_timeout`; headers over `max_header_size` get 431; a body over
+/// `max_body_size` gets 413, whether its length was announced or it was chunked.
+#[tokio::test]
+async fn slowloris_oversize_headers_and_oversize_bodies_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let spec = Spec {
+        backends: &[(&a, 1, false)],
+        algorithm: "round_robin",
+    };
+    let limits =
+        "[limits]\nheader_read_timeout = \"1s\"\nmax_header_size = 8192\nmax_body_size = 1000\n";
+    let lb = start(&write_config(&spec, PLAIN_HTTP, limits)).await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+
+    // Slowloris: one header byte every 200 ms, for up to 6 s.
+    let started = std::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(b"GET / HTTP/1.1\r\nHost: www.foobar.com\r\n")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for byte in b"X-Slow: abcdefghijklmnopqrstuvwxyz0123".iter() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if writer.write_all(&[*byte]).await.is_err() {
+                return true; // cut off
+            }
+        }
+        false
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer))
+        .await
+        .expect("the slow client must be cut off, not served for ever");
+    let cut_after = started.elapsed();
+    assert!(
+        cut_after >= Duration::from_millis(900) && cut_after < Duration::from_millis(2500),
+        "cut off after {cut_after:?}, expected about 1 s"
+    );
+    trickle.abort();
+    assert_eq!(a.hits("/"), 0, "nothing of it reached the backend");
+
+    let big = "x".repeat(9000);
+    let (status, _, _) = testing::http_request(http, "GET", "/", &[("X-Big", &big)], "")
+        .await
+        .unwrap();
+    assert_eq!(status, 431);
+    let small = "x".repeat(4000);
+    let (status, _, _) = testing::http_request(http, "GET", "/", &[("X-Small", &small)], "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "headers under the limit pass");
+
+    let (status, _, body) = testing::http_request(http, "POST", "/form", &[], &"y".repeat(1001))
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(
+        a.posts.load(Ordering::SeqCst),
+        0,
+        "refused before any backend"
+    );
+    let (status, _, _) = testing::http_request(http, "POST", "/form", &[], &"y".repeat(1000))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "a body of exactly the limit passes");
+
+    // Chunked: no length announced; the fourth 300-byte chunk passes the limit mid-stream.
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut request =
+        b"POST /form HTTP/1.1\r\nHost: www.foobar.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..4 {
+        request.extend_from_slice(format!("12c\r\n{}\r\n", "z".repeat(300)).as_bytes());
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&request).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    assert_eq!(
+        metric(
+            admin,
+            "foobar_balancer_rejected_total{reason=\"body_too_large\"}"
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "foobar_balancer_rejected_total{reason=\"header_too_large\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "foobar_balancer_rejected_total{reason=\"header_timeout\"}"
+        )
+        .await,
+        1.0
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A client over its rate gets 429 with Retry-After once its burst is spent.
+#[tokio::test]
+async fn the_rate_limit_answers_429_past_the_burst() {
+    let a = Backend::start("a").await;
+    let spec = Spec {
+        backends: &[(&a, 1, false)],
+        algorithm: "round_robin",
+    };
+    let limits = "[limits]\nrate_limit_per_second = 0.5\nrate_limit_burst = 5\n";
+    let lb = start(&write_config(&spec, PLAIN_HTTP, limits)).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..8 {
+        let (status, headers, _) = testing::http_request(lb.addr("http"), "GET", "/", &[], "")
+            .await
+            .unwrap();
+        statuses.push(status);
+        if status == 429 {
+            retry_after = headers
+                .into_iter()
+                .find(|(name, _)| name == "retry-after")
+                .map(|(_, value)| value);
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    assert_eq!(retry_after.as_deref(), Some("2"), "one token every 2 s");
+    assert_eq!(a.hits("/"), 5);
+    assert_eq!(
+        metric(
+            lb.addr("admin"),
+            "foobar_balancer_rejected_total{reason=\"rate_limit\"}"
+        )
+        .await,
+        3.0
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// With `max_connections` open, a new connection is not refused: it waits in the accept
+/// queue, unanswered, and is served as soon as one of the open ones closes.
+#[tokio::test]
+async fn max_connections_holds_new_connections_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let spec = Spec {
+        backends: &[(&a, 1, false)],
+        algorithm: "round_robin",
+    };
+    let lb = start(&write_config(
+        &spec,
+        PLAIN_HTTP,
+        "[limits]\nmax_connections = 2\n",
+    ))
+    .await;
+    let http = lb.addr("http");
+    let (mut first, first_connection) = keep_alive(http).await;
+    let (mut second, _second_connection) = keep_alive(http).await;
+    assert_eq!(send(&mut first, "/").await.unwrap().0, 200);
+    assert_eq!(send(&mut second, "/").await.unwrap().0, 200);
+
+    let mut third = tokio::net::TcpStream::connect(http)
+        .await
+        .expect("the kernel queues the connection: it is not refused");
+    third
+        .write_all(b"GET / HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(700), third.read_to_end(&mut answer)).await;
+    assert!(early.is_err(), "served past max_connections: {answer:?}");
+
+    first_connection.abort();
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("served once a place was free")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        send(&mut second, "/").await.unwrap().0,
+        200,
+        "the open one still works"
+    );
+    assert!(metric(lb.addr("admin"), "foobar_balancer_connections_waited_total").await >= 1.0);
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// SIGHUP: a new pool applies to new requests while an open keep-alive connection keeps
+/// working; a broken file is refused with its file and line, and traffic carries on.
+#[tokio::test]
+async fn sighup_reload_keeps_open_connections_and_refuses_a_broken_file() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let path = write_config(
+        &Spec {
+            backends: &[(&a, 1, false), (&b, 1, false)],
+            algorithm: "round_robin",
+        },
+        PLAIN_HTTP,
+        "",
+    );
+    let mut lb = start(&path).await;
+    let admin = lb.addr("admin");
+    let (mut client, _connection) = keep_alive(lb.addr("http")).await;
+    let mut before = Vec::new();
+    for _ in 0..4 {
+        before.push(send(&mut client, "/").await.unwrap().1);
+    }
+    assert_eq!(before, ["a", "b", "a", "b"]);
+
+    // The same file, now with b (weight 3) and c (weight 1) instead of a and b.
+    let reloaded = config_text(
+        &Spec {
+            backends: &[(&b, 3, false), (&c, 1, false)],
+            algorithm: "round_robin",
+        },
+        PLAIN_HTTP,
+        "",
+    );
+    std::fs::write(&path, reloaded).unwrap();
+    lb.signal("HUP").await.unwrap();
+    lb.wait_for_log("config reloaded", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut after = Vec::new();
+    for _ in 0..8 {
+        after.push(
+            send(&mut client, "/")
+                .await
+                .expect("the kept-alive connection still works")
+                .1,
+        );
+    }
+    assert_eq!(after.iter().filter(|n| *n == "b").count(), 6, "{after:?}");
+    assert_eq!(after.iter().filter(|n| *n == "c").count(), 2, "{after:?}");
+    let pool = backends(admin).await;
+    assert!(
+        !pool.contains_key(&a.addr.to_string()),
+        "a left the pool: {pool:?}"
+    );
+    assert!(
+        pool[&b.addr.to_string()].1 >= 8,
+        "b kept its counters across the reload: {pool:?}"
+    );
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[health]\n", "[health]\nintervall = \"1s\"\n"),
+    )
+    .unwrap();
+    lb.signal("HUP").await.unwrap();
+    let refused = lb
+        .wait_for_log("reload refused", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        refused.contains(&format!("{}:", path.display())) && refused.contains("intervall"),
+        "the log names the file, line and key: {refused}"
+    );
+    for _ in 0..4 {
+        let (status, name) = send(&mut client, "/").await.unwrap();
+        assert!(
+            status == 200 && (name == "b" || name == "c"),
+            "{status} {name}"
+        );
+    }
+    assert_eq!(
+        metric(
+            admin,
+            "foobar_balancer_config_reloads_total{result=\"refused\"}"
+        )
+        .await,
+        1.0
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A backend given by host name: `localhost:PORT` is resolved (again every 200 ms here), each
+/// address is a backend named `localhost:PORT@IP`, and it keeps its counters across
+/// resolutions; draining the entry's name drains every address it resolved to.
+#[tokio::test]
+async fn a_backend_given_by_name_is_resolved_and_keeps_its_state() {
+    let a = Backend::start("a").await;
+    let spec = Spec {
+        backends: &[(&a, 1, false)],
+        algorithm: "round_robin",
+    };
+    let path = write_config(&spec, PLAIN_HTTP, "");
+    let by_name = format!("localhost:{}", a.addr.port());
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&a.addr.to_string(), &by_name);
+    std::fs::write(&path, text).unwrap();
+    let lb = start(&path).await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+    let resolved = format!("{by_name}@127.0.0.1");
+    for _ in 0..5 {
+        assert_eq!(get(http, "/").await, (200, "a".to_owned()));
+    }
+    // Five resolutions later, the same backend with the same counters.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for _ in 0..5 {
+        assert_eq!(get(http, "/").await, (200, "a".to_owned()));
+    }
+    let pool = backends(admin).await;
+    assert_eq!(
+        pool.get(&resolved).map(|(state, n)| (state.as_str(), *n)),
+        Some(("UP", 10)),
+        "{pool:?}"
+    );
+    let drain = format!("/backends/{by_name}/drain");
+    let (status, _, answer) = testing::http_request(admin, "POST", &drain, &[], "")
+        .await
+        .unwrap();
+    assert!(
+        status == 200 && answer.contains(&resolved),
+        "{status} {answer}"
+    );
+    assert_eq!(get(http, "/").await.0, 503, "its only backend is drained");
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A backend whose /readyz fails is taken out by the active check: it gets no new request,
+/// and the one it was serving is answered in full.
+#[tokio::test]
+async fn a_backend_failing_readyz_finishes_its_requests_and_gets_no_new_ones() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = balancer(Spec {
+        backends: &[(&a, 1, false), (&b, 1, false)],
+        algorithm: "round_robin",
+    })
+    .await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+    // The first pick of an even round robin is the first backend: a.
+    let slow = tokio::spawn(async move { get(http, "/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.ready.store(false, Ordering::SeqCst);
+    wait_for_state(admin, &a.addr.to_string(), "DOWN").await;
+    for _ in 0..10 {
+        assert_eq!(get(http, "/").await, (200, "b".to_owned()));
+    }
+    assert_eq!(a.hits("/"), 0);
+    assert_eq!(
+        slow.await.unwrap(),
+        (200, "a".to_owned()),
+        "the request a had when it went down is answered"
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Draining a backend under a steady load of concurrent requests: every request is answered
+/// 200, and the drained backend gets none once the requests it had have finished.
+#[tokio::test]
+async fn draining_a_backend_under_load_loses_no_request() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = balancer(Spec {
+        backends: &[(&a, 1, false), (&b, 1, false)],
+        algorithm: "round_robin",
+    })
+    .await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    match testing::http_get(http, "/slow?ms=20").await {
+                        Ok((200, _)) => {}
+                        Ok((status, body)) => failed.push(format!("{status} {body}")),
+                        Err(e) => failed.push(format!("no answer: {e}")),
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                failed
+            })
+        })
+        .collect();
+    while done.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain = format!("/backends/{}/drain", a.addr);
+    assert_eq!(
+        testing::http_request(admin, "POST", &drain, &[], "")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let at_drain = done.load(Ordering::SeqCst);
+    // Requests a had when drained take 20 ms; after 200 ms, a has answered its last.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a_after_drain = a.hits("/slow");
+    while done.load(Ordering::SeqCst) < at_drain + 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut failed = Vec::new();
+    for client in clients {
+        failed.extend(client.await.unwrap());
+    }
+    let total = done.load(Ordering::SeqCst);
+    assert!(
+        failed.is_empty(),
+        "{} of {total} failed: {failed:?}",
+        failed.len()
+    );
+    assert!(a_after_drain > 0, "a served before the drain");
+    assert_eq!(
+        a.hits("/slow"),
+        a_after_drain,
+        "a got requests after its drain"
+    );
+    assert_eq!(a.hits("/slow") + b.hits("/slow"), total);
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
 }

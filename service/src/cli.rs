@@ -89,7 +89,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(info, config, run)) {
+    let origin = lifecycle::ConfigOrigin {
+        path: args.config,
+        env_prefix: info.env_prefix,
+    };
+    match runtime.block_on(serve(info, config, origin, run)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -103,13 +107,18 @@ where
 
 /// Runs the admin listener and the service side by side. Either one failing stops the other;
 /// after a shutdown signal, both get `shutdown_timeout` to finish.
-async fn serve<C, F, Fut>(info: &ServiceInfo, config: C, run: F) -> anyhow::Result<()>
+async fn serve<C, F, Fut>(
+    info: &ServiceInfo,
+    config: C,
+    origin: lifecycle::ConfigOrigin,
+    run: F,
+) -> anyhow::Result<()>
 where
     C: ServiceConfig,
     F: FnOnce(C, Context) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let ctx = Context::new(info.metrics_prefix);
+    let ctx = Context::new(info.metrics_prefix).with_config_origin(origin);
     let common = config.common().clone();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

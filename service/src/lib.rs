@@ -8,7 +8,8 @@
 //! - [`config`]: TOML files with environment overrides; errors name the file, line and key.
 //! - [`admin`]: the admin HTTP listener with `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! - [`histogram`]: a lock-free latency histogram for hot paths.
-//! - [`lifecycle`]: readiness, and SIGTERM / Ctrl-C turned into a cancellation token.
+//! - [`lifecycle`]: readiness, SIGTERM / Ctrl-C turned into a cancellation token, and SIGHUP
+//!   into reload requests ([`Context::reload_config`] reads the config again).
 //! - [`probe`]: the status of an HTTP GET, for health checks and `--probe`.
 //! - [`telemetry`]: logs to stderr, filtered by `RUST_LOG`.
 //! - [`testing`]: starting a service binary as a process in tests, as a user would.
@@ -25,4 +26,4 @@ pub mod testing;
 
 pub use cli::{ServiceInfo, main};
 pub use config::{CommonConfig, ServiceConfig};
-pub use lifecycle::{Context, Readiness};
+pub use lifecycle::{ConfigOrigin, Context, Readiness};

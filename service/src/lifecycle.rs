@@ -4,13 +4,21 @@
 //! first, so `/readyz` fails and balancers stop sending new work; then the shutdown token is
 //! cancelled, each listener stops accepting and finishes what it has in flight; the process
 //! exits when `run` returns, or after `service.shutdown_timeout` at the latest.
+//!
+//! Reload, for a service that supports it: SIGHUP bumps [`Context::reloads`]; the service then
+//! calls [`Context::reload_config`], which reads the config exactly as it was read at start
+//! (the same file, then the environment's overrides), and keeps its running config when that
+//! fails: the error names the file, line and key, as at start.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, ConfigError, ServiceConfig};
 
 /// Whether the service should be sent traffic: what `/readyz` answers.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +47,16 @@ pub struct Context {
     reload: Arc<watch::Sender<u64>>,
     /// Routes a service adds to its admin listener (a status page, admin actions).
     pub(crate) admin_routes: Arc<std::sync::OnceLock<axum::Router>>,
+    /// Where the running config came from, so [`Context::reload_config`] reads it the same way.
+    config_origin: Option<Arc<ConfigOrigin>>,
+}
+
+/// How a service's config was loaded: its file (or none: the defaults) and the prefix of its
+/// environment overrides.
+#[derive(Debug, Clone)]
+pub struct ConfigOrigin {
+    pub path: Option<PathBuf>,
+    pub env_prefix: &'static str,
 }
 
 impl Context {
@@ -49,7 +67,30 @@ impl Context {
             metrics: Arc::new(std::sync::Mutex::new(Registry::with_prefix(prefix))),
             reload: Arc::new(watch::channel(0).0),
             admin_routes: Arc::default(),
+            config_origin: None,
         }
+    }
+
+    /// Remembers how the config was loaded; [`crate::main`] does this before `run`.
+    pub fn with_config_origin(mut self, origin: ConfigOrigin) -> Self {
+        self.config_origin = Some(Arc::new(origin));
+        self
+    }
+
+    /// Reads the config again as it was read at start: the same file, then the environment's
+    /// overrides, then [`ServiceConfig::validate`]. On error the caller keeps its running
+    /// config; the error names the file, line and key (or the variable).
+    pub fn reload_config<C: ServiceConfig>(&self) -> Result<C, ConfigError> {
+        let origin = self
+            .config_origin
+            .as_deref()
+            .ok_or_else(|| ConfigError::Invalid {
+                path: PathBuf::from("(unknown)"),
+                message: "this service was not started by foobar_service::main, so there is no \
+                      config to reload"
+                    .into(),
+            })?;
+        config::load(origin.path.as_deref(), origin.env_prefix, std::env::vars())
     }
 
     /// Adds `routes` to the admin listener (beside /healthz, /readyz, /metrics). Once per
@@ -135,4 +176,49 @@ async fn wait_for_signal() -> &'static str {
 async fn wait_for_signal() -> &'static str {
     let _ = tokio::signal::ctrl_c().await;
     "Ctrl-C"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CommonConfig;
+
+    #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Reloadable {
+        service: CommonConfig,
+        limit: u32,
+    }
+
+    impl ServiceConfig for Reloadable {
+        fn common(&self) -> &CommonConfig {
+            &self.service
+        }
+    }
+
+    #[test]
+    fn reload_config_reads_the_same_file_again_and_reports_a_broken_one() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "limit = 1\n").unwrap();
+        let ctx = Context::new("test").with_config_origin(ConfigOrigin {
+            path: Some(file.path().to_owned()),
+            env_prefix: "FOOBAR_RELOAD_TEST_NO_SUCH_PREFIX",
+        });
+        assert_eq!(ctx.reload_config::<Reloadable>().unwrap().limit, 1);
+
+        std::fs::write(file.path(), "limit = 2\n").unwrap();
+        assert_eq!(ctx.reload_config::<Reloadable>().unwrap().limit, 2);
+
+        std::fs::write(file.path(), "limit = 3\nlimmit = 4\n").unwrap();
+        let err = ctx.reload_config::<Reloadable>().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:2:1: ", file.path().display())) && err.contains("limmit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reload_config_without_an_origin_is_an_error_not_the_defaults() {
+        assert!(Context::new("test").reload_config::<Reloadable>().is_err());
+    }
 }
