@@ -20,10 +20,12 @@ declare -A PACKAGES=(
   [dig]=bind9-dnsutils
   [curl]=curl
   [chromium]=chromium
+  [mariadb]=mariadb-client
+  [sysbench]=sysbench
 )
 # `install-tools.sh bench` adds what the benchmarks in bench/ run against.
 if [ "${1:-}" = bench ]; then
-  PACKAGES+=([nsd]=nsd [dnsperf]=dnsperf [taskset]=util-linux)
+  PACKAGES+=([nsd]=nsd [dnsperf]=dnsperf [taskset]=util-linux [wrk]=wrk [haproxy]=haproxy [nginx]=nginx)
 fi
 
 apt_updated=0
@@ -41,6 +43,8 @@ missing=()
 for cmd in "${!PACKAGES[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
 done
+# PyMySQL (a db-router test's client) has no command: it is there when Debian's python3 imports it.
+/usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || missing+=(python3-pymysql)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 install_compose_plugin() {

@@ -1,0 +1,154 @@
+//! The router's own config tables: `[router]` (listener, limits, timeouts, consistency) and
+//! `[[users]]` (the accounts clients log in with). `[backends]` and `[monitor]` belong to
+//! [`crate::topology`].
+//!
+//! Passwords are resolved once at start (`password_file` read, hashed) so that a session
+//! never touches the file system and a missing secret stops the service with a clear error.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::auth;
+
+/// The `[router]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Where MySQL clients connect.
+    pub listen: SocketAddr,
+    /// Client connections served at once; the next one gets error 1040.
+    pub max_client_connections: usize,
+    /// Connections the router opens to each backend node, over all sessions.
+    pub max_backend_connections: usize,
+    /// Connecting and logging in to a backend; then the client gets a clear error.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A client silent this long (between commands) is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub client_idle_timeout: Duration,
+    /// `"session"`: a session's reads see its own writes (the replica waits for the write's
+    /// GTID, or the read goes to the writer). `"eventual"`: reads go to the replica as is.
+    pub consistency: Consistency,
+    /// How long a read waits on the replica for the session's last write.
+    #[serde(with = "humantime_serde")]
+    pub gtid_wait_timeout: Duration,
+    /// After a backend connection fails, how long sessions skip that node for reads.
+    #[serde(with = "humantime_serde")]
+    pub reader_retry_after: Duration,
+    /// The largest packet (command or row) a client may send, in bytes.
+    pub max_packet_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Session,
+    Eventual,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:3306".parse().expect("a valid address"),
+            max_client_connections: 1000,
+            max_backend_connections: 500,
+            connect_timeout: Duration::from_secs(2),
+            client_idle_timeout: Duration::from_secs(8 * 3600),
+            consistency: Consistency::Session,
+            gtid_wait_timeout: Duration::from_millis(500),
+            reader_retry_after: Duration::from_secs(2),
+            max_packet_size: 64 << 20,
+        }
+    }
+}
+
+/// One `[[users]]` entry: an account clients log in to the router with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: String,
+    /// A file holding the password instead (a Docker secret); one trailing newline is dropped.
+    pub password_file: PathBuf,
+}
+
+/// The configured users, by name, with their stored password hash (None: no password).
+#[derive(Debug, Clone, Default)]
+pub struct Users(HashMap<String, Option<[u8; 20]>>);
+
+impl Users {
+    pub fn resolve(users: &[UserConfig]) -> anyhow::Result<Self> {
+        let mut map = HashMap::new();
+        for user in users {
+            anyhow::ensure!(!user.name.is_empty(), "[[users]]: an entry has no name");
+            let password = secret(&user.password, &user.password_file)
+                .with_context(|| format!("[[users]] {}", user.name))?;
+            anyhow::ensure!(
+                map.insert(user.name.clone(), auth::stored_hash(&password))
+                    .is_none(),
+                "[[users]]: {} is listed twice",
+                user.name
+            );
+        }
+        Ok(Self(map))
+    }
+
+    /// The stored hash of `name`'s password; None when there is no such user.
+    pub fn get(&self, name: &str) -> Option<&Option<[u8; 20]>> {
+        self.0.get(name)
+    }
+}
+
+/// A password given inline or in a file (not both).
+pub fn secret(inline: &str, file: &Path) -> anyhow::Result<String> {
+    if file.as_os_str().is_empty() {
+        return Ok(inline.to_owned());
+    }
+    anyhow::ensure!(
+        inline.is_empty(),
+        "set either password or password_file, not both"
+    );
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read password_file {}", file.display()))?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_from_inline_and_file_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let users = Users::resolve(&[
+            UserConfig {
+                name: "a".into(),
+                password: "inline".into(),
+                ..UserConfig::default()
+            },
+            UserConfig {
+                name: "b".into(),
+                password_file: file.clone(),
+                ..UserConfig::default()
+            },
+        ])
+        .unwrap();
+        assert_eq!(users.get("a"), Some(&auth::stored_hash("inline")));
+        assert_eq!(users.get("b"), Some(&auth::stored_hash("from-file")));
+        assert_eq!(users.get("c"), None);
+
+        let both = UserConfig {
+            name: "c".into(),
+            password: "x".into(),
+            password_file: file,
+        };
+        assert!(Users::resolve(&[both]).is_err());
+    }
+}

@@ -1,0 +1,1070 @@
+//! One client's session: read a command, decide where it runs, make that backend connection
+//! ready (open, logged in, session state replayed), send the command, relay the answer.
+//!
+//! A session has at most one connection to the writer and one to the reader, opened when
+//! first needed and closed with the session (so a killed client's open transaction is rolled
+//! back by the server). Where a command goes:
+//! - pinned to the writer while the writer's status says a transaction is open or autocommit
+//!   is off, while temporary tables or table locks exist, or after state the router cannot
+//!   replay (see [`crate::classifier::Effect::PinToWriter`]);
+//! - pinned to the reader while a `START TRANSACTION READ ONLY` there is open;
+//! - otherwise by the statement's [`Route`]: reads to the reader, everything else to the
+//!   writer. With `consistency = "session"` a read on the reader first waits (briefly) for
+//!   the session's last write GTID there, and goes to the writer if it does not arrive.
+//!
+//! A read whose reader cannot be reached goes to the writer. A write that reached a backend
+//! is never sent again: if the connection breaks, the client is told it may or may not have
+//! run.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, BackendError, Connector, PreparedOn};
+use crate::classifier::{self, Classification, Effect, Route};
+use crate::config::{Consistency, RouterConfig, Users};
+use crate::handshake::{self, ClientLogin, LoginError};
+use crate::metrics::Metrics;
+use crate::packet::{PacketError, PacketStream};
+use crate::prepared::{self, Statement, Statements};
+use crate::relay::{self, Outcome, RelayError, Shape};
+use crate::topology::{Node, Topology};
+use crate::wire::{self, ServerError, code, com, status};
+
+/// What every session shares.
+pub struct Shared {
+    pub config: RouterConfig,
+    pub users: Users,
+    pub topology: Topology,
+    pub connector: Connector,
+    pub metrics: Metrics,
+    pub next_connection_id: AtomicU32,
+}
+
+/// The two kinds of backend a session talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Writer,
+    Reader,
+}
+
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Role::Writer => "writer",
+            Role::Reader => "reader",
+        }
+    }
+}
+
+/// Whether the session goes on after a command.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// An error the router answers a command with itself.
+struct Refusal {
+    code: (u16, &'static str),
+    message: String,
+    reason: &'static str,
+}
+
+/// Why a backend connection could not be made ready.
+enum NotReady {
+    Backend(BackendError),
+    /// Replaying the session's state there failed.
+    Replay(ServerError),
+    /// The writer changed while a transaction was open on the old one.
+    TransactionLost,
+}
+
+/// Serves one accepted client connection to its end.
+pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    stream: C,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let mut client = PacketStream::new(stream, shared.config.max_packet_size);
+    let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let peer_host = peer.ip().to_string();
+    let login = match handshake::accept_client(&mut client, &shared.users, id, &peer_host).await {
+        Ok(login) => login,
+        Err(LoginError::Denied(user)) => {
+            shared.metrics.error("access_denied");
+            tracing::info!(%peer, user, "access denied");
+            return;
+        }
+        Err(e) => {
+            shared.metrics.error("handshake");
+            tracing::debug!(%peer, "handshake failed: {e}");
+            return;
+        }
+    };
+    tracing::debug!(%peer, user = login.user, "client logged in");
+    let mut session = Session {
+        database: login.database.clone(),
+        login,
+        shared: Arc::clone(&shared),
+        client,
+        peer: peer_host,
+        writer: None,
+        reader: None,
+        writer_status: status::AUTOCOMMIT,
+        replays: Vec::new(),
+        replay_count: 0,
+        temporary_tables: HashSet::new(),
+        tables_locked: false,
+        stays_on_writer: false,
+        last_used: None,
+        last_gtid: None,
+        statements: Statements::default(),
+    };
+    session.run(shutdown).await;
+    session.close().await;
+}
+
+struct Session<C> {
+    shared: Arc<Shared>,
+    client: PacketStream<C>,
+    login: ClientLogin,
+    peer: String,
+    database: Option<String>,
+    writer: Option<Backend>,
+    reader: Option<Backend>,
+    /// The writer's status flags after its last response, kept while no writer connection is
+    /// open (autocommit=0 survives a reconnect through the replayed SET).
+    writer_status: u16,
+    /// Session statements (`SET ...`) every backend connection must have run, numbered.
+    replays: Vec<(u64, Vec<u8>)>,
+    replay_count: u64,
+    temporary_tables: HashSet<String>,
+    tables_locked: bool,
+    /// State exists that only the writer connection has (see `Effect::PinToWriter`).
+    stays_on_writer: bool,
+    last_used: Option<Role>,
+    /// The GTID of the session's last write, for read-your-writes.
+    last_gtid: Option<String>,
+    statements: Statements,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
+    async fn run(&mut self, shutdown: CancellationToken) {
+        let idle = self.shared.config.client_idle_timeout;
+        loop {
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return,
+                read = tokio::time::timeout(idle, self.client.read_packet()) => read,
+            };
+            let (seq, payload) = match read {
+                Err(_) => {
+                    tracing::debug!(peer = self.peer, "idle timeout");
+                    return;
+                }
+                Ok(Ok(packet)) => packet,
+                Ok(Err(PacketError::Closed)) => return,
+                Ok(Err(e @ PacketError::TooLarge { .. })) => {
+                    self.shared.metrics.error("packet_too_large");
+                    let _ = self.fail(1, code::PACKET_TOO_LARGE, &e.to_string()).await;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    self.shared.metrics.error("protocol");
+                    let message = format!("Got an error reading communication packets: {e}");
+                    let _ = self.fail(1, code::NET_READ, &message).await;
+                    return;
+                }
+            };
+            if seq != 0 {
+                self.shared.metrics.error("protocol");
+                let _ = self
+                    .fail(
+                        seq.wrapping_add(1),
+                        code::PACKETS_OUT_OF_ORDER,
+                        "Got packets out of order",
+                    )
+                    .await;
+                return;
+            }
+            match self.command(payload).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => return,
+                Err(e) => {
+                    tracing::debug!(peer = self.peer, "client connection: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends an ERR packet to the client.
+    async fn fail(&mut self, seq: u8, code: (u16, &str), message: &str) -> std::io::Result<()> {
+        self.client
+            .send(seq, &wire::err_packet(code, message))
+            .await
+            .map(drop)
+    }
+
+    async fn refuse(&mut self, refusal: Refusal) -> std::io::Result<()> {
+        self.shared.metrics.error(refusal.reason);
+        self.fail(1, refusal.code, &refusal.message).await
+    }
+
+    async fn command(&mut self, payload: BytesMut) -> std::io::Result<Flow> {
+        let Some(&command) = payload.first() else {
+            self.shared.metrics.error("protocol");
+            self.fail(
+                1,
+                code::NET_READ,
+                "Malformed communication packet: empty command",
+            )
+            .await?;
+            return Ok(Flow::Close);
+        };
+        match command {
+            com::QUIT => return Ok(Flow::Close),
+            com::PING => {
+                let ok = wire::ok_packet(self.client_status(), self.login.caps);
+                self.client.send(1, &ok).await?;
+            }
+            com::QUERY => self.query(&payload).await?,
+            com::INIT_DB => {
+                let database = String::from_utf8_lossy(&payload[1..]).into_owned();
+                let role = self.choose(Route::Session, None);
+                if let Some((_, outcome)) = self
+                    .run_command(&payload, Route::Session, role, Shape::Results, "session")
+                    .await?
+                    && outcome.error.is_none()
+                {
+                    self.set_database(role, database);
+                }
+            }
+            com::FIELD_LIST => {
+                let role = self.choose(Route::Read, None);
+                self.run_command(&payload, Route::Read, role, Shape::Columns, "read")
+                    .await?;
+            }
+            com::STATISTICS => {
+                self.run_command(&payload, Route::Write, Role::Writer, Shape::Single, "other")
+                    .await?;
+            }
+            com::RESET_CONNECTION => {
+                self.reset().await;
+                let ok = wire::ok_packet(status::AUTOCOMMIT, self.login.caps);
+                self.client.send(1, &ok).await?;
+            }
+            com::CHANGE_USER => return self.change_user(&payload).await,
+            com::STMT_PREPARE => self.prepare(&payload).await?,
+            com::STMT_EXECUTE => return self.execute(&payload).await,
+            com::STMT_SEND_LONG_DATA => return self.long_data(payload).await,
+            com::STMT_CLOSE => self.close_statement(&payload).await,
+            com::STMT_RESET => return self.reset_statement(&payload).await,
+            com::STMT_FETCH => return self.fetch(&payload).await,
+            com::SET_OPTION => {
+                self.fail(
+                    1,
+                    code::NOT_SUPPORTED,
+                    "COM_SET_OPTION is not supported by foobar-db-router",
+                )
+                .await?;
+            }
+            other => {
+                self.shared.metrics.error("unknown_command");
+                self.fail(
+                    1,
+                    code::UNKNOWN_COM,
+                    &format!("Unknown command 0x{other:02x}"),
+                )
+                .await?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The status flags the router reports itself (PING, RESET).
+    fn client_status(&self) -> u16 {
+        self.writer_status & (status::IN_TRANS | status::AUTOCOMMIT)
+    }
+
+    fn pinned_to_writer(&self) -> bool {
+        self.stays_on_writer
+            || self.tables_locked
+            || !self.temporary_tables.is_empty()
+            || self.writer_status & status::IN_TRANS != 0
+            || self.writer_status & status::AUTOCOMMIT == 0
+    }
+
+    fn reader_in_transaction(&self) -> bool {
+        self.reader
+            .as_ref()
+            .is_some_and(|r| r.status & status::IN_TRANS != 0)
+    }
+
+    /// Where a statement of this route goes now.
+    fn choose(&self, route: Route, begin_read_only: Option<bool>) -> Role {
+        if self.pinned_to_writer() {
+            return Role::Writer;
+        }
+        if self.reader_in_transaction() {
+            return Role::Reader;
+        }
+        match route {
+            Route::Read => Role::Reader,
+            Route::LastUsed => self.last_used.unwrap_or(Role::Writer),
+            Route::Session if self.writer.is_some() => Role::Writer,
+            Route::Session => Role::Reader,
+            Route::Write if begin_read_only == Some(true) => Role::Reader,
+            Route::Write => Role::Writer,
+        }
+    }
+
+    fn slot(&mut self, role: Role) -> &mut Option<Backend> {
+        self.slot_and_client(role).0
+    }
+
+    /// The `role` connection and the client, borrowed together for a relay.
+    fn slot_and_client(&mut self, role: Role) -> (&mut Option<Backend>, &mut PacketStream<C>) {
+        match role {
+            Role::Writer => (&mut self.writer, &mut self.client),
+            Role::Reader => (&mut self.reader, &mut self.client),
+        }
+    }
+
+    /// A backend of `role` ready for the next statement; `want == Reader` may end up on the
+    /// writer (no reader, reader unreachable, or it lacks the session's last write).
+    async fn acquire(&mut self, want: Role) -> Result<Role, Refusal> {
+        let snapshot = self.shared.topology.snapshot();
+        if want == Role::Reader {
+            match &snapshot.reader {
+                None => self.shared.metrics.fallback("no_reader"),
+                Some(node)
+                    if self.reader.as_ref().is_none_or(|r| r.node != *node)
+                        && self.shared.connector.recently_failed(node) =>
+                {
+                    self.shared.metrics.fallback("reader_down");
+                }
+                Some(node) => match self.ready(Role::Reader, node).await {
+                    Ok(()) => {
+                        if self.reader_has_last_write().await {
+                            return Ok(Role::Reader);
+                        }
+                        self.shared.metrics.fallback("gtid_wait");
+                    }
+                    Err(e) => {
+                        self.note_not_ready(node, &e);
+                        self.shared.metrics.fallback("reader_unreachable");
+                    }
+                },
+            }
+        }
+        let Some(node) = &snapshot.writer else {
+            return Err(Refusal {
+                code: code::READ_ONLY,
+                message: "foobar-db-router: no database node takes writes right now \
+                          (the primary is down and no replica has been promoted yet)"
+                    .into(),
+                reason: "no_writer",
+            });
+        };
+        match self.ready(Role::Writer, node).await {
+            Ok(()) => Ok(Role::Writer),
+            Err(e) => {
+                self.note_not_ready(node, &e);
+                Err(match e {
+                    NotReady::Backend(e) => Refusal {
+                        code: code::BACKEND_UNREACHABLE,
+                        message: format!("foobar-db-router: the writer is unavailable: {e}"),
+                        reason: "writer_unreachable",
+                    },
+                    NotReady::Replay(e) => Refusal {
+                        code: (e.code, "HY000"),
+                        message: format!(
+                            "foobar-db-router: restoring the session on the writer failed: {}",
+                            e.message
+                        ),
+                        reason: "replay",
+                    },
+                    NotReady::TransactionLost => Refusal {
+                        code: code::BACKEND_LOST,
+                        message: "foobar-db-router: the writer changed during the transaction; \
+                                  it was rolled back"
+                            .into(),
+                        reason: "transaction_lost",
+                    },
+                })
+            }
+        }
+    }
+
+    fn note_not_ready(&self, node: &Node, e: &NotReady) {
+        if let NotReady::Backend(e) = e {
+            tracing::warn!(peer = self.peer, "{e}");
+            self.shared.topology.report_failure(node, &e.to_string());
+        }
+    }
+
+    /// Opens (or keeps) the `role` connection to `node` and brings it up to date with the
+    /// session: current database, then every session statement it has not run yet.
+    async fn ready(&mut self, role: Role, node: &Node) -> Result<(), NotReady> {
+        if let Some(old) = self.slot(role).take_if(|b| b.node != *node) {
+            old.quit().await;
+            if role == Role::Writer && self.writer_status & status::IN_TRANS != 0 {
+                self.writer_status &= !status::IN_TRANS;
+                return Err(NotReady::TransactionLost);
+            }
+        }
+        if self.slot(role).is_none() {
+            let backend = self
+                .shared
+                .connector
+                .connect(
+                    node,
+                    self.login.caps,
+                    self.login.collation,
+                    self.database.as_deref(),
+                )
+                .await
+                .map_err(NotReady::Backend)?;
+            self.shared.metrics.backend_connections.inc();
+            *self.slot(role) = Some(backend);
+        }
+        let Session {
+            writer,
+            reader,
+            replays,
+            database,
+            ..
+        } = self;
+        let backend = match role {
+            Role::Writer => writer,
+            Role::Reader => reader,
+        };
+        let Some(conn) = backend.as_mut() else {
+            return Ok(());
+        };
+        let result = sync(conn, database.as_deref(), replays).await;
+        if result.is_err() {
+            *backend = None;
+        }
+        result
+    }
+
+    /// With `consistency = "session"`: whether the reader has applied the session's last
+    /// write, waiting up to `gtid_wait_timeout` for it.
+    async fn reader_has_last_write(&mut self) -> bool {
+        if self.shared.config.consistency == Consistency::Eventual {
+            return true;
+        }
+        let Some(gtid) = self.last_gtid.clone() else {
+            return true;
+        };
+        let timeout = self.shared.config.gtid_wait_timeout.as_secs_f64();
+        let Some(reader) = self.reader.as_mut() else {
+            return false;
+        };
+        if reader.confirmed_gtid.as_deref() == Some(gtid.as_str()) {
+            return true;
+        }
+        if !gtid
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+        {
+            return false;
+        }
+        let sql = format!("SELECT MASTER_GTID_WAIT('{gtid}', {timeout:.3})");
+        match reader.query(sql.as_bytes()).await {
+            Ok(answer) if answer.first_value == Some(Some("0".into())) => {
+                reader.confirmed_gtid = Some(gtid);
+                self.shared.metrics.gtid_wait("reached");
+                true
+            }
+            Ok(_) => {
+                self.shared.metrics.gtid_wait("timeout");
+                false
+            }
+            Err(e) => {
+                self.shared.metrics.gtid_wait("failed");
+                let node = reader.node.clone();
+                self.reader = None;
+                self.shared.topology.report_failure(&node, &e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Sends `payload` to a backend of `want` (see [`Session::acquire`]) and relays the
+    /// answer. A read whose reader connection breaks before answering is run on the writer;
+    /// anything else that may have reached a backend is never sent again.
+    async fn run_command(
+        &mut self,
+        payload: &[u8],
+        route: Route,
+        want: Role,
+        shape: Shape,
+        kind: &'static str,
+    ) -> std::io::Result<Option<(Role, Outcome)>> {
+        let mut want = want;
+        loop {
+            let role = match self.acquire(want).await {
+                Ok(role) => role,
+                Err(refusal) => {
+                    self.refuse(refusal).await?;
+                    return Ok(None);
+                }
+            };
+            self.shared.metrics.query(role.label(), kind);
+            let caps = self.login.caps;
+            let (slot, client) = self.slot_and_client(role);
+            let Some(backend) = slot.as_mut() else {
+                return Ok(None);
+            };
+            let sent = backend.send_command(payload).await;
+            let result = match sent {
+                Ok(()) => relay::relay(backend, client, caps, shape).await,
+                Err(error) => Err(RelayError::Backend {
+                    error,
+                    forwarded: false,
+                }),
+            };
+            match result {
+                Ok(outcome) => {
+                    self.after(role, &outcome);
+                    return Ok(Some((role, outcome)));
+                }
+                Err(RelayError::Client(e)) => return Err(e),
+                Err(RelayError::Backend { error, forwarded }) => {
+                    self.lose(role, &error);
+                    if forwarded {
+                        return Err(std::io::Error::other(error.to_string()));
+                    }
+                    if role == Role::Reader && route == Route::Read {
+                        self.shared.metrics.fallback("reader_lost");
+                        want = Role::Writer;
+                        continue;
+                    }
+                    self.refuse(Refusal {
+                        code: code::BACKEND_LOST,
+                        message: format!(
+                            "foobar-db-router: {error}; the statement may or may not have run"
+                        ),
+                        reason: "backend_lost",
+                    })
+                    .await?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// A backend connection broke: drop it, tell the topology, forget its transaction.
+    fn lose(&mut self, role: Role, error: &BackendError) {
+        tracing::warn!(peer = self.peer, "{error}");
+        if let Some(backend) = self.slot(role).take() {
+            self.shared
+                .topology
+                .report_failure(&backend.node, &error.to_string());
+        }
+        if role == Role::Writer {
+            self.writer_status &= !status::IN_TRANS;
+            self.tables_locked = false;
+            self.temporary_tables.clear();
+        }
+    }
+
+    /// What the session learns from a relayed response.
+    fn after(&mut self, role: Role, outcome: &Outcome) {
+        self.last_used = Some(role);
+        if role == Role::Writer
+            && let Some(writer) = &self.writer
+        {
+            self.writer_status = writer.status;
+        }
+        if let Some(gtid) = &outcome.last_gtid
+            && role == Role::Writer
+        {
+            self.last_gtid = Some(gtid.clone());
+        }
+        if let Some(schema) = &outcome.schema {
+            self.set_database(role, schema.clone());
+        }
+    }
+
+    fn set_database(&mut self, role: Role, database: String) {
+        if let Some(backend) = self.slot(role).as_mut() {
+            backend.database = Some(database.clone());
+        }
+        self.database = Some(database);
+    }
+
+    async fn query(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let class = classifier::classify(&payload[1..]);
+        let role = self.choose(class.route, class.begin());
+        let kind = match class.route {
+            Route::Read => "read",
+            Route::Write => "write",
+            Route::Session => "session",
+            Route::LastUsed => "last_used",
+        };
+        if let Some((role, outcome)) = self
+            .run_command(payload, class.route, role, Shape::Results, kind)
+            .await?
+            && outcome.error.is_none()
+        {
+            self.apply(role, &class, &payload[1..]);
+        }
+        Ok(())
+    }
+
+    /// The session effects of a statement that succeeded on `role`.
+    fn apply(&mut self, role: Role, class: &Classification, sql: &[u8]) {
+        for effect in &class.effects {
+            match effect {
+                Effect::Replay { start, end } => {
+                    let text = sql[*start..*end].to_vec();
+                    self.replays.retain(|(_, t)| *t != text);
+                    self.replay_count += 1;
+                    self.replays.push((self.replay_count, text));
+                    let count = self.replay_count;
+                    if let Some(backend) = self.slot(role).as_mut() {
+                        backend.replayed = count;
+                    }
+                }
+                Effect::UseDatabase(db) => self.set_database(role, db.clone()),
+                Effect::Begin { .. } => {}
+                Effect::CreateTemporary(name) => {
+                    self.temporary_tables.insert(name.clone());
+                }
+                Effect::DropTables(names) => {
+                    for name in names {
+                        self.temporary_tables.remove(name);
+                    }
+                }
+                Effect::LockTables => self.tables_locked = true,
+                Effect::UnlockTables => self.tables_locked = false,
+                Effect::PinToWriter => self.stays_on_writer = true,
+            }
+        }
+    }
+
+    async fn prepare(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let sql = &payload[1..];
+        let class = classifier::classify(sql);
+        let want = self.choose(class.route, None);
+        let role = match self.acquire(want).await {
+            Ok(role) => role,
+            Err(refusal) => return self.refuse(refusal).await,
+        };
+        self.shared.metrics.query(role.label(), "prepare");
+        let id = self.statements.next_id();
+        let (slot, client) = self.slot_and_client(role);
+        let Some(backend) = slot.as_mut() else {
+            return Ok(());
+        };
+        let sent = backend.send_command(payload).await;
+        let result = match sent {
+            Ok(()) => relay::relay_prepare(backend, client, id).await,
+            Err(error) => Err(RelayError::Backend {
+                error,
+                forwarded: false,
+            }),
+        };
+        match result {
+            Ok(Ok(ok)) => {
+                backend.statements.insert(
+                    id,
+                    PreparedOn {
+                        id: ok.id,
+                        types_sent: false,
+                    },
+                );
+                self.statements.insert(
+                    id,
+                    Statement {
+                        sql: sql.to_vec(),
+                        class,
+                        params: ok.params,
+                        types: None,
+                        long_data: Vec::new(),
+                        last_role: None,
+                    },
+                );
+                Ok(())
+            }
+            Ok(Err(_)) => Ok(()),
+            Err(RelayError::Client(e)) => Err(e),
+            Err(RelayError::Backend { error, forwarded }) => {
+                self.lose(role, &error);
+                if forwarded {
+                    return Err(std::io::Error::other(error.to_string()));
+                }
+                self.refuse(Refusal {
+                    code: code::BACKEND_LOST,
+                    message: format!("foobar-db-router: {error}"),
+                    reason: "backend_lost",
+                })
+                .await
+            }
+        }
+    }
+
+    async fn unknown_statement(&mut self, what: &str) -> std::io::Result<Flow> {
+        self.shared.metrics.error("unknown_statement");
+        self.fail(
+            1,
+            code::UNKNOWN_STMT,
+            &format!("Unknown prepared statement handler given to {what}"),
+        )
+        .await?;
+        Ok(Flow::Continue)
+    }
+
+    async fn malformed(&mut self, why: &str) -> std::io::Result<Flow> {
+        self.shared.metrics.error("protocol");
+        self.fail(
+            1,
+            code::NET_READ,
+            &format!("Malformed communication packet: {why}"),
+        )
+        .await?;
+        Ok(Flow::Close)
+    }
+
+    async fn execute(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
+        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        else {
+            return self.unknown_statement("mysqld_stmt_execute").await;
+        };
+        let Some(statement) = self.statements.get_mut(id) else {
+            return self.unknown_statement("mysqld_stmt_execute").await;
+        };
+        let params = statement.params;
+        match prepared::sent_types(payload, params) {
+            Ok(Some(types)) => statement.types = Some(types.to_vec()),
+            Ok(None) => {}
+            Err(why) => return self.malformed(why).await,
+        }
+        let carries_types = statement.types.is_some()
+            && prepared::sent_types(payload, params)
+                .ok()
+                .flatten()
+                .is_some();
+        if carries_types {
+            // The other backend's copy now has outdated types.
+            for backend in [&mut self.writer, &mut self.reader].into_iter().flatten() {
+                if let Some(on) = backend.statements.get_mut(&id) {
+                    on.types_sent = false;
+                }
+            }
+        }
+        let route = statement.class.route;
+        let want = self.choose(route, None);
+        let role = match self.acquire(want).await {
+            Ok(role) => role,
+            Err(refusal) => {
+                self.refuse(refusal).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let Some(statement) = self.statements.get_mut(id) else {
+            return self.unknown_statement("mysqld_stmt_execute").await;
+        };
+        let long_data = std::mem::take(&mut statement.long_data);
+        statement.last_role = Some(role);
+        let sql = statement.sql.clone();
+        let types = statement.types.clone();
+        let Some(backend) = (match role {
+            Role::Writer => self.writer.as_mut(),
+            Role::Reader => self.reader.as_mut(),
+        }) else {
+            return Ok(Flow::Continue);
+        };
+        let on = match backend.statements.get(&id).copied() {
+            Some(on) => on,
+            None => match relay::prepare_silently(backend, &sql).await {
+                Ok(Ok(ok)) => {
+                    let on = PreparedOn {
+                        id: ok.id,
+                        types_sent: false,
+                    };
+                    backend.statements.insert(id, on);
+                    on
+                }
+                Ok(Err(error)) => {
+                    self.fail(1, (error.code, "HY000"), &error.message).await?;
+                    return Ok(Flow::Continue);
+                }
+                Err(error) => {
+                    self.lose(role, &error);
+                    self.refuse(Refusal {
+                        code: code::BACKEND_LOST,
+                        message: format!("foobar-db-router: {error}"),
+                        reason: "backend_lost",
+                    })
+                    .await?;
+                    return Ok(Flow::Continue);
+                }
+            },
+        };
+        let execute = match prepared::execute_for_backend(
+            payload,
+            on.id,
+            params,
+            types.as_deref(),
+            on.types_sent,
+        ) {
+            Ok(execute) => execute,
+            Err(why) => return self.malformed(why).await,
+        };
+        if params > 0 {
+            if let Some(on) = backend.statements.get_mut(&id) {
+                on.types_sent = true;
+            }
+        }
+        for chunk in &long_data {
+            let chunk = prepared::with_id(chunk, on.id);
+            if let Err(error) = backend.send_command(&chunk).await {
+                self.lose(role, &error);
+                self.refuse(Refusal {
+                    code: code::BACKEND_LOST,
+                    message: format!("foobar-db-router: {error}"),
+                    reason: "backend_lost",
+                })
+                .await?;
+                return Ok(Flow::Continue);
+            }
+        }
+        let kind = match route {
+            Route::Read => "read",
+            _ => "write",
+        };
+        self.shared.metrics.query(role.label(), kind);
+        let caps = self.login.caps;
+        let (slot, client) = self.slot_and_client(role);
+        let Some(backend) = slot.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let sent = backend.send_command(&execute).await;
+        let result = match sent {
+            Ok(()) => relay::relay(backend, client, caps, Shape::Results).await,
+            Err(error) => Err(RelayError::Backend {
+                error,
+                forwarded: false,
+            }),
+        };
+        match result {
+            Ok(outcome) => {
+                self.after(role, &outcome);
+                Ok(Flow::Continue)
+            }
+            Err(RelayError::Client(e)) => Err(e),
+            Err(RelayError::Backend { error, forwarded }) => {
+                self.lose(role, &error);
+                if forwarded {
+                    return Err(std::io::Error::other(error.to_string()));
+                }
+                self.refuse(Refusal {
+                    code: code::BACKEND_LOST,
+                    message: format!(
+                        "foobar-db-router: {error}; the statement may or may not have run"
+                    ),
+                    reason: "backend_lost",
+                })
+                .await?;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// COM_STMT_SEND_LONG_DATA has no response; the data waits for the EXECUTE.
+    async fn long_data(&mut self, payload: BytesMut) -> std::io::Result<Flow> {
+        if payload.len() < 7 {
+            return self.malformed("COM_STMT_SEND_LONG_DATA too short").await;
+        }
+        let id = prepared::statement_id(&payload).and_then(|id| self.statements.resolve(id));
+        if let Some(statement) = id.and_then(|id| self.statements.get_mut(id)) {
+            statement.long_data.push(payload);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// COM_STMT_CLOSE has no response: close it on every backend that prepared it.
+    async fn close_statement(&mut self, payload: &[u8]) {
+        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        else {
+            return;
+        };
+        self.statements.remove(id);
+        for role in [Role::Writer, Role::Reader] {
+            let Some(backend) = self.slot(role).as_mut() else {
+                continue;
+            };
+            if let Some(on) = backend.statements.remove(&id) {
+                let close = prepared::with_id(payload, on.id);
+                if let Err(error) = backend.send_command(&close).await {
+                    self.lose(role, &error);
+                }
+            }
+        }
+    }
+
+    async fn reset_statement(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
+        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        else {
+            return self.unknown_statement("mysqld_stmt_reset").await;
+        };
+        if let Some(statement) = self.statements.get_mut(id) {
+            statement.long_data.clear();
+        }
+        let mut failure = None;
+        for role in [Role::Writer, Role::Reader] {
+            let Some(backend) = self.slot(role).as_mut() else {
+                continue;
+            };
+            let Some(on) = backend.statements.get(&id).copied() else {
+                continue;
+            };
+            let reset = prepared::with_id(payload, on.id);
+            let answer = match backend.send_command(&reset).await {
+                Ok(()) => backend.collect().await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(collected) => failure = failure.or(collected.error),
+                Err(error) => self.lose(role, &error),
+            }
+        }
+        match failure {
+            Some(error) => self.fail(1, (error.code, "HY000"), &error.message).await?,
+            None => {
+                let ok = wire::ok_packet(self.client_status(), self.login.caps);
+                self.client.send(1, &ok).await?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn fetch(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
+        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        else {
+            return self.unknown_statement("mysqld_stmt_fetch").await;
+        };
+        let role = self.statements.get(id).and_then(|s| s.last_role);
+        let caps = self.login.caps;
+        let target = role.and_then(|role| {
+            let backend = match role {
+                Role::Writer => self.writer.as_mut(),
+                Role::Reader => self.reader.as_mut(),
+            }?;
+            let on = backend.statements.get(&id).copied()?;
+            Some((role, backend, on))
+        });
+        let Some((role, backend, on)) = target else {
+            return self.unknown_statement("mysqld_stmt_fetch").await;
+        };
+        let fetch = prepared::with_id(payload, on.id);
+        let result = match backend.send_command(&fetch).await {
+            Ok(()) => relay::relay(backend, &mut self.client, caps, Shape::Rows).await,
+            Err(error) => Err(RelayError::Backend {
+                error,
+                forwarded: false,
+            }),
+        };
+        match result {
+            Ok(_) => Ok(Flow::Continue),
+            Err(RelayError::Client(e)) => Err(e),
+            Err(RelayError::Backend { error, .. }) => {
+                self.lose(role, &error);
+                Err(std::io::Error::other(error.to_string()))
+            }
+        }
+    }
+
+    /// COM_CHANGE_USER: log in again (as another configured user), with a fresh session.
+    async fn change_user(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
+        let request = match handshake::parse_change_user(payload, self.login.caps) {
+            Ok(request) => request,
+            Err(why) => return self.malformed(why).await,
+        };
+        let scramble = self.login.scramble;
+        let users = &self.shared.users;
+        match handshake::authenticate(&mut self.client, users, &request, &scramble, 0, &self.peer)
+            .await
+        {
+            Ok(seq) => {
+                self.reset().await;
+                self.login.user = request.user;
+                self.login.collation = request.collation;
+                self.database = request.database;
+                let ok = wire::ok_packet(status::AUTOCOMMIT, self.login.caps);
+                self.client.send(seq, &ok).await?;
+                Ok(Flow::Continue)
+            }
+            Err(LoginError::Denied(_)) => {
+                self.shared.metrics.error("access_denied");
+                Ok(Flow::Close)
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
+    /// Forgets all session state and closes the backend connections (the server rolls back
+    /// what was open); the database stays.
+    async fn reset(&mut self) {
+        for backend in [self.writer.take(), self.reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            backend.quit().await;
+        }
+        self.writer_status = status::AUTOCOMMIT;
+        self.replays.clear();
+        self.temporary_tables.clear();
+        self.tables_locked = false;
+        self.stays_on_writer = false;
+        self.last_used = None;
+        self.statements.clear();
+    }
+
+    async fn close(mut self) {
+        for backend in [self.writer.take(), self.reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            backend.quit().await;
+        }
+        self.client.shutdown().await;
+    }
+}
+
+/// Brings one backend connection up to date with the session.
+async fn sync(
+    backend: &mut Backend,
+    database: Option<&str>,
+    replays: &[(u64, Vec<u8>)],
+) -> Result<(), NotReady> {
+    if let Some(db) = database
+        && backend.database.as_deref() != Some(db)
+    {
+        let answer = backend.init_db(db).await.map_err(NotReady::Backend)?;
+        if let Some(error) = answer.error {
+            return Err(NotReady::Replay(error));
+        }
+    }
+    for (number, text) in replays {
+        if *number <= backend.replayed {
+            continue;
+        }
+        let answer = backend.query(text).await.map_err(NotReady::Backend)?;
+        if let Some(error) = answer.error {
+            return Err(NotReady::Replay(error));
+        }
+        backend.replayed = *number;
+    }
+    Ok(())
+}

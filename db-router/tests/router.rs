@@ -1,0 +1,740 @@
+//! The router in front of a real replicated pair (the project's MariaDB image), driven by
+//! real clients. One pair is started for the whole file (a first start takes a minute on
+//! two cores), so the scenarios run in sequence inside one test, each named in the output.
+//! Routing is proven by `@@server_id`: 1 on the primary, 2 on the replica.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use foobar_stack_tests::ReplicatedDatabase;
+use sqlx::{Connection, Executor, Row};
+use support::raw::RawClient;
+use support::{PRIMARY_ID, REPLICA_ID, Router, mariadb};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
+    let db = ReplicatedDatabase::start().await?;
+    let primary = format!("127.0.0.1:{}", db.primary.get_host_port_ipv4(3306).await?);
+    let replica = format!("127.0.0.1:{}", db.replica.get_host_port_ipv4(3306).await?);
+    let router = Router::start(&support::config(
+        &primary,
+        &replica,
+        "max_client_connections = 40\nmax_packet_size = 4194304",
+    ))
+    .await?;
+    let direct = db.primary_pool().await?;
+    direct
+        .execute(
+            "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, n INT NOT NULL);
+             CREATE TABLE counter (id INT PRIMARY KEY, n INT NOT NULL);
+             INSERT INTO counter VALUES (1, 0);",
+        )
+        .await?;
+    wait_for_replica(&db).await?;
+
+    let started = Instant::now();
+    macro_rules! scenario {
+        ($name:ident $(, $arg:expr)*) => {{
+            let t = Instant::now();
+            $name($($arg),*).await.map_err(|e| e.context(stringify!($name)))?;
+            println!("ok {} ({:?})", stringify!($name), t.elapsed());
+        }};
+    }
+    scenario!(text_queries_are_routed_by_the_classifier, &router);
+    scenario!(transactions_and_autocommit_off_stay_on_the_primary, &router);
+    scenario!(session_state_follows_the_session_to_both_nodes, &router);
+    scenario!(
+        prepared_statements_are_routed_and_reprepared_with_their_types,
+        &router
+    );
+    scenario!(sqlx_pool_works_through_the_router, &router);
+    scenario!(pymysql_works_through_the_router, &router);
+    scenario!(sysbench_read_write_runs_without_errors, &router);
+    scenario!(reads_see_the_sessions_own_writes_1000_times, &router);
+    scenario!(wrong_password_gets_1045_and_reaches_no_backend, &router);
+    scenario!(malformed_packets_end_only_their_own_session, &router);
+    scenario!(a_killed_client_rolls_back_its_transaction, &router, &db);
+    scenario!(clients_beyond_the_limit_get_1040, &router);
+    scenario!(an_unreachable_backend_gives_a_clear_error_fast, &primary);
+    scenario!(
+        reads_go_to_the_writer_while_the_replica_is_stopped,
+        &router,
+        &db
+    );
+    println!("all scenarios in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Waits until the replica has replayed everything the primary has written so far.
+async fn wait_for_replica(db: &ReplicatedDatabase) -> anyhow::Result<()> {
+    let primary = db.primary_pool().await?;
+    let replica = db.replica_pool().await?;
+    let gtid: String = sqlx::query_scalar("SELECT @@gtid_binlog_pos")
+        .fetch_one(&primary)
+        .await?;
+    let reached: i64 = sqlx::query_scalar("SELECT MASTER_GTID_WAIT(?, 30)")
+        .bind(&gtid)
+        .fetch_one(&replica)
+        .await?;
+    anyhow::ensure!(reached == 0, "replica did not reach {gtid} within 30 s");
+    Ok(())
+}
+
+/// `@@server_id` answers from each statement, one line each.
+async fn server_ids(router: &Router, sql: &str) -> anyhow::Result<Vec<String>> {
+    Ok(mariadb(router.mysql, sql)
+        .await?
+        .into_iter()
+        .map(|row| row.last().cloned().unwrap_or_default())
+        .collect())
+}
+
+async fn text_queries_are_routed_by_the_classifier(router: &Router) -> anyhow::Result<()> {
+    let cases = [
+        ("SELECT @@server_id", REPLICA_ID),
+        ("/* comment */ select @@server_id -- FOR UPDATE", REPLICA_ID),
+        ("SELECT 'FOR UPDATE', @@server_id", REPLICA_ID),
+        ("SHOW VARIABLES LIKE 'server_id'", REPLICA_ID),
+        ("SELECT n, @@server_id FROM counter FOR UPDATE", PRIMARY_ID),
+        (
+            "SELECT n, @@server_id FROM counter LOCK IN SHARE MODE",
+            PRIMARY_ID,
+        ),
+        ("SELECT GET_LOCK('t', 1), @@server_id", PRIMARY_ID),
+        ("SELECT RELEASE_LOCK('t'), @@server_id", PRIMARY_ID),
+        ("SELECT LAST_INSERT_ID(), @@server_id", PRIMARY_ID),
+    ];
+    for (sql, expected) in cases {
+        let ids = server_ids(router, sql).await?;
+        anyhow::ensure!(
+            ids == [expected],
+            "{sql}: ran on {ids:?}, expected {expected}"
+        );
+    }
+    // A user variable assigned in a SELECT exists only on the writer: the session stays there.
+    let ids = server_ids(
+        router,
+        "SELECT @a := 5, @@server_id; SELECT @a, @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(ids == [PRIMARY_ID, PRIMARY_ID], "@a := ...: {ids:?}");
+    // SELECT ... INTO @var likewise.
+    let rows = mariadb(
+        router.mysql,
+        "SELECT n INTO @b FROM counter WHERE id = 1; SELECT @b, @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(rows == [["0", PRIMARY_ID]], "INTO @b: {rows:?}");
+    // A write goes to the primary (the replica is read_only and would refuse it).
+    let rows = mariadb(
+        router.mysql,
+        "INSERT INTO items (n) VALUES (1); SELECT @@server_id, ROW_COUNT()",
+    )
+    .await?;
+    anyhow::ensure!(
+        rows == [[PRIMARY_ID, "1"]],
+        "ROW_COUNT follows the insert: {rows:?}"
+    );
+    // Multi-statement query in one COM_QUERY (PyMySQL and the CLI send them one by one).
+    let mut raw = connect_raw(router).await?;
+    let rows = raw.rows("SELECT 1; SELECT @@server_id").await?;
+    anyhow::ensure!(
+        rows == [[Some(REPLICA_ID.to_string())]],
+        "multi read: {rows:?}"
+    );
+    let rows = raw
+        .rows("UPDATE foobar.counter SET n = n WHERE id = 1; SELECT @@server_id")
+        .await?;
+    anyhow::ensure!(
+        rows == [[Some(PRIMARY_ID.to_string())]],
+        "multi with write: {rows:?}"
+    );
+    // SHOW WARNINGS follows the statement it is about.
+    let rows = mariadb(
+        router.mysql,
+        "SELECT CAST('x' AS SIGNED), @@server_id; SHOW WARNINGS",
+    )
+    .await?;
+    anyhow::ensure!(
+        rows.len() == 2 && rows[1][0] == "Warning",
+        "SHOW WARNINGS: {rows:?}"
+    );
+    Ok(())
+}
+
+async fn transactions_and_autocommit_off_stay_on_the_primary(
+    router: &Router,
+) -> anyhow::Result<()> {
+    let ids = server_ids(
+        router,
+        "BEGIN; SELECT @@server_id; SELECT @@server_id; COMMIT; SELECT @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(
+        ids == [PRIMARY_ID, PRIMARY_ID, REPLICA_ID],
+        "BEGIN: {ids:?}"
+    );
+    let ids = server_ids(
+        router,
+        "START TRANSACTION; SELECT @@server_id; ROLLBACK; SELECT @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(
+        ids == [PRIMARY_ID, REPLICA_ID],
+        "START TRANSACTION: {ids:?}"
+    );
+    let ids = server_ids(
+        router,
+        "SET autocommit = 0; SELECT @@server_id; SELECT @@server_id; COMMIT; SELECT @@server_id; \
+         SET autocommit = 1; SELECT @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(
+        ids == [PRIMARY_ID, PRIMARY_ID, PRIMARY_ID, REPLICA_ID],
+        "autocommit=0: {ids:?}"
+    );
+    let ids = server_ids(
+        router,
+        "START TRANSACTION READ ONLY; SELECT @@server_id; SELECT @@server_id; COMMIT; SELECT @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(
+        ids == [REPLICA_ID, REPLICA_ID, REPLICA_ID],
+        "READ ONLY: {ids:?}"
+    );
+    let ids = server_ids(
+        router,
+        "CREATE TEMPORARY TABLE scratch (a INT); SELECT @@server_id; \
+         INSERT INTO scratch VALUES (1); SELECT COUNT(*), @@server_id FROM scratch; \
+         DROP TEMPORARY TABLE scratch; SELECT @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(
+        ids == [PRIMARY_ID, PRIMARY_ID, REPLICA_ID],
+        "temporary table: {ids:?}"
+    );
+    let ids = server_ids(
+        router,
+        "LOCK TABLES counter READ; SELECT @@server_id; UNLOCK TABLES; SELECT @@server_id",
+    )
+    .await?;
+    anyhow::ensure!(ids == [PRIMARY_ID, REPLICA_ID], "LOCK TABLES: {ids:?}");
+    // A transaction's uncommitted write is visible to its own reads: they ran on the primary.
+    let rows = mariadb(
+        router.mysql,
+        "BEGIN; INSERT INTO items (n) VALUES (424242); \
+         SELECT COUNT(*), @@server_id FROM items WHERE n = 424242; ROLLBACK; \
+         SELECT COUNT(*), @@server_id FROM items WHERE n = 424242",
+    )
+    .await?;
+    anyhow::ensure!(
+        rows == [["1", PRIMARY_ID], ["0", REPLICA_ID]],
+        "uncommitted write: {rows:?}"
+    );
+    Ok(())
+}
+
+async fn session_state_follows_the_session_to_both_nodes(router: &Router) -> anyhow::Result<()> {
+    // SET runs on the reader (no writer connection yet), and is replayed on the writer.
+    let rows = mariadb(
+        router.mysql,
+        "SET @v = 42, SESSION sql_mode = 'ANSI_QUOTES'; \
+         SELECT @v, @@sql_mode, @@server_id; \
+         BEGIN; SELECT @v, @@sql_mode, @@server_id; COMMIT",
+    )
+    .await?;
+    anyhow::ensure!(
+        rows == [
+            ["42", "ANSI_QUOTES", REPLICA_ID],
+            ["42", "ANSI_QUOTES", PRIMARY_ID]
+        ],
+        "SET replay: {rows:?}"
+    );
+    let rows = mariadb(
+        router.mysql,
+        "SET NAMES latin1; SELECT @@character_set_client, @@server_id; \
+         BEGIN; SELECT @@character_set_client, @@server_id; COMMIT",
+    )
+    .await?;
+    anyhow::ensure!(
+        rows == [["latin1", REPLICA_ID], ["latin1", PRIMARY_ID]],
+        "SET NAMES: {rows:?}"
+    );
+    // USE and COM_INIT_DB, on a connection that starts without a database.
+    let mut raw = connect_raw(router).await?;
+    let rows = raw.rows("SELECT DATABASE(), @@server_id").await?;
+    anyhow::ensure!(
+        rows == [[None, Some(REPLICA_ID.into())]],
+        "no database: {rows:?}"
+    );
+    raw.rows("USE foobar").await?;
+    let rows = raw.rows("SELECT DATABASE(), @@server_id").await?;
+    anyhow::ensure!(
+        rows == [[Some("foobar".into()), Some(REPLICA_ID.into())]],
+        "USE on the reader: {rows:?}"
+    );
+    let rows = raw
+        .rows("SELECT DATABASE(), @@server_id FROM counter FOR UPDATE")
+        .await?;
+    anyhow::ensure!(
+        rows == [[Some("foobar".into()), Some(PRIMARY_ID.into())]],
+        "database replayed on the writer: {rows:?}"
+    );
+    raw.send(b"\x02information_schema").await?;
+    raw.read_results(false).await?.map_err(anyhow::Error::msg)?;
+    let rows = raw.rows("SELECT DATABASE(), @@server_id").await?;
+    anyhow::ensure!(
+        rows == [[Some("information_schema".into()), Some(REPLICA_ID.into())]],
+        "COM_INIT_DB: {rows:?}"
+    );
+    // COM_PING and COM_RESET_CONNECTION answer OK; the reset forgets user variables.
+    raw.rows("SET @gone = 1").await?;
+    raw.send(&[0x0e]).await?;
+    raw.read_results(false).await?.map_err(anyhow::Error::msg)?;
+    raw.send(&[0x1f]).await?;
+    raw.read_results(false).await?.map_err(anyhow::Error::msg)?;
+    let rows = raw.rows("SELECT @gone").await?;
+    anyhow::ensure!(rows == [[None::<String>]], "reset keeps @gone: {rows:?}");
+    Ok(())
+}
+
+async fn prepared_statements_are_routed_and_reprepared_with_their_types(
+    router: &Router,
+) -> anyhow::Result<()> {
+    let pool = router.pool(1).await?;
+    let mut conn = pool.acquire().await?;
+    let id: u32 = sqlx::query_scalar("SELECT @@server_id")
+        .fetch_one(&mut *conn)
+        .await?;
+    anyhow::ensure!(id == 2, "prepared read ran on {id}");
+    let id: u32 = sqlx::query_scalar("SELECT @@server_id FROM counter WHERE id = ? FOR UPDATE")
+        .bind(1)
+        .fetch_one(&mut *conn)
+        .await?;
+    anyhow::ensure!(id == 1, "prepared locking read ran on {id}");
+    let mut tx = conn.begin().await?;
+    let id: u32 = sqlx::query_scalar("SELECT @@server_id")
+        .fetch_one(&mut *tx)
+        .await?;
+    anyhow::ensure!(id == 1, "prepared read in a transaction ran on {id}");
+    tx.commit().await?;
+    let done = sqlx::query("INSERT INTO items (n) VALUES (?)")
+        .bind(7)
+        .execute(&mut *conn)
+        .await?;
+    anyhow::ensure!(done.rows_affected() == 1, "prepared insert");
+    drop(conn);
+    pool.close().await;
+
+    // The same statement, prepared inside a transaction (on the writer), executed after it
+    // on the reader: prepared there by the router, with the types the client sent once.
+    let mut raw = connect_raw(router).await?;
+    raw.rows("BEGIN").await?;
+    let (stmt, params) = raw
+        .prepare("SELECT CAST(? + ? AS CHAR), CAST(@@server_id AS CHAR)")
+        .await?;
+    anyhow::ensure!(params == 2);
+    let rows = raw
+        .execute(stmt, &[40, 2], true)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        rows == [[Some("42".into()), Some(PRIMARY_ID.into())]],
+        "in transaction: {rows:?}"
+    );
+    raw.rows("COMMIT").await?;
+    let rows = raw
+        .execute(stmt, &[1, 2], false)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        rows == [[Some("3".into()), Some(REPLICA_ID.into())]],
+        "re-prepared on the reader without the client resending types: {rows:?}"
+    );
+    // Closing it and executing again is a clean error, not a crash.
+    let mut close = vec![0x19];
+    close.extend_from_slice(&stmt.to_le_bytes());
+    raw.send(&close).await?;
+    let answer = raw.execute(stmt, &[1, 2], true).await?;
+    anyhow::ensure!(
+        matches!(&answer, Err(e) if e.code == 1243),
+        "executing a closed statement: {answer:?}"
+    );
+    let rows = raw.rows("SELECT 1").await?;
+    anyhow::ensure!(rows == [[Some("1".into())]], "session goes on");
+    Ok(())
+}
+
+async fn sqlx_pool_works_through_the_router(router: &Router) -> anyhow::Result<()> {
+    let pool = router.pool(4).await?;
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let n = worker * 1000 + i;
+                sqlx::query("INSERT INTO items (n) VALUES (?)")
+                    .bind(n)
+                    .execute(&pool)
+                    .await?;
+                let mut tx = pool.begin().await?;
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE n = ?")
+                    .bind(n)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                anyhow::ensure!(count >= 1, "own insert not visible in a transaction");
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let row = sqlx::query("SELECT @@time_zone AS tz, @@sql_mode AS mode")
+        .fetch_one(&pool)
+        .await?;
+    let (tz, mode): (String, String) = (row.try_get("tz")?, row.try_get("mode")?);
+    anyhow::ensure!(
+        tz == "+00:00" && mode.contains("PIPES_AS_CONCAT"),
+        "sqlx's connect-time SET replayed on the reader: {tz} {mode}"
+    );
+    pool.close().await;
+    Ok(())
+}
+
+async fn pymysql_works_through_the_router(router: &Router) -> anyhow::Result<()> {
+    let script = format!(
+        r#"
+import pymysql
+conn = pymysql.connect(host="127.0.0.1", port={port}, user="{user}", password="{password}",
+                       database="foobar", autocommit=True)
+with conn.cursor() as cur:
+    cur.execute("INSERT INTO items (n) VALUES (%s)", (31337,))
+    cur.execute("SELECT COUNT(*) FROM items WHERE n = %s", (31337,))
+    print(cur.fetchone()[0])
+    cur.execute("SELECT @@server_id")
+    print(cur.fetchone()[0])
+conn.begin()
+with conn.cursor() as cur:
+    cur.execute("SELECT @@server_id")
+    print(cur.fetchone()[0])
+conn.commit()
+conn.close()
+"#,
+        port = router.mysql.port(),
+        user = support::USER,
+        password = support::PASSWORD,
+    );
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "PyMySQL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // The count reads on the reader right after the insert: read-your-writes makes it 1.
+    anyhow::ensure!(
+        lines == ["1", REPLICA_ID, PRIMARY_ID],
+        "PyMySQL output: {lines:?}"
+    );
+    Ok(())
+}
+
+async fn sysbench_read_write_runs_without_errors(router: &Router) -> anyhow::Result<()> {
+    let common = [
+        "--db-driver=mysql".to_string(),
+        "--mysql-host=127.0.0.1".into(),
+        format!("--mysql-port={}", router.mysql.port()),
+        format!("--mysql-user={}", support::USER),
+        format!("--mysql-password={}", support::PASSWORD),
+        "--mysql-db=foobar".into(),
+        "--tables=1".into(),
+        "--table-size=1000".into(),
+    ];
+    let run = |args: &[&str]| {
+        let mut command = tokio::process::Command::new("sysbench");
+        command.arg("oltp_read_write").args(&common).args(args);
+        command
+    };
+    let out = run(&["prepare"]).output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sysbench prepare: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--threads=4", "--time=4", "--db-ps-mode=auto", "run"])
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success() && !stdout.contains("FATAL"),
+        "sysbench run: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let transactions = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .unwrap_or_default()
+        .to_owned();
+    let ignored = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ignored errors:"))
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "  sysbench oltp_read_write: {} / {}",
+        transactions.trim(),
+        ignored.trim()
+    );
+    anyhow::ensure!(
+        ignored.split_whitespace().nth(2) == Some("0"),
+        "sysbench saw errors: {ignored}"
+    );
+    let out = run(&["cleanup"]).output().await?;
+    anyhow::ensure!(out.status.success(), "sysbench cleanup");
+    Ok(())
+}
+
+async fn reads_see_the_sessions_own_writes_1000_times(router: &Router) -> anyhow::Result<()> {
+    let mut conn = sqlx::mysql::MySqlConnection::connect_with(&router.options()).await?;
+    let mut on_replica = 0;
+    for i in 1..=1000 {
+        sqlx::query("UPDATE counter SET n = ? WHERE id = 1")
+            .bind(i)
+            .execute(&mut conn)
+            .await?;
+        let row = sqlx::query("SELECT n, @@server_id AS server FROM counter WHERE id = 1")
+            .fetch_one(&mut conn)
+            .await?;
+        let (n, server): (i32, u32) = (row.try_get("n")?, row.try_get("server")?);
+        anyhow::ensure!(n == i, "write {i}: read {n} from server {server}");
+        if server == 2 {
+            on_replica += 1;
+        }
+    }
+    let waits = router
+        .metric("foobar_db_router_gtid_waits_total{reason=\"reached\"}")
+        .await?;
+    println!(
+        "  1000/1000 reads saw their write; {on_replica} served by the replica, GTID waits reached: {waits}"
+    );
+    anyhow::ensure!(on_replica > 0, "no read was served by the replica");
+    Ok(())
+}
+
+async fn wrong_password_gets_1045_and_reaches_no_backend(router: &Router) -> anyhow::Result<()> {
+    let opened = router
+        .metric("foobar_db_router_backend_connections_opened_total")
+        .await?;
+    let refused = sqlx::mysql::MySqlConnection::connect_with(&router.options().password("wrong"))
+        .await
+        .expect_err("a wrong password must be refused");
+    let code = refused
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    anyhow::ensure!(
+        refused.to_string().contains("1045") || code.as_deref() == Some("28000"),
+        "{refused}"
+    );
+    let unknown = RawClient::connect(router.mysql, "nobody", support::PASSWORD).await?;
+    anyhow::ensure!(
+        matches!(&unknown, Err(e) if e.code == 1045),
+        "unknown user: {:?}",
+        unknown.err()
+    );
+    let after = router
+        .metric("foobar_db_router_backend_connections_opened_total")
+        .await?;
+    anyhow::ensure!(
+        after == opened,
+        "a refused login opened backend connections"
+    );
+    Ok(())
+}
+
+async fn malformed_packets_end_only_their_own_session(router: &Router) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pool = router.pool(1).await?;
+    let mut healthy = pool.acquire().await?;
+    let id: u32 = sqlx::query_scalar("SELECT @@server_id")
+        .fetch_one(&mut *healthy)
+        .await?;
+    anyhow::ensure!(id == 2);
+
+    // Each bad client, and the error code it must get before its connection ends.
+    let mut cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("wrong sequence id", vec![1, 0, 0, 5, 0x03], 1156),
+        ("unknown command then garbage", vec![1, 0, 0, 0, 0xEE], 1047),
+        ("empty command", vec![0, 0, 0, 0], 1158),
+        (
+            "packet announced larger than the limit",
+            vec![0xFF, 0xFF, 0xFF, 0, 0x03],
+            1153,
+        ),
+        ("truncated execute", vec![3, 0, 0, 0, 0x17, 1, 0], 1243),
+    ];
+    for (what, bytes, expected) in cases.drain(..) {
+        let mut raw = connect_raw(router).await?;
+        raw.stream.queue_raw(&bytes);
+        raw.stream.flush().await?;
+        let answer = raw.read_results(false).await?;
+        anyhow::ensure!(
+            matches!(&answer, Err(e) if e.code == expected),
+            "{what}: {answer:?}"
+        );
+    }
+    // Garbage instead of a handshake response.
+    let mut tcp = tokio::net::TcpStream::connect(router.mysql).await?;
+    let mut greeting = [0u8; 256];
+    let _ = tcp.read(&mut greeting).await?;
+    tcp.write_all(&[4, 0, 0, 1, 1, 2, 3, 4]).await?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await?;
+    anyhow::ensure!(
+        answer.get(4) == Some(&0xFF) && answer.get(5..7) == Some(&1043u16.to_le_bytes()[..]),
+        "bad handshake answer: {answer:?}"
+    );
+    // A client that disappears mid-packet.
+    let mut raw = connect_raw(router).await?;
+    raw.stream.queue_raw(&[100, 0, 0, 0, 0x03, b'S']);
+    raw.stream.flush().await?;
+    drop(raw);
+
+    let id: u32 = sqlx::query_scalar("SELECT @@server_id")
+        .fetch_one(&mut *healthy)
+        .await?;
+    anyhow::ensure!(id == 2, "the healthy session was disturbed");
+    drop(healthy);
+    pool.close().await;
+    let healthz = foobar_service::testing::http_get(router.admin, "/healthz").await?;
+    anyhow::ensure!(healthz.0 == 200, "router unhealthy after bad clients");
+    Ok(())
+}
+
+async fn a_killed_client_rolls_back_its_transaction(
+    router: &Router,
+    db: &ReplicatedDatabase,
+) -> anyhow::Result<()> {
+    let direct = db.primary_pool().await?;
+    let mut raw = connect_raw(router).await?;
+    raw.rows("BEGIN").await?;
+    raw.rows("INSERT INTO items (n) VALUES (-1)").await?;
+    // Inside the transaction the session is on the writer: this is its backend connection.
+    let rows = raw.rows("SELECT CONNECTION_ID()").await?;
+    let backend_id: u64 = rows[0][0].as_deref().unwrap_or_default().parse()?;
+    let alive = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?";
+    let open: i64 = sqlx::query_scalar(alive)
+        .bind(backend_id)
+        .fetch_one(&direct)
+        .await?;
+    anyhow::ensure!(
+        open == 1,
+        "backend connection {backend_id} not on the primary"
+    );
+    drop(raw);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open: i64 = sqlx::query_scalar(alive)
+            .bind(backend_id)
+            .fetch_one(&direct)
+            .await?;
+        if open == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "backend connection still open after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE n = -1")
+        .fetch_one(&direct)
+        .await?;
+    anyhow::ensure!(kept == 0, "the killed client's uncommitted insert was kept");
+    Ok(())
+}
+
+async fn clients_beyond_the_limit_get_1040(router: &Router) -> anyhow::Result<()> {
+    let mut held = Vec::new();
+    let refused = loop {
+        anyhow::ensure!(held.len() <= 40, "no refusal after 41 connections");
+        match RawClient::connect(router.mysql, support::USER, support::PASSWORD).await? {
+            Ok(client) => held.push(client),
+            Err(e) => break e,
+        }
+    };
+    anyhow::ensure!(refused.code == 1040, "{refused}");
+    anyhow::ensure!(held.len() <= 40, "{} connections admitted", held.len());
+    drop(held);
+    Ok(())
+}
+
+async fn an_unreachable_backend_gives_a_clear_error_fast(primary: &str) -> anyhow::Result<()> {
+    // Port 1 on loopback: nothing listens, connections are refused at once.
+    let router = Router::start(&support::config("127.0.0.1:1", primary, "")).await?;
+    let mut raw = connect_raw(&router).await?;
+    let started = Instant::now();
+    let answer = raw.query("INSERT INTO items (n) VALUES (5)").await?;
+    anyhow::ensure!(
+        matches!(&answer, Err(e) if e.code == 2003 && e.message.contains("127.0.0.1:1")),
+        "write with the writer down: {answer:?}"
+    );
+    anyhow::ensure!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The session goes on: reads still work on the reader.
+    let rows = raw.rows("SELECT @@server_id").await?;
+    anyhow::ensure!(rows == [[Some(PRIMARY_ID.to_string())]], "read: {rows:?}");
+    router.service.terminate(Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+async fn reads_go_to_the_writer_while_the_replica_is_stopped(
+    router: &Router,
+    db: &ReplicatedDatabase,
+) -> anyhow::Result<()> {
+    let mut raw = connect_raw(router).await?;
+    let rows = raw.rows("SELECT @@server_id").await?;
+    anyhow::ensure!(rows == [[Some(REPLICA_ID.to_string())]]);
+    db.replica.stop().await?;
+    let rows = raw.rows("SELECT @@server_id").await?;
+    anyhow::ensure!(
+        rows == [[Some(PRIMARY_ID.to_string())]],
+        "read with the replica stopped, same session: {rows:?}"
+    );
+    let ids = server_ids(router, "SELECT @@server_id").await?;
+    anyhow::ensure!(
+        ids == [PRIMARY_ID],
+        "new session with the replica stopped: {ids:?}"
+    );
+    let fallbacks = router
+        .metric("foobar_db_router_reader_fallbacks_total{reason=\"reader_lost\"}")
+        .await?
+        + router
+            .metric("foobar_db_router_reader_fallbacks_total{reason=\"reader_unreachable\"}")
+            .await?
+        + router
+            .metric("foobar_db_router_reader_fallbacks_total{reason=\"reader_down\"}")
+            .await?;
+    anyhow::ensure!(fallbacks >= 2.0, "fallbacks counted: {fallbacks}");
+    Ok(())
+}
+
+async fn connect_raw(router: &Router) -> anyhow::Result<RawClient> {
+    RawClient::connect(router.mysql, support::USER, support::PASSWORD)
+        .await?
+        .map_err(|e| anyhow::anyhow!("login: {e}"))
+}

@@ -1,0 +1,124 @@
+//! What the router's tests share: a router process in front of a replicated pair, and the
+//! real clients (the `mariadb` command line, PyMySQL, sysbench) run against it.
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use foobar_service::testing::{self, RunningService};
+use foobar_stack_tests::{APP_DATABASE, APP_PASSWORD, APP_USER};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_foobar-db-router");
+
+/// The account clients log in to the router with (a `[[users]]` entry).
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "router-test-password";
+
+/// The primary's and the replica's `@@server_id` in the image's test pair.
+pub const PRIMARY_ID: &str = "1";
+pub const REPLICA_ID: &str = "2";
+
+/// A router config in front of `primary` and `replica`, with `extra` TOML appended to the
+/// `[router]` table.
+pub fn config(primary: &str, replica: &str, extra_router: &str) -> String {
+    format!(
+        r#"[service]
+admin_listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+
+[router]
+listen = "127.0.0.1:0"
+connect_timeout = "2s"
+{extra_router}
+
+[[users]]
+name = "{USER}"
+password = "{PASSWORD}"
+
+[backends]
+primary = "{primary}"
+replica = "{replica}"
+user = "{APP_USER}"
+password = "{APP_PASSWORD}"
+"#
+    )
+}
+
+/// A router process started from `config_toml`; its MySQL and admin addresses.
+pub struct Router {
+    pub service: RunningService,
+    pub mysql: SocketAddr,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Router {
+    pub async fn start(config_toml: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db-router.toml");
+        std::fs::write(&path, config_toml)?;
+        let service =
+            RunningService::start(Path::new(BINARY), &path, &[], &["admin", "mysql"]).await?;
+        let admin = service.addr("admin");
+        testing::wait_ready(admin, Duration::from_secs(10)).await?;
+        Ok(Self {
+            mysql: service.addr("mysql"),
+            admin,
+            service,
+            _dir: dir,
+        })
+    }
+
+    /// An sqlx pool through the router (sqlx sends its connect-time SET on each connection).
+    pub async fn pool(&self, connections: u32) -> anyhow::Result<MySqlPool> {
+        Ok(MySqlPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(self.options())
+            .await?)
+    }
+
+    pub fn options(&self) -> MySqlConnectOptions {
+        MySqlConnectOptions::new()
+            .host("127.0.0.1")
+            .port(self.mysql.port())
+            .username(USER)
+            .password(PASSWORD)
+            .database(APP_DATABASE)
+    }
+
+    /// The value of one counter or gauge sample on `/metrics` (0 when absent).
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let (_, body) = testing::http_get(self.admin, "/metrics").await?;
+        Ok(body
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+}
+
+/// Runs `mariadb -N -B -e SQL` through `addr` in database foobar: stdout lines, tab-split.
+pub async fn mariadb(addr: SocketAddr, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    let out = tokio::process::Command::new("mariadb")
+        .args(["--protocol=TCP", "-h", "127.0.0.1", "-N", "-B"])
+        .arg(format!("-P{}", addr.port()))
+        .arg(format!("-u{USER}"))
+        .arg(format!("-p{PASSWORD}"))
+        .arg(APP_DATABASE)
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mariadb -e {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect())
+}
