@@ -1,0 +1,375 @@
+//! The demo's verdict per killed component, from the client's records: failed reads and
+//! writes, the write outage, the time back to all-healthy, acknowledged writes lost; and the
+//! targets each is held to.
+//!
+//! A component is charged with what happened from its kill until the next component's kill
+//! (or the end of the load): the damage of a crash includes the recovery after the restore.
+//! A write outage is the longest span from the send of a write that failed, or took longer
+//! than the stall threshold, to the answer of the next write that succeeded in time: a write
+//! that hangs for ten seconds is an outage to the person waiting, even if it succeeds.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::record::{Kind, Record};
+
+/// What the demo holds every kill to (issue 7's targets for this machine).
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// Failed requests allowed per kill, except for the components below.
+    pub max_failed: u64,
+    /// Components whose kill may fail requests (the primary: its in-flight writes die).
+    pub may_fail: Vec<String>,
+    pub max_write_outage: Duration,
+    /// From the restore to every service healthy again.
+    pub max_to_healthy: Duration,
+    /// A write slower than this counts toward the write outage.
+    pub stall: Duration,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Self {
+            max_failed: 0,
+            may_fail: vec!["db-primary".into()],
+            max_write_outage: Duration::from_secs(5),
+            max_to_healthy: Duration::from_secs(30),
+            stall: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One kill's times, since the start of the run.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub component: String,
+    pub killed: Duration,
+    pub restored: Option<Duration>,
+    /// When every service was healthy again; None if it never was within the wait.
+    pub healthy: Option<Duration>,
+    /// The next kill, or the end of the load.
+    pub end: Duration,
+}
+
+/// What the visitor saw for one kill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentResult {
+    pub component: String,
+    pub reads: u64,
+    pub writes: u64,
+    pub failed_reads: u64,
+    pub failed_writes: u64,
+    /// GETs that went twice because their connection died (they count once, as their end).
+    pub retried_reads: u64,
+    pub write_outage: Duration,
+    /// The outage was still open when the window ended.
+    pub outage_open: bool,
+    pub max_write_latency: Duration,
+    pub to_healthy: Option<Duration>,
+    /// Acknowledged writes of this window that are not in the database at the end.
+    pub acked_lost: u64,
+}
+
+/// PASS or FAIL of each target for one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub failed_reads: bool,
+    pub failed_writes: bool,
+    pub write_outage: bool,
+    pub to_healthy: bool,
+    pub acked_lost: bool,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.failed_reads
+            && self.failed_writes
+            && self.write_outage
+            && self.to_healthy
+            && self.acked_lost
+    }
+}
+
+impl ComponentResult {
+    pub fn verdict(&self, targets: &Targets) -> Verdict {
+        let may_fail = targets.may_fail.contains(&self.component);
+        Verdict {
+            failed_reads: may_fail || self.failed_reads <= targets.max_failed,
+            failed_writes: may_fail || self.failed_writes <= targets.max_failed,
+            write_outage: !self.outage_open && self.write_outage <= targets.max_write_outage,
+            to_healthy: self.to_healthy.is_some_and(|t| t <= targets.max_to_healthy),
+            acked_lost: self.acked_lost == 0,
+        }
+    }
+}
+
+/// Each window's result; `lost` holds the markers of acknowledged writes not found at the end.
+pub fn account(
+    records: &[Record],
+    windows: &[Window],
+    lost: &HashSet<String>,
+    targets: &Targets,
+) -> Vec<ComponentResult> {
+    windows
+        .iter()
+        .map(|window| {
+            let inside: Vec<&Record> = records
+                .iter()
+                .filter(|r| r.start >= window.killed && r.start < window.end)
+                .collect();
+            let count = |kind: Kind, failed: bool| {
+                inside
+                    .iter()
+                    .filter(|r| r.kind == kind && (!failed || !r.ok()))
+                    .count() as u64
+            };
+            let writes: Vec<&Record> = inside
+                .iter()
+                .copied()
+                .filter(|r| r.kind == Kind::Write)
+                .collect();
+            let (write_outage, outage_open) = write_outage(&writes, window.end, targets.stall);
+            ComponentResult {
+                component: window.component.clone(),
+                reads: count(Kind::Read, false),
+                writes: count(Kind::Write, false),
+                failed_reads: count(Kind::Read, true),
+                failed_writes: count(Kind::Write, true),
+                retried_reads: inside.iter().filter(|r| r.retried).count() as u64,
+                write_outage,
+                outage_open,
+                max_write_latency: writes.iter().map(|r| r.latency).max().unwrap_or_default(),
+                to_healthy: window
+                    .healthy
+                    .zip(window.restored)
+                    .map(|(healthy, restored)| healthy.saturating_sub(restored)),
+                acked_lost: writes
+                    .iter()
+                    .filter(|r| r.ok() && r.marker.as_ref().is_some_and(|m| lost.contains(m)))
+                    .count() as u64,
+            }
+        })
+        .collect()
+}
+
+/// The longest outage among `writes`, and whether one was still open at `until`.
+pub fn write_outage(writes: &[&Record], until: Duration, stall: Duration) -> (Duration, bool) {
+    let mut writes = writes.to_vec();
+    writes.sort_by_key(|r| r.start);
+    let mut longest = Duration::ZERO;
+    let mut open: Option<Duration> = None;
+    for write in writes {
+        let good = write.ok() && write.latency <= stall;
+        match (good, open) {
+            (false, None) => open = Some(write.start),
+            (true, Some(since)) => {
+                longest = longest.max(write.end().saturating_sub(since));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(since) = open {
+        return (longest.max(until.saturating_sub(since)), true);
+    }
+    (longest, false)
+}
+
+/// The final table: one row per component, each cell with its PASS or FAIL.
+pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:>13} {:>14} {:>14} {:>13} {:>11} {:>12}",
+        "component",
+        "failed reads",
+        "failed writes",
+        "write outage",
+        "to healthy",
+        "acked lost",
+        "max write"
+    );
+    let mark = |pass: bool| if pass { "PASS" } else { "FAIL" };
+    for result in results {
+        let verdict = result.verdict(targets);
+        let may_fail = targets.may_fail.contains(&result.component);
+        let failed = |n: u64, pass: bool| {
+            if may_fail {
+                format!("{n} (any)")
+            } else {
+                format!("{n} {}", mark(pass))
+            }
+        };
+        let outage = format!(
+            "{:.1}s{} {}",
+            result.write_outage.as_secs_f64(),
+            if result.outage_open { "+" } else { "" },
+            mark(verdict.write_outage)
+        );
+        let healthy = match result.to_healthy {
+            Some(t) => format!("{:.1}s {}", t.as_secs_f64(), mark(verdict.to_healthy)),
+            None => "never FAIL".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:>13} {:>14} {:>14} {:>13} {:>11} {:>11.1}s",
+            result.component,
+            failed(result.failed_reads, verdict.failed_reads),
+            failed(result.failed_writes, verdict.failed_writes),
+            outage,
+            healthy,
+            format!("{} {}", result.acked_lost, mark(verdict.acked_lost)),
+            result.max_write_latency.as_secs_f64(),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "targets: {} failed requests per kill ({} excepted), write outage <= {}s (a write slower \
+         than {}s counts), healthy <= {}s after the restore, no acknowledged write lost",
+        targets.max_failed,
+        targets.may_fail.join(", "),
+        targets.max_write_outage.as_secs_f64(),
+        targets.stall.as_secs_f64(),
+        targets.max_to_healthy.as_secs_f64(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Outcome;
+
+    fn write(start_ms: u64, latency_ms: u64, ok: bool, marker: &str) -> Record {
+        Record {
+            kind: Kind::Write,
+            start: Duration::from_millis(start_ms),
+            latency: Duration::from_millis(latency_ms),
+            outcome: if ok {
+                Outcome::Ok(201)
+            } else {
+                Outcome::Error("connection died before answering: closed".into())
+            },
+            web: None,
+            database: None,
+            post_id: None,
+            marker: Some(marker.into()),
+            retried: false,
+        }
+    }
+
+    fn read(start_ms: u64, ok: bool, retried: bool) -> Record {
+        Record {
+            kind: Kind::Read,
+            retried,
+            outcome: if ok {
+                Outcome::Ok(200)
+            } else {
+                Outcome::Status(502)
+            },
+            marker: None,
+            ..write(start_ms, 5, true, "")
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn outage_runs_from_the_first_failed_send_to_the_next_success_answer() {
+        let writes = [
+            write(0, 10, true, "a"),
+            write(1000, 500, false, "b"),
+            write(2000, 10, false, "c"),
+            write(4000, 20, true, "d"),
+            write(5000, 10, true, "e"),
+        ];
+        let refs: Vec<&Record> = writes.iter().collect();
+        assert_eq!(write_outage(&refs, ms(9000), ms(2000)), (ms(3020), false));
+    }
+
+    #[test]
+    fn a_stalled_write_is_an_outage_and_an_unrecovered_one_stays_open() {
+        let stalled = [
+            write(0, 10, true, "a"),
+            write(1000, 9000, true, "b"),
+            write(1500, 7000, true, "c"),
+        ];
+        let refs: Vec<&Record> = stalled.iter().collect();
+        // b stalls (sent at 1 s); c is slow too; nothing answers in time before the end.
+        assert_eq!(write_outage(&refs, ms(12000), ms(2000)), (ms(11000), true));
+        let recovered = [write(1000, 9000, true, "b"), write(10500, 10, true, "c")];
+        let refs: Vec<&Record> = recovered.iter().collect();
+        assert_eq!(write_outage(&refs, ms(12000), ms(2000)), (ms(9510), false));
+        assert_eq!(write_outage(&[], ms(12000), ms(2000)), (ms(0), false));
+    }
+
+    #[test]
+    fn each_window_is_charged_with_its_own_failures_and_lost_writes() {
+        let records = vec![
+            read(500, true, false),   // before the first kill: nobody's
+            read(1500, false, false), // lb-1
+            read(1600, true, true),   // lb-1, retried once
+            write(1700, 10, true, "w1"),
+            write(5500, 10, false, "w2"), // db-primary
+            write(6000, 10, true, "w3"),
+            write(6100, 10, true, "w4"),
+        ];
+        let windows = [
+            Window {
+                component: "lb-1".into(),
+                killed: ms(1000),
+                restored: Some(ms(2000)),
+                healthy: Some(ms(3500)),
+                end: ms(5000),
+            },
+            Window {
+                component: "db-primary".into(),
+                killed: ms(5000),
+                restored: Some(ms(6000)),
+                healthy: None,
+                end: ms(8000),
+            },
+        ];
+        let lost: HashSet<String> = ["w3".to_owned(), "w2".to_owned()].into();
+        let targets = Targets::default();
+        let results = account(&records, &windows, &lost, &targets);
+        let lb = &results[0];
+        assert_eq!((lb.reads, lb.failed_reads, lb.retried_reads), (2, 1, 1));
+        assert_eq!((lb.writes, lb.failed_writes, lb.acked_lost), (1, 0, 0));
+        assert_eq!(lb.to_healthy, Some(ms(1500)));
+        let verdict = lb.verdict(&targets);
+        assert!(!verdict.failed_reads && verdict.failed_writes && verdict.to_healthy);
+        assert!(!verdict.passed());
+
+        let primary = &results[1];
+        // w2 failed (its outcome is unknown, not lost); w3 was acknowledged and is gone.
+        assert_eq!((primary.failed_writes, primary.acked_lost), (1, 1));
+        assert_eq!(primary.write_outage, ms(510));
+        let verdict = primary.verdict(&targets);
+        assert!(verdict.failed_writes && verdict.write_outage);
+        assert!(!verdict.to_healthy && !verdict.acked_lost);
+
+        let table = table(&results, &targets);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].starts_with("lb-1") && lines[1].contains("1 FAIL"),
+            "{table}"
+        );
+        assert!(lines[1].contains("1.5s PASS"), "{table}");
+        assert!(
+            lines[2].contains("1 (any)") && lines[2].contains("never FAIL"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("0.5s PASS") && lines[2].contains("1 FAIL"),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("targets: 0 failed requests"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The stack's containers, through the `docker compose` command a person would type.
+//!
+//! A kill is `docker compose kill` (SIGKILL: a crash, no clean shutdown), a restore is
+//! `docker compose start`, and health is what `docker compose ps --all --format json` says
+//! (Compose 2.21 and newer print one JSON object per line; older ones one array: both are
+//! read). The stack's long-running services are those of `docker compose config --services`,
+//! which leaves out services behind a profile (the `client` tool container).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokio::process::Command;
+
+/// Longest any one compose command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `docker compose` run in a project folder, optionally on a given file.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    dir: PathBuf,
+    file: Option<PathBuf>,
+}
+
+/// One container's state, as `docker compose ps` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ServiceState {
+    #[serde(rename = "Service")]
+    pub service: String,
+    /// `running`, `exited`, `restarting` ...
+    #[serde(rename = "State")]
+    pub state: String,
+    /// `healthy`, `unhealthy`, `starting`, or empty without a healthcheck.
+    #[serde(rename = "Health", default)]
+    pub health: String,
+}
+
+impl ServiceState {
+    pub fn healthy(&self) -> bool {
+        self.state == "running" && (self.health == "healthy" || self.health.is_empty())
+    }
+}
+
+impl Compose {
+    pub fn new(dir: PathBuf, file: Option<PathBuf>) -> Self {
+        Self { dir, file }
+    }
+
+    /// SIGKILL to the service's container.
+    pub async fn kill(&self, service: &str) -> anyhow::Result<()> {
+        self.run(&["kill", "--signal", "SIGKILL", service])
+            .await
+            .map(drop)
+    }
+
+    pub async fn start(&self, service: &str) -> anyhow::Result<()> {
+        self.run(&["start", service]).await.map(drop)
+    }
+
+    /// The services `up` starts (profiles left out).
+    pub async fn services(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.run(&["config", "--services"]).await?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    pub async fn states(&self) -> anyhow::Result<Vec<ServiceState>> {
+        parse_ps(&self.run(&["ps", "--all", "--format", "json"]).await?)
+    }
+
+    /// Which of `expected` are not running and healthy (missing ones included), sorted.
+    pub async fn not_healthy(&self, expected: &[String]) -> anyhow::Result<Vec<String>> {
+        Ok(not_healthy(expected, &self.states().await?))
+    }
+
+    async fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new("docker");
+        command.arg("compose");
+        if let Some(file) = &self.file {
+            command.arg("--file").arg(file);
+        }
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let shown = format!("docker compose {}", args.join(" "));
+        let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
+            .await
+            .with_context(|| format!("{shown}: still running after {COMMAND_TIMEOUT:?}"))?
+            .with_context(|| format!("{shown}: could not run docker"))?;
+        if !output.status.success() {
+            bail!(
+                "{shown}: {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// `docker compose ps --format json`: one object per line, or one array.
+pub fn parse_ps(text: &str) -> anyhow::Result<Vec<ServiceState>> {
+    let text = text.trim();
+    if text.starts_with('[') {
+        return serde_json::from_str(text).context("docker compose ps output");
+    }
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).with_context(|| format!("docker compose ps: {line}"))
+        })
+        .collect()
+}
+
+/// The services of `expected` without a running, healthy container.
+pub fn not_healthy(expected: &[String], states: &[ServiceState]) -> Vec<String> {
+    let mut bad: Vec<String> = expected
+        .iter()
+        .filter(|service| {
+            let containers: Vec<_> = states.iter().filter(|s| &s.service == *service).collect();
+            containers.is_empty() || !containers.iter().all(|s| s.healthy())
+        })
+        .cloned()
+        .collect();
+    bad.sort();
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two lines of `docker compose ps --all --format json` from Compose 2.26.1, trimmed of
+    /// fields the demo does not read: a healthy container and a killed one without a
+    /// healthcheck.
+    const PS_2_26: &str = r#"{"Command":"\"sleep 120\"","ExitCode":0,"Health":"healthy","ID":"7e57ea5cefb2","Name":"foobar-demo-probe-ok-1","Project":"foobar-demo-probe","Publishers":null,"Service":"ok","State":"running","Status":"Up 1 second (healthy)"}
+{"Command":"\"sleep 120\"","ExitCode":137,"Health":"","ID":"1644754ca569","Name":"foobar-demo-probe-plain-1","Project":"foobar-demo-probe","Publishers":null,"Service":"plain","State":"exited","Status":"Exited (137) Less than a second ago"}
+"#;
+
+    #[test]
+    fn reads_one_object_per_line_and_an_array() {
+        let states = parse_ps(PS_2_26).unwrap();
+        assert_eq!(states.len(), 2);
+        assert!(states[0].healthy());
+        assert!(!states[1].healthy());
+        let array = r#"[{"Service":"dns","State":"running","Health":"starting"}]"#;
+        let states = parse_ps(array).unwrap();
+        assert_eq!(states[0].health, "starting");
+        assert!(!states[0].healthy());
+        assert!(parse_ps("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_exited_and_starting_services_are_not_healthy() {
+        let state = |service: &str, state: &str, health: &str| ServiceState {
+            service: service.into(),
+            state: state.into(),
+            health: health.into(),
+        };
+        let states = [
+            state("web-a", "running", "healthy"),
+            state("lb-1", "exited", ""),
+            state("dns", "running", "starting"),
+            state("prometheus", "running", ""),
+        ];
+        let expected: Vec<String> = ["web-a", "lb-1", "dns", "prometheus", "db-primary"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            not_healthy(&expected, &states),
+            ["db-primary", "dns", "lb-1"]
+        );
+    }
+}

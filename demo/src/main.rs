@@ -1,0 +1,173 @@
+//! `foobar-demo`: the failover demo of issue 7 against the running stack (`make demo`).
+//! Exit 0 when every target is met, 1 when one is missed, 2 when the demo could not run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use foobar_demo::account::Targets;
+use foobar_demo::load::LoadConfig;
+use foobar_demo::visitor::VisitorConfig;
+use foobar_demo::{Config, Scenario};
+
+/// Kills the stack's components one at a time under a steady load of reads and writes sent
+/// as a visitor sends them (DNS through foobar-dns, HTTPS through the balancers), restores
+/// each, and reports what the visitor saw: a line per second, a table per component with
+/// the targets, and an SVG timeline. Needs the stack up (make up). Durations are in seconds.
+#[derive(Debug, Parser)]
+#[command(name = "foobar-demo", version)]
+struct Args {
+    /// foobar-dns, asked for www.foobar.com before every new connection.
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    dns: SocketAddr,
+    /// The site's name (DNS, TLS SNI, Host).
+    #[arg(long, default_value = "www.foobar.com")]
+    host: String,
+    /// HTTPS port on the balancers' addresses.
+    #[arg(long, default_value_t = 443)]
+    port: u16,
+    /// CA certificate the balancers' certificate is signed by (make up copies it there).
+    #[arg(long, default_value = "tls/ca.pem")]
+    ca: PathBuf,
+    /// A connect (or DNS query) slower than this moves on to the next address.
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    connect_timeout: Duration,
+    /// The longest one request may take, connecting included.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    request_timeout: Duration,
+    /// Requests a connection carries before a new one (with a new DNS answer) is made.
+    #[arg(long, default_value_t = 100)]
+    max_requests_per_connection: u32,
+    /// Age after which a connection is replaced.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    max_connection_age: Duration,
+    /// Concurrent readers (GET --read-path).
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+    /// Concurrent writers (POST /api/posts).
+    #[arg(long, default_value_t = 2)]
+    writers: usize,
+    /// Reads per second, all readers together.
+    #[arg(long, default_value_t = 100.0)]
+    read_rate: f64,
+    /// Writes per second, all writers together.
+    #[arg(long, default_value_t = 20.0)]
+    write_rate: f64,
+    #[arg(long, default_value = "/api/posts?limit=5")]
+    read_path: String,
+    /// Killed in this order, each restored before the next.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "web-a,lb-1,router-a,db-replica,db-primary"
+    )]
+    components: Vec<String>,
+    /// Load before the first kill.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    warmup: Duration,
+    /// How long each killed component stays down.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    hold: Duration,
+    /// Load between all-healthy and the next kill.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    settle: Duration,
+    /// Longest wait for every service to be healthy after a restore.
+    #[arg(long, default_value = "120", value_parser = seconds)]
+    healthy_timeout: Duration,
+    /// Folder of the stack's docker-compose.yml.
+    #[arg(long, default_value = ".")]
+    compose_dir: PathBuf,
+    /// A compose file other than the folder's own.
+    #[arg(long)]
+    compose_file: Option<PathBuf>,
+    /// Where the SVG timeline goes.
+    #[arg(long, default_value = "dist/demo-timeline.svg")]
+    svg: PathBuf,
+    /// Target: failed requests allowed per kill.
+    #[arg(long, default_value_t = 0)]
+    max_failed: u64,
+    /// Components whose kill may fail requests.
+    #[arg(long, value_delimiter = ',', default_value = "db-primary")]
+    may_fail: Vec<String>,
+    /// Target: longest write outage.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    max_write_outage: Duration,
+    /// Target: from a restore to every service healthy.
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    max_to_healthy: Duration,
+    /// A write slower than this counts toward the write outage.
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    stall: Duration,
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = Config {
+        visitor: VisitorConfig {
+            dns_server: args.dns,
+            host: args.host,
+            port: args.port,
+            ca_file: args.ca,
+            connect_timeout: args.connect_timeout,
+            request_timeout: args.request_timeout,
+            max_requests_per_connection: args.max_requests_per_connection,
+            max_connection_age: args.max_connection_age,
+        },
+        load: LoadConfig {
+            readers: args.readers,
+            writers: args.writers,
+            read_rate: args.read_rate,
+            write_rate: args.write_rate,
+            read_path: args.read_path,
+            ..LoadConfig::default()
+        },
+        compose_dir: args.compose_dir,
+        compose_file: args.compose_file,
+        components: args.components,
+        warmup: args.warmup,
+        hold: args.hold,
+        settle: args.settle,
+        healthy_timeout: args.healthy_timeout,
+        targets: Targets {
+            max_failed: args.max_failed,
+            may_fail: args.may_fail,
+            max_write_outage: args.max_write_outage,
+            max_to_healthy: args.max_to_healthy,
+            stall: args.stall,
+        },
+    };
+    let report = match Scenario::run(&config, |line| println!("{line}")).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("foobar-demo: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    println!();
+    print!("{}", report.text());
+    let written = args
+        .svg
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&args.svg, report.svg()));
+    match written {
+        Ok(()) => println!("timeline picture: {}", args.svg.display()),
+        Err(error) => eprintln!("foobar-demo: {}: {error}", args.svg.display()),
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

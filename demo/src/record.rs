@@ -1,0 +1,53 @@
+//! What one request saw, kept for every request of the run: the accounting, the timeline and
+//! the verification all read these records and nothing else, so the numbers are the client's.
+
+use std::time::Duration;
+
+/// A read (`GET /api/posts`) or a write (`POST /api/posts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Write,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Ok(u16),
+    /// Any other HTTP status (502, 503 ...).
+    Status(u16),
+    /// No answer: refused everywhere, connection died, timeout, TLS or DNS failure.
+    Error(String),
+}
+
+/// One request, from the client's side.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub kind: Kind,
+    /// When it was sent, since the start of the run.
+    pub start: Duration,
+    pub latency: Duration,
+    pub outcome: Outcome,
+    /// `X-Served-By`, or the answer's `served_by.web`.
+    pub web: Option<String>,
+    /// The answer's `served_by.database`: the node that ran the statement.
+    pub database: Option<String>,
+    /// A write's created post id, when it was acknowledged.
+    pub post_id: Option<u64>,
+    /// A write's unique message, to find it again whatever its outcome.
+    pub marker: Option<String>,
+    /// The request went a second time, on a new connection (a GET whose connection died).
+    pub retried: bool,
+}
+
+impl Record {
+    pub fn ok(&self) -> bool {
+        matches!(self.outcome, Outcome::Ok(_))
+    }
+
+    /// When the answer (or the failure) came, since the start of the run.
+    pub fn end(&self) -> Duration {
+        self.start + self.latency
+    }
+}

@@ -1,0 +1,204 @@
+//! The timeline as an SVG picture a person can open in a browser: answered and failed
+//! requests per second as bars, a vertical mark at each kill, restore and return to health.
+//! Hand-written SVG: a few rectangles and lines need no plotting library.
+
+use std::fmt::Write as _;
+
+use crate::timeline::{Event, EventKind, Second};
+
+const WIDTH: f64 = 1000.0;
+const HEIGHT: f64 = 420.0;
+const LEFT: f64 = 60.0;
+const RIGHT: f64 = 20.0;
+/// Room above the plot for the event labels.
+const TOP: f64 = 110.0;
+const BOTTOM: f64 = 40.0;
+
+/// The picture of `seconds`, with `events` marked; `title` on top.
+pub fn render(seconds: &[Second], events: &[Event], title: &str) -> String {
+    let span = seconds
+        .len()
+        .max(
+            events
+                .iter()
+                .map(|e| e.at.as_secs() as usize + 1)
+                .max()
+                .unwrap_or(0),
+        )
+        .max(1) as f64;
+    let peak = seconds.iter().map(|s| s.requests).max().unwrap_or(0).max(1);
+    let scale_max = nice_ceiling(peak) as f64;
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let x = |t: f64| LEFT + t / span * plot_w;
+    let y = |v: f64| TOP + plot_h - v / scale_max * plot_h;
+    let bar = (plot_w / span).max(1.0);
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"11\">"
+    );
+    let _ = writeln!(svg, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+    let _ = writeln!(
+        svg,
+        "<text x=\"{LEFT}\" y=\"18\" font-size=\"14\" font-weight=\"bold\">{}</text>",
+        escape(title)
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"18\" text-anchor=\"end\"><tspan fill=\"#4a90d9\">■ answered</tspan> \
+         <tspan fill=\"#d0021b\">■ failed</tspan> per second</text>",
+        WIDTH - RIGHT
+    );
+    // Axes and a few grid lines with their values.
+    for step in 0..=4 {
+        let value = scale_max * f64::from(step) / 4.0;
+        let gy = y(value);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{value:.0}</text>",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            gy + 4.0
+        );
+    }
+    let tick = [5u64, 10, 15, 30, 60, 120, 300]
+        .into_iter()
+        .find(|t| span / *t as f64 <= 12.0)
+        .unwrap_or(600);
+    for t in (0..=span as u64).step_by(tick as usize) {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}s</text>",
+            x(t as f64),
+            HEIGHT - BOTTOM + 16.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>",
+        y(0.0),
+        WIDTH - RIGHT,
+        y(0.0)
+    );
+    // One bar per second: answered (blue) with failed (red) on top.
+    for second in seconds {
+        let answered = (second.requests - second.failed) as f64;
+        let failed = second.failed as f64;
+        let left = x(second.at as f64);
+        if answered > 0.0 {
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{left:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"#4a90d9\">\
+                 <title>{}s: {} answered</title></rect>",
+                y(answered),
+                y(0.0) - y(answered),
+                second.at,
+                answered
+            );
+        }
+        if failed > 0.0 {
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{left:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"#d0021b\">\
+                 <title>{}s: {} failed</title></rect>",
+                y(answered + failed),
+                y(answered) - y(answered + failed),
+                second.at,
+                failed
+            );
+        }
+    }
+    // Event marks, their labels staggered on three rows so neighbours do not overlap.
+    for (i, event) in events.iter().enumerate() {
+        let ex = x(event.at.as_secs_f64());
+        let colour = match event.kind {
+            EventKind::Killed => "#d0021b",
+            EventKind::Restored => "#f5a623",
+            EventKind::Healthy => "#417505",
+        };
+        let label_y = 40.0 + (i % 3) as f64 * 22.0;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{ex:.1}\" y1=\"{label_y:.1}\" x2=\"{ex:.1}\" y2=\"{:.1}\" stroke=\"{colour}\" \
+             stroke-dasharray=\"4 3\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\">{} ({:.0}s)</text>",
+            y(0.0),
+            ex + 3.0,
+            label_y + 10.0,
+            escape(&event.label()),
+            event.at.as_secs_f64()
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The smallest of 1, 2, 5 × 10^n not below `n`.
+fn nice_ceiling(n: u64) -> u64 {
+    let mut base = 1;
+    loop {
+        for factor in [1, 2, 5] {
+            if base * factor >= n {
+                return base * factor;
+            }
+        }
+        base *= 10;
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bars_marks_and_labels_in_a_well_formed_picture() {
+        let seconds: Vec<Second> = (0..30)
+            .map(|at| Second {
+                at,
+                requests: 100,
+                failed: if at == 12 { 7 } else { 0 },
+                ..Second::default()
+            })
+            .collect();
+        let events = [
+            Event {
+                at: Duration::from_secs(10),
+                kind: EventKind::Killed,
+                component: "db-primary".into(),
+            },
+            Event {
+                at: Duration::from_secs(20),
+                kind: EventKind::Restored,
+                component: "db-primary".into(),
+            },
+        ];
+        let svg = render(&seconds, &events, "failover <demo> & more");
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("failover &lt;demo&gt; &amp; more"));
+        assert_eq!(svg.matches("fill=\"#4a90d9\"><title>").count(), 30);
+        assert!(svg.contains("<title>12s: 7 failed</title>"));
+        assert!(svg.contains(">kill db-primary (10s)</text>"));
+        assert!(svg.contains(">restore db-primary (20s)</text>"));
+        // Every bar is closed; the background is the one self-closed rectangle.
+        assert_eq!(
+            svg.matches("<rect").count(),
+            svg.matches("</rect>").count() + 1
+        );
+        assert_eq!(nice_ceiling(100), 100);
+        assert_eq!(nice_ceiling(101), 200);
+        assert_eq!(nice_ceiling(0), 1);
+    }
+}
