@@ -23,6 +23,12 @@ images:
 fuzz:
 	SECONDS_PER_TARGET=600 bash scripts/fuzz.sh
 
+## The failover demo (issue 7): kill each component under load, print the table, draw
+## dist/demo-timeline.svg. Needs the stack up (make up). Options: DEMO_ARGS="--hold 5".
+.PHONY: demo
+demo:
+	bash scripts/demo.sh
+
 ## Stop the stack; data volumes are kept.
 down:
 	docker compose down
