@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# foobar-balancer against HAProxy 2.6, in the same run, in front of the same two backends
+# (nginx serving a small file): plain HTTP, keep-alive on both sides, round robin, health
+# checks on. Each balancer pinned to CPU 0; wrk and the two nginx pinned to CPU 1.
+# Prints requests per second, p50 and p99 for both, the ratios, CPU per request and
+# foobar-balancer's idle memory (RSS).
+#
+#   bench/balancer.sh                 # 30 s per balancer
+#   DURATION=10 bench/balancer.sh
+#   CONNECTIONS=100 bench/balancer.sh # wrk's open connections (default 50)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+DURATION=${DURATION:-30}
+CONNECTIONS=${CONNECTIONS:-50}
+BACKEND_A_PORT=${BACKEND_A_PORT:-15401}
+BACKEND_B_PORT=${BACKEND_B_PORT:-15402}
+HAPROXY_PORT=${HAPROXY_PORT:-15403}
+FOOBAR_PORT=${FOOBAR_PORT:-15404}
+bash scripts/install-tools.sh bench
+
+work=$(mktemp -d /tmp/foobar-bench-balancer.XXXXXX)
+pids=()
+# Each server runs in its own session and process group (setsid): kill the whole group.
+cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+step "building foobar-balancer (release)"
+cargo build --release --locked --bin foobar-balancer 2>&1 | tail -n 1
+binary=target/release/foobar-balancer
+
+# A server must not start where another one already listens, or we would measure that one.
+port_free() { # port
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "something already listens on 127.0.0.1:$1; stop it or set the *_PORT variables" >&2
+    exit 1
+  fi
+}
+wait_answering() { # port path
+  for _ in $(seq 1 100); do
+    if curl -fs -o /dev/null "http://127.0.0.1:$1$2"; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing answers http://127.0.0.1:$1$2" >&2; return 1
+}
+for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT"; do port_free "$port"; done
+
+# The backends: one nginx, one worker per port, a 612-byte page (nginx's own index size).
+mkdir -p "$work/www" "$work/nginx-temp"
+chmod 755 "$work" # nginx's workers run as nobody when started by root
+head -c 612 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
+cat > "$work/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+error_log $work/nginx-error.log warn;
+pid $work/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $work/nginx-temp;
+    proxy_temp_path $work/nginx-temp;
+    fastcgi_temp_path $work/nginx-temp;
+    uwsgi_temp_path $work/nginx-temp;
+    scgi_temp_path $work/nginx-temp;
+    server {
+        listen 127.0.0.1:$BACKEND_A_PORT;
+        listen 127.0.0.1:$BACKEND_B_PORT;
+        root $work/www;
+        location = /readyz { return 200 "ready\n"; }
+    }
+}
+CONF
+
+# HAProxy: one thread, round robin, keep-alive to clients and backends (connections reused
+# across requests), the same health checks and timeouts as foobar-balancer's config below.
+cat > "$work/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+frontend web
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend webs
+backend webs
+    balance roundrobin
+    option httpchk GET /readyz
+    server a 127.0.0.1:$BACKEND_A_PORT check inter 1s rise 2 fall 2
+    server b 127.0.0.1:$BACKEND_B_PORT check inter 1s rise 2 fall 2
+CONF
+
+cat > "$work/foobar-balancer.toml" <<CONF
+[service]
+admin_listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:$FOOBAR_PORT"
+redirect_to_https = false
+[https]
+enabled = false
+[pool]
+algorithm = "round_robin"
+[[pool.backends]]
+address = "127.0.0.1:$BACKEND_A_PORT"
+[[pool.backends]]
+address = "127.0.0.1:$BACKEND_B_PORT"
+[health]
+path = "/readyz"
+interval = "1s"
+[timeouts]
+connect = "1s"
+response = "30s"
+[limits]
+max_connections = 4096
+header_read_timeout = "10s"
+CONF
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() {
+  sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'
+}
+# wrk's latency figure (`812.00us`, `1.20ms`, `1.05s`) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else { printf "%s", v } }'
+}
+
+# Runs wrk against PORT, leaving its output in $work/NAME.wrk.
+run_wrk() { # name port
+  local name=$1 port=$2
+  step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancer on CPU 0, wrk and nginx on CPU 1)"
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/index.html" > /dev/null # warm-up
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/index.html" \
+    > "$work/$name.wrk" 2>&1
+  grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+}
+rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; }
+percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
+failures() { # non-2xx answers and socket errors, which must be none
+  awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$work/$1.wrk"
+}
+
+step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU 1"
+setsid taskset -c 1 nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
+pids+=($!)
+wait_answering "$BACKEND_A_PORT" /index.html
+wait_answering "$BACKEND_B_PORT" /index.html
+
+step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') on CPU 0"
+setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
+pids+=($!)
+haproxy_pid=${pids[-1]}
+wait_answering "$HAPROXY_PORT" /index.html
+sleep 2 # two health checks: both servers up
+haproxy_cpu_before=$(cpu_seconds "$haproxy_pid")
+run_wrk haproxy "$HAPROXY_PORT"
+haproxy_cpu=$(awk -v a="$(cpu_seconds "$haproxy_pid")" -v b="$haproxy_cpu_before" 'BEGIN { print a - b }')
+haproxy_rss=$(rss_kb "$haproxy_pid")
+kill -- "-$haproxy_pid" 2>/dev/null || true
+wait "$haproxy_pid" 2>/dev/null || true
+
+step "starting foobar-balancer on CPU 0"
+RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
+pids+=($!)
+foobar_pid=${pids[-1]}
+wait_answering "$FOOBAR_PORT" /index.html
+sleep 2
+idle_rss=$(rss_kb "$foobar_pid")
+foobar_cpu_before=$(cpu_seconds "$foobar_pid")
+run_wrk foobar-balancer "$FOOBAR_PORT"
+foobar_cpu=$(awk -v a="$(cpu_seconds "$foobar_pid")" -v b="$foobar_cpu_before" 'BEGIN { print a - b }')
+loaded_rss=$(rss_kb "$foobar_pid")
+
+per_request() { awk -v cpu="$1" -v rps="$2" -v d="$DURATION" 'BEGIN { printf "%.1f", cpu * 1e6 / (rps * d) }'; }
+echo
+printf '%-16s %12s %10s %10s %10s %14s %10s\n' "balancer" "requests/s" "p50 ms" "p99 ms" "failed" "CPU us/req" "RSS MB"
+for name in haproxy foobar-balancer; do
+  if [ "$name" = haproxy ]; then cpu=$haproxy_cpu; rss=$haproxy_rss; else cpu=$foobar_cpu; rss=$loaded_rss; fi
+  printf '%-16s %12.0f %10s %10s %10s %14s %10s\n' "$name" "$(rps "$name")" "$(percentile "$name" 50)" \
+    "$(percentile "$name" 99)" "$(failures "$name")" "$(per_request "$cpu" "$(rps "$name")")" "$((rss / 1024))"
+done
+echo "ratio foobar-balancer / haproxy, requests per second: $(awk -v a="$(rps foobar-balancer)" -v b="$(rps haproxy)" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
+echo "ratio foobar-balancer / haproxy, p99 latency:         $(awk -v a="$(percentile foobar-balancer 99)" -v b="$(percentile haproxy 99)" 'BEGIN { printf "%.2f", a / b }')  (target <= 1.00)"
+echo "foobar-balancer RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 15 MB)"
