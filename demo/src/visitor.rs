@@ -7,6 +7,7 @@
 //!   the next one (a dead balancer's address may not refuse at all: its IP is simply gone).
 //! - TLS trusts only the stack's CA, with SNI www.foobar.com; HTTP/1.1 with keep-alive, a
 //!   connection living a bounded number of requests and seconds, so DNS changes are followed.
+//! - An idle connection the server has closed is not reused (checked without waiting).
 //! - A request whose established connection died before any answer byte goes once more on a
 //!   new connection only if it is a GET. A POST is never sent twice: it fails, and whether it
 //!   was stored is found out at the end ([`crate::verify`]).
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
@@ -100,6 +102,19 @@ struct Connection {
     opened: Instant,
 }
 
+impl Connection {
+    /// Whether the server has closed this idle connection (or sent something unasked), seen
+    /// without waiting: browsers check this before reusing a connection, so a crashed
+    /// balancer's closed connections cost no request.
+    async fn closed_by_peer(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        // A zero timeout still polls the read once: a pending close is seen, nothing waits.
+        timeout(Duration::ZERO, self.stream.read(&mut byte))
+            .await
+            .is_ok()
+    }
+}
+
 impl Visitor {
     pub fn new(config: Arc<VisitorConfig>) -> anyhow::Result<Self> {
         let resolver = Resolver::new(config.dns_server, &config.host, config.connect_timeout)?;
@@ -170,6 +185,11 @@ impl Visitor {
         });
         if worn_out {
             self.connection = None;
+        }
+        if let Some(connection) = &mut self.connection {
+            if connection.closed_by_peer().await {
+                self.connection = None;
+            }
         }
         if self.connection.is_none() {
             self.connection = Some(self.connect().await?);
