@@ -74,7 +74,7 @@ pub struct DatabaseConfig {
     pub url: String,
     /// A file holding the password (a Docker secret); empty: the URL's password, if any.
     pub password_file: PathBuf,
-    /// Connections kept open at most.
+    /// Connections kept open at most (at least 2).
     pub max_connections: u32,
     /// How long a request waits for a connection (including connecting) before it gets 503.
     #[serde(with = "humantime_serde")]
@@ -136,8 +136,9 @@ impl ServiceConfig for Config {
         }
         HeaderValue::from_str(&self.instance_name())
             .map_err(|_| "http.instance: not a valid header value".to_owned())?;
-        if self.database.max_connections == 0 {
-            return Err("database.max_connections: must be at least 1".to_owned());
+        // Migrating takes two: one holds the migration lock, the other migrates.
+        if self.database.max_connections < 2 {
+            return Err("database.max_connections: must be at least 2".to_owned());
         }
         if self.database.acquire_timeout.is_zero() || self.database.query_timeout.is_zero() {
             return Err("database.acquire_timeout, query_timeout: must be more than 0".to_owned());

@@ -7,9 +7,9 @@
 //! the same interval. `/readyz` is 200 only while the schema is applied and the last check
 //! succeeded, so a balancer stops sending traffic to a web server that cannot reach its data.
 //!
-//! Migrations are embedded in the binary (`webapp/migrations`). sqlx's MySQL migrator holds
-//! `GET_LOCK` while it works, so when web-a and web-b start at the same moment one applies
-//! them and the other waits, then finds nothing left to do.
+//! Migrations are embedded in the binary (`webapp/migrations`) and applied under a named lock
+//! (`GET_LOCK` with a real timeout, see [`MIGRATION_LOCK`]), so when web-a and web-b start at
+//! the same moment one applies them and the other waits, then finds nothing left to do.
 //!
 //! Every request's database work goes through [`Database::bounded`]: one pooled connection for
 //! the whole request (so the db-router can keep a user's reads with their writes), bounded by
@@ -30,6 +30,14 @@ use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
 
 static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// The named lock (`GET_LOCK`) held while migrating. sqlx's migrator takes one too, but with
+/// a timeout of -1, which MariaDB refuses (it returns NULL and takes no lock, MDEV-4017), and
+/// sqlx does not look at the answer: two web servers starting together both migrated, and
+/// the second failed on a duplicate key (`tests/guestbook.rs` caught it).
+const MIGRATION_LOCK: &str = "foobar_webapp_migrations";
+/// How long a web server waits for another one's migrations before it retries.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// Why a request could not use the database. Every kind means "try again later" to a visitor.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +139,16 @@ impl Database {
     pub async fn maintain(self, ctx: Context) {
         let mut failures = 0u64;
         loop {
-            match self.migrate().await {
+            // Bounded, so a database that hangs mid-migration is retried, not waited on forever.
+            let attempt = tokio::time::timeout(2 * MIGRATION_LOCK_WAIT, self.migrate())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "no progress within {:?}",
+                        2 * MIGRATION_LOCK_WAIT
+                    ))
+                });
+            match attempt {
                 Ok(()) => break,
                 Err(e) => {
                     failures += 1;
@@ -174,11 +191,28 @@ impl Database {
         }
     }
 
+    /// Applies the pending migrations while one connection holds [`MIGRATION_LOCK`], so that of
+    /// two web servers starting together one migrates and the other then finds nothing to do.
+    /// (The migrator works on a second pooled connection: the lock is the database server's,
+    /// whichever session of ours holds it.)
     async fn migrate(&self) -> anyhow::Result<()> {
-        tokio::time::timeout(Duration::from_secs(60), MIGRATOR.run(&self.pool))
-            .await
-            .map_err(|_| anyhow::anyhow!("migrations did not finish within 60 s"))??;
-        Ok(())
+        let mut lock = self.pool.acquire().await?;
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(MIGRATION_LOCK)
+            .bind(MIGRATION_LOCK_WAIT.as_secs())
+            .fetch_one(&mut *lock)
+            .await?;
+        anyhow::ensure!(
+            locked == Some(1),
+            "another web server has held the migration lock for {MIGRATION_LOCK_WAIT:?}"
+        );
+        let result = MIGRATOR.run(&self.pool).await;
+        // Should this fail, the lock still ends with the session.
+        sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *lock)
+            .await?;
+        Ok(result?)
     }
 
     /// Waits one retry interval; false when shutdown came first.

@@ -1,0 +1,436 @@
+//! The guestbook against a real MariaDB from the project's image, through two real
+//! foobar-webapp processes (web-a and web-b), as the stack runs them.
+//!
+//! MariaDB's first start takes 30-60 s here, so one database serves every step, in an order
+//! that matters: the migrations step needs the fresh database, and the database goes down and
+//! comes back last. Each step is its own function, named for what it proves.
+
+mod chromium;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use foobar_service::testing::{self, RunningService};
+use serde_json::Value;
+use sqlx::MySqlPool;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_foobar-webapp");
+const PAGE_SIZE: usize = 5;
+
+struct Web {
+    name: &'static str,
+    service: RunningService,
+}
+
+impl Web {
+    fn http(&self) -> SocketAddr {
+        self.service.addr("http")
+    }
+
+    async fn get(&self, path: &str) -> (u16, Vec<(String, String)>, String) {
+        testing::http_request(self.http(), "GET", path, &[], "")
+            .await
+            .unwrap()
+    }
+
+    async fn get_json(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.get(path).await;
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (status, json)
+    }
+
+    async fn post_json(&self, body: &Value) -> (u16, Vec<(String, String)>, Value) {
+        let (status, headers, body) = testing::http_request(
+            self.http(),
+            "POST",
+            "/api/posts",
+            &[("Content-Type", "application/json")],
+            &body.to_string(),
+        )
+        .await
+        .unwrap();
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (status, headers, json)
+    }
+
+    /// Every log line so far.
+    fn drain_logs(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.service.logs.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_web(name: &'static str, config: &Path) -> Web {
+    let service = RunningService::start(Path::new(BINARY), config, &[], &["admin", "http"])
+        .await
+        .unwrap();
+    Web { name, service }
+}
+
+#[tokio::test]
+async fn guestbook_against_mariadb() {
+    let port = free_port();
+    let db = foobar_stack_tests::primary_on_port(port)
+        .await
+        .expect("the database image foobar/mariadb:dev (make test builds it)");
+    let pool = foobar_stack_tests::app_pool(&db).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("db_app_password");
+    std::fs::write(&secret, format!("{}\n", foobar_stack_tests::APP_PASSWORD)).unwrap();
+    let configs = ["web-a", "web-b"].map(|name| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config(name, port, &secret)).unwrap();
+        path
+    });
+
+    let (mut a, b) =
+        migrations_run_once_when_two_instances_start_together(&pool, &configs[0], &configs[1])
+            .await;
+    a_post_written_through_the_api_reads_back_on_both_servers(&a, &b).await;
+    a_form_post_redirects_to_the_page_that_shows_it(&a).await;
+    posts_are_paginated_newest_first_without_gaps(&a, &b, &pool).await;
+    what_visitors_wrote_is_escaped_on_the_page(&a).await;
+    chromium_fills_in_the_form_and_finds_the_post(&b).await;
+    the_database_goes_down_and_comes_back(&db, &mut a).await;
+
+    for web in [a, b] {
+        let status = web
+            .service
+            .terminate(Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(status.success(), "{} exit status {status}", web.name);
+    }
+}
+
+fn config(name: &str, port: u16, secret: &Path) -> String {
+    let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+    format!(
+        "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = \"{static_dir}\"\ninstance = \"{name}\"\n\n\
+         [database]\nurl = \"mysql://foobar@127.0.0.1:{port}/foobar\"\n\
+         password_file = \"{}\"\nacquire_timeout = \"1s\"\nquery_timeout = \"2s\"\n\
+         retry_interval = \"250ms\"\n\n[guestbook]\npage_size = {PAGE_SIZE}\n",
+        secret.display()
+    )
+}
+
+/// web-a and web-b start at the same moment on an empty database: both become ready, each
+/// migration is recorded once, the welcome post (inserted by a migration) exists once, and
+/// neither server saw a migration fail (without sqlx's GET_LOCK, the second CREATE TABLE
+/// would).
+async fn migrations_run_once_when_two_instances_start_together(
+    pool: &MySqlPool,
+    config_a: &Path,
+    config_b: &Path,
+) -> (Web, Web) {
+    let (mut a, mut b) = tokio::join!(start_web("web-a", config_a), start_web("web-b", config_b));
+    let (ready_a, ready_b) = tokio::join!(
+        testing::wait_ready(a.service.addr("admin"), Duration::from_secs(60)),
+        testing::wait_ready(b.service.addr("admin"), Duration::from_secs(60)),
+    );
+    ready_a.unwrap();
+    ready_b.unwrap();
+
+    let (recorded, succeeded): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(success), 0) AS SIGNED) FROM _sqlx_migrations",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let embedded = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!((recorded, succeeded), (embedded, embedded));
+    let (welcome,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts WHERE name = 'foobar.com'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(welcome, 1, "the seeding migration ran exactly once");
+    for web in [&mut a, &mut b] {
+        let logs = web.drain_logs();
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("database schema is up to date")),
+            "{}: {logs:#?}",
+            web.name
+        );
+        assert!(
+            !logs
+                .iter()
+                .any(|l| l.contains("cannot apply the database schema")),
+            "{}: a migration failed: {logs:#?}",
+            web.name
+        );
+    }
+    (a, b)
+}
+
+/// POST /api/posts answers 201 with the stored post and its Location; both servers read it
+/// back, and say which web server and which database node served them.
+async fn a_post_written_through_the_api_reads_back_on_both_servers(a: &Web, b: &Web) {
+    let (status, headers, created) = a
+        .post_json(&serde_json::json!({ "name": "Ada", "message": "Hello from the API" }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["post"]["id"].as_u64().unwrap();
+    assert_eq!(header(&headers, "location"), format!("/api/posts/{id}"));
+    assert_eq!(created["post"]["name"], "Ada");
+    assert_eq!(created["served_by"]["web"], "web-a");
+    assert_eq!(created["served_by"]["database"], "db-primary");
+    let created_at = created["post"]["created_at"].as_str().unwrap();
+    assert!(
+        created_at.len() == 20 && created_at.ends_with('Z'),
+        "{created_at}"
+    );
+
+    for web in [a, b] {
+        let (status, read) = web.get_json(&format!("/api/posts/{id}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(read["post"], created["post"]);
+        assert_eq!(read["served_by"]["web"], web.name);
+    }
+    let (status, missing) = a.get_json("/api/posts/999999999").await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"], "there is no post 999999999");
+}
+
+/// The HTML form: 303 See Other to the guestbook page, which shows the new post (the user's
+/// own write, on the page that follows it) and thanks its author.
+async fn a_form_post_redirects_to_the_page_that_shows_it(a: &Web) {
+    let (status, headers, _) = testing::http_request(
+        a.http(),
+        "POST",
+        "/guestbook",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "name=Grace&message=Posted+from+a+form+%26+read+back",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 303);
+    let location = header(&headers, "location").to_owned();
+    let id: u64 = location
+        .strip_prefix("/guestbook?posted=")
+        .and_then(|rest| rest.split('#').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected Location {location}"));
+    assert!(location.ends_with(&format!("#post-{id}")), "{location}");
+
+    let path = location.split('#').next().unwrap();
+    let (status, headers, page) = a.get(path).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-served-by"), "web-a");
+    assert!(
+        page.contains(&format!("Thank you: your post #{id} is saved.")),
+        "{page}"
+    );
+    assert!(page.contains(&format!(r#"id="post-{id}""#)), "{page}");
+    assert!(
+        page.contains("Posted from a form &#38; read back"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<strong id="web-node">web-a</strong>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<strong id="db-node">db-primary</strong>"#),
+        "{page}"
+    );
+}
+
+/// Following `older` links from the newest page visits every post once, newest first, on
+/// either server; the HTML pages link the same way.
+async fn posts_are_paginated_newest_first_without_gaps(a: &Web, b: &Web, pool: &MySqlPool) {
+    for i in 0..12 {
+        let (status, _, body) = b
+            .post_json(
+                &serde_json::json!({ "name": format!("Bulk {i}"), "message": "page filler" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut next = Some(format!("/api/posts?limit={PAGE_SIZE}"));
+    let mut pages = 0;
+    while let Some(path) = next {
+        let web = if pages % 2 == 0 { a } else { b };
+        let (status, page) = web.get_json(&path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        let posts = page["posts"].as_array().unwrap();
+        assert!(posts.len() <= PAGE_SIZE && !posts.is_empty(), "{page}");
+        seen.extend(posts.iter().map(|p| p["id"].as_u64().unwrap()));
+        next = page["older"].as_str().map(str::to_owned);
+        pages += 1;
+    }
+    assert_eq!(seen.len() as i64, total, "every post once: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seen:?}"
+    );
+    assert_eq!(pages, (total as usize).div_ceil(PAGE_SIZE));
+
+    // The HTML guestbook: the first page's "Older posts" leads to the next five.
+    let (_, _, first) = a.get("/guestbook").await;
+    let older = format!(
+        r#"<a href="/guestbook?before={}" rel="next">"#,
+        seen[PAGE_SIZE - 1]
+    );
+    assert!(first.contains(&older), "{first}");
+    let (status, _, second) = a
+        .get(&format!("/guestbook?before={}", seen[PAGE_SIZE - 1]))
+        .await;
+    assert_eq!(status, 200);
+    for id in &seen[PAGE_SIZE..2 * PAGE_SIZE] {
+        assert!(second.contains(&format!(r#"id="post-{id}""#)), "{second}");
+    }
+    assert!(!second.contains(&format!(r#"id="post-{}""#, seen[0])));
+}
+
+/// A post made of markup is shown as text.
+async fn what_visitors_wrote_is_escaped_on_the_page(a: &Web) {
+    let (status, _, _) = a
+        .post_json(&serde_json::json!({
+            "name": "<b>Mallory</b>",
+            "message": "<script>alert('x')</script>"
+        }))
+        .await;
+    assert_eq!(status, 201);
+    let (_, _, page) = a.get("/guestbook").await;
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(!page.contains("<b>Mallory"), "{page}");
+    assert!(page.contains("&#60;b&#62;Mallory&#60;/b&#62;"), "{page}");
+}
+
+/// A person's view: Chromium types a post into the form, presses Post, and the page that
+/// follows shows it.
+async fn chromium_fills_in_the_form_and_finds_the_post(b: &Web) {
+    let mut browser = chromium::Browser::start().await.unwrap();
+    let base = format!("http://{}", b.http());
+    browser.goto(&format!("{base}/guestbook")).await.unwrap();
+    let message = format!("Typed by Chromium at {:?}", Instant::now());
+    browser.type_into("name", "Chromium").await.unwrap();
+    browser.type_into("message", &message).await.unwrap();
+    browser
+        .eval("document.querySelector('.post-form button[type=submit]').click()")
+        .await
+        .unwrap();
+    browser
+        .wait_for_page(|href| href.contains("/guestbook?posted="))
+        .await
+        .unwrap();
+    let text = browser
+        .eval("document.body.innerText")
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains(&message), "{text}");
+    assert!(text.contains("Thank you: your post #"), "{text}");
+    assert!(text.contains("Served by web server web-b"), "{text}");
+}
+
+/// The primary stops: pages that need it answer 503 quickly (HTML and JSON), the home page and
+/// static files keep serving, /readyz fails. It starts again: the same processes recover by
+/// themselves, reads and writes work.
+async fn the_database_goes_down_and_comes_back(
+    db: &testcontainers::ContainerAsync<testcontainers::GenericImage>,
+    a: &mut Web,
+) {
+    db.stop().await.unwrap();
+
+    let started = Instant::now();
+    let (status, headers, page) = a.get("/guestbook").await;
+    assert_eq!(status, 503, "{page}");
+    assert_eq!(header(&headers, "retry-after"), "5");
+    assert!(page.contains("cannot be reached right now"), "{page}");
+    let (status, json) = a.get_json("/api/posts").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        json["error"],
+        "the database is unavailable; try again shortly"
+    );
+    let (status, _, created) = a
+        .post_json(&serde_json::json!({ "name": "Ada", "message": "while down" }))
+        .await;
+    assert_eq!(status, 503, "{created}");
+    // Each answer within acquire_timeout + query_timeout (3 s), not hanging.
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _, home) = a.get("/").await;
+    assert_eq!(status, 200);
+    assert!(home.contains("The guestbook is resting"), "{home}");
+    let (status, _, _) = a.get(foobar_webapp::pages::STYLESHEET).await;
+    assert_eq!(status, 200);
+    wait_for_readyz(a.service.addr("admin"), 503, Duration::from_secs(10)).await;
+    let logs = a.drain_logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("not ready: the database does not answer")),
+        "{logs:#?}"
+    );
+
+    db.start().await.unwrap();
+    wait_for_readyz(a.service.addr("admin"), 200, Duration::from_secs(90)).await;
+    let (status, _, page) = a.get("/guestbook").await;
+    assert_eq!(status, 200, "{page}");
+    let (status, _, created) = a
+        .post_json(&serde_json::json!({ "name": "Ada", "message": "after the restart" }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let logs = a.drain_logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("the database answers again")),
+        "{logs:#?}"
+    );
+}
+
+/// Polls `/readyz` until it answers `wanted`.
+async fn wait_for_readyz(admin: SocketAddr, wanted: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = testing::http_get(admin, "/readyz")
+            .await
+            .map(|(s, _)| s)
+            .ok();
+        if status == Some(wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {status:?}, not {wanted}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
