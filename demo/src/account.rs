@@ -223,12 +223,16 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
             result.max_write_latency.as_secs_f64(),
         );
     }
+    let excepted = if targets.may_fail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} excepted)", targets.may_fail.join(", "))
+    };
     let _ = writeln!(
         out,
-        "targets: {} failed requests per kill ({} excepted), write outage <= {}s (a write slower \
+        "targets: {} failed requests per kill{excepted}, write outage <= {}s (a write slower \
          than {}s counts), healthy <= {}s after the restore, no acknowledged write lost",
         targets.max_failed,
-        targets.may_fail.join(", "),
         targets.max_write_outage.as_secs_f64(),
         targets.stall.as_secs_f64(),
         targets.max_to_healthy.as_secs_f64(),

@@ -2,6 +2,9 @@
 //! release build, started as processes, and a small guestbook server shaped like the
 //! webapp's JSON API behind the balancers. Everything listens on 127.0.0.0/8.
 
+// Each test file uses its own part of these fixtures.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
