@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# foobar-db-router against a direct connection, in the same run: sysbench oltp_point_select
+# and oltp_read_only with server-side prepared statements (--db-ps-mode=auto), DURATION
+# seconds each (default 30), once straight to the primary and once through the router (whose
+# reads go to the replica). Prints transactions per second and p95 latency for both, the
+# ratios, and the router's memory (RSS) idle and after the load.
+#
+# It starts its own MariaDB primary and replica from foobar/mariadb:dev (make build-images)
+# on a private Docker network, publishes them on 127.0.0.1 only, and removes them at the end.
+#
+#   bench/router.sh              # 30 s per run
+#   DURATION=10 THREADS=8 bench/router.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+DURATION=${DURATION:-30}
+THREADS=${THREADS:-4}
+TABLE_SIZE=${TABLE_SIZE:-10000}
+IMAGE=foobar/mariadb:dev
+bash scripts/install-tools.sh bench
+docker image inspect "$IMAGE" >/dev/null 2>&1 \
+  || { echo "$IMAGE is missing: run make build-images first" >&2; exit 1; }
+
+run_id=foobar-bench-router-$$
+work=$(mktemp -d /tmp/foobar-bench-router.XXXXXX)
+router_pid=
+cleanup() {
+  if [ -n "$router_pid" ]; then kill "$router_pid" 2>/dev/null || true; wait "$router_pid" 2>/dev/null || true; fi
+  docker rm -f "$run_id-primary" "$run_id-replica" >/dev/null 2>&1 || true
+  docker network rm "$run_id" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step "building foobar-db-router (release)"
+cargo build --release --locked -p foobar-db-router 2>&1 | tail -n 1
+binary=target/release/foobar-db-router
+
+app_password=bench-app-password
+db_env=(-e DB_ROOT_PASSWORD=bench-root-password -e DB_REPLICATION_PASSWORD=bench-repl-password
+        -e DB_APP_PASSWORD=$app_password)
+step "starting a MariaDB primary and replica ($IMAGE) on network $run_id"
+docker network create "$run_id" >/dev/null
+docker run -d --name "$run_id-primary" --hostname db-primary --network "$run_id" \
+  -p 127.0.0.1::3306 -e DB_ROLE=primary -e DB_SERVER_ID=1 "${db_env[@]}" "$IMAGE" >/dev/null
+docker run -d --name "$run_id-replica" --hostname db-replica --network "$run_id" \
+  -p 127.0.0.1::3306 -e DB_ROLE=replica -e DB_SERVER_ID=2 -e "DB_PRIMARY_HOST=$run_id-primary" \
+  "${db_env[@]}" "$IMAGE" >/dev/null
+
+wait_healthy() { # container
+  for _ in $(seq 1 360); do
+    case "$(docker inspect -f '{{.State.Health.Status}}' "$1")" in
+      healthy) return 0 ;;
+      unhealthy) docker logs "$1" | tail -n 20 >&2; echo "$1 is unhealthy" >&2; return 1 ;;
+    esac
+    sleep 0.5
+  done
+  echo "$1 not healthy within 180 s" >&2; return 1
+}
+wait_healthy "$run_id-primary"
+wait_healthy "$run_id-replica"
+port_of() { docker port "$1" 3306/tcp | head -n1 | sed 's/.*://'; }
+primary_port=$(port_of "$run_id-primary")
+replica_port=$(port_of "$run_id-replica")
+
+cat > "$work/db-router.toml" <<CONF
+[service]
+admin_listen = "127.0.0.1:0"
+[router]
+listen = "127.0.0.1:0"
+[[users]]
+name = "bench"
+password = "bench-router-password"
+[backends]
+primary = "127.0.0.1:$primary_port"
+replica = "127.0.0.1:$replica_port"
+user = "foobar"
+password = "$app_password"
+CONF
+step "starting foobar-db-router"
+RUST_LOG=warn,foobar_service=info "$binary" --config "$work/db-router.toml" 2> "$work/router.log" &
+router_pid=$!
+router_port=
+for _ in $(seq 1 100); do
+  router_port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\) listener="mysql".*/\1/p' "$work/router.log")
+  [ -n "$router_port" ] && break
+  sleep 0.1
+done
+[ -n "$router_port" ] || { cat "$work/router.log" >&2; echo "the router did not start" >&2; exit 1; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$router_pid/status"; }
+idle_rss=$(rss_mb)
+
+direct=(--mysql-host=127.0.0.1 "--mysql-port=$primary_port" --mysql-user=foobar "--mysql-password=$app_password")
+routed=(--mysql-host=127.0.0.1 "--mysql-port=$router_port" --mysql-user=bench --mysql-password=bench-router-password)
+common=(--db-driver=mysql --mysql-db=foobar --tables=4 "--table-size=$TABLE_SIZE")
+
+step "sysbench prepare: 4 tables of $TABLE_SIZE rows, on the primary"
+sysbench oltp_read_only "${common[@]}" "${direct[@]}" prepare > "$work/prepare.log"
+# Both runs must read the same data: wait until the replica has applied all of it.
+gtid=$(mariadb --protocol=TCP -h 127.0.0.1 -P "$primary_port" -ufoobar "-p$app_password" -N -B \
+       -e 'SELECT @@gtid_binlog_pos')
+reached=$(mariadb --protocol=TCP -h 127.0.0.1 -P "$replica_port" -ufoobar "-p$app_password" -N -B \
+          -e "SELECT MASTER_GTID_WAIT('$gtid', 120)")
+[ "$reached" = 0 ] || { echo "the replica did not catch up with $gtid" >&2; exit 1; }
+
+declare -A tps p95
+measure() { # name test target...
+  local name=$1 test=$2; shift 2
+  step "sysbench $test, $name: $THREADS threads, ${DURATION}s"
+  sysbench "$test" "${common[@]}" "$@" --threads="$THREADS" --time="$DURATION" \
+    --db-ps-mode=auto --percentile=95 run > "$work/$name-$test.log"
+  tps[$name-$test]=$(awk '/transactions:/ {gsub(/[(]/, "", $3); print $3}' "$work/$name-$test.log")
+  p95[$name-$test]=$(awk '/95th percentile:/ {print $3}' "$work/$name-$test.log")
+  if ! grep -q 'ignored errors: *0 ' "$work/$name-$test.log"; then
+    grep 'ignored errors' "$work/$name-$test.log" >&2
+  fi
+}
+for test in oltp_point_select oltp_read_only; do
+  measure direct "$test" "${direct[@]}"
+  measure router "$test" "${routed[@]}"
+done
+loaded_rss=$(rss_mb)
+
+echo
+printf '%-18s %12s %12s %8s %14s %14s\n' test "direct tps" "router tps" ratio "direct p95 ms" "router p95 ms"
+for test in oltp_point_select oltp_read_only; do
+  d=${tps[direct-$test]} r=${tps[router-$test]}
+  printf '%-18s %12s %12s %8s %14s %14s\n' "$test" "$d" "$r" \
+    "$(awk -v d="$d" -v r="$r" 'BEGIN {printf "%.2fx", r / d}')" \
+    "${p95[direct-$test]}" "${p95[router-$test]}"
+done
+echo
+echo "foobar-db-router RSS: idle ${idle_rss} MB, after the runs ${loaded_rss} MB (target: idle < 15 MB)"
+echo "threads $THREADS, ${DURATION}s per run; direct = the primary, router = reads on the replica"
