@@ -20,6 +20,7 @@ declare -A PACKAGES=(
   [dig]=bind9-dnsutils
   [curl]=curl
   [chromium]=chromium
+  [brotli]=brotli
   [mariadb]=mariadb-client
   [sysbench]=sysbench
 )

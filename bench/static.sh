@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# foobar-webapp against nginx 1.22 serving the same static folder (webapp/static plus a 4 KB
+# file), in the same run: each server pinned to CPU 0, wrk pinned to CPU 1, keep-alive.
+# nginx runs as it would in production for static files: one worker, sendfile, tcp_nopush,
+# open_file_cache, no access log. Prints requests per second, p50 and p99 for both, the
+# ratio, and foobar-webapp's idle memory (RSS).
+#
+#   bench/static.sh                    # 30 s per server
+#   DURATION=10 bench/static.sh
+#   CONNECTIONS=100 bench/static.sh    # wrk's open connections (default 50)
+#   GUESTBOOK_DATABASE_URL=mysql://foobar:PASSWORD@127.0.0.1:3306/foobar bench/static.sh
+#                                      # also the guestbook page (a database read per request)
+#                                      # through that URL: a db-router, or a database directly
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+DURATION=${DURATION:-30}
+CONNECTIONS=${CONNECTIONS:-50}
+NGINX_PORT=${NGINX_PORT:-15501}
+FOOBAR_PORT=${FOOBAR_PORT:-15502}
+GUESTBOOK_DATABASE_URL=${GUESTBOOK_DATABASE_URL:-}
+bash scripts/install-tools.sh bench
+
+work=$(mktemp -d /tmp/foobar-bench-static.XXXXXX)
+pids=()
+# Each server runs in its own session and process group (setsid): kill the whole group.
+cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+step "building foobar-webapp (release)"
+cargo build --release --locked --bin foobar-webapp 2>&1 | tail -n 1
+binary=target/release/foobar-webapp
+
+# A server must not start where another one already listens, or we would measure that one.
+port_free() { # port
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "something already listens on 127.0.0.1:$1; stop it or set NGINX_PORT/FOOBAR_PORT" >&2
+    exit 1
+  fi
+}
+wait_answering() { # port path
+  for _ in $(seq 1 100); do
+    if curl -fs -o /dev/null "http://127.0.0.1:$1$2"; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing answers http://127.0.0.1:$1$2" >&2; return 1
+}
+port_free "$NGINX_PORT"
+port_free "$FOOBAR_PORT"
+
+# The folder both serve: the site's static files and a 4 KB page of text.
+chmod 755 "$work" # nginx's workers run as nobody when started by root
+cp -r webapp/static "$work/www"
+mkdir -p "$work/nginx-temp"
+head -c 3100 /dev/urandom | base64 -w 76 > "$work/www/4k.html"
+truncate -s 4096 "$work/www/4k.html"
+file=/4k.html
+
+cat > "$work/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+error_log $work/nginx-error.log warn;
+pid $work/nginx.pid;
+events { worker_connections 4096; }
+http {
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    client_body_temp_path $work/nginx-temp;
+    proxy_temp_path $work/nginx-temp;
+    fastcgi_temp_path $work/nginx-temp;
+    uwsgi_temp_path $work/nginx-temp;
+    scgi_temp_path $work/nginx-temp;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $work/www;
+    }
+}
+CONF
+
+# The database URL points where nothing listens unless GUESTBOOK_DATABASE_URL is given: static
+# files do not need it.
+cat > "$work/webapp.toml" <<CONF
+[service]
+admin_listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:$FOOBAR_PORT"
+static_dir = "$work/www"
+instance = "bench"
+[database]
+url = "mysql://foobar@127.0.0.1:1/foobar"
+retry_interval = "1s"
+CONF
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# wrk's latency figure (`812.00us`, `1.20ms`, `1.05s`) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else { printf "%s", v } }'
+}
+
+# Runs wrk against PORT and PATH, leaving its output in $work/NAME.wrk.
+run_wrk() { # name port path
+  local name=$1 port=$2 path=$3
+  step "wrk against $name $path for ${DURATION}s, $CONNECTIONS connections (server on CPU 0, wrk on CPU 1)"
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port$path" > /dev/null # warm-up
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path" \
+    > "$work/$name.wrk" 2>&1
+  grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+  if grep -q 'Non-2xx' "$work/$name.wrk"; then
+    echo "$name answered errors; the figures would not be of $path" >&2; exit 1
+  fi
+}
+rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; }
+percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
+
+step "starting nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') on CPU 0"
+setsid taskset -c 0 nginx -c "$work/nginx.conf" > "$work/nginx.out" 2>&1 &
+pids+=($!)
+wait_answering "$NGINX_PORT" "$file"
+run_wrk nginx "$NGINX_PORT" "$file"
+kill -- "-${pids[0]}" 2>/dev/null || true
+wait "${pids[0]}" 2>/dev/null || true
+
+step "starting foobar-webapp on CPU 0"
+RUST_LOG=error setsid taskset -c 0 "$binary" --config "$work/webapp.toml" > "$work/foobar.out" 2>&1 &
+pids+=($!)
+wait_answering "$FOOBAR_PORT" "$file"
+# Both must serve the same bytes, or the comparison means nothing.
+cmp "$work/www$file" <(curl -fs "http://127.0.0.1:$FOOBAR_PORT$file")
+idle_rss=$(rss_kb "${pids[1]}")
+run_wrk foobar-webapp "$FOOBAR_PORT" "$file"
+loaded_rss=$(rss_kb "${pids[1]}")
+kill -- "-${pids[1]}" 2>/dev/null || true
+wait "${pids[1]}" 2>/dev/null || true
+
+echo
+printf '%-14s %12s %10s %10s\n' "server" "requests/s" "p50 ms" "p99 ms"
+for name in nginx foobar-webapp; do
+  printf '%-14s %12.0f %10s %10s\n' "$name" "$(rps "$name")" "$(percentile "$name" 50)" "$(percentile "$name" 99)"
+done
+echo "ratio foobar-webapp / nginx, requests per second: $(awk -v a="$(rps foobar-webapp)" -v b="$(rps nginx)" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
+echo "foobar-webapp RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 20 MB)"
+
+if [ -n "$GUESTBOOK_DATABASE_URL" ]; then
+  step "starting foobar-webapp on CPU 0 with the guestbook's database"
+  DATABASE_URL=$GUESTBOOK_DATABASE_URL RUST_LOG=error setsid taskset -c 0 "$binary" \
+    --config "$work/webapp.toml" > "$work/foobar-db.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    if curl -fs -o /dev/null "http://127.0.0.1:$FOOBAR_PORT/guestbook"; then break; fi
+    sleep 0.1
+  done
+  run_wrk guestbook "$FOOBAR_PORT" /guestbook
+  echo
+  printf '%-14s %12s %10s %10s\n' "page" "requests/s" "p50 ms" "p99 ms"
+  printf '%-14s %12.0f %10s %10s\n' "/guestbook" "$(rps guestbook)" "$(percentile guestbook 50)" "$(percentile guestbook 99)"
+fi
