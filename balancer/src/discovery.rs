@@ -112,8 +112,7 @@ pub async fn refresh(
                 backend: spec.name.clone(),
             })
             .set(i64::from(up));
-        let in_flight = metrics.in_flight_of(&spec.name);
-        Backend::new(spec, up, in_flight)
+        Backend::new(spec, up, metrics)
     });
     for backend in &rebuilt.joined {
         match joining {

@@ -30,6 +30,36 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// `requests{backend,code}` for one backend, with the counters of the codes it has answered
+/// kept at hand: counting a response is then a short scan and an atomic add, not a label
+/// string made and hashed under the family's lock.
+#[derive(Debug)]
+pub struct ResponseCounters {
+    family: Family<RequestLabels, Counter>,
+    backend: String,
+    seen: std::sync::Mutex<Vec<(u16, Counter)>>,
+}
+
+impl ResponseCounters {
+    pub fn count(&self, status: StatusCode) {
+        let code = status.as_u16();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = seen.iter().find(|(c, _)| *c == code) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .family
+            .get_or_create(&RequestLabels {
+                backend: self.backend.clone(),
+                code,
+            })
+            .clone();
+        counter.inc();
+        seen.push((code, counter));
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
@@ -123,13 +153,13 @@ impl Metrics {
         self.backend_up.remove(&labels);
     }
 
-    pub fn count(&self, backend: &str, status: StatusCode) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                backend: backend.to_owned(),
-                code: status.as_u16(),
-            })
-            .inc();
+    /// The response counters of one backend.
+    pub fn responses_of(&self, backend: &str) -> ResponseCounters {
+        ResponseCounters {
+            family: self.requests.clone(),
+            backend: backend.to_owned(),
+            seen: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     pub fn set_up(&self, backend: &str, up: bool) {

@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Algorithm;
+use crate::metrics::{Metrics, ResponseCounters};
 use crate::proxy::ProxyBody;
 
 /// What a backend is, as the config (and DNS) describe it.
@@ -60,6 +61,8 @@ pub struct Backend {
     /// Failures in a row, from checks or traffic; reset by any success.
     failures: AtomicU32,
     successes: AtomicU32,
+    /// Its responses by status code, for `/metrics`.
+    pub responses: ResponseCounters,
     /// Kept-alive connections to it, ready for the next request.
     pub(crate) idle: Mutex<Vec<SendRequest<ProxyBody>>>,
     /// Cancelled when it leaves the pool: its health check stops.
@@ -69,8 +72,10 @@ pub struct Backend {
 impl Backend {
     /// A backend that starts `up` (those present at start) or down (those that join later
     /// and must pass `rise` checks first).
-    pub fn new(spec: BackendSpec, up: bool, in_flight: Gauge) -> Self {
+    pub fn new(spec: BackendSpec, up: bool, metrics: &Metrics) -> Self {
         Self {
+            in_flight: metrics.in_flight_of(&spec.name),
+            responses: metrics.responses_of(&spec.name),
             name: spec.name,
             group: spec.group,
             addr: spec.addr,
@@ -78,7 +83,6 @@ impl Backend {
             backup: AtomicBool::new(spec.backup),
             up: AtomicBool::new(up),
             draining: AtomicBool::new(false),
-            in_flight,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rate: AtomicU64::new(0),
@@ -313,7 +317,7 @@ mod tests {
             .enumerate()
             .map(|(i, &(weight, backup))| {
                 let spec = spec(&format!("b{i}"), 1000 + i as u16, weight, backup);
-                Arc::new(Backend::new(spec, true, Gauge::default()))
+                Arc::new(Backend::new(spec, true, &Metrics::default()))
             })
             .collect();
         Pool::new(backends, algorithm)
@@ -392,7 +396,7 @@ mod tests {
 
     #[test]
     fn rise_and_fall_count_in_a_row() {
-        let b = Backend::new(spec("b", 1, 1, false), true, Gauge::default());
+        let b = Backend::new(spec("b", 1, 1, false), true, &Metrics::default());
         assert!(!b.record_failure(2));
         assert!(!b.record_success(2));
         assert!(!b.record_failure(2));
@@ -410,7 +414,8 @@ mod tests {
             weight,
             backup: false,
         };
-        let make = |spec: BackendSpec| Backend::new(spec, false, Gauge::default());
+        let metrics = Metrics::default();
+        let make = |spec: BackendSpec| Backend::new(spec, false, &metrics);
         let first = Pool::new(vec![], Algorithm::RoundRobin).rebuild(
             vec![dns(1, 1), dns(2, 1)],
             Algorithm::RoundRobin,

@@ -116,7 +116,7 @@ impl Proxy {
             self.metrics.reject("body_too_large");
             return body_too_large();
         }
-        let request_id = match parts.headers.get("x-request-id") {
+        let request_id = match parts.headers.get(X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => self.request_ids.next(),
         };
@@ -144,20 +144,26 @@ impl Proxy {
         let mut request = Some(Request::from_parts(parts, body.boxed()));
 
         let pool = self.pool.load_full();
+        // Backends this request has been tried on; filled only when it is retried, so the
+        // usual request allocates nothing for it.
         let mut tried = Vec::new();
+        let mut attempt: Option<usize> = None;
         let response = loop {
+            if let Some(failed) = attempt.take() {
+                tried.push(failed);
+            }
             let Some(index) = pool.pick(&tried) else {
                 break error_page(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "No web server is available right now. Please try again in a moment.",
                 );
             };
-            let backend = Arc::clone(&pool.backends[index]);
-            let in_flight = InFlight(Arc::clone(&backend));
             if !tried.is_empty() {
                 self.metrics.retries.inc();
             }
-            tried.push(index);
+            attempt = Some(index);
+            let backend = Arc::clone(&pool.backends[index]);
+            let in_flight = InFlight(Arc::clone(&backend));
             let outgoing = match request.take() {
                 Some(request) => request,
                 None => match &template {
@@ -198,7 +204,7 @@ impl Proxy {
                         // Traffic resets the failure count; only checks bring a backend up.
                         backend.record_success(u32::MAX);
                     }
-                    self.metrics.count(&backend.name, response.status());
+                    backend.responses.count(response.status());
                     break self.client_response(response, sender, in_flight, &request_id);
                 }
                 Ok(Err(_)) if too_large.load(Ordering::Relaxed) => {
@@ -241,7 +247,7 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.append(header::VIA, self.via.clone());
-        parts.headers.insert("x-request-id", request_id.clone());
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
         let body = Tracked {
             inner: body,
             guard: Some(ReturnOnEnd {
@@ -388,29 +394,44 @@ fn origin_form(uri: &Uri) -> Uri {
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Headers meant for one hop only (RFC 9110 7.6.1), plus any the Connection header names.
+/// (Names are constants: this runs twice per request, and parsing a name is not free.)
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
     }
     for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
     ] {
         headers.remove(name);
     }
+}
+
+/// A header value from formatted text, without an intermediate copy.
+fn header_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
 }
 
 fn prepare_request_headers(
@@ -421,48 +442,51 @@ fn prepare_request_headers(
     via: &HeaderValue,
     request_id: &HeaderValue,
 ) {
+    use std::fmt::Write;
     strip_hop_by_hop(headers);
-    let client_ip = client.ip().to_string();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()));
-    if let Some(host) = &host {
-        if !headers.contains_key(header::HOST) {
-            if let Ok(value) = HeaderValue::from_str(host) {
-                headers.insert(header::HOST, value);
+    let host = match headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => {
+            let host = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(host) = &host {
+                headers.insert(header::HOST, host.clone());
             }
+            host
+        }
+    };
+    let ip = client.ip();
+    let mut forwarded_for = String::with_capacity(48);
+    if let Some(earlier) = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        let _ = write!(forwarded_for, "{earlier}, ");
+    }
+    let _ = write!(forwarded_for, "{ip}");
+    if let Some(value) = header_value(forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    // RFC 7239: IPv6 addresses are quoted and bracketed; the host is a quoted string.
+    let mut forwarded = String::with_capacity(64);
+    let _ = match ip {
+        std::net::IpAddr::V4(ip) => write!(forwarded, "for={ip};proto={scheme}"),
+        std::net::IpAddr::V6(ip) => write!(forwarded, "for=\"[{ip}]\";proto={scheme}"),
+    };
+    if let Some(host) = &host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+        if let Some(host) = host
+            .to_str()
+            .ok()
+            .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+        {
+            let _ = write!(forwarded, ";host=\"{host}\"");
         }
     }
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client_ip}"),
-        None => client_ip.clone(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    if let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert("x-forwarded-host", value);
-    }
-    // RFC 7239: IPv6 addresses are quoted and bracketed.
-    let node = match client.ip() {
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let mut forwarded = format!("for={node};proto={scheme}");
-    if let Some(host) = host
-        .as_deref()
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
-    {
-        forwarded.push_str(&format!(";host=\"{host}\""));
-    }
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+    if let Some(value) = header_value(forwarded) {
         headers.append(header::FORWARDED, value);
     }
     headers.append(header::VIA, via.clone());
-    headers.insert("x-request-id", request_id.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
 /// A short page of our own, for when no backend can answer.
@@ -510,9 +534,11 @@ impl RequestIds {
     }
 
     fn next(&self) -> HeaderValue {
+        use std::fmt::Write;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:016x}-{n:08x}", self.prefix))
-            .expect("hex is a valid header value")
+        let mut id = String::with_capacity(25);
+        let _ = write!(id, "{:016x}-{n:08x}", self.prefix);
+        header_value(id).expect("hex is a valid header value")
     }
 }
 
