@@ -104,13 +104,21 @@ reached=$(mariadb --protocol=TCP -h 127.0.0.1 -P "$replica_port" -ufoobar "-p$ap
           -e "SELECT MASTER_GTID_WAIT('$gtid', 120)")
 [ "$reached" = 0 ] || { echo "the replica did not catch up with $gtid" >&2; exit 1; }
 
-declare -A tps p95
+# The router's CPU time so far (user + system), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$router_pid/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
+declare -A tps p95 cpu
 measure() { # name test target...
   local name=$1 test=$2; shift 2
   step "sysbench $test, $name: $THREADS threads, ${DURATION}s"
+  local before; before=$(cpu_ticks)
   sysbench "$test" "${common[@]}" "$@" --threads="$THREADS" --time="$DURATION" \
     --db-ps-mode=auto --percentile=95 run > "$work/$name-$test.log"
+  local used=$(( $(cpu_ticks) - before ))
   tps[$name-$test]=$(awk '/transactions:/ {gsub(/[(]/, "", $3); print $3}' "$work/$name-$test.log")
+  local count; count=$(awk '/transactions:/ {print $2}' "$work/$name-$test.log")
+  cpu[$name-$test]=$(awk -v t="$used" -v hz="$ticks_per_second" -v n="$count" -v d="$DURATION" \
+    'BEGIN {printf "%.0f%% of a core, %.1f us/txn", 100 * t / hz / d, 1e6 * t / hz / n}')
   p95[$name-$test]=$(awk '/95th percentile:/ {print $3}' "$work/$name-$test.log")
   if ! grep -q 'ignored errors: *0 ' "$work/$name-$test.log"; then
     grep 'ignored errors' "$work/$name-$test.log" >&2
@@ -131,5 +139,8 @@ for test in oltp_point_select oltp_read_only; do
     "${p95[direct-$test]}" "${p95[router-$test]}"
 done
 echo
+for test in oltp_point_select oltp_read_only; do
+  echo "foobar-db-router CPU during $test through it: ${cpu[router-$test]}"
+done
 echo "foobar-db-router RSS: idle ${idle_rss} MB, after the runs ${loaded_rss} MB (target: idle < 15 MB)"
 echo "threads $THREADS, ${DURATION}s per run; direct = the primary, router = reads on the replica"

@@ -86,7 +86,9 @@ pub fn statement_id(payload: &[u8]) -> Option<u32> {
 /// A copy of a COM_STMT_* payload naming `id` instead.
 pub fn with_id(payload: &[u8], id: u32) -> BytesMut {
     let mut out = BytesMut::from(payload);
-    out[1..5].copy_from_slice(&id.to_le_bytes());
+    if let Some(bytes) = out.get_mut(1..5) {
+        bytes.copy_from_slice(&id.to_le_bytes());
+    }
     out
 }
 
@@ -117,6 +119,9 @@ pub fn execute_for_backend(
     types: Option<&[u8]>,
     backend_has_types: bool,
 ) -> Result<BytesMut, &'static str> {
+    if payload.len() < 10 {
+        return Err("COM_STMT_EXECUTE too short");
+    }
     let carries_types = sent_types(payload, params)?.is_some();
     if params == 0 || carries_types || backend_has_types {
         return Ok(with_id(payload, backend_id));

@@ -745,22 +745,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let params = statement.params;
         match prepared::sent_types(payload, params) {
-            Ok(Some(types)) => statement.types = Some(types.to_vec()),
-            Ok(None) => {}
-            Err(why) => return self.malformed(why).await,
-        }
-        let carries_types = statement.types.is_some()
-            && prepared::sent_types(payload, params)
-                .ok()
-                .flatten()
-                .is_some();
-        if carries_types {
-            // The other backend's copy now has outdated types.
-            for backend in [&mut self.writer, &mut self.reader].into_iter().flatten() {
-                if let Some(on) = backend.statements.get_mut(&id) {
-                    on.types_sent = false;
+            Ok(Some(types)) if statement.types.as_deref() != Some(types) => {
+                statement.types = Some(types.to_vec());
+                // The copies prepared on backends were given other types.
+                for backend in [&mut self.writer, &mut self.reader].into_iter().flatten() {
+                    if let Some(on) = backend.statements.get_mut(&id) {
+                        on.types_sent = false;
+                    }
                 }
             }
+            Ok(_) => {}
+            Err(why) => return self.malformed(why).await,
         }
         let route = statement.class.route;
         let want = self.choose(route, None);
@@ -776,8 +771,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let long_data = std::mem::take(&mut statement.long_data);
         statement.last_role = Some(role);
-        let sql = statement.sql.clone();
-        let types = statement.types.clone();
+        let statement = &*statement;
         let Some(backend) = (match role {
             Role::Writer => self.writer.as_mut(),
             Role::Reader => self.reader.as_mut(),
@@ -786,7 +780,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let on = match backend.statements.get(&id).copied() {
             Some(on) => on,
-            None => match relay::prepare_silently(backend, &sql).await {
+            None => match relay::prepare_silently(backend, &statement.sql).await {
                 Ok(Ok(ok)) => {
                     let on = PreparedOn {
                         id: ok.id,
@@ -815,7 +809,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             payload,
             on.id,
             params,
-            types.as_deref(),
+            statement.types.as_deref(),
             on.types_sent,
         ) {
             Ok(execute) => execute,

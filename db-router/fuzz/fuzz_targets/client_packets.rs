@@ -1,0 +1,52 @@
+//! Everything the router parses from a client, on arbitrary bytes: the packet decoder
+//! (framing, joining, the size limit), the handshake response, COM_CHANGE_USER, and a
+//! COM_STMT_EXECUTE's parameter types and its rewriting for a backend. None may panic;
+//! joined payloads must hold exactly the bytes their wire packets carried.
+#![no_main]
+
+use bytes::BytesMut;
+use foobar_db_router::packet::{Decoder, MAX_CHUNK};
+use foobar_db_router::{handshake, prepared, wire};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let decoder = Decoder {
+        max_payload: 1 << 20,
+    };
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some((_, payload))) = decoder.next_packet(&mut buf) {
+        assert!(payload.len() <= decoder.max_payload);
+        parse_as_client_message(&payload);
+    }
+    let mut raw = BytesMut::from(data);
+    while let Some(packet) = decoder.next_raw(&mut raw) {
+        assert!(packet.payload().len() <= MAX_CHUNK);
+    }
+    parse_as_client_message(data);
+});
+
+fn parse_as_client_message(payload: &[u8]) {
+    let _ = handshake::parse_login(payload);
+    let _ = handshake::parse_change_user(payload, wire::cap::ROUTER);
+    let _ = handshake::parse_greeting(payload);
+    let _ = wire::parse_ok(payload);
+    let _ = wire::ok_without_session_track(payload);
+    let _ = wire::parse_err(payload);
+    let params = payload.first().map_or(0, |&b| u16::from(b));
+    if let Ok(types) = prepared::sent_types(payload, params) {
+        let types = types.map(<[u8]>::to_vec);
+        for has_types in [false, true] {
+            if let Ok(rewritten) =
+                prepared::execute_for_backend(payload, 7, params, types.as_deref(), has_types)
+            {
+                assert_eq!(prepared::statement_id(&rewritten), Some(7));
+            }
+        }
+        let fallback = vec![0u8; usize::from(params) * 2];
+        if let Ok(rewritten) =
+            prepared::execute_for_backend(payload, 7, params, Some(&fallback), false)
+        {
+            assert!(rewritten.len() >= payload.len());
+        }
+    }
+}
