@@ -69,6 +69,9 @@ pub struct ComponentResult {
     pub to_healthy: Option<Duration>,
     /// Acknowledged writes of this window that are not in the database at the end.
     pub acked_lost: u64,
+    /// The database node that answered the acknowledged writes, and from when: a failover
+    /// shows as a second entry.
+    pub write_nodes: Vec<(Duration, String)>,
 }
 
 /// PASS or FAIL of each target for one component.
@@ -148,9 +151,24 @@ pub fn account(
                     .iter()
                     .filter(|r| r.ok() && r.marker.as_ref().is_some_and(|m| lost.contains(m)))
                     .count() as u64,
+                write_nodes: write_nodes(&writes),
             }
         })
         .collect()
+}
+
+/// Each change of the node that answered acknowledged writes, in the order they ended.
+fn write_nodes(writes: &[&Record]) -> Vec<(Duration, String)> {
+    let mut acknowledged: Vec<&&Record> = writes.iter().filter(|r| r.ok()).collect();
+    acknowledged.sort_by_key(|r| r.end());
+    let mut nodes: Vec<(Duration, String)> = Vec::new();
+    for write in acknowledged {
+        let node = write.database.clone().unwrap_or_else(|| "?".into());
+        if nodes.last().is_none_or(|(_, last)| *last != node) {
+            nodes.push((write.end(), node));
+        }
+    }
+    nodes
 }
 
 /// The longest outage among `writes`, and whether one was still open at `until`.
@@ -221,6 +239,30 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
             healthy,
             format!("{} {}", result.acked_lost, mark(verdict.acked_lost)),
             result.max_write_latency.as_secs_f64(),
+        );
+    }
+    for result in results {
+        let nodes: Vec<String> = result
+            .write_nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (at, node))| {
+                if i == 0 {
+                    node.clone()
+                } else {
+                    format!("{node} from {:.1}s", at.as_secs_f64())
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<12} writes answered by {}",
+            result.component,
+            if nodes.is_empty() {
+                "nobody".to_owned()
+            } else {
+                nodes.join(", then ")
+            }
         );
     }
     let excepted = if targets.may_fail.is_empty() {
@@ -337,6 +379,11 @@ mod tests {
                 end: ms(8000),
             },
         ];
+        // The primary's kill fails over: w4 is answered by the promoted replica.
+        let mut records = records;
+        records[3].database = Some("db-primary".into());
+        records[5].database = Some("db-primary".into());
+        records[6].database = Some("db-replica".into());
         let lost: HashSet<String> = ["w3".to_owned(), "w2".to_owned()].into();
         let targets = Targets::default();
         let results = account(&records, &windows, &lost, &targets);
@@ -356,6 +403,13 @@ mod tests {
         assert!(verdict.failed_writes && verdict.write_outage);
         assert!(!verdict.to_healthy && !verdict.acked_lost);
 
+        let nodes = [
+            (ms(6010), "db-primary".into()),
+            (ms(6110), "db-replica".into()),
+        ];
+        assert_eq!(primary.write_nodes, nodes);
+        assert_eq!(lb.write_nodes, [(ms(1710), "db-primary".to_owned())]);
+
         let table = table(&results, &targets);
         let lines: Vec<&str> = table.lines().collect();
         assert!(
@@ -371,8 +425,13 @@ mod tests {
             lines[2].contains("0.5s PASS") && lines[2].contains("1 FAIL"),
             "{table}"
         );
+        assert_eq!(lines[3], "lb-1         writes answered by db-primary");
+        assert_eq!(
+            lines[4],
+            "db-primary   writes answered by db-primary, then db-replica from 6.1s"
+        );
         assert!(
-            lines[3].starts_with("targets: 0 failed requests"),
+            lines[5].starts_with("targets: 0 failed requests"),
             "{table}"
         );
     }

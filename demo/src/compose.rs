@@ -4,7 +4,8 @@
 //! `docker compose start`, and health is what `docker compose ps --all --format json` says
 //! (Compose 2.21 and newer print one JSON object per line; older ones one array: both are
 //! read). The stack's long-running services are those of `docker compose config --services`,
-//! which leaves out services behind a profile (the `client` tool container).
+//! which leaves out services behind a profile (the `client` tool container), less those whose
+//! containers ran to completion before the demo (one-shot jobs, exit code 0).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -35,11 +36,19 @@ pub struct ServiceState {
     /// `healthy`, `unhealthy`, `starting`, or empty without a healthcheck.
     #[serde(rename = "Health", default)]
     pub health: String,
+    #[serde(rename = "ExitCode", default)]
+    pub exit_code: i64,
 }
 
 impl ServiceState {
     pub fn healthy(&self) -> bool {
         self.state == "running" && (self.health == "healthy" || self.health.is_empty())
+    }
+
+    /// A container that ran to completion (a one-shot job), not one that crashed or was
+    /// killed (those exit 137 and the like).
+    pub fn completed(&self) -> bool {
+        self.state == "exited" && self.exit_code == 0
     }
 }
 
@@ -120,6 +129,19 @@ pub fn parse_ps(text: &str) -> anyhow::Result<Vec<ServiceState>> {
         .collect()
 }
 
+/// The long-running services among `services`: all but those whose containers all ran to
+/// completion (one-shot jobs), judged from the states before anything is killed.
+pub fn long_running(services: &[String], states: &[ServiceState]) -> Vec<String> {
+    services
+        .iter()
+        .filter(|service| {
+            let containers: Vec<_> = states.iter().filter(|s| &s.service == *service).collect();
+            containers.is_empty() || !containers.iter().all(|s| s.completed())
+        })
+        .cloned()
+        .collect()
+}
+
 /// The services of `expected` without a running, healthy container.
 pub fn not_healthy(expected: &[String], states: &[ServiceState]) -> Vec<String> {
     let mut bad: Vec<String> = expected
@@ -164,6 +186,7 @@ mod tests {
             service: service.into(),
             state: state.into(),
             health: health.into(),
+            exit_code: 0,
         };
         let states = [
             state("web-a", "running", "healthy"),
@@ -178,5 +201,15 @@ mod tests {
             not_healthy(&expected, &states),
             ["db-primary", "dns", "lb-1"]
         );
+    }
+
+    #[test]
+    fn a_job_that_ran_to_completion_is_not_long_running_a_killed_service_is() {
+        let mut states = parse_ps(PS_2_26).unwrap();
+        let services: Vec<String> = ["ok", "plain", "gone"].map(String::from).to_vec();
+        // `plain` was killed (137): still one of the stack's services, and not healthy.
+        assert_eq!(long_running(&services, &states), services);
+        states[1].exit_code = 0;
+        assert_eq!(long_running(&services, &states), ["ok", "gone"]);
     }
 }

@@ -4,7 +4,7 @@
 //! the run, the writer and a sequence number, so that every write can be found again. Each
 //! worker sends at most its share of the rate and never more than one request at a time, so
 //! the load stays bounded when the stack slows down. Records are appended in the order the
-//! requests end.
+//! requests end. However the demo goes, the load ends by itself after `max_duration`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,8 @@ pub struct LoadConfig {
     pub read_path: String,
     /// Written into every message, so this run's posts are told from any other's.
     pub run_id: String,
+    /// The workers stop by themselves this long after the start, stopped or not.
+    pub max_duration: Duration,
 }
 
 impl Default for LoadConfig {
@@ -42,6 +44,7 @@ impl Default for LoadConfig {
             write_rate: 20.0,
             read_path: "/api/posts?limit=5".into(),
             run_id: "demo".into(),
+            max_duration: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -80,6 +83,7 @@ impl Load {
                 read_path: config.read_path.clone(),
                 run_id: config.run_id.clone(),
                 t0,
+                deadline: t0 + config.max_duration,
                 records: Arc::clone(&records),
                 stop: Arc::clone(&stop),
             };
@@ -120,6 +124,7 @@ struct Worker {
     read_path: String,
     run_id: String,
     t0: Instant,
+    deadline: Instant,
     records: Records,
     stop: Arc<AtomicBool>,
 }
@@ -130,9 +135,11 @@ impl Worker {
         let mut ticks = tokio::time::interval_at(first, self.period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sequence = 0u64;
-        while !self.stop.load(Ordering::SeqCst) {
+        let done =
+            |worker: &Self| worker.stop.load(Ordering::SeqCst) || Instant::now() >= worker.deadline;
+        while !done(&self) {
             ticks.tick().await;
-            if self.stop.load(Ordering::SeqCst) {
+            if done(&self) {
                 break;
             }
             sequence += 1;

@@ -14,7 +14,7 @@ use anyhow::{bail, ensure};
 use tokio::task::JoinSet;
 
 use crate::account::{self, ComponentResult, Targets, Window};
-use crate::compose::Compose;
+use crate::compose::{self, Compose};
 use crate::load::{Load, LoadConfig, Records};
 use crate::record::Record;
 use crate::svg;
@@ -22,6 +22,9 @@ use crate::timeline::{self, Event, EventKind, Second};
 use crate::verify::newest_post_id;
 use crate::verify::{self, Verification};
 use crate::visitor::{Visitor, VisitorConfig};
+
+/// Time for the compose commands of one kill, on top of the waits.
+const COMMANDS_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// Everything the demo can be told.
 #[derive(Debug, Clone)]
@@ -140,7 +143,8 @@ impl Scenario {
         let progress = |text: &str| out(&format!("==> [{:>3}s] {text}", t0.elapsed().as_secs()));
 
         progress("checking that every service of the stack is up and healthy");
-        let services = compose.services().await?;
+        let states = compose.states().await?;
+        let services = compose::long_running(&compose.services().await?, &states);
         for component in &config.components {
             ensure!(
                 services.contains(component),
@@ -148,7 +152,7 @@ impl Scenario {
                 services.join(", ")
             );
         }
-        let not_healthy = compose.not_healthy(&services).await?;
+        let not_healthy = compose::not_healthy(&services, &states);
         if !not_healthy.is_empty() {
             bail!(
                 "not healthy: {} (start the stack first: make up)",
@@ -165,6 +169,11 @@ impl Scenario {
         })?;
 
         let mut load_config = config.load.clone();
+        // Longer than the scenario can take, so the load stops by itself only if it hangs.
+        let phases = config.hold + config.healthy_timeout + config.settle + COMMANDS_ALLOWANCE;
+        load_config.max_duration = load_config
+            .max_duration
+            .min(config.warmup + phases * config.components.len() as u32 + COMMANDS_ALLOWANCE);
         if load_config.run_id.is_empty() || load_config.run_id == LoadConfig::default().run_id {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
