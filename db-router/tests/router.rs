@@ -296,6 +296,32 @@ async fn session_state_follows_the_session_to_both_nodes(router: &Router) -> any
     raw.read_results(false).await?.map_err(anyhow::Error::msg)?;
     let rows = raw.rows("SELECT @gone").await?;
     anyhow::ensure!(rows == [[None::<String>]], "reset keeps @gone: {rows:?}");
+    // COM_CHANGE_USER: a fresh session in the database it names, checked against [[users]].
+    raw.rows("SET @gone = 2").await?;
+    raw.rows("BEGIN").await?;
+    raw.rows("INSERT INTO foobar.items (n) VALUES (-2)").await?;
+    raw.change_user(support::USER, support::PASSWORD)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let rows = raw
+        .rows("SELECT @gone, DATABASE(), @@in_transaction FROM DUAL")
+        .await?;
+    anyhow::ensure!(
+        rows == [[None, Some("foobar".into()), Some("0".into())]],
+        "after COM_CHANGE_USER: {rows:?}"
+    );
+    let rows = raw
+        .rows("SELECT COUNT(*) FROM items WHERE n = -2 FOR UPDATE")
+        .await?;
+    anyhow::ensure!(
+        rows == [[Some("0".into())]],
+        "the open transaction was not rolled back"
+    );
+    let refused = raw.change_user(support::USER, "wrong").await?;
+    anyhow::ensure!(
+        matches!(&refused, Err(e) if e.code == 1045),
+        "COM_CHANGE_USER with a wrong password: {refused:?}"
+    );
     Ok(())
 }
 

@@ -28,6 +28,8 @@ pub type Rows = Vec<Vec<Option<String>>>;
 
 pub struct RawClient {
     pub stream: PacketStream<TcpStream>,
+    /// The greeting's scramble, which COM_CHANGE_USER answers too.
+    scramble: Vec<u8>,
 }
 
 impl RawClient {
@@ -49,9 +51,37 @@ impl RawClient {
         stream.send(seq.wrapping_add(1), &login).await?;
         let (_, reply) = stream.read_packet().await?;
         match reply.first() {
-            Some(0x00) => Ok(Ok(Self { stream })),
+            Some(0x00) => Ok(Ok(Self {
+                stream,
+                scramble: greeting.scramble,
+            })),
             Some(0xFF) => Ok(Err(wire::parse_err(&reply))),
             other => anyhow::bail!("unexpected login reply {other:?}"),
+        }
+    }
+
+    /// COM_CHANGE_USER to `user` with `password`: OK, or the server's error.
+    pub async fn change_user(
+        &mut self,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Result<(), ServerError>> {
+        let answer = auth::answer(password.as_bytes(), &self.scramble);
+        let mut payload = vec![0x11];
+        payload.extend_from_slice(user.as_bytes());
+        payload.push(0);
+        payload.push(answer.len() as u8);
+        payload.extend_from_slice(&answer);
+        payload.extend_from_slice(b"foobar\0");
+        payload.extend_from_slice(&45u16.to_le_bytes());
+        payload.extend_from_slice(auth::NATIVE_PASSWORD.as_bytes());
+        payload.push(0);
+        self.send(&payload).await?;
+        let (_, reply) = self.stream.read_packet().await?;
+        match reply.first() {
+            Some(0x00) => Ok(Ok(())),
+            Some(0xFF) => Ok(Err(wire::parse_err(&reply))),
+            other => anyhow::bail!("unexpected COM_CHANGE_USER reply {other:?}"),
         }
     }
 
