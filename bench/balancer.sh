@@ -164,7 +164,6 @@ setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&
 pids+=($!)
 haproxy_pid=${pids[-1]}
 wait_answering "$HAPROXY_PORT" /index.html
-sleep 2 # two health checks: both servers up
 haproxy_cpu_before=$(cpu_seconds "$haproxy_pid")
 run_wrk haproxy "$HAPROXY_PORT"
 haproxy_cpu=$(awk -v a="$(cpu_seconds "$haproxy_pid")" -v b="$haproxy_cpu_before" 'BEGIN { print a - b }')
@@ -177,7 +176,7 @@ RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml
 pids+=($!)
 foobar_pid=${pids[-1]}
 wait_answering "$FOOBAR_PORT" /index.html
-sleep 2
+sleep 1 # settled: what it holds before any load is its idle memory
 idle_rss=$(rss_kb "$foobar_pid")
 foobar_cpu_before=$(cpu_seconds "$foobar_pid")
 run_wrk foobar-balancer "$FOOBAR_PORT"
