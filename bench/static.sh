@@ -2,8 +2,9 @@
 # foobar-webapp against nginx 1.22 serving the same static folder (webapp/static plus a 4 KB
 # file), in the same run: each server pinned to CPU 0, wrk pinned to CPU 1, keep-alive.
 # nginx runs as it would in production for static files: one worker, sendfile, tcp_nopush,
-# open_file_cache, no access log. Prints requests per second, p50 and p99 for both, the
-# ratio, and foobar-webapp's idle memory (RSS).
+# open_file_cache, no access log. Prints requests per second, p50 and p99 for both, how busy
+# the server's core was and its CPU time per request, the ratios,
+# and foobar-webapp's idle memory (RSS).
 #
 #   bench/static.sh                    # 30 s per server
 #   DURATION=10 bench/static.sh
@@ -99,6 +100,17 @@ retry_interval = "1s"
 CONF
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU seconds (user + system) used so far by the processes of session SID (nginx's master
+# and worker alike; each server is started in its own session with setsid).
+cpu_seconds() {
+  local sid=$1 pid total=0
+  for pid in $(ps -e -o sid=,pid= | awk -v sid="$sid" '$1 == sid { print $2 }'); do
+    total=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null \
+            | awk -v hz="$(getconf CLK_TCK)" -v t="$total" '{ printf "%.2f", t + ($12 + $13) / hz }' \
+            || echo "$total")
+  done
+  echo "$total"
+}
 # wrk's latency figure (`812.00us`, `1.20ms`, `1.05s`) in milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN {
@@ -108,13 +120,16 @@ to_ms() {
     else { printf "%s", v } }'
 }
 
-# Runs wrk against PORT and PATH, leaving its output in $work/NAME.wrk.
-run_wrk() { # name port path
-  local name=$1 port=$2 path=$3
+# Runs wrk against PORT and PATH, leaving its output in $work/NAME.wrk and the CPU seconds the
+# server (session SID) used during the measured run in $work/NAME.cpu.
+run_wrk() { # name port path sid
+  local name=$1 port=$2 path=$3 sid=$4 before
   step "wrk against $name $path for ${DURATION}s, $CONNECTIONS connections (server on CPU 0, wrk on CPU 1)"
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port$path" > /dev/null # warm-up
+  before=$(cpu_seconds "$sid")
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path" \
     > "$work/$name.wrk" 2>&1
+  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
   grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
   if grep -q 'Non-2xx' "$work/$name.wrk"; then
     echo "$name answered errors; the figures would not be of $path" >&2; exit 1
@@ -122,12 +137,16 @@ run_wrk() { # name port path
 }
 rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; }
 percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
+# How busy the server's core was, and its CPU time per request: when the machine is shared or
+# wrk's core is the limit, CPU per request still tells the servers apart.
+busy() { awk -v cpu="$(cat "$work/$1.cpu")" -v d="$DURATION" 'BEGIN { printf "%.0f%%", 100 * cpu / d }'; }
+per_request() { awk -v cpu="$(cat "$work/$1.cpu")" -v r="$(rps "$1")" -v d="$DURATION" 'BEGIN { printf "%.1f", cpu * 1e6 / (r * d) }'; }
 
 step "starting nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') on CPU 0"
 setsid taskset -c 0 nginx -c "$work/nginx.conf" > "$work/nginx.out" 2>&1 &
 pids+=($!)
 wait_answering "$NGINX_PORT" "$file"
-run_wrk nginx "$NGINX_PORT" "$file"
+run_wrk nginx "$NGINX_PORT" "$file" "${pids[0]}"
 kill -- "-${pids[0]}" 2>/dev/null || true
 wait "${pids[0]}" 2>/dev/null || true
 
@@ -138,17 +157,19 @@ wait_answering "$FOOBAR_PORT" "$file"
 # Both must serve the same bytes, or the comparison means nothing.
 cmp "$work/www$file" <(curl -fs "http://127.0.0.1:$FOOBAR_PORT$file")
 idle_rss=$(rss_kb "${pids[1]}")
-run_wrk foobar-webapp "$FOOBAR_PORT" "$file"
+run_wrk foobar-webapp "$FOOBAR_PORT" "$file" "${pids[1]}"
 loaded_rss=$(rss_kb "${pids[1]}")
 kill -- "-${pids[1]}" 2>/dev/null || true
 wait "${pids[1]}" 2>/dev/null || true
 
 echo
-printf '%-14s %12s %10s %10s\n' "server" "requests/s" "p50 ms" "p99 ms"
+printf '%-14s %12s %10s %10s %12s %14s\n' "server" "requests/s" "p50 ms" "p99 ms" "CPU 0 busy" "CPU us/request"
 for name in nginx foobar-webapp; do
-  printf '%-14s %12.0f %10s %10s\n' "$name" "$(rps "$name")" "$(percentile "$name" 50)" "$(percentile "$name" 99)"
+  printf '%-14s %12.0f %10s %10s %12s %14s\n' "$name" "$(rps "$name")" "$(percentile "$name" 50)" \
+    "$(percentile "$name" 99)" "$(busy "$name")" "$(per_request "$name")"
 done
 echo "ratio foobar-webapp / nginx, requests per second: $(awk -v a="$(rps foobar-webapp)" -v b="$(rps nginx)" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
+echo "ratio nginx / foobar-webapp, CPU per request:     $(awk -v a="$(per_request nginx)" -v b="$(per_request foobar-webapp)" 'BEGIN { printf "%.2f", a / b }')  (above 1.00: foobar-webapp spends less per request)"
 echo "foobar-webapp RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 20 MB)"
 
 if [ -n "$GUESTBOOK_DATABASE_URL" ]; then
@@ -160,8 +181,9 @@ if [ -n "$GUESTBOOK_DATABASE_URL" ]; then
     if curl -fs -o /dev/null "http://127.0.0.1:$FOOBAR_PORT/guestbook"; then break; fi
     sleep 0.1
   done
-  run_wrk guestbook "$FOOBAR_PORT" /guestbook
+  run_wrk guestbook "$FOOBAR_PORT" /guestbook "${pids[2]}"
   echo
-  printf '%-14s %12s %10s %10s\n' "page" "requests/s" "p50 ms" "p99 ms"
-  printf '%-14s %12.0f %10s %10s\n' "/guestbook" "$(rps guestbook)" "$(percentile guestbook 50)" "$(percentile guestbook 99)"
+  printf '%-14s %12s %10s %10s %12s %14s\n' "page" "requests/s" "p50 ms" "p99 ms" "CPU 0 busy" "CPU us/request"
+  printf '%-14s %12.0f %10s %10s %12s %14s\n' "/guestbook" "$(rps guestbook)" "$(percentile guestbook 50)" \
+    "$(percentile guestbook 99)" "$(busy guestbook)" "$(per_request guestbook)"
 fi

@@ -49,13 +49,24 @@ pub const SERVICE: ServiceInfo = ServiceInfo {
 /// (413) before it is read.
 const MAX_BODY: usize = 64 * 1024;
 
-/// What every handler shares. Cheap to clone.
+/// What every handler shares: one `Arc`, so extracting it per request is one increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     /// The name in `X-Served-By` and in every page's footer.
     pub instance: Arc<str>,
     pub db: Database,
-    pub guestbook: Arc<GuestbookConfig>,
+    pub guestbook: GuestbookConfig,
     pub files: StaticFiles,
 }
 
@@ -83,12 +94,12 @@ pub fn app(config: &Config, ctx: &Context, parts: &Parts) -> Router {
     let instance = config.instance_name();
     let served_by =
         HeaderValue::from_str(&instance).unwrap_or_else(|_| HeaderValue::from_static("webapp"));
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         instance: instance.into(),
         db: parts.db.clone(),
-        guestbook: Arc::new(config.guestbook.clone()),
+        guestbook: config.guestbook.clone(),
         files: StaticFiles::new(&config.http.static_dir, config.http.cache_max_file_size),
-    };
+    }));
     let site = Router::new()
         .route("/", get(pages::home))
         .route("/guestbook", get(pages::guestbook).post(pages::submit))

@@ -53,7 +53,10 @@ impl StaticFiles {
             "static files cached in memory"
         );
         Self {
+            // A file's bytes go out in chunks of this size: ServeDir's default (64 KiB) would
+            // allocate that much for every 4 KB page.
             dir: ServeDir::with_backend(root, backend)
+                .with_buf_chunk_size(16 * 1024)
                 .precompressed_br()
                 .precompressed_gzip(),
         }
