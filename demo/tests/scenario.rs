@@ -186,6 +186,11 @@ async fn each_balancer_killed_under_load_is_reported_as_the_visitor_saw_it() {
             .iter()
             .any(|l| l.contains("killed lb-b") && l.contains("rps"))
     );
-    assert!(report.svg().contains(">kill lb-b ("));
+    let svg = report.svg();
+    assert!(svg.contains(">kill lb-b ("));
+    // The picture of the last run, for a person to look at.
+    let picture = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo-scenario-timeline.svg");
+    std::fs::write(&picture, svg).unwrap();
+    eprintln!("timeline picture: {}", picture.display());
     assert!(report.text().contains("lb-a"));
 }

@@ -258,6 +258,12 @@ impl Stack {
     }
 }
 
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A port free on `ip` just now.
 pub fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
