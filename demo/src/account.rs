@@ -256,8 +256,11 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:<12} writes answered by {}",
+            "{:<12} reads {} ({} sent again on a new connection), writes {}, answered by {}",
             result.component,
+            result.reads,
+            result.retried_reads,
+            result.writes,
             if nodes.is_empty() {
                 "nobody".to_owned()
             } else {
@@ -425,10 +428,14 @@ mod tests {
             lines[2].contains("0.5s PASS") && lines[2].contains("1 FAIL"),
             "{table}"
         );
-        assert_eq!(lines[3], "lb-1         writes answered by db-primary");
+        assert_eq!(
+            lines[3],
+            "lb-1         reads 2 (1 sent again on a new connection), writes 1, answered by db-primary"
+        );
         assert_eq!(
             lines[4],
-            "db-primary   writes answered by db-primary, then db-replica from 6.1s"
+            "db-primary   reads 0 (0 sent again on a new connection), writes 3, answered by \
+             db-primary, then db-replica from 6.1s"
         );
         assert!(
             lines[5].starts_with("targets: 0 failed requests"),
