@@ -55,6 +55,10 @@ impl ConnectionLimit {
         }
     }
 
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
     /// A new maximum (reload). Raising it lets waiting listeners accept at once; lowering it
     /// takes effect as connections close.
     pub fn set_max(&self, max: usize) {

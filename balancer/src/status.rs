@@ -61,9 +61,17 @@ async fn page(State(proxy): State<Arc<Proxy>>) -> Html<String> {
          th:first-child,td:first-child{{text-align:left}}.UP{{color:#176f2c}}.DOWN{{color:#b3261e;font-weight:bold}}\
          .DRAIN{{color:#8a5a00}}</style></head><body>\n<h1>{name}</h1>\n\
          <p>Pool of web servers, refreshed every 2 s. Requests go to UP primaries; backups only \
-         when no primary is up; DRAIN gets no new requests.</p>\n<table id=\"backends\">\
+         when no primary is up; DRAIN gets no new requests.</p>\n\
+         <p id=\"clients\">Client connections: {open} open, at most {max} (more wait to be accepted); \
+         algorithm: {algorithm}.</p>\n<table id=\"backends\">\
          <tr><th>backend</th><th>role</th><th>state</th><th>weight</th><th>in flight</th>\
-         <th>req/s</th><th>requests</th><th>errors</th><th>last check</th></tr>\n"
+         <th>req/s</th><th>requests</th><th>errors</th><th>last check</th></tr>\n",
+        open = proxy.connections.gauge.get(),
+        max = proxy.connections.max(),
+        algorithm = match proxy.pool.load().algorithm() {
+            crate::config::Algorithm::RoundRobin => "round robin",
+            crate::config::Algorithm::LeastConnections => "least connections",
+        },
     );
     for backend in &proxy.pool.load().backends {
         let state = backend.state();
@@ -113,7 +121,12 @@ async fn json(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
         .collect();
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({ "backends": backends }).to_string(),
+        serde_json::json!({
+            "client_connections": proxy.connections.gauge.get(),
+            "max_connections": proxy.connections.max(),
+            "backends": backends,
+        })
+        .to_string(),
     )
 }
 

@@ -917,6 +917,16 @@ async fn max_connections_holds_new_connections_until_one_closes() {
     let early =
         tokio::time::timeout(Duration::from_millis(700), third.read_to_end(&mut answer)).await;
     assert!(early.is_err(), "served past max_connections: {answer:?}");
+    let (_, status) = get(lb.addr("admin"), "/status.json").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        (
+            status["client_connections"].as_i64(),
+            status["max_connections"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{status}"
+    );
 
     first_connection.abort();
     tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
