@@ -45,7 +45,7 @@ impl Default for Targets {
 pub struct Window {
     pub component: String,
     pub killed: Duration,
-    pub restored: Option<Duration>,
+    pub restored: Duration,
     /// When every service was healthy again; None if it never was within the wait.
     pub healthy: Option<Duration>,
     /// The next kill, or the end of the load.
@@ -145,8 +145,7 @@ pub fn account(
                 max_write_latency: writes.iter().map(|r| r.latency).max().unwrap_or_default(),
                 to_healthy: window
                     .healthy
-                    .zip(window.restored)
-                    .map(|(healthy, restored)| healthy.saturating_sub(restored)),
+                    .map(|healthy| healthy.saturating_sub(window.restored)),
                 acked_lost: writes
                     .iter()
                     .filter(|r| r.ok() && r.marker.as_ref().is_some_and(|m| lost.contains(m)))
@@ -370,14 +369,14 @@ mod tests {
             Window {
                 component: "lb-1".into(),
                 killed: ms(1000),
-                restored: Some(ms(2000)),
+                restored: ms(2000),
                 healthy: Some(ms(3500)),
                 end: ms(5000),
             },
             Window {
                 component: "db-primary".into(),
                 killed: ms(5000),
-                restored: Some(ms(6000)),
+                restored: ms(6000),
                 healthy: None,
                 end: ms(8000),
             },

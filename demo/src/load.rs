@@ -29,7 +29,8 @@ pub struct LoadConfig {
     pub write_rate: f64,
     /// What a reader asks for.
     pub read_path: String,
-    /// Written into every message, so this run's posts are told from any other's.
+    /// Written into every message, so this run's posts are told from any other's (empty:
+    /// [`crate::Scenario::run`] makes one from the clock).
     pub run_id: String,
     /// The workers stop by themselves this long after the start, stopped or not.
     pub max_duration: Duration,
@@ -43,7 +44,7 @@ impl Default for LoadConfig {
             read_rate: 100.0,
             write_rate: 20.0,
             read_path: "/api/posts?limit=5".into(),
-            run_id: "demo".into(),
+            run_id: String::new(),
             max_duration: Duration::from_secs(30 * 60),
         }
     }

@@ -174,7 +174,7 @@ impl Scenario {
         load_config.max_duration = load_config
             .max_duration
             .min(config.warmup + phases * config.components.len() as u32 + COMMANDS_ALLOWANCE);
-        if load_config.run_id.is_empty() || load_config.run_id == LoadConfig::default().run_id {
+        if load_config.run_id.is_empty() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
@@ -240,7 +240,7 @@ impl Scenario {
             windows.push(Window {
                 component: component.clone(),
                 killed,
-                restored: Some(restored),
+                restored,
                 healthy,
                 end: Duration::MAX,
             });
