@@ -343,10 +343,10 @@ impl Backend {
                             return Ok(collected);
                         }
                         if wire::is_eof(&row) {
-                            break if deprecate_eof {
-                                wire::parse_ok(&row).map_or(0, |ok| ok.status)
-                            } else {
+                            break if wire::is_classic_eof(&row) {
                                 wire::eof_status(&row).unwrap_or(0)
+                            } else {
+                                wire::parse_ok(&row).map_or(0, |ok| ok.status)
                             };
                         }
                         if collected.first_value.is_none() {

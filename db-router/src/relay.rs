@@ -134,7 +134,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                 return Ok(None);
             }
             if wire::is_eof(payload) {
-                if self.backend.caps & cap::DEPRECATE_EOF != 0 {
+                if !wire::is_classic_eof(payload) {
                     return self.forward_ok(packet).await.map(Some);
                 }
                 let status = wire::eof_status(payload).unwrap_or(0);

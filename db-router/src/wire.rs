@@ -367,6 +367,13 @@ pub fn is_eof(payload: &[u8]) -> bool {
     payload.first() == Some(&0xFE) && payload.len() < crate::packet::MAX_CHUNK
 }
 
+/// True for a classic 5-byte EOF packet. Servers still send one where DEPRECATE_EOF is on in
+/// places (after the columns of a cursor), so the length, not the capability, tells it from
+/// an OK packet (7 bytes at least).
+pub fn is_classic_eof(payload: &[u8]) -> bool {
+    payload.first() == Some(&0xFE) && payload.len() == 5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -378,6 +378,39 @@ async fn prepared_statements_are_routed_and_reprepared_with_their_types(
         rows == [[Some("3".into()), Some(REPLICA_ID.into())]],
         "re-prepared on the reader without the client resending types: {rows:?}"
     );
+    // Long data is kept by the router until the EXECUTE, then sent to the backend it runs on.
+    let (long, _) = raw.prepare("SELECT CAST(? AS CHAR)").await?;
+    for chunk in [&b"hello, "[..], b"world"] {
+        let mut data = vec![0x18];
+        data.extend_from_slice(&long.to_le_bytes());
+        data.extend_from_slice(&0u16.to_le_bytes());
+        data.extend_from_slice(chunk);
+        raw.send(&data).await?;
+    }
+    let mut execute = vec![0x17];
+    execute.extend_from_slice(&long.to_le_bytes());
+    execute.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0xFC, 0]);
+    raw.send(&execute).await?;
+    let rows = raw.read_results(true).await?.map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        rows == [[Some("hello, world".into())]],
+        "long data: {rows:?}"
+    );
+    // A cursor (EXECUTE with CURSOR_TYPE_READ_ONLY), read with COM_STMT_FETCH.
+    let (cursor, _) = raw
+        .prepare("SELECT CAST(seq AS CHAR) FROM foobar.seq_1_to_5")
+        .await?;
+    let mut execute = vec![0x17];
+    execute.extend_from_slice(&cursor.to_le_bytes());
+    execute.extend_from_slice(&[1, 1, 0, 0, 0]);
+    raw.send(&execute).await?;
+    let columns = raw.read_cursor_open().await?;
+    let first = raw.fetch(cursor, 2, columns).await?;
+    let rest = raw.fetch(cursor, 10, columns).await?;
+    anyhow::ensure!(
+        first == [[Some("1".to_string())], [Some("2".into())]] && rest.len() == 3,
+        "cursor: {first:?} then {rest:?}"
+    );
     // Closing it and executing again is a clean error, not a crash.
     let mut close = vec![0x19];
     close.extend_from_slice(&stmt.to_le_bytes());

@@ -193,6 +193,38 @@ impl RawClient {
     }
 }
 
+impl RawClient {
+    /// After an EXECUTE that opened a cursor: the column count, once the columns are read.
+    pub async fn read_cursor_open(&mut self) -> anyhow::Result<u64> {
+        let (_, first) = self.stream.read_packet().await?;
+        anyhow::ensure!(first.first() != Some(&0xFF), "{}", wire::parse_err(&first));
+        let columns = Cursor::new(&first).lenenc_int().context("column count")?;
+        for _ in 0..columns {
+            self.stream.read_packet().await?;
+        }
+        let (_, end) = self.stream.read_packet().await?;
+        anyhow::ensure!(wire::is_eof(&end), "no end of columns: {end:?}");
+        Ok(columns)
+    }
+
+    /// COM_STMT_FETCH of `rows` rows of an open cursor (string columns).
+    pub async fn fetch(&mut self, id: u32, rows: u32, columns: u64) -> anyhow::Result<Rows> {
+        let mut payload = vec![0x1c];
+        payload.extend_from_slice(&id.to_le_bytes());
+        payload.extend_from_slice(&rows.to_le_bytes());
+        self.send(&payload).await?;
+        let mut out = Vec::new();
+        loop {
+            let (_, row) = self.stream.read_packet().await?;
+            anyhow::ensure!(row.first() != Some(&0xFF), "{}", wire::parse_err(&row));
+            if wire::is_eof(&row) {
+                return Ok(out);
+            }
+            out.push(binary_row(&row, columns as usize)?);
+        }
+    }
+}
+
 fn ok_status(payload: &[u8]) -> anyhow::Result<u16> {
     let mut c = Cursor::new(payload);
     c.u8();
