@@ -43,7 +43,9 @@ impl ServiceConfig for Config {
 }
 
 /// Runs the service until `ctx.shutdown` is cancelled.
-pub async fn run(_config: Config, ctx: Context) -> anyhow::Result<()> {
+pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
+    let topology = topology::start(&config.backends, &config.monitor, &ctx).await?;
+    ctx.add_admin_routes(topology::admin_routes(&topology));
     ctx.readiness.set(true);
     ctx.shutdown.cancelled().await;
     Ok(())
