@@ -335,8 +335,10 @@ EOF
       #   REPLICA MONITOR          SHOW REPLICA STATUS
       #   READ_ONLY ADMIN          SET GLOBAL read_only (promote, fence), and writing the
       #                            promotion record while the node is still read-only
-      #   REPLICATION SLAVE ADMIN  STOP/START SLAVE, RESET SLAVE ALL, CHANGE MASTER TO,
+      #   REPLICATION SLAVE ADMIN  STOP/START SLAVE, CHANGE MASTER TO,
       #                            SET GLOBAL gtid_slave_pos (rejoin)
+      #   RELOAD                   RESET SLAVE ALL (10.11 asks for RELOAD there, not for
+      #                            REPLICATION SLAVE ADMIN)
       #   PROCESS, CONNECTION ADMIN  list and KILL the app account's connections on a node
       #                            it fences, so open sessions cannot keep writing there
       #   SELECT, INSERT on foobar_router.*  the promotion record
@@ -346,8 +348,8 @@ EOF
       monitor_hash=$(sql <<<"SELECT PASSWORD($(sql_str "$DB_MONITOR_PASSWORD"));")
       sql <<EOF
 CREATE USER '$DB_MONITOR_USER'@'%' IDENTIFIED BY PASSWORD '$monitor_hash';
-GRANT REPLICA MONITOR, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, PROCESS, CONNECTION ADMIN
-  ON *.* TO '$DB_MONITOR_USER'@'%';
+GRANT REPLICA MONITOR, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, RELOAD, PROCESS,
+  CONNECTION ADMIN ON *.* TO '$DB_MONITOR_USER'@'%';
 GRANT SELECT, INSERT ON foobar_router.* TO '$DB_MONITOR_USER'@'%';
 EOF
     else

@@ -17,11 +17,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
 
-use super::node::{self, Probe, Record, Status, exec, read_record, text};
+use super::node::{self, Probe, Record, SqlContext, Status, exec, read_record, text};
 
 /// The longest one step of an action may take (`STOP SLAVE` waits for the event group the
 /// SQL thread is applying; `SET GLOBAL read_only` for running statements).
@@ -152,7 +152,7 @@ pub async fn rejoin(
         let status = conn
             .fetch_optional("SHOW REPLICA STATUS")
             .await
-            .context("SHOW REPLICA STATUS")?;
+            .sql_context("SHOW REPLICA STATUS")?;
         let (io, sql, io_error, sql_error) = status
             .map(|row| {
                 (
@@ -214,7 +214,7 @@ async fn lock(conn: &mut MySqlConnection) -> anyhow::Result<()> {
     let row = tokio::time::timeout(STEP_TIMEOUT, conn.fetch_one(PROMOTION_LOCK))
         .await
         .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
-        .context("GET_LOCK")?;
+        .sql_context("GET_LOCK")?;
     if text(&row, 0) != "1" {
         bail!("another router holds the promotion lock on this node; its record decides");
     }
@@ -235,7 +235,7 @@ async fn promote_locked(
     let row = conn
         .fetch_one("SELECT @@server_id, @@report_host, @@hostname, @@port")
         .await
-        .context("read server variables")?;
+        .sql_context("read server variables")?;
     let server_id: u32 = text(&row, 0)
         .parse()
         .map_err(|_| anyhow!("bad @@server_id"))?;
@@ -248,14 +248,14 @@ async fn promote_locked(
     if conn
         .fetch_optional("SHOW REPLICA STATUS")
         .await
-        .context("SHOW REPLICA STATUS")?
+        .sql_context("SHOW REPLICA STATUS")?
         .is_some()
     {
         exec(conn, "STOP SLAVE IO_THREAD", STEP_TIMEOUT).await?;
         let status = conn
             .fetch_one("SHOW REPLICA STATUS")
             .await
-            .context("SHOW REPLICA STATUS")?;
+            .sql_context("SHOW REPLICA STATUS")?;
         let received = text(&status, "Gtid_IO_Pos");
         if text(&status, "Slave_SQL_Running") != "Yes" {
             let error = text(&status, "Last_SQL_Error");
@@ -294,7 +294,7 @@ async fn promote_locked(
     )
     .await
     .map_err(|_| anyhow!("record the epoch: no answer within {STEP_TIMEOUT:?}"))?
-    .context("record the epoch in foobar_router.promotion")?;
+    .sql_context("record the epoch in foobar_router.promotion")?;
     finish(conn).await?;
     Ok(Promotion::Promoted(record))
 }
@@ -304,7 +304,7 @@ async fn finish(conn: &mut MySqlConnection) -> anyhow::Result<()> {
     if conn
         .fetch_optional("SHOW REPLICA STATUS")
         .await
-        .context("SHOW REPLICA STATUS")?
+        .sql_context("SHOW REPLICA STATUS")?
         .is_some()
     {
         exec(conn, "STOP SLAVE", STEP_TIMEOUT).await?;
@@ -330,7 +330,7 @@ async fn gtid_wait(
     let row = tokio::time::timeout(timeout + STEP_TIMEOUT, conn.fetch_one(AssertSqlSafe(sql)))
         .await
         .map_err(|_| anyhow!("MASTER_GTID_WAIT: no answer within {timeout:?}"))?
-        .context("MASTER_GTID_WAIT")?;
+        .sql_context("MASTER_GTID_WAIT")?;
     Ok(text(&row, 0) == "0")
 }
 
@@ -343,16 +343,16 @@ async fn kill_sessions(conn: &mut MySqlConnection, user: &str) -> anyhow::Result
     )
     .await
     .map_err(|_| anyhow!("list sessions: no answer within {STEP_TIMEOUT:?}"))?
-    .context("list the app account's sessions")?;
+    .sql_context("list the app account's sessions")?;
     let mut killed = 0;
     for row in rows {
-        let id: i64 = row.try_get_unchecked(0).context("session id")?;
+        let id: i64 = row.try_get_unchecked(0).sql_context("session id")?;
         let kill = AssertSqlSafe(format!("KILL CONNECTION {id}"));
         match tokio::time::timeout(STEP_TIMEOUT, conn.execute(kill)).await {
             Ok(Ok(_)) => killed += 1,
             // ER_NO_SUCH_THREAD: it ended by itself meanwhile.
             Ok(Err(e)) if node::error_code(&e) == Some(1094) => {}
-            Ok(Err(e)) => return Err(anyhow!(e).context(format!("KILL CONNECTION {id}"))),
+            Ok(Err(e)) => bail!("KILL CONNECTION {id}: {e}"),
             Err(_) => bail!("KILL CONNECTION {id}: no answer within {STEP_TIMEOUT:?}"),
         }
     }

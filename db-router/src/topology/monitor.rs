@@ -118,8 +118,10 @@ pub struct Monitor {
     known: Option<Record>,
     primary_down_since: Option<Instant>,
     failovers: u64,
-    /// The last persistent condition logged, so it is not logged every round.
-    last_note: Option<String>,
+    /// Conditions logged this round and the round before: one that persists (a failover
+    /// that cannot happen, an action that keeps failing) is logged when it starts, not
+    /// every round.
+    notes: [std::collections::HashSet<String>; 2],
 }
 
 impl Monitor {
@@ -145,7 +147,7 @@ impl Monitor {
             known: None,
             primary_down_since: None,
             failovers: 0,
-            last_note: None,
+            notes: Default::default(),
         })
     }
 
@@ -183,6 +185,9 @@ impl Monitor {
 
     /// One round; true when it acted and the next round should come at once.
     async fn round(&mut self) -> bool {
+        let [previous, current] = &mut self.notes;
+        std::mem::swap(previous, current);
+        current.clear();
         self.check_all().await;
         let observed: Vec<Observed<'_>> = self
             .nodes
@@ -202,7 +207,7 @@ impl Monitor {
 
         self.remember(&plan);
         if let Some(problem) = &plan.problem {
-            self.note(problem.clone());
+            self.note(Level::Error, problem.clone());
         }
         let mut acted = false;
         for action in &plan.actions {
@@ -281,32 +286,33 @@ impl Monitor {
     }
 
     async fn act(&mut self, action: &Action) -> bool {
+        let epoch = self.known.as_ref().map_or(0, |r| r.epoch);
         match *action {
             Action::Fence(index) => {
                 let probe = &mut self.probes[index];
-                tracing::warn!(
-                    node = %probe.node.name,
-                    "node is writable but is not the primary (epoch {}): fencing it \
-                     (read_only=ON, killing {}'s sessions)",
-                    self.known.as_ref().map_or(0, |r| r.epoch),
-                    self.access.app_user
-                );
+                let node = probe.node.name.clone();
                 match actions::fence(probe, &self.access.app_user).await {
                     Ok(killed) => {
                         self.metrics.fencings.inc();
                         tracing::warn!(
-                            node = %probe.node.name,
+                            node,
+                            epoch,
                             killed,
-                            "fenced: read_only=ON, {killed} session(s) killed; it gets no \
-                             writes (POST /rejoin makes it a replica of the primary)"
+                            "fenced a writable node that is not the primary: read_only=ON, \
+                             {killed} session(s) of {} killed; it gets no writes (POST /rejoin \
+                             makes it a replica of the primary)",
+                            self.access.app_user
                         );
                         true
                     }
                     Err(e) => {
-                        tracing::error!(
-                            node = %probe.node.name,
-                            "fencing failed: {e:#}; it still gets no writes from this router, \
-                             trying again at the next check"
+                        self.note(
+                            Level::Error,
+                            format!(
+                                "{node} is writable but not the primary (epoch {epoch}); \
+                                 fencing it failed: {e:#}; it gets no writes from this router, \
+                                 trying again at every check"
+                            ),
                         );
                         false
                     }
@@ -314,21 +320,25 @@ impl Monitor {
             }
             Action::CompletePromotion(index) => {
                 let probe = &mut self.probes[index];
-                tracing::warn!(
-                    node = %probe.node.name,
-                    "node is the primary by record but read-only: resetting its replication \
-                     and making it writable"
-                );
+                let node = probe.node.name.clone();
                 match actions::complete_promotion(probe).await {
                     Ok(()) => {
-                        tracing::info!(node = %probe.node.name, "writable again: it takes writes");
+                        tracing::warn!(
+                            node,
+                            epoch,
+                            "the primary by record was read-only (a promotion cut short, or \
+                             a restart): replication reset, writable again, it takes writes"
+                        );
                         true
                     }
                     Err(e) => {
-                        tracing::error!(
-                            node = %probe.node.name,
-                            "cannot make it writable: {e:#}; writes keep failing, trying again \
-                             at the next check"
+                        self.note(
+                            Level::Error,
+                            format!(
+                                "{node} is the primary by record (epoch {epoch}) but read-only; \
+                                 making it writable failed: {e:#}; writes keep failing, trying \
+                                 again at every check"
+                            ),
                         );
                         false
                     }
@@ -344,25 +354,30 @@ impl Monitor {
         down_for: Duration,
     ) -> bool {
         if !self.config.auto_failover {
-            self.note(format!(
-                "primary down for {down_for:.1?}; auto_failover is off: writes fail until it \
-                 returns"
-            ));
+            self.note(
+                Level::Warn,
+                "the primary is down past failover_after; auto_failover is off: writes fail \
+                 until it returns"
+                    .into(),
+            );
             return false;
         }
         let index = match candidate {
             Ok(index) => index,
             Err(why) => {
-                self.note(format!(
-                    "primary down for {down_for:.1?}, cannot fail over: {why}; writes fail \
-                     until it returns"
-                ));
+                self.note(
+                    Level::Warn,
+                    format!(
+                        "the primary is down past failover_after, cannot fail over: {why}; \
+                         writes fail until it returns"
+                    ),
+                );
                 return false;
             }
         };
         let epoch = plan.record.as_ref().map_or(0, |r| r.epoch) + 1;
         let probe = &mut self.probes[index];
-        tracing::warn!(
+        tracing::info!(
             node = %probe.node.name,
             epoch,
             "primary down for {down_for:.1?}: promoting this replica (stop replication once \
@@ -388,7 +403,6 @@ impl Monitor {
                     record.server_id
                 );
                 self.known = Some(record);
-                self.last_note = None;
                 true
             }
             Ok(Promotion::Adopted(record)) => {
@@ -400,25 +414,30 @@ impl Monitor {
                     record.epoch
                 );
                 self.known = Some(record);
-                self.last_note = None;
                 true
             }
             Err(e) => {
-                tracing::error!(
-                    node = %probe.node.name,
-                    "promotion failed: {e:#}; writes keep failing, trying again at the next \
-                     check"
+                let message = format!(
+                    "promoting {} failed: {e:#}; writes keep failing, trying again at every \
+                     check",
+                    probe.node.name
                 );
+                self.note(Level::Error, message);
                 false
             }
         }
     }
 
-    fn note(&mut self, message: String) {
-        if self.last_note.as_ref() != Some(&message) {
-            tracing::warn!("{message}");
-            self.last_note = Some(message);
+    /// Logs `message` unless the round before logged it too.
+    fn note(&mut self, level: Level, message: String) {
+        let [previous, current] = &mut self.notes;
+        if !previous.contains(&message) {
+            match level {
+                Level::Warn => tracing::warn!("{message}"),
+                Level::Error => tracing::error!("{message}"),
+            }
         }
+        current.insert(message);
     }
 
     fn publish(&mut self, plan: &Plan) {
@@ -436,12 +455,19 @@ impl Monitor {
                     reader = name(snapshot.reader.as_ref()),
                     "no writer: writes fail at once; reads go to the reader"
                 );
+            } else if snapshot.reader.is_none() {
+                tracing::info!(
+                    epoch = snapshot.epoch,
+                    writer = name(snapshot.writer.as_ref()),
+                    "routing changed: no reader (replica down, stopped or lagging), reads go \
+                     to the writer"
+                );
             } else {
                 tracing::info!(
                     epoch = snapshot.epoch,
                     writer = name(snapshot.writer.as_ref()),
                     reader = name(snapshot.reader.as_ref()),
-                    "routing changed (no reader: reads go to the writer)"
+                    "routing changed"
                 );
             }
         }
@@ -521,6 +547,11 @@ impl Monitor {
             .unwrap_or_else(|e| e.into_inner()) = report;
         self.topology.publish(snapshot);
     }
+}
+
+enum Level {
+    Warn,
+    Error,
 }
 
 fn name(node: Option<&Node>) -> &str {

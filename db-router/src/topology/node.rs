@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow, MySqlSslMode};
 use sqlx::{ConnectOptions, Executor, Row};
@@ -98,7 +98,7 @@ impl Probe {
     /// The open connection, or a new one (the caller bounds the time).
     pub async fn connection(&mut self) -> anyhow::Result<&mut MySqlConnection> {
         if self.conn.is_none() {
-            let conn = self.options.connect().await.context("connect")?;
+            let conn = self.options.connect().await.sql_context("connect")?;
             self.conn = Some(conn);
         }
         self.conn.as_mut().ok_or_else(|| anyhow!("no connection"))
@@ -117,7 +117,7 @@ impl Probe {
                  @@gtid_binlog_pos, @@gtid_slave_pos",
             )
             .await
-            .context("read server variables")?;
+            .sql_context("read server variables")?;
         let report_host = text(&row, 2);
         let hostname = text(&row, 3);
         let host = if report_host.is_empty() {
@@ -128,7 +128,7 @@ impl Probe {
         let replication = conn
             .fetch_optional("SHOW REPLICA STATUS")
             .await
-            .context("SHOW REPLICA STATUS")?
+            .sql_context("SHOW REPLICA STATUS")?
             .map(|row| Replication {
                 io_running: text(&row, "Slave_IO_Running"),
                 sql_running: text(&row, "Slave_SQL_Running") == "Yes",
@@ -169,7 +169,19 @@ pub async fn read_record(conn: &mut MySqlConnection) -> anyhow::Result<Option<Re
         Ok(None) => Ok(None),
         // ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR: a data directory older than the record.
         Err(e) if matches!(error_code(&e), Some(1146 | 1049)) => Ok(None),
-        Err(e) => Err(e).context("read foobar_router.promotion"),
+        Err(e) => Err(e).sql_context("read foobar_router.promotion"),
+    }
+}
+
+/// `.context()` for the driver's errors, without repeating them: a sqlx error's source is
+/// the error itself, which `{:#}` would print twice.
+pub trait SqlContext<T> {
+    fn sql_context(self, what: &str) -> anyhow::Result<T>;
+}
+
+impl<T> SqlContext<T> for Result<T, sqlx::Error> {
+    fn sql_context(self, what: &str) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow!("{what}: {e}"))
     }
 }
 
@@ -262,7 +274,7 @@ pub async fn exec(
         .join(" ");
     match tokio::time::timeout(timeout, conn.execute(sql)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(anyhow!(e).context(what)),
+        Ok(Err(e)) => Err(anyhow!("{what}: {e}")),
         Err(_) => Err(anyhow!("{what}: no answer within {timeout:?}")),
     }
 }

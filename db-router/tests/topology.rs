@@ -1,0 +1,414 @@
+//! The topology half of the router against a real MariaDB primary and replica from the
+//! project's image (testcontainers), with real replication and containers killed for real
+//! (`docker kill`: SIGKILL, no clean shutdown). The monitor reaches the nodes through their
+//! published ports, so nodes are named `127.0.0.1:PORT` here; replication between the nodes
+//! uses their container names (`report_host`).
+//!
+//! The tests run one at a time (a lock): each starts its own pair, and a second pair
+//! starting on the same two cores would slow the first one's checks past their timeout.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use foobar_db_router::topology::{self, BackendsConfig, MonitorConfig, Node, Snapshot, Topology};
+use foobar_service::Context;
+use foobar_stack_tests::{
+    APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, REPLICATION_PASSWORD,
+    ReplicatedDatabase,
+};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::{Connection, Executor};
+use testcontainers::{ContainerAsync, GenericImage};
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The stack's failover target is 5 s after the primary dies; tests allow 10.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+/// A killed MariaDB container restarting (crash recovery) and answering again.
+const RESTART_LIMIT: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejoin()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start().await?;
+    let (primary, replica) = nodes(&db);
+    let (a, _a) = router(&db).await?;
+    let (b, _b) = router(&db).await?;
+    for t in [&a, &b] {
+        wait(
+            t,
+            "writer primary, reader replica",
+            Duration::from_secs(10),
+            |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+        )
+        .await?;
+    }
+
+    // The replica dies: reads go to the primary (reader None), writes are untouched.
+    kill(&db.replica).await?;
+    let took = wait(
+        &a,
+        "reader none after the replica's kill",
+        FAILOVER_LIMIT,
+        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+    )
+    .await?;
+    println!("replica killed: reads moved to the primary after {took:?}");
+    let mut on_primary = app_conn(db.primary_port).await?;
+    on_primary
+        .execute("CREATE TABLE note (id INT PRIMARY KEY, text VARCHAR(40) NOT NULL)")
+        .await?;
+    on_primary
+        .execute("INSERT INTO note VALUES (1, 'written while the replica was down')")
+        .await?;
+
+    // It returns, catches up, and gets reads again.
+    db.replica.start().await?;
+    let took = wait(
+        &a,
+        "reader back after the replica's restart",
+        RESTART_LIMIT,
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("replica restarted: reads back on it after {took:?}");
+
+    // The primary dies, idle (its last write acknowledged by the replica, semi-sync).
+    on_primary
+        .execute("INSERT INTO note VALUES (2, 'acknowledged before the failover')")
+        .await?;
+    drop(on_primary);
+    let killed = Instant::now();
+    kill(&db.primary).await?;
+    let no_writer = wait(&a, "no writer, reads on the replica", FAILOVER_LIMIT, |s| {
+        s.writer.is_none() && s.reader.as_ref() == Some(&replica)
+    })
+    .await;
+    // Router b may promote first; then a never shows the gap. Either way both converge.
+    for t in [&a, &b] {
+        wait(t, "the replica promoted at epoch 1", FAILOVER_LIMIT, |s| {
+            s.writer.as_ref() == Some(&replica) && s.epoch == 1
+        })
+        .await?;
+    }
+    println!(
+        "primary killed: router a had no writer after {:?}; both routers on the replica, \
+         epoch 1, {:?} after the kill",
+        no_writer.ok(),
+        killed.elapsed()
+    );
+    assert_eq!(*a.snapshot(), *b.snapshot(), "the two routers disagree");
+    assert_eq!(
+        a.report().failovers + b.report().failovers,
+        1,
+        "exactly one router promotes; the other adopts its record"
+    );
+    let mut on_replica = app_conn(db.replica_port).await?;
+    let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM note ORDER BY id")
+        .fetch_all(&mut on_replica)
+        .await?;
+    assert_eq!(
+        ids,
+        [1, 2],
+        "every acknowledged write is on the new primary"
+    );
+    on_replica
+        .execute("INSERT INTO note VALUES (3, 'written on the new primary')")
+        .await?;
+
+    // The old primary comes back writable (its DB_ROLE says primary) and is fenced.
+    db.primary.start().await?;
+    let took = wait_report(&a, "the old primary fenced", RESTART_LIMIT, |r| {
+        r.nodes
+            .iter()
+            .any(|n| n.name == primary.name && n.role == "fenced")
+    })
+    .await?;
+    println!("old primary restarted: fenced after {took:?}");
+    assert_eq!(a.snapshot().writer.as_ref(), Some(&replica));
+    assert_eq!(b.snapshot().writer.as_ref(), Some(&replica));
+    let mut on_old = app_conn(db.primary_port).await?;
+    let refused = on_old
+        .execute("INSERT INTO note VALUES (4, 'written on the fenced node')")
+        .await
+        .expect_err("a fenced node must refuse the app's writes");
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+
+    // Rejoin: the documented admin action makes it a replica of the new primary.
+    let (status, body) = admin_post(&a, "/rejoin").await?;
+    assert_eq!(status, 200, "{body}");
+    let took = wait(
+        &a,
+        "the old primary reads again",
+        Duration::from_secs(30),
+        |s| s.reader.as_ref() == Some(&primary) && s.writer.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("rejoined: the old primary is the reader after {took:?}");
+    on_replica
+        .execute("INSERT INTO note VALUES (5, 'replicated to the rejoined node')")
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM note ORDER BY id")
+            .fetch_all(&mut on_old)
+            .await?;
+        if ids == [1, 2, 3, 5] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rejoined node has {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every_acknowledged_write()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start().await?;
+    let (primary, replica) = nodes(&db);
+    let (router, _ctx) = router(&db).await?;
+    wait(
+        &router,
+        "writer primary, reader replica",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    let mut conn = app_conn(db.primary_port).await?;
+    conn.execute("CREATE TABLE counter (id INT PRIMARY KEY)")
+        .await?;
+
+    // A client writes a counter straight to the primary, as fast as it is acknowledged.
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for id in 1.. {
+            let insert = sqlx::query("INSERT INTO counter VALUES (?)")
+                .bind(id)
+                .execute(&mut conn);
+            match tokio::time::timeout(Duration::from_secs(15), insert).await {
+                Ok(Ok(_)) => acknowledged.push(id),
+                Ok(Err(e)) => return (acknowledged, format!("{e}")),
+                Err(_) => return (acknowledged, "no answer within 15 s".into()),
+            }
+        }
+        unreachable!("the loop ends with the primary")
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = Instant::now();
+    kill(&db.primary).await?;
+    let no_writer = wait(&router, "no writer after the kill", FAILOVER_LIMIT, |s| {
+        s.writer.is_none()
+    })
+    .await?;
+    wait(&router, "the replica promoted", FAILOVER_LIMIT, |s| {
+        s.writer.as_ref() == Some(&replica) && s.epoch == 1
+    })
+    .await?;
+    let promoted = killed.elapsed();
+    let (acknowledged, ended) = writer.await?;
+    assert!(
+        acknowledged.len() > 10,
+        "only {} writes before the kill",
+        acknowledged.len()
+    );
+
+    let mut on_new = app_conn(db.replica_port).await?;
+    let present: BTreeSet<i32> = sqlx::query_scalar("SELECT id FROM counter")
+        .fetch_all(&mut on_new)
+        .await?
+        .into_iter()
+        .collect();
+    let lost: Vec<i32> = acknowledged
+        .iter()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
+    println!(
+        "primary killed under writes: no writer {no_writer:?} after the kill, the replica \
+         promoted and the writer {promoted:?} after it; {} writes acknowledged, {} rows on \
+         the new primary, {} acknowledged writes lost; the client's last write: {ended}",
+        acknowledged.len(),
+        present.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes missing on the new primary: {lost:?}"
+    );
+    assert!(promoted <= FAILOVER_LIMIT);
+    on_new.execute("INSERT INTO counter VALUES (-1)").await?;
+
+    // The old primary returns fenced: read-only for the app, not the writer.
+    db.primary.start().await?;
+    wait_report(&router, "the old primary fenced", RESTART_LIMIT, |r| {
+        r.nodes
+            .iter()
+            .any(|n| n.name == primary.name && n.role == "fenced")
+    })
+    .await?;
+    assert_eq!(router.snapshot().writer.as_ref(), Some(&replica));
+    let mut on_old = app_conn(db.primary_port).await?;
+    let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
+        .fetch_one(&mut on_old)
+        .await?;
+    assert_eq!(read_only, 1);
+    assert!(
+        on_old
+            .execute("INSERT INTO counter VALUES (-2)")
+            .await
+            .is_err()
+    );
+
+    // Rejoining it either works, or is refused because it holds a write the new primary
+    // never received (committed on the old primary as it died, never acknowledged): the
+    // refusal must say so, and leave it fenced.
+    let (status, body) = admin_post(&router, "/rejoin").await?;
+    println!("rejoin after a kill under writes: {status} {body}");
+    if status == 200 {
+        wait(
+            &router,
+            "the old primary reads again",
+            Duration::from_secs(30),
+            |s| s.reader.as_ref() == Some(&primary),
+        )
+        .await?;
+    } else {
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("never received"), "{body}");
+        let report = router.report();
+        let old = report.nodes.iter().find(|n| n.name == primary.name);
+        assert_eq!(old.map(|n| n.role), Some("fenced"), "{report:?}");
+    }
+    Ok(())
+}
+
+/// The nodes as the routers in these tests name them.
+fn nodes(db: &ReplicatedDatabase) -> (Node, Node) {
+    (
+        Node {
+            name: format!("127.0.0.1:{}", db.primary_port),
+        },
+        Node {
+            name: format!("127.0.0.1:{}", db.replica_port),
+        },
+    )
+}
+
+/// A router's topology half with the stack's default monitor settings. Keep the Context:
+/// dropping it does not stop the monitor, but cancelling it does.
+async fn router(db: &ReplicatedDatabase) -> anyhow::Result<(Topology, Guard)> {
+    let (primary, replica) = nodes(db);
+    let backends = BackendsConfig {
+        primary: primary.name,
+        replica: replica.name,
+        user: APP_USER.into(),
+        password: APP_PASSWORD.into(),
+        ..BackendsConfig::default()
+    };
+    let monitor = MonitorConfig {
+        password: MONITOR_PASSWORD.into(),
+        replication_password: REPLICATION_PASSWORD.into(),
+        ..MonitorConfig::default()
+    };
+    // The monitor's log, to read beside a failure (`cargo test -- --nocapture`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("foobar_db_router=info")
+        .with_test_writer()
+        .try_init();
+    let ctx = Context::new("foobar_db_router");
+    let topology = topology::start(&backends, &monitor, &ctx).await?;
+    Ok((topology, Guard(ctx)))
+}
+
+/// Stops a router's monitor at the end of a test.
+struct Guard(Context);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.shutdown.cancel();
+    }
+}
+
+/// Waits until the snapshot satisfies `ok`; how long it took.
+async fn wait(
+    topology: &Topology,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&Snapshot) -> bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut changes = topology.changes();
+    loop {
+        if ok(&changes.borrow_and_update()) {
+            return Ok(started.elapsed());
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, changes.changed()).await.is_err() {
+            anyhow::bail!(
+                "{what}: not within {limit:?}; snapshot {:?}; report {}",
+                topology.snapshot(),
+                serde_json::to_string_pretty(&topology.report())?
+            );
+        }
+    }
+}
+
+/// Waits until the monitor's report satisfies `ok` (polled: the report has no channel).
+async fn wait_report(
+    topology: &Topology,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&topology::Report) -> bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if ok(&topology.report()) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            anyhow::bail!(
+                "{what}: not within {limit:?}; report {}",
+                serde_json::to_string_pretty(&topology.report())?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGKILL, as a crash: no clean shutdown, no goodbye to the replica.
+async fn kill(node: &ContainerAsync<GenericImage>) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("docker")
+        .args(["kill", node.id()])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn app_conn(port: u16) -> anyhow::Result<MySqlConnection> {
+    let options = MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(APP_USER)
+        .password(APP_PASSWORD)
+        .database(APP_DATABASE);
+    Ok(MySqlConnection::connect_with(&options).await?)
+}
+
+/// A POST to the router's admin routes, as `curl -X POST` on the admin port would send it.
+async fn admin_post(topology: &Topology, path: &str) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::post(path).body(axum::body::Body::empty())?;
+    let response = topology::admin_routes(topology).oneshot(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
