@@ -33,8 +33,8 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     let _one = ONE_AT_A_TIME.lock().await;
     let db = ReplicatedDatabase::start().await?;
     let (primary, replica) = nodes(&db);
-    let (a, _a) = router(&db).await?;
-    let (b, _b) = router(&db).await?;
+    let (a, admin_a) = router(&db).await?;
+    let (b, admin_b) = router(&db).await?;
     for t in [&a, &b] {
         wait(
             t,
@@ -146,6 +146,28 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     )
     .await?;
     println!("rejoined: the old primary is the reader after {took:?}");
+
+    // What an operator sees on the admin listener: GET /topology and /metrics.
+    let (status, body) = admin_get(&admin_a, "/topology").await?;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(json["epoch"], 1, "{body}");
+    assert_eq!(json["writer"], replica.name.as_str(), "{body}");
+    assert_eq!(json["reader"], primary.name.as_str(), "{body}");
+    let mut failovers = 0.0;
+    for admin in [&admin_a, &admin_b] {
+        let (status, metrics) = admin_get(admin, "/metrics").await?;
+        assert_eq!(status, 200);
+        assert_eq!(
+            metric(&metrics, "foobar_db_router_epoch"),
+            Some(1.0),
+            "{metrics}"
+        );
+        let up = format!("foobar_db_router_backend_up{{node=\"{}\"}}", primary.name);
+        assert_eq!(metric(&metrics, &up), Some(1.0), "{metrics}");
+        failovers += metric(&metrics, "foobar_db_router_failovers_total").unwrap_or(-1.0);
+    }
+    assert_eq!(failovers, 1.0, "failovers_total of the two routers");
     on_replica
         .execute("INSERT INTO note VALUES (5, 'replicated to the rejoined node')")
         .await?;
@@ -285,6 +307,66 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
     Ok(())
 }
 
+#[tokio::test]
+async fn unresponsive_primary_times_out_fast_and_is_not_replaced_while_the_replica_streams_from_it()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start().await?;
+    let (primary, replica) = nodes(&db);
+    let (router, _ctx) = router(&db).await?;
+    wait(
+        &router,
+        "writer primary, reader replica",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+
+    // Frozen, not dead: connections open but nothing answers, as behind a dropped link.
+    // The monitor's check times out (500 ms) and writes stop going there at once.
+    docker(&["pause", db.primary.id()]).await?;
+    let took = wait(
+        &router,
+        "no writer while the primary hangs",
+        Duration::from_secs(3),
+        |s| s.writer.is_none() && s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("primary frozen: no writer after {took:?}");
+    // Past failover_after, the replica still holds its connection to the primary (it
+    // notices only after slave_net_timeout, 10 s): no promotion, no second primary.
+    let config = MonitorConfig::default();
+    let waited = wait_report(
+        &router,
+        "primary down past failover_after",
+        Duration::from_secs(8),
+        |r| {
+            r.primary_down_ms.is_some_and(|ms| {
+                Duration::from_millis(ms) > config.failover_after + Duration::from_secs(1)
+            })
+        },
+    )
+    .await?;
+    let report = router.report();
+    assert_eq!(
+        report.epoch, 0,
+        "promoted although the replica still streams: {report:?}"
+    );
+    assert_eq!(report.failovers, 0);
+    println!("primary frozen {waited:?} more: not replaced (the replica still streams from it)");
+
+    docker(&["unpause", db.primary.id()]).await?;
+    let took = wait(
+        &router,
+        "the primary back as writer",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.epoch == 0,
+    )
+    .await?;
+    println!("primary thawed: writer again after {took:?}, epoch 0");
+    Ok(())
+}
+
 /// The nodes as the routers in these tests name them.
 fn nodes(db: &ReplicatedDatabase) -> (Node, Node) {
     (
@@ -320,10 +402,11 @@ async fn router(db: &ReplicatedDatabase) -> anyhow::Result<(Topology, Guard)> {
         .try_init();
     let ctx = Context::new("foobar_db_router");
     let topology = topology::start(&backends, &monitor, &ctx).await?;
+    ctx.add_admin_routes(topology::admin_routes(&topology));
     Ok((topology, Guard(ctx)))
 }
 
-/// Stops a router's monitor at the end of a test.
+/// Stops a router's monitor at the end of a test; its admin listener's routes.
 struct Guard(Context);
 
 impl Drop for Guard {
@@ -380,13 +463,17 @@ async fn wait_report(
 
 /// SIGKILL, as a crash: no clean shutdown, no goodbye to the replica.
 async fn kill(node: &ContainerAsync<GenericImage>) -> anyhow::Result<()> {
+    docker(&["kill", node.id()]).await
+}
+
+async fn docker(args: &[&str]) -> anyhow::Result<()> {
     let out = tokio::process::Command::new("docker")
-        .args(["kill", node.id()])
+        .args(args)
         .output()
         .await?;
     anyhow::ensure!(
         out.status.success(),
-        "docker kill: {}",
+        "docker {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
@@ -404,11 +491,32 @@ async fn app_conn(port: u16) -> anyhow::Result<MySqlConnection> {
 
 /// A POST to the router's admin routes, as `curl -X POST` on the admin port would send it.
 async fn admin_post(topology: &Topology, path: &str) -> anyhow::Result<(u16, String)> {
+    let request = axum::http::Request::post(path).body(axum::body::Body::empty())?;
+    send(topology::admin_routes(topology), request).await
+}
+
+/// A GET to a router's whole admin listener (health, metrics, the topology's routes), as
+/// the service serves it.
+async fn admin_get(router: &Guard, path: &str) -> anyhow::Result<(u16, String)> {
+    let request = axum::http::Request::get(path).body(axum::body::Body::empty())?;
+    send(foobar_service::admin::router(&router.0), request).await
+}
+
+async fn send(
+    router: axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> anyhow::Result<(u16, String)> {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-    let request = axum::http::Request::post(path).body(axum::body::Body::empty())?;
-    let response = topology::admin_routes(topology).oneshot(request).await?;
+    let response = router.oneshot(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of one sample in Prometheus text (`name{labels} value`).
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }
