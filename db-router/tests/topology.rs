@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use foobar_db_router::topology::{self, BackendsConfig, MonitorConfig, Node, Snapshot, Topology};
 use foobar_service::Context;
 use foobar_stack_tests::{
-    APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, REPLICATION_PASSWORD,
+    APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER, REPLICATION_PASSWORD,
     ReplicatedDatabase,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
@@ -73,6 +73,26 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     )
     .await?;
     println!("replica restarted: reads back on it after {took:?}");
+
+    // Its SQL thread stopped (replication broken, container up): no reads there either.
+    let mut admin_on_replica = monitor_conn(db.replica_port).await?;
+    admin_on_replica.execute("STOP SLAVE SQL_THREAD").await?;
+    wait(
+        &a,
+        "reader none while replication is stopped",
+        FAILOVER_LIMIT,
+        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+    )
+    .await?;
+    admin_on_replica.execute("START SLAVE SQL_THREAD").await?;
+    wait(
+        &a,
+        "reader back once replication runs",
+        FAILOVER_LIMIT,
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    drop(admin_on_replica);
 
     // The primary dies, idle (its last write acknowledged by the replica, semi-sync).
     on_primary
@@ -191,7 +211,7 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
     let _one = ONE_AT_A_TIME.lock().await;
     let db = ReplicatedDatabase::start().await?;
     let (primary, replica) = nodes(&db);
-    let (router, _ctx) = router(&db).await?;
+    let (router, admin) = router(&db).await?;
     wait(
         &router,
         "writer primary, reader replica",
@@ -287,9 +307,10 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
     // Rejoining it either works, or is refused because it holds a write the new primary
     // never received (committed on the old primary as it died, never acknowledged): the
     // refusal must say so, and leave it fenced.
-    let (status, body) = admin_post(&router, "/rejoin").await?;
-    println!("rejoin after a kill under writes: {status} {body}");
-    if status == 200 {
+    // Through the operator's command, against the admin listener served over TCP.
+    let (rejoined, body) = rejoin_command(&admin).await?;
+    println!("`foobar-db-router rejoin` after a kill under writes: {body}");
+    if rejoined {
         wait(
             &router,
             "the old primary reads again",
@@ -298,8 +319,10 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
         )
         .await?;
     } else {
-        assert_eq!(status, 409, "{body}");
-        assert!(body.contains("never received"), "{body}");
+        assert!(
+            body.contains("409") && body.contains("never received"),
+            "{body}"
+        );
         let report = router.report();
         let old = report.nodes.iter().find(|n| n.name == primary.name);
         assert_eq!(old.map(|n| n.role), Some("fenced"), "{report:?}");
@@ -308,7 +331,7 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
 }
 
 #[tokio::test]
-async fn unresponsive_primary_times_out_fast_and_is_not_replaced_while_the_replica_streams_from_it()
+async fn frozen_primary_is_not_replaced_while_the_replica_streams_from_it_and_a_stray_writable_node_is_fenced()
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let db = ReplicatedDatabase::start().await?;
@@ -364,6 +387,33 @@ async fn unresponsive_primary_times_out_fast_and_is_not_replaced_while_the_repli
     )
     .await?;
     println!("primary thawed: writer again after {took:?}, epoch 0");
+
+    // Someone makes the replica writable by hand while the app has a session open there:
+    // the router fences it again and ends that session, so it cannot write through it.
+    let mut app_on_replica = app_conn(db.replica_port).await?;
+    app_on_replica.execute("SELECT 1").await?;
+    monitor_conn(db.replica_port)
+        .await?
+        .execute("SET GLOBAL read_only = OFF")
+        .await?;
+    let took = wait_report(
+        &router,
+        "the stray writable replica fenced",
+        Duration::from_secs(5),
+        |r| {
+            r.fencings == 1
+                && r.nodes.iter().any(|n| {
+                    n.name == replica.name && n.status.as_ref().is_some_and(|s| s.read_only)
+                })
+                && r.writer.as_deref() == Some(primary.name.as_str())
+        },
+    )
+    .await?;
+    println!("replica made writable by hand: read-only again after {took:?}");
+    assert!(
+        app_on_replica.execute("SELECT 1").await.is_err(),
+        "the app's session on the fenced node must have been killed"
+    );
     Ok(())
 }
 
@@ -479,6 +529,16 @@ async fn docker(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The monitor's account, as an operator would use it by hand.
+async fn monitor_conn(port: u16) -> anyhow::Result<MySqlConnection> {
+    let options = MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(MONITOR_USER)
+        .password(MONITOR_PASSWORD);
+    Ok(MySqlConnection::connect_with(&options).await?)
+}
+
 async fn app_conn(port: u16) -> anyhow::Result<MySqlConnection> {
     let options = MySqlConnectOptions::new()
         .host("127.0.0.1")
@@ -512,6 +572,35 @@ async fn send(
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `foobar-db-router rejoin --config FILE` (the binary, as an operator runs it) against
+/// this router's admin listener, served on a port of 127.0.0.1: success, and what it said.
+async fn rejoin_command(router: &Guard) -> anyhow::Result<(bool, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = foobar_service::admin::router(&router.0);
+    let shutdown = router.0.shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    });
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("db-router.toml");
+    std::fs::write(&config, format!("[service]\nadmin_listen = \"{addr}\"\n"))?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_foobar-db-router"))
+        .arg("rejoin")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), said))
 }
 
 /// The value of one sample in Prometheus text (`name{labels} value`).

@@ -17,10 +17,12 @@
 //! - [`actions`]: promote, finish a promotion, fence, rejoin;
 //! - [`monitor`]: the loop that checks, decides, acts and publishes;
 //! - [`admin`]: `GET /topology` and `POST /rejoin` for the admin listener;
+//! - [`command`]: `foobar-db-router rejoin` and `topology`, through the running router;
 //! - [`metrics`]: the Prometheus metrics.
 
 pub mod actions;
 pub mod admin;
+pub mod command;
 pub mod config;
 pub mod decide;
 pub mod metrics;

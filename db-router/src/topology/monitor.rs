@@ -82,6 +82,8 @@ pub struct Report {
     pub auto_failover: bool,
     /// Promotions this router performed since it started.
     pub failovers: u64,
+    /// Nodes this router fenced since it started.
+    pub fencings: u64,
     pub nodes: Vec<NodeReport>,
 }
 
@@ -118,6 +120,7 @@ pub struct Monitor {
     known: Option<Record>,
     primary_down_since: Option<Instant>,
     failovers: u64,
+    fencings: u64,
     /// Conditions logged this round and the round before: one that persists (a failover
     /// that cannot happen, an action that keeps failing) is logged when it starts, not
     /// every round.
@@ -147,6 +150,7 @@ impl Monitor {
             known: None,
             primary_down_since: None,
             failovers: 0,
+            fencings: 0,
             notes: Default::default(),
         })
     }
@@ -293,6 +297,7 @@ impl Monitor {
                 let node = probe.node.name.clone();
                 match actions::fence(probe, &self.access.app_user).await {
                     Ok(killed) => {
+                        self.fencings += 1;
                         self.metrics.fencings.inc();
                         tracing::warn!(
                             node,
@@ -537,6 +542,7 @@ impl Monitor {
                 .map(|since| since.elapsed().as_millis() as u64),
             auto_failover: self.config.auto_failover,
             failovers: self.failovers,
+            fencings: self.fencings,
             nodes,
         };
         *self
