@@ -188,6 +188,33 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         failovers += metric(&metrics, "foobar_db_router_failovers_total").unwrap_or(-1.0);
     }
     assert_eq!(failovers, 1.0, "failovers_total of the two routers");
+
+    // The image's healthcheck calls the promoted replica (DB_ROLE=replica) healthy.
+    let health = docker_output(&["exec", db.replica.id(), "foobar-db-healthcheck"]).await?;
+    assert!(health.contains("promoted"), "{health}");
+
+    // The rejoined old primary crashes and restarts: DB_ROLE says primary, but replication
+    // is configured, so it comes back a read-only replica by itself (no fencing needed).
+    let fencings = (a.report().fencings, b.report().fencings);
+    kill(&db.primary).await?;
+    wait(
+        &a,
+        "reader none while the rejoined node is down",
+        FAILOVER_LIMIT,
+        |s| s.reader.is_none(),
+    )
+    .await?;
+    db.primary.start().await?;
+    let took = wait(
+        &a,
+        "the rejoined node reads again after its restart",
+        RESTART_LIMIT,
+        |s| s.reader.as_ref() == Some(&primary) && s.writer.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("rejoined node restarted: a replica again after {took:?}");
+    assert_eq!((a.report().fencings, b.report().fencings), fencings);
+    let mut on_old = app_conn(db.primary_port).await?;
     on_replica
         .execute("INSERT INTO note VALUES (5, 'replicated to the rejoined node')")
         .await?;
@@ -517,16 +544,22 @@ async fn kill(node: &ContainerAsync<GenericImage>) -> anyhow::Result<()> {
 }
 
 async fn docker(args: &[&str]) -> anyhow::Result<()> {
+    docker_output(args).await.map(drop)
+}
+
+/// Runs the docker CLI; its standard output, or an error with what it said.
+async fn docker_output(args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::process::Command::new("docker")
         .args(args)
         .output()
         .await?;
     anyhow::ensure!(
         out.status.success(),
-        "docker {args:?}: {}",
+        "docker {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The monitor's account, as an operator would use it by hand.

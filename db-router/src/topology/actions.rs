@@ -8,7 +8,9 @@
 //!
 //! 1. `STOP SLAVE IO_THREAD`: nothing more arrives from the old primary;
 //! 2. `MASTER_GTID_WAIT(Gtid_IO_Pos)`: the SQL thread has applied everything received. With
-//!    lossless semi-sync every write a client saw acknowledged is in that relay log;
+//!    lossless semi-sync every write a client saw acknowledged is in that relay log. Not
+//!    within `monitor.catch_up_timeout` (or the SQL thread failed): the IO thread is started
+//!    again and the promotion given up until the next check;
 //! 3. `STOP SLAVE`, then the record `(epoch, server_id, host, promoted_by)` is inserted with
 //!    the binary log on (a later replica inherits it). Until here the node is still a
 //!    (stopped) replica, so a retry starts over;
@@ -252,26 +254,13 @@ async fn promote_locked(
         .is_some()
     {
         exec(conn, "STOP SLAVE IO_THREAD", STEP_TIMEOUT).await?;
-        let status = conn
-            .fetch_one("SHOW REPLICA STATUS")
-            .await
-            .sql_context("SHOW REPLICA STATUS")?;
-        let received = text(&status, "Gtid_IO_Pos");
-        if text(&status, "Slave_SQL_Running") != "Yes" {
-            let error = text(&status, "Last_SQL_Error");
-            if !error.is_empty() {
-                bail!(
-                    "its SQL thread stopped on an error ({error}): it cannot apply what it \
-                     received, and promoting it would lose those writes; fix replication first"
-                );
+        if let Err(e) = apply_relay_log(conn, catch_up).await {
+            // Not promoted after all: let it follow its primary again (it may come back);
+            // the next attempt stops the IO thread again.
+            if let Err(restart) = exec(conn, "START SLAVE IO_THREAD", STEP_TIMEOUT).await {
+                tracing::warn!("after a failed promotion, restarting replication: {restart:#}");
             }
-            exec(conn, "START SLAVE SQL_THREAD", STEP_TIMEOUT).await?;
-        }
-        if !gtid_wait(conn, &received, catch_up).await? {
-            bail!(
-                "it has not applied its relay log (up to {received}) within {catch_up:?}; \
-                 promotion postponed to the next check, no write is given up"
-            );
+            return Err(e);
         }
         exec(conn, "STOP SLAVE", STEP_TIMEOUT).await?;
     }
@@ -297,6 +286,33 @@ async fn promote_locked(
     .sql_context("record the epoch in foobar_router.promotion")?;
     finish(conn).await?;
     Ok(Promotion::Promoted(record))
+}
+
+/// Waits until the SQL thread has applied everything the IO thread received (it is started
+/// if it was stopped without an error), within `catch_up`.
+async fn apply_relay_log(conn: &mut MySqlConnection, catch_up: Duration) -> anyhow::Result<()> {
+    let status = conn
+        .fetch_one("SHOW REPLICA STATUS")
+        .await
+        .sql_context("SHOW REPLICA STATUS")?;
+    let received = text(&status, "Gtid_IO_Pos");
+    if text(&status, "Slave_SQL_Running") != "Yes" {
+        let error = text(&status, "Last_SQL_Error");
+        if !error.is_empty() {
+            bail!(
+                "its SQL thread stopped on an error ({error}): it cannot apply what it \
+                 received, and promoting it would lose those writes; fix replication first"
+            );
+        }
+        exec(conn, "START SLAVE SQL_THREAD", STEP_TIMEOUT).await?;
+    }
+    if !gtid_wait(conn, &received, catch_up).await? {
+        bail!(
+            "it has not applied its relay log (up to {received}) within {catch_up:?}; \
+             promotion postponed to the next check, no write is given up"
+        );
+    }
+    Ok(())
 }
 
 /// The last step of a promotion: no replication left, writable.

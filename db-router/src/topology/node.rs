@@ -98,7 +98,18 @@ impl Probe {
     /// The open connection, or a new one (the caller bounds the time).
     pub async fn connection(&mut self) -> anyhow::Result<&mut MySqlConnection> {
         if self.conn.is_none() {
-            let conn = self.options.connect().await.sql_context("connect")?;
+            let conn = match self.options.connect().await {
+                Ok(conn) => conn,
+                // ER_ACCESS_DENIED_ERROR: reachable, but the monitor cannot see anything.
+                Err(e) if error_code(&e) == Some(1045) => {
+                    return Err(anyhow!(
+                        "connect: {e} (check monitor.user and its password; a data volume \
+                         made before the image had DB_MONITOR_PASSWORD has no monitor \
+                         account: recreate it, `make clean`)"
+                    ));
+                }
+                Err(e) => return Err(anyhow!("connect: {e}")),
+            };
             self.conn = Some(conn);
         }
         self.conn.as_mut().ok_or_else(|| anyhow!("no connection"))
