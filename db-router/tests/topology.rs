@@ -358,7 +358,7 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
 }
 
 #[tokio::test]
-async fn frozen_primary_is_not_replaced_while_the_replica_streams_from_it_and_a_stray_writable_node_is_fenced()
+async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable_node_is_fenced_lagging_replica_gets_no_reads()
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let db = ReplicatedDatabase::start().await?;
@@ -440,6 +440,50 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_from_it_and_a_
     assert!(
         app_on_replica.execute("SELECT 1").await.is_err(),
         "the app's session on the fenced node must have been killed"
+    );
+
+    // The replica falls behind (delayed replication: it applies each event 8 s late), past
+    // max_replication_lag (5 s): no reads there until it has caught up.
+    let mut admin_on_replica = monitor_conn(db.replica_port).await?;
+    admin_on_replica.execute("STOP SLAVE").await?;
+    admin_on_replica
+        .execute("CHANGE MASTER TO MASTER_DELAY = 8")
+        .await?;
+    admin_on_replica.execute("START SLAVE").await?;
+    wait(
+        &router,
+        "reader back with delayed replication",
+        Duration::from_secs(10),
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    app_conn(db.primary_port)
+        .await?
+        .execute("CREATE TABLE lag_probe (id INT PRIMARY KEY)")
+        .await?;
+    let written = Instant::now();
+    wait(
+        &router,
+        "reader none while the replica lags",
+        Duration::from_secs(10),
+        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+    )
+    .await?;
+    let lagging_after = written.elapsed();
+    wait(
+        &router,
+        "reader back once the replica caught up",
+        Duration::from_secs(15),
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!(
+        "replica delayed 8 s: reads off it {lagging_after:?} after a write, back {:?} after it",
+        written.elapsed()
+    );
+    assert!(
+        lagging_after >= config.max_replication_lag,
+        "{lagging_after:?}"
     );
     Ok(())
 }

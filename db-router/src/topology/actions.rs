@@ -150,40 +150,27 @@ pub async fn rejoin(
         )
         .await?;
         exec(conn, "START SLAVE", STEP_TIMEOUT).await?;
-        let caught_up = gtid_wait(conn, &primary.gtid_binlog_pos, REJOIN_CATCH_UP).await?;
-        let status = conn
-            .fetch_optional("SHOW REPLICA STATUS")
-            .await
-            .sql_context("SHOW REPLICA STATUS")?;
-        let (io, sql, io_error, sql_error) = status
-            .map(|row| {
-                (
-                    text(&row, "Slave_IO_Running"),
-                    text(&row, "Slave_SQL_Running"),
-                    text(&row, "Last_IO_Error"),
-                    text(&row, "Last_SQL_Error"),
-                )
-            })
-            .unwrap_or_default();
-        if caught_up && io == "Yes" && sql == "Yes" {
-            return Ok(format!(
-                "server {} replicates from {}:{} (server {}) and has caught up to {}",
-                node.server_id,
-                primary.host,
-                primary.port,
-                primary.server_id,
-                primary.gtid_binlog_pos
-            ));
-        }
+        let errors = match follow(conn, &primary.gtid_binlog_pos).await? {
+            Ok(()) => {
+                return Ok(format!(
+                    "server {} replicates from {}:{} (server {}) and has caught up to {}",
+                    node.server_id,
+                    primary.host,
+                    primary.port,
+                    primary.server_id,
+                    primary.gtid_binlog_pos
+                ));
+            }
+            Err(errors) => errors,
+        };
         // Leave it as it was (fenced, not replicating) rather than half-joined.
         exec(conn, "STOP SLAVE", STEP_TIMEOUT).await?;
         exec(conn, "RESET SLAVE ALL", STEP_TIMEOUT).await?;
-        let errors = format!("IO thread {io}: {io_error}; SQL thread {sql}: {sql_error}");
-        if io_error.contains("1236") || io_error.contains("GTID") {
+        if errors.contains("1236") || errors.contains("GTID") {
             bail!(errant_message(node, primary, &errors));
         }
         bail!(
-            "server {} did not catch up with {}:{} within {REJOIN_CATCH_UP:?} ({errors}); \
+            "server {} could not follow {}:{} ({errors}); \
              replication stopped and reset, the node stays fenced",
             node.server_id,
             primary.host,
@@ -327,6 +314,51 @@ async fn finish(conn: &mut MySqlConnection) -> anyhow::Result<()> {
         exec(conn, "RESET SLAVE ALL", STEP_TIMEOUT).await?;
     }
     exec(conn, "SET GLOBAL read_only = OFF", STEP_TIMEOUT).await
+}
+
+/// Waits until a node that just started replicating runs both threads and has applied
+/// `position`: `Ok(Ok(()))`; or `Ok(Err(what the threads say))` as soon as one stopped on
+/// an error (an errant transaction stops the IO thread at once), or after
+/// [`REJOIN_CATCH_UP`].
+async fn follow(conn: &mut MySqlConnection, position: &str) -> anyhow::Result<Result<(), String>> {
+    let deadline = tokio::time::Instant::now() + REJOIN_CATCH_UP;
+    loop {
+        let status = conn
+            .fetch_optional("SHOW REPLICA STATUS")
+            .await
+            .sql_context("SHOW REPLICA STATUS")?;
+        let field = |name: &str| {
+            status
+                .as_ref()
+                .map(|row| text(row, name))
+                .unwrap_or_default()
+        };
+        let (io, sql) = (field("Slave_IO_Running"), field("Slave_SQL_Running"));
+        let errors = format!(
+            "IO thread {io}: {}; SQL thread {sql}: {}",
+            field("Last_IO_Error"),
+            field("Last_SQL_Error")
+        );
+        let stopped_on_error =
+            |running: &str, errno: String| running == "No" && !errno.is_empty() && errno != "0";
+        if stopped_on_error(&io, field("Last_IO_Errno"))
+            || stopped_on_error(&sql, field("Last_SQL_Errno"))
+        {
+            return Ok(Err(errors));
+        }
+        if io == "Yes"
+            && sql == "Yes"
+            && gtid_wait(conn, position, Duration::from_millis(200)).await?
+        {
+            return Ok(Ok(()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Err(format!(
+                "not caught up within {REJOIN_CATCH_UP:?}: {errors}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until the node has applied `position`; false on timeout.

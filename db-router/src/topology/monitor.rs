@@ -454,7 +454,12 @@ impl Monitor {
         };
         let previous = self.topology.snapshot();
         if *previous != snapshot {
-            if snapshot.writer.is_none() {
+            if snapshot.writer.is_none() && snapshot.reader.is_none() {
+                tracing::warn!(
+                    epoch = snapshot.epoch,
+                    "no writer and no reader: every statement fails at once"
+                );
+            } else if snapshot.writer.is_none() {
                 tracing::warn!(
                     epoch = snapshot.epoch,
                     reader = name(snapshot.reader.as_ref()),
