@@ -14,7 +14,7 @@ use foobar_db_router::topology::{self, BackendsConfig, MonitorConfig, Node, Snap
 use foobar_service::Context;
 use foobar_stack_tests::{
     APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER, REPLICATION_PASSWORD,
-    ReplicatedDatabase,
+    ROOT_PASSWORD, ReplicatedDatabase,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection, Executor};
@@ -331,29 +331,36 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
             .is_err()
     );
 
-    // Rejoining it either works, or is refused because it holds a write the new primary
-    // never received (committed on the old primary as it died, never acknowledged): the
-    // refusal must say so, and leave it fenced.
-    // Through the operator's command, against the admin listener served over TCP.
-    let (rejoined, body) = rejoin_command(&admin).await?;
-    println!("`foobar-db-router rejoin` after a kill under writes: {body}");
-    if rejoined {
-        wait(
-            &router,
-            "the old primary reads again",
-            Duration::from_secs(30),
-            |s| s.reader.as_ref() == Some(&primary),
-        )
+    // An errant transaction: written on the fenced old primary by an account read_only
+    // does not stop (root), so the new primary never had it. Rejoining must refuse and say
+    // why, and leave the node fenced. (The kill itself may have left one too: a commit the
+    // old primary wrote but never acknowledged.)
+    let mut root_on_old = MySqlConnection::connect_with(
+        &MySqlConnectOptions::new()
+            .host("127.0.0.1")
+            .port(db.primary_port)
+            .username("root")
+            .password(ROOT_PASSWORD),
+    )
+    .await?;
+    root_on_old
+        .execute("INSERT INTO foobar.counter VALUES (-3)")
         .await?;
-    } else {
-        assert!(
-            body.contains("409") && body.contains("never received"),
-            "{body}"
-        );
-        let report = router.report();
-        let old = report.nodes.iter().find(|n| n.name == primary.name);
-        assert_eq!(old.map(|n| n.role), Some("fenced"), "{report:?}");
-    }
+    // Through the operator's command, against the admin listener served over TCP.
+    let (rejoined, said) = rejoin_command(&admin).await?;
+    println!("`foobar-db-router rejoin` with an errant transaction: {said}");
+    assert!(!rejoined, "{said}");
+    assert!(
+        said.contains("409") && said.contains("never received"),
+        "{said}"
+    );
+    let replication = root_on_old.fetch_optional("SHOW REPLICA STATUS").await?;
+    assert!(replication.is_none(), "refused, but left replicating");
+    let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
+        .fetch_one(&mut root_on_old)
+        .await?;
+    assert_eq!(read_only, 1, "refused, but no longer fenced");
+    assert_eq!(router.snapshot().writer.as_ref(), Some(&replica));
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub const MARIADB_IMAGE: (&str, &str) = ("foobar/mariadb", "dev");
 pub const APP_USER: &str = "foobar";
 pub const APP_PASSWORD: &str = "app-test-password";
 pub const APP_DATABASE: &str = "foobar";
+pub const ROOT_PASSWORD: &str = "root-test-password";
 /// The account foobar-db-router's monitor uses (the image's `DB_MONITOR_USER`).
 pub const MONITOR_USER: &str = "monitor";
 pub const MONITOR_PASSWORD: &str = "monitor-test-password";
@@ -103,7 +104,7 @@ fn database_node(
         .with_hostname(hostname)
         .with_env_var("DB_ROLE", role)
         .with_env_var("DB_SERVER_ID", server_id.to_string())
-        .with_env_var("DB_ROOT_PASSWORD", "root-test-password")
+        .with_env_var("DB_ROOT_PASSWORD", ROOT_PASSWORD)
         .with_env_var("DB_REPLICATION_PASSWORD", REPLICATION_PASSWORD)
         .with_env_var("DB_APP_PASSWORD", APP_PASSWORD)
         .with_env_var("DB_MONITOR_PASSWORD", MONITOR_PASSWORD)

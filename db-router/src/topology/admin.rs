@@ -18,8 +18,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use std::time::Duration;
+
 use super::Topology;
 use super::actions;
+
+/// How long reading a node's state afresh for an admin action may take.
+const FRESH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn admin_routes(topology: &Topology) -> Router {
     Router::new()
@@ -52,17 +57,6 @@ async fn rejoin(State(topology): State<Topology>, Query(query): Query<RejoinQuer
             "no writable primary right now: nothing to rejoin to",
         );
     };
-    let Some(primary) = report
-        .nodes
-        .iter()
-        .find(|n| n.name == writer)
-        .and_then(|n| n.status.clone())
-    else {
-        return message(
-            StatusCode::CONFLICT,
-            "the primary's status is not known yet",
-        );
-    };
     let fenced: Vec<_> = report
         .nodes
         .iter()
@@ -89,16 +83,39 @@ async fn rejoin(State(topology): State<Topology>, Query(query): Query<RejoinQuer
             );
         }
     };
-    let Some(status) = target.status.clone() else {
-        return message(StatusCode::CONFLICT, &format!("{} is down", target.name));
+    // Read both nodes now: the last round's GTID positions may already be behind (a write
+    // on the fenced node since, the primary's new writes).
+    let fresh = |name: &str| {
+        let node = super::Node {
+            name: name.to_owned(),
+        };
+        let access = access.clone();
+        async move {
+            let mut probe = access.probe(&node)?;
+            let status = probe.check(FRESH_CHECK_TIMEOUT).await?;
+            anyhow::Ok((probe, status))
+        }
     };
-    let node = super::Node {
-        name: target.name.clone(),
+    let (mut probe, status) = match fresh(&target.name).await {
+        Ok(fresh) => fresh,
+        Err(e) => return message(StatusCode::CONFLICT, &format!("{}: {e:#}", target.name)),
     };
-    let mut probe = match access.probe(&node) {
-        Ok(probe) => probe,
-        Err(e) => return message(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    let primary = match fresh(writer).await {
+        Ok((_, status)) => status,
+        Err(e) => {
+            return message(
+                StatusCode::CONFLICT,
+                &format!("the primary {writer}: {e:#}"),
+            );
+        }
     };
+    if primary.read_only {
+        return message(
+            StatusCode::CONFLICT,
+            &format!("the primary {writer} is read-only right now: try again"),
+        );
+    }
+    let node = probe.node.clone();
     tracing::warn!(node = %node.name, primary = %writer, "rejoin requested: making it a replica");
     let result = actions::rejoin(
         &mut probe,
