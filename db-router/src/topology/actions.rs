@@ -334,10 +334,14 @@ async fn follow(conn: &mut MySqlConnection, position: &str) -> anyhow::Result<Re
                 .unwrap_or_default()
         };
         let (io, sql) = (field("Slave_IO_Running"), field("Slave_SQL_Running"));
+        let thread = |name: &str, running: &str, error: String| match error.is_empty() {
+            true => format!("{name} thread {running}"),
+            false => format!("{name} thread {running}: {error}"),
+        };
         let errors = format!(
-            "IO thread {io}: {}; SQL thread {sql}: {}",
-            field("Last_IO_Error"),
-            field("Last_SQL_Error")
+            "{}; {}",
+            thread("IO", &io, field("Last_IO_Error")),
+            thread("SQL", &sql, field("Last_SQL_Error"))
         );
         let stopped_on_error =
             |running: &str, errno: String| running == "No" && !errno.is_empty() && errno != "0";
