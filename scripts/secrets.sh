@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 mkdir -p secrets
 chmod 700 secrets
-for name in db_root_password db_replication_password db_app_password; do
+for name in db_root_password db_replication_password db_app_password db_monitor_password; do
   file=secrets/$name
   if [ ! -s "$file" ]; then
     head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$file"

@@ -87,8 +87,9 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let backend_password =
         config::secret(&config.backends.password, &config.backends.password_file)
             .map_err(|e| anyhow::anyhow!("[backends]: {e:#}"))?;
-    // The one place the topology is made: the monitor's `topology::start` replaces this.
-    let topology = topology::Topology::new(&config.backends);
+    // The monitor: checks both nodes once before the first client, then keeps watching.
+    let topology = topology::start(&config.backends, &config.monitor, &ctx).await?;
+    ctx.add_admin_routes(topology::admin_routes(&topology));
     let connector = backend::Connector::new(
         config.backends.user.clone(),
         backend_password,

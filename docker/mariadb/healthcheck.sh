@@ -7,6 +7,7 @@
 #            Slave_SQL_Running=Yes. `Connecting` (primary down or restarting) counts as not
 #            running: the HEALTHCHECK's retries (3 x 5 s) absorb a brief reconnect, and a
 #            replica that has lost its primary for longer should not be read from.
+#            Or: no replication configured at all, a replica the router promoted.
 #
 # It logs in as root with DB_ROOT_PASSWORD (or DB_ROOT_PASSWORD_FILE): Docker runs it with
 # the container's environment. On a replica, root@'%' exists only once replication has
@@ -46,6 +47,14 @@ io=$(field Slave_IO_Running)
 sql=$(field Slave_SQL_Running)
 if [ "$io" = Yes ] && [ "$sql" = Yes ]; then
   echo "ok: replica answers on 127.0.0.1:3306, IO=Yes SQL=Yes, $(field Seconds_Behind_Master) s behind"
+  exit 0
+fi
+# No replication configured: a replica the router promoted (RESET SLAVE ALL) is a primary
+# now. Healthy even while read-only: after a restart it stays so until a router makes it
+# writable again, and the routers start only once the databases are healthy.
+if [ -z "$io" ]; then
+  echo "ok: promoted by the router (replication reset), read_only=$(q --skip-column-names \
+    -e 'SELECT @@read_only' 2>&1)"
   exit 0
 fi
 echo "replication not running: Slave_IO_Running=${io:-none} Slave_SQL_Running=${sql:-none}" \

@@ -17,6 +17,12 @@ pub const MARIADB_IMAGE: (&str, &str) = ("foobar/mariadb", "dev");
 pub const APP_USER: &str = "foobar";
 pub const APP_PASSWORD: &str = "app-test-password";
 pub const APP_DATABASE: &str = "foobar";
+pub const ROOT_PASSWORD: &str = "root-test-password";
+/// The account foobar-db-router's monitor uses (the image's `DB_MONITOR_USER`).
+pub const MONITOR_USER: &str = "monitor";
+pub const MONITOR_PASSWORD: &str = "monitor-test-password";
+pub const REPLICATION_USER: &str = "repl";
+pub const REPLICATION_PASSWORD: &str = "repl-test-password";
 
 /// A MariaDB first start on two cores takes tens of seconds; give it room.
 const DB_STARTUP: Duration = Duration::from_secs(180);
@@ -32,19 +38,28 @@ pub fn unique(prefix: &str) -> String {
 
 /// A primary and a replica from the project's image, replicating on a private network.
 /// Dropping it removes both containers (testcontainers does so).
+///
+/// Each node's port 3306 is published on a host port chosen once (`primary_port`,
+/// `replica_port`), so it stays the same when a test kills and restarts the container. Each
+/// node reports its container name as `report_host`, the name the other node reaches it by.
 pub struct ReplicatedDatabase {
     pub network: String,
     pub primary: ContainerAsync<GenericImage>,
     pub replica: ContainerAsync<GenericImage>,
+    pub primary_port: u16,
+    pub replica_port: u16,
 }
 
 impl ReplicatedDatabase {
     pub async fn start() -> anyhow::Result<Self> {
         let network = unique("foobar-test");
         let primary_name = format!("{network}-db-primary");
+        let primary_port = free_port()?;
         let primary = database_node(&network, &primary_name, "db-primary", "primary", 1)
+            .with_mapped_port(primary_port, 3306.tcp())
             .start()
             .await?;
+        let replica_port = free_port()?;
         let replica = database_node(
             &network,
             &format!("{network}-db-replica"),
@@ -53,12 +68,15 @@ impl ReplicatedDatabase {
             2,
         )
         .with_env_var("DB_PRIMARY_HOST", &primary_name)
+        .with_mapped_port(replica_port, 3306.tcp())
         .start()
         .await?;
         Ok(Self {
             network,
             primary,
             replica,
+            primary_port,
+            replica_port,
         })
     }
 
@@ -104,10 +122,19 @@ fn database_node(
         .with_hostname(hostname)
         .with_env_var("DB_ROLE", role)
         .with_env_var("DB_SERVER_ID", server_id.to_string())
-        .with_env_var("DB_ROOT_PASSWORD", "root-test-password")
-        .with_env_var("DB_REPLICATION_PASSWORD", "repl-test-password")
+        .with_env_var("DB_ROOT_PASSWORD", ROOT_PASSWORD)
+        .with_env_var("DB_REPLICATION_PASSWORD", REPLICATION_PASSWORD)
         .with_env_var("DB_APP_PASSWORD", APP_PASSWORD)
+        .with_env_var("DB_MONITOR_PASSWORD", MONITOR_PASSWORD)
+        .with_env_var("DB_REPORT_HOST", container)
         .with_startup_timeout(DB_STARTUP)
+}
+
+/// A port nothing listens on now, for a fixed host port mapping.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A small pool logged in as the app user, through the port Docker mapped on 127.0.0.1.

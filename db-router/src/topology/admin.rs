@@ -1,0 +1,162 @@
+//! The topology on the admin listener:
+//!
+//! - `GET /topology`: JSON of the monitor's last round: epoch, writer, reader, the promotion
+//!   record, and per node its health, role, `read_only`, replication and lag, GTID
+//!   positions, last check and last error.
+//! - `POST /rejoin` (or `POST /rejoin?node=db-primary:3306`): makes a fenced node (an old
+//!   primary, read-only, not replicating) a replica of the current primary. Refused, with
+//!   the reason, when the node holds transactions the primary lacks (errant GTIDs). Without
+//!   `node`, the one fenced node is meant.
+//!
+//! The service adds these with `Context::add_admin_routes`; a service with more admin routes
+//! merges [`admin_routes`] into its own router first.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use std::time::Duration;
+
+use super::Topology;
+use super::actions;
+
+/// How long reading a node's state afresh for an admin action may take.
+const FRESH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn admin_routes(topology: &Topology) -> Router {
+    Router::new()
+        .route("/topology", get(topology_json))
+        .route("/rejoin", post(rejoin))
+        .with_state(topology.clone())
+}
+
+async fn topology_json(State(topology): State<Topology>) -> Response {
+    json(StatusCode::OK, &topology.report())
+}
+
+#[derive(Deserialize)]
+struct RejoinQuery {
+    node: Option<String>,
+}
+
+async fn rejoin(State(topology): State<Topology>, Query(query): Query<RejoinQuery>) -> Response {
+    let Some(access) = topology.shared.access.clone() else {
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no monitor runs in this router",
+        );
+    };
+    let _one_at_a_time = topology.shared.admin_action.lock().await;
+    let report = topology.report();
+    let Some(writer) = report.writer.as_deref() else {
+        return message(
+            StatusCode::CONFLICT,
+            "no writable primary right now: nothing to rejoin to",
+        );
+    };
+    let fenced: Vec<_> = report
+        .nodes
+        .iter()
+        .filter(|n| match &query.node {
+            Some(name) => &n.name == name,
+            None => n.role == "fenced",
+        })
+        .collect();
+    let target = match fenced.as_slice() {
+        [one] => *one,
+        [] => {
+            return message(
+                StatusCode::NOT_FOUND,
+                &match &query.node {
+                    Some(name) => format!("no configured node is named {name}"),
+                    None => "no fenced node to rejoin".into(),
+                },
+            );
+        }
+        _ => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "several fenced nodes: name one with ?node=",
+            );
+        }
+    };
+    // Read both nodes now: the last round's GTID positions may already be behind (a write
+    // on the fenced node since, the primary's new writes).
+    let fresh = |name: &str| {
+        let node = super::Node {
+            name: name.to_owned(),
+        };
+        let access = access.clone();
+        async move {
+            let mut probe = access.probe(&node)?;
+            let status = probe.check(FRESH_CHECK_TIMEOUT).await?;
+            anyhow::Ok((probe, status))
+        }
+    };
+    let (mut probe, status) = match fresh(&target.name).await {
+        Ok(fresh) => fresh,
+        Err(e) => return message(StatusCode::CONFLICT, &format!("{}: {e:#}", target.name)),
+    };
+    let primary = match fresh(writer).await {
+        Ok((_, status)) => status,
+        Err(e) => {
+            return message(
+                StatusCode::CONFLICT,
+                &format!("the primary {writer}: {e:#}"),
+            );
+        }
+    };
+    if primary.read_only {
+        return message(
+            StatusCode::CONFLICT,
+            &format!("the primary {writer} is read-only right now: try again"),
+        );
+    }
+    let node = probe.node.clone();
+    tracing::warn!(node = %node.name, primary = %writer, "rejoin requested: making it a replica");
+    let result = actions::rejoin(
+        &mut probe,
+        &status,
+        &primary,
+        &access.replication_user,
+        &access.replication_password,
+    )
+    .await;
+    topology.shared.wake.notify_one();
+    match result {
+        Ok(done) => {
+            tracing::info!(node = %node.name, "rejoined: {done}");
+            message(StatusCode::OK, &done)
+        }
+        Err(e) => {
+            tracing::error!(node = %node.name, "rejoin refused or failed: {e:#}");
+            message(StatusCode::CONFLICT, &format!("{e:#}"))
+        }
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    json(
+        status,
+        &serde_json::json!({ "ok": status.is_success(), "message": text }),
+    )
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body + "\n",
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode: {e}\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,128 @@
+//! The operator's commands, run beside a running router (the router image has no curl):
+//!
+//! - `foobar-db-router rejoin [--config FILE] [NODE]`: makes a fenced old primary a replica
+//!   of the current primary. Exit 0 when rejoined; 1 with the router's reason otherwise
+//!   (errant transactions, no fenced node, no primary).
+//! - `foobar-db-router topology [--config FILE]`: prints the router's `GET /topology`.
+//!
+//! Both ask the running router through its admin listener (as `--probe` asks `/readyz`)
+//! rather than act themselves: the running router's monitor knows which node is the primary
+//! and which is fenced, and a second monitor would only race it. In the stack:
+//! `docker compose exec router-a foobar-db-router rejoin --config /etc/foobar/db-router.toml`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A rejoin waits for the node to catch up (20 s at most) before it answers.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether the command line names one of these commands rather than running the service.
+pub fn requested() -> bool {
+    matches!(
+        std::env::args().nth(1).as_deref(),
+        Some("rejoin" | "topology")
+    )
+}
+
+/// Runs the command the command line names.
+pub fn run() -> ExitCode {
+    let rejoin = std::env::args().nth(1).as_deref() == Some("rejoin");
+    let mut config = None;
+    let mut node = None;
+    let mut args = std::env::args().skip(2);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => config = args.next().map(PathBuf::from),
+            "-h" | "--help" => {
+                println!(
+                    "usage: foobar-db-router rejoin [--config FILE] [NODE]\n       \
+                     foobar-db-router topology [--config FILE]\n\n\
+                     rejoin asks the running router (its admin listener, from FILE) to make \
+                     the fenced node\nNODE (default: the only fenced one) a replica of the \
+                     current primary.\ntopology prints the router's view: epoch, writer, \
+                     reader, each node's health."
+                );
+                return ExitCode::SUCCESS;
+            }
+            name if rejoin && !name.starts_with('-') && node.is_none() => {
+                node = Some(name.to_owned());
+            }
+            other => {
+                eprintln!("foobar-db-router: unexpected argument `{other}` (see --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config: crate::Config = match foobar_service::config::load(
+        config.as_deref(),
+        crate::SERVICE.env_prefix,
+        std::env::vars(),
+    ) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("foobar-db-router: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut admin = config.service.admin_listen;
+    if admin.ip().is_unspecified() {
+        admin.set_ip(match admin.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    let (method, path) = match (rejoin, &node) {
+        (true, Some(node)) => ("POST", format!("/rejoin?node={node}")),
+        (true, None) => ("POST", "/rejoin".to_owned()),
+        (false, _) => ("GET", "/topology".to_owned()),
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| rt.block_on(ask(admin, method, &path)));
+    match answer {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprint!("foobar-db-router: {method} http://{admin}{path} answered {status}: {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "foobar-db-router: {method} http://{admin}{path}: {e} (is the router running?)"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `METHOD path` on `peer`: the status and the body.
+async fn ask(peer: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(peer).await?;
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {peer}\r\nContent-Length: 0\r\n\
+             User-Agent: foobar-db-router\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::other(format!("no answer within {ANSWER_TIMEOUT:?}")))??;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
+    Ok((status, body.to_owned()))
+}

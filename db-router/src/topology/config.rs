@@ -1,0 +1,125 @@
+//! The `[backends]` and `[monitor]` tables, and the passwords they name.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// The `[backends]` table: the two database nodes and the account the router's sessions log
+/// into them with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendsConfig {
+    /// `host:port` of the node that is the primary when the stack starts.
+    pub primary: String,
+    /// `host:port` of the node that is the replica when the stack starts.
+    pub replica: String,
+    /// The account sessions use on the backends. The monitor kills its connections on a
+    /// node it fences, so open sessions cannot keep writing there.
+    pub user: String,
+    /// Its password; `password_file` instead keeps it out of the config (Docker secrets).
+    pub password: String,
+    pub password_file: PathBuf,
+}
+
+impl Default for BackendsConfig {
+    fn default() -> Self {
+        Self {
+            primary: "db-primary:3306".into(),
+            replica: "db-replica:3306".into(),
+            user: "foobar".into(),
+            password: String::new(),
+            password_file: PathBuf::new(),
+        }
+    }
+}
+
+/// The `[monitor]` table: how the nodes are watched and when the router fails over.
+///
+/// The defaults keep writes failing for at most about 5 s after the primary dies: a dead
+/// node is seen within `interval` + `timeout` (1 s), failover starts `failover_after` (3 s)
+/// later, and promotion takes well under a second when the replica is caught up.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// How often each node is checked.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long a check (connecting included) may take before it counts as failed: a killed
+    /// container's address that drops packets must not stall the monitor.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A replica further behind than this gets no reads; they go to the writer.
+    #[serde(with = "humantime_serde")]
+    pub max_replication_lag: Duration,
+    /// Promote the replica when the writer has been down `failover_after`.
+    pub auto_failover: bool,
+    #[serde(with = "humantime_serde")]
+    pub failover_after: Duration,
+    /// How long a promotion waits for the replica to apply the relay log it already has
+    /// (every write a client saw acknowledged is in it). Past this the promotion is given up
+    /// and tried again at the next check: a replica is never promoted with writes missing.
+    #[serde(with = "humantime_serde")]
+    pub catch_up_timeout: Duration,
+    /// The monitor's account on the nodes (the database image's `DB_MONITOR_USER`): it reads
+    /// replication status, promotes, fences and rejoins. Not the sessions' account, which
+    /// may do none of that.
+    pub user: String,
+    pub password: String,
+    pub password_file: PathBuf,
+    /// The replication account (the image's `DB_REPLICATION_USER`), which a rejoined node
+    /// logs into the new primary with.
+    pub replication_user: String,
+    pub replication_password: String,
+    pub replication_password_file: PathBuf,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(500),
+            max_replication_lag: Duration::from_secs(5),
+            auto_failover: true,
+            failover_after: Duration::from_secs(3),
+            catch_up_timeout: Duration::from_secs(30),
+            user: "monitor".into(),
+            password: String::new(),
+            password_file: PathBuf::new(),
+            replication_user: "repl".into(),
+            replication_password: String::new(),
+            replication_password_file: PathBuf::new(),
+        }
+    }
+}
+
+/// A password given inline or in a file (a Docker secret: its trailing newline dropped).
+/// Setting both is an error, as in the database image.
+pub fn password(inline: &str, file: &Path, key: &str) -> anyhow::Result<String> {
+    match (inline.is_empty(), file.as_os_str().is_empty()) {
+        (_, true) => Ok(inline.to_owned()),
+        (true, false) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("{key}_file {}", file.display()))?;
+            Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (false, false) => anyhow::bail!("both {key} and {key}_file are set; set only one"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_from_inline_or_file_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(password("inline", Path::new(""), "m.p").unwrap(), "inline");
+        assert_eq!(password("", &file, "m.p").unwrap(), "s3cret");
+        assert!(password("x", &file, "m.p").is_err());
+        assert!(password("", &dir.path().join("missing"), "m.p").is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! Which database node takes writes and which takes reads, kept current by the monitor.
+//!
+//! This is the one seam between the two halves of the router:
+//! - the sessions (`session.rs` and the protocol modules) ask [`Topology::snapshot`] where a
+//!   statement goes, and tell [`Topology::report_failure`] when a backend connection fails;
+//! - the monitor watches both nodes (connect, ping, `read_only`, replication lag), fails
+//!   over when the primary is gone for `monitor.failover_after`, and publishes a new
+//!   [`Snapshot`] whenever the answer changes.
+//!
+//! A snapshot is immutable and swapped whole, so a session that read one sees a consistent
+//! pair (writer, reader) even while the monitor changes the next one.
+//!
+//! Child modules, one concern each:
+//! - [`config`]: the `[backends]` and `[monitor]` tables;
+//! - [`node`]: the monitor's connection to a node and what a check reads;
+//! - [`decide`]: the routing rules, a pure function of the checks (unit-tested);
+//! - [`actions`]: promote, finish a promotion, fence, rejoin;
+//! - [`monitor`]: the loop that checks, decides, acts and publishes;
+//! - [`admin`]: `GET /topology` and `POST /rejoin` for the admin listener;
+//! - [`command`]: `foobar-db-router rejoin` and `topology`, through the running router;
+//! - [`metrics`]: the Prometheus metrics.
+
+pub mod actions;
+pub mod admin;
+pub mod command;
+pub mod config;
+pub mod decide;
+pub mod metrics;
+pub mod monitor;
+pub mod node;
+
+use std::sync::{Arc, Mutex};
+
+use foobar_service::Context;
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+pub use admin::admin_routes;
+pub use config::{BackendsConfig, MonitorConfig};
+pub use monitor::Report;
+
+/// One database node, named as configured (`db-primary:3306`); sessions resolve the name
+/// when they connect, so a restarted container's new address is found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Node {
+    pub name: String,
+}
+
+/// Where statements go right now.
+///
+/// The three states a session must tell apart:
+/// - `writer: Some`: writes go there; reads to `reader`, or to the writer when `reader` is
+///   `None` (replica down, not replicating, or lagging past `max_replication_lag`).
+/// - `writer: None, reader: Some`: the primary is down and not replaced yet. Writes fail at
+///   once with an error (never wait for it); reads keep going to the replica, which may be
+///   behind by what it had not received yet.
+/// - `writer: None, reader: None`: nothing can serve; every statement fails at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Raised by every failover; recorded on the chosen primary so that a second router
+    /// recognises the choice.
+    pub epoch: u64,
+    /// Where writes and everything that is not a plain read go. `None` while no node may
+    /// take writes (the primary is down and not yet replaced): writes fail at once.
+    pub writer: Option<Node>,
+    /// Where autocommit reads go. `None`: reads go to the writer. May be `Some` while
+    /// `writer` is `None` (see above).
+    pub reader: Option<Node>,
+}
+
+/// The live topology, shared by every session; cheap to clone.
+#[derive(Clone)]
+pub struct Topology {
+    current: Arc<watch::Sender<Arc<Snapshot>>>,
+    shared: Arc<Shared>,
+}
+
+/// What the monitor shares with the admin routes and the sessions, beside the snapshot.
+#[derive(Default)]
+struct Shared {
+    /// Wakes the monitor for a check now (a session's failure, an admin action).
+    wake: Notify,
+    /// The last round, in full: the admin endpoint's JSON and what rejoin acts on.
+    report: Mutex<Report>,
+    /// How to reach the nodes for admin actions; `None` for a topology without a monitor.
+    access: Option<monitor::Access>,
+    /// One admin action at a time.
+    admin_action: tokio::sync::Mutex<()>,
+}
+
+impl Topology {
+    /// A topology that starts as configured: writes to `backends.primary`, reads from
+    /// `backends.replica`. Nothing watches it: see [`start`] for the monitored one.
+    pub fn new(backends: &BackendsConfig) -> Self {
+        Self::with_shared(backends, Shared::default())
+    }
+
+    fn with_shared(backends: &BackendsConfig, shared: Shared) -> Self {
+        let snapshot = Snapshot {
+            epoch: 0,
+            writer: Some(Node {
+                name: backends.primary.clone(),
+            }),
+            reader: Some(Node {
+                name: backends.replica.clone(),
+            }),
+        };
+        Self {
+            current: Arc::new(watch::channel(Arc::new(snapshot)).0),
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Where statements go now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.borrow())
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn changes(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.current.subscribe()
+    }
+
+    /// A session could not reach `node` (connect or I/O error): the monitor checks it at once
+    /// instead of waiting for its next round.
+    pub fn report_failure(&self, node: &Node, why: &str) {
+        tracing::debug!(node = %node.name, "session reports a failure, checking now: {why}");
+        self.shared.wake.notify_one();
+    }
+
+    /// The monitor's last round in full (what `GET /topology` shows).
+    pub fn report(&self) -> Report {
+        self.shared
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Publishes a new snapshot (the monitor's job).
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.send_if_modified(|current| {
+            let changed = **current != snapshot;
+            if changed {
+                *current = Arc::new(snapshot);
+            }
+            changed
+        });
+    }
+}
+
+/// Starts the monitor: checks both nodes once (so the first snapshot is real, not assumed),
+/// then keeps checking every `monitor.interval` until shutdown. Registers the metrics.
+pub async fn start(
+    backends: &BackendsConfig,
+    monitor: &MonitorConfig,
+    ctx: &Context,
+) -> anyhow::Result<Topology> {
+    let access = monitor::Access::new(backends, monitor)?;
+    let shared = Shared {
+        access: Some(access.clone()),
+        ..Shared::default()
+    };
+    let topology = Topology::with_shared(backends, shared);
+    let metrics = metrics::Metrics::default();
+    metrics.register(ctx);
+    let mut watcher = monitor::Monitor::new(topology.clone(), access, monitor.clone(), metrics)?;
+    watcher.first_round().await;
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = watcher.run() => {}
+            () = shutdown.cancelled() => tracing::debug!("monitor stopped: shutting down"),
+        }
+    });
+    Ok(topology)
+}

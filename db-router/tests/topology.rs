@@ -1,0 +1,695 @@
+//! The topology half of the router against a real MariaDB primary and replica from the
+//! project's image (testcontainers), with real replication and containers killed for real
+//! (`docker kill`: SIGKILL, no clean shutdown). The monitor reaches the nodes through their
+//! published ports, so nodes are named `127.0.0.1:PORT` here; replication between the nodes
+//! uses their container names (`report_host`).
+//!
+//! The tests run one at a time (a lock): each starts its own pair, and a second pair
+//! starting on the same two cores would slow the first one's checks past their timeout.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use foobar_db_router::topology::{self, BackendsConfig, MonitorConfig, Node, Snapshot, Topology};
+use foobar_service::Context;
+use foobar_stack_tests::{
+    APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER, REPLICATION_PASSWORD,
+    ROOT_PASSWORD, ReplicatedDatabase,
+};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::{Connection, Executor};
+use testcontainers::{ContainerAsync, GenericImage};
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The stack's failover target is 5 s after the primary dies; tests allow 10.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+/// A killed MariaDB container restarting (crash recovery) and answering again.
+const RESTART_LIMIT: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejoin()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start().await?;
+    let (primary, replica) = nodes(&db);
+    let (a, admin_a) = router(&db).await?;
+    let (b, admin_b) = router(&db).await?;
+    for t in [&a, &b] {
+        wait(
+            t,
+            "writer primary, reader replica",
+            Duration::from_secs(10),
+            |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+        )
+        .await?;
+    }
+
+    // The replica dies: reads go to the primary (reader None), writes are untouched.
+    kill(&db.replica).await?;
+    let took = wait(
+        &a,
+        "reader none after the replica's kill",
+        FAILOVER_LIMIT,
+        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+    )
+    .await?;
+    println!("replica killed: reads moved to the primary after {took:?}");
+    let mut on_primary = app_conn(db.primary_port).await?;
+    on_primary
+        .execute("CREATE TABLE note (id INT PRIMARY KEY, text VARCHAR(40) NOT NULL)")
+        .await?;
+    on_primary
+        .execute("INSERT INTO note VALUES (1, 'written while the replica was down')")
+        .await?;
+
+    // It returns, catches up, and gets reads again.
+    db.replica.start().await?;
+    let took = wait(
+        &a,
+        "reader back after the replica's restart",
+        RESTART_LIMIT,
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("replica restarted: reads back on it after {took:?}");
+
+    // Its SQL thread stopped (replication broken, container up): no reads there either.
+    let mut admin_on_replica = monitor_conn(db.replica_port).await?;
+    admin_on_replica.execute("STOP SLAVE SQL_THREAD").await?;
+    wait(
+        &a,
+        "reader none while replication is stopped",
+        FAILOVER_LIMIT,
+        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+    )
+    .await?;
+    admin_on_replica.execute("START SLAVE SQL_THREAD").await?;
+    wait(
+        &a,
+        "reader back once replication runs",
+        FAILOVER_LIMIT,
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    drop(admin_on_replica);
+
+    // The primary dies, idle (its last write acknowledged by the replica, semi-sync).
+    on_primary
+        .execute("INSERT INTO note VALUES (2, 'acknowledged before the failover')")
+        .await?;
+    drop(on_primary);
+    let killed = Instant::now();
+    kill(&db.primary).await?;
+    let no_writer = wait(&a, "no writer, reads on the replica", FAILOVER_LIMIT, |s| {
+        s.writer.is_none() && s.reader.as_ref() == Some(&replica)
+    })
+    .await;
+    // Router b may promote first; then a never shows the gap. Either way both converge.
+    for t in [&a, &b] {
+        wait(t, "the replica promoted at epoch 1", FAILOVER_LIMIT, |s| {
+            s.writer.as_ref() == Some(&replica) && s.epoch == 1
+        })
+        .await?;
+    }
+    println!(
+        "primary killed: router a had no writer after {:?}; both routers on the replica, \
+         epoch 1, {:?} after the kill",
+        no_writer.ok(),
+        killed.elapsed()
+    );
+    assert_eq!(*a.snapshot(), *b.snapshot(), "the two routers disagree");
+    assert_eq!(
+        a.report().failovers + b.report().failovers,
+        1,
+        "exactly one router promotes; the other adopts its record"
+    );
+    let mut on_replica = app_conn(db.replica_port).await?;
+    let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM note ORDER BY id")
+        .fetch_all(&mut on_replica)
+        .await?;
+    assert_eq!(
+        ids,
+        [1, 2],
+        "every acknowledged write is on the new primary"
+    );
+    on_replica
+        .execute("INSERT INTO note VALUES (3, 'written on the new primary')")
+        .await?;
+
+    // The old primary comes back writable (its DB_ROLE says primary) and is fenced.
+    db.primary.start().await?;
+    let took = wait_report(&a, "the old primary fenced", RESTART_LIMIT, |r| {
+        r.nodes
+            .iter()
+            .any(|n| n.name == primary.name && n.role == "fenced")
+    })
+    .await?;
+    println!("old primary restarted: fenced after {took:?}");
+    assert_eq!(a.snapshot().writer.as_ref(), Some(&replica));
+    assert_eq!(b.snapshot().writer.as_ref(), Some(&replica));
+    let mut on_old = app_conn(db.primary_port).await?;
+    let refused = on_old
+        .execute("INSERT INTO note VALUES (4, 'written on the fenced node')")
+        .await
+        .expect_err("a fenced node must refuse the app's writes");
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+
+    // Rejoin: the documented admin action makes it a replica of the new primary.
+    let (status, body) = admin_post(&a, "/rejoin").await?;
+    assert_eq!(status, 200, "{body}");
+    let took = wait(
+        &a,
+        "the old primary reads again",
+        Duration::from_secs(30),
+        |s| s.reader.as_ref() == Some(&primary) && s.writer.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("rejoined: the old primary is the reader after {took:?}");
+
+    // What an operator sees on the admin listener: GET /topology and /metrics.
+    let (status, body) = admin_get(&admin_a, "/topology").await?;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(json["epoch"], 1, "{body}");
+    assert_eq!(json["writer"], replica.name.as_str(), "{body}");
+    assert_eq!(json["reader"], primary.name.as_str(), "{body}");
+    let mut failovers = 0.0;
+    for admin in [&admin_a, &admin_b] {
+        let (status, metrics) = admin_get(admin, "/metrics").await?;
+        assert_eq!(status, 200);
+        assert_eq!(
+            metric(&metrics, "foobar_db_router_epoch"),
+            Some(1.0),
+            "{metrics}"
+        );
+        let up = format!("foobar_db_router_backend_up{{node=\"{}\"}}", primary.name);
+        assert_eq!(metric(&metrics, &up), Some(1.0), "{metrics}");
+        failovers += metric(&metrics, "foobar_db_router_failovers_total").unwrap_or(-1.0);
+    }
+    assert_eq!(failovers, 1.0, "failovers_total of the two routers");
+
+    // The image's healthcheck calls the promoted replica (DB_ROLE=replica) healthy.
+    let health = docker_output(&["exec", db.replica.id(), "foobar-db-healthcheck"]).await?;
+    assert!(health.contains("promoted"), "{health}");
+
+    // The rejoined old primary crashes and restarts: DB_ROLE says primary, but replication
+    // is configured, so it comes back a read-only replica by itself (no fencing needed).
+    let fencings = (a.report().fencings, b.report().fencings);
+    kill(&db.primary).await?;
+    wait(
+        &a,
+        "reader none while the rejoined node is down",
+        FAILOVER_LIMIT,
+        |s| s.reader.is_none(),
+    )
+    .await?;
+    db.primary.start().await?;
+    let took = wait(
+        &a,
+        "the rejoined node reads again after its restart",
+        RESTART_LIMIT,
+        |s| s.reader.as_ref() == Some(&primary) && s.writer.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("rejoined node restarted: a replica again after {took:?}");
+    assert_eq!((a.report().fencings, b.report().fencings), fencings);
+    let mut on_old = app_conn(db.primary_port).await?;
+    on_replica
+        .execute("INSERT INTO note VALUES (5, 'replicated to the rejoined node')")
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM note ORDER BY id")
+            .fetch_all(&mut on_old)
+            .await?;
+        if ids == [1, 2, 3, 5] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rejoined node has {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every_acknowledged_write()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start().await?;
+    let (primary, replica) = nodes(&db);
+    let (router, admin) = router(&db).await?;
+    wait(
+        &router,
+        "writer primary, reader replica",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    let mut conn = app_conn(db.primary_port).await?;
+    conn.execute("CREATE TABLE counter (id INT PRIMARY KEY)")
+        .await?;
+
+    // A client writes a counter straight to the primary, as fast as it is acknowledged.
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for id in 1.. {
+            let insert = sqlx::query("INSERT INTO counter VALUES (?)")
+                .bind(id)
+                .execute(&mut conn);
+            match tokio::time::timeout(Duration::from_secs(15), insert).await {
+                Ok(Ok(_)) => acknowledged.push(id),
+                Ok(Err(e)) => return (acknowledged, format!("{e}")),
+                Err(_) => return (acknowledged, "no answer within 15 s".into()),
+            }
+        }
+        unreachable!("the loop ends with the primary")
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = Instant::now();
+    kill(&db.primary).await?;
+    let no_writer = wait(&router, "no writer after the kill", FAILOVER_LIMIT, |s| {
+        s.writer.is_none()
+    })
+    .await?;
+    wait(&router, "the replica promoted", FAILOVER_LIMIT, |s| {
+        s.writer.as_ref() == Some(&replica) && s.epoch == 1
+    })
+    .await?;
+    let promoted = killed.elapsed();
+    let (acknowledged, ended) = writer.await?;
+    assert!(
+        acknowledged.len() > 10,
+        "only {} writes before the kill",
+        acknowledged.len()
+    );
+
+    let mut on_new = app_conn(db.replica_port).await?;
+    let present: BTreeSet<i32> = sqlx::query_scalar("SELECT id FROM counter")
+        .fetch_all(&mut on_new)
+        .await?
+        .into_iter()
+        .collect();
+    let lost: Vec<i32> = acknowledged
+        .iter()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
+    println!(
+        "primary killed under writes: no writer {no_writer:?} after the kill, the replica \
+         promoted and the writer {promoted:?} after it; {} writes acknowledged, {} rows on \
+         the new primary, {} acknowledged writes lost; the client's last write: {ended}",
+        acknowledged.len(),
+        present.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes missing on the new primary: {lost:?}"
+    );
+    assert!(promoted <= FAILOVER_LIMIT);
+    on_new.execute("INSERT INTO counter VALUES (-1)").await?;
+
+    // The old primary returns fenced: read-only for the app, not the writer.
+    db.primary.start().await?;
+    wait_report(&router, "the old primary fenced", RESTART_LIMIT, |r| {
+        r.nodes
+            .iter()
+            .any(|n| n.name == primary.name && n.role == "fenced")
+    })
+    .await?;
+    assert_eq!(router.snapshot().writer.as_ref(), Some(&replica));
+    let mut on_old = app_conn(db.primary_port).await?;
+    let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
+        .fetch_one(&mut on_old)
+        .await?;
+    assert_eq!(read_only, 1);
+    assert!(
+        on_old
+            .execute("INSERT INTO counter VALUES (-2)")
+            .await
+            .is_err()
+    );
+
+    // An errant transaction: written on the fenced old primary by an account read_only
+    // does not stop (root), so the new primary never had it. Rejoining must refuse and say
+    // why, and leave the node fenced. (The kill itself may have left one too: a commit the
+    // old primary wrote but never acknowledged.)
+    let mut root_on_old = MySqlConnection::connect_with(
+        &MySqlConnectOptions::new()
+            .host("127.0.0.1")
+            .port(db.primary_port)
+            .username("root")
+            .password(ROOT_PASSWORD),
+    )
+    .await?;
+    root_on_old
+        .execute("INSERT INTO foobar.counter VALUES (-3)")
+        .await?;
+    // Through the operator's command, against the admin listener served over TCP.
+    let (rejoined, said) = rejoin_command(&admin).await?;
+    println!("`foobar-db-router rejoin` with an errant transaction: {said}");
+    assert!(!rejoined, "{said}");
+    assert!(
+        said.contains("409") && said.contains("never received"),
+        "{said}"
+    );
+    let replication = root_on_old.fetch_optional("SHOW REPLICA STATUS").await?;
+    assert!(replication.is_none(), "refused, but left replicating");
+    let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
+        .fetch_one(&mut root_on_old)
+        .await?;
+    assert_eq!(read_only, 1, "refused, but no longer fenced");
+    assert_eq!(router.snapshot().writer.as_ref(), Some(&replica));
+    Ok(())
+}
+
+#[tokio::test]
+async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable_node_is_fenced_lagging_replica_gets_no_reads()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start().await?;
+    let (primary, replica) = nodes(&db);
+    let (router, _ctx) = router(&db).await?;
+    wait(
+        &router,
+        "writer primary, reader replica",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+
+    // Frozen, not dead: connections open but nothing answers, as behind a dropped link.
+    // The monitor's check times out (500 ms) and writes stop going there at once.
+    docker(&["pause", db.primary.id()]).await?;
+    let took = wait(
+        &router,
+        "no writer while the primary hangs",
+        Duration::from_secs(3),
+        |s| s.writer.is_none() && s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!("primary frozen: no writer after {took:?}");
+    // Past failover_after, the replica still holds its connection to the primary (it
+    // notices only after slave_net_timeout, 10 s): no promotion, no second primary.
+    let config = MonitorConfig::default();
+    let waited = wait_report(
+        &router,
+        "primary down past failover_after",
+        Duration::from_secs(8),
+        |r| {
+            r.primary_down_ms.is_some_and(|ms| {
+                Duration::from_millis(ms) > config.failover_after + Duration::from_secs(1)
+            })
+        },
+    )
+    .await?;
+    let report = router.report();
+    assert_eq!(
+        report.epoch, 0,
+        "promoted although the replica still streams: {report:?}"
+    );
+    assert_eq!(report.failovers, 0);
+    println!("primary frozen {waited:?} more: not replaced (the replica still streams from it)");
+
+    docker(&["unpause", db.primary.id()]).await?;
+    let took = wait(
+        &router,
+        "the primary back as writer",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.epoch == 0,
+    )
+    .await?;
+    println!("primary thawed: writer again after {took:?}, epoch 0");
+
+    // Someone makes the replica writable by hand while the app has a session open there:
+    // the router fences it again and ends that session, so it cannot write through it.
+    let mut app_on_replica = app_conn(db.replica_port).await?;
+    app_on_replica.execute("SELECT 1").await?;
+    monitor_conn(db.replica_port)
+        .await?
+        .execute("SET GLOBAL read_only = OFF")
+        .await?;
+    let took = wait_report(
+        &router,
+        "the stray writable replica fenced",
+        Duration::from_secs(5),
+        |r| {
+            r.fencings == 1
+                && r.nodes.iter().any(|n| {
+                    n.name == replica.name && n.status.as_ref().is_some_and(|s| s.read_only)
+                })
+                && r.writer.as_deref() == Some(primary.name.as_str())
+        },
+    )
+    .await?;
+    println!("replica made writable by hand: read-only again after {took:?}");
+    assert!(
+        app_on_replica.execute("SELECT 1").await.is_err(),
+        "the app's session on the fenced node must have been killed"
+    );
+
+    // The replica falls behind (delayed replication: it applies each event 8 s late), past
+    // max_replication_lag (5 s): no reads there until it has caught up.
+    let mut admin_on_replica = monitor_conn(db.replica_port).await?;
+    admin_on_replica.execute("STOP SLAVE").await?;
+    admin_on_replica
+        .execute("CHANGE MASTER TO MASTER_DELAY = 8")
+        .await?;
+    admin_on_replica.execute("START SLAVE").await?;
+    wait(
+        &router,
+        "reader back with delayed replication",
+        Duration::from_secs(10),
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    app_conn(db.primary_port)
+        .await?
+        .execute("CREATE TABLE lag_probe (id INT PRIMARY KEY)")
+        .await?;
+    let written = Instant::now();
+    wait(
+        &router,
+        "reader none while the replica lags",
+        Duration::from_secs(10),
+        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+    )
+    .await?;
+    let lagging_after = written.elapsed();
+    wait(
+        &router,
+        "reader back once the replica caught up",
+        Duration::from_secs(15),
+        |s| s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    println!(
+        "replica delayed 8 s: reads off it {lagging_after:?} after a write, back {:?} after it",
+        written.elapsed()
+    );
+    assert!(
+        lagging_after >= config.max_replication_lag,
+        "{lagging_after:?}"
+    );
+    Ok(())
+}
+
+/// The nodes as the routers in these tests name them.
+fn nodes(db: &ReplicatedDatabase) -> (Node, Node) {
+    (
+        Node {
+            name: format!("127.0.0.1:{}", db.primary_port),
+        },
+        Node {
+            name: format!("127.0.0.1:{}", db.replica_port),
+        },
+    )
+}
+
+/// A router's topology half with the stack's default monitor settings. Keep the Context:
+/// dropping it does not stop the monitor, but cancelling it does.
+async fn router(db: &ReplicatedDatabase) -> anyhow::Result<(Topology, Guard)> {
+    let (primary, replica) = nodes(db);
+    let backends = BackendsConfig {
+        primary: primary.name,
+        replica: replica.name,
+        user: APP_USER.into(),
+        password: APP_PASSWORD.into(),
+        ..BackendsConfig::default()
+    };
+    let monitor = MonitorConfig {
+        password: MONITOR_PASSWORD.into(),
+        replication_password: REPLICATION_PASSWORD.into(),
+        ..MonitorConfig::default()
+    };
+    // The monitor's log, to read beside a failure (`cargo test -- --nocapture`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("foobar_db_router=info")
+        .with_test_writer()
+        .try_init();
+    let ctx = Context::new("foobar_db_router");
+    let topology = topology::start(&backends, &monitor, &ctx).await?;
+    ctx.add_admin_routes(topology::admin_routes(&topology));
+    Ok((topology, Guard(ctx)))
+}
+
+/// Stops a router's monitor at the end of a test; its admin listener's routes.
+struct Guard(Context);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.shutdown.cancel();
+    }
+}
+
+/// Waits until the snapshot satisfies `ok`; how long it took.
+async fn wait(
+    topology: &Topology,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&Snapshot) -> bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut changes = topology.changes();
+    loop {
+        if ok(&changes.borrow_and_update()) {
+            return Ok(started.elapsed());
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, changes.changed()).await.is_err() {
+            anyhow::bail!(
+                "{what}: not within {limit:?}; snapshot {:?}; report {}",
+                topology.snapshot(),
+                serde_json::to_string_pretty(&topology.report())?
+            );
+        }
+    }
+}
+
+/// Waits until the monitor's report satisfies `ok` (polled: the report has no channel).
+async fn wait_report(
+    topology: &Topology,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&topology::Report) -> bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if ok(&topology.report()) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            anyhow::bail!(
+                "{what}: not within {limit:?}; report {}",
+                serde_json::to_string_pretty(&topology.report())?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGKILL, as a crash: no clean shutdown, no goodbye to the replica.
+async fn kill(node: &ContainerAsync<GenericImage>) -> anyhow::Result<()> {
+    docker(&["kill", node.id()]).await
+}
+
+async fn docker(args: &[&str]) -> anyhow::Result<()> {
+    docker_output(args).await.map(drop)
+}
+
+/// Runs the docker CLI; its standard output, or an error with what it said.
+async fn docker_output(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The monitor's account, as an operator would use it by hand.
+async fn monitor_conn(port: u16) -> anyhow::Result<MySqlConnection> {
+    let options = MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(MONITOR_USER)
+        .password(MONITOR_PASSWORD);
+    Ok(MySqlConnection::connect_with(&options).await?)
+}
+
+async fn app_conn(port: u16) -> anyhow::Result<MySqlConnection> {
+    let options = MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(APP_USER)
+        .password(APP_PASSWORD)
+        .database(APP_DATABASE);
+    Ok(MySqlConnection::connect_with(&options).await?)
+}
+
+/// A POST to the router's admin routes, as `curl -X POST` on the admin port would send it.
+async fn admin_post(topology: &Topology, path: &str) -> anyhow::Result<(u16, String)> {
+    let request = axum::http::Request::post(path).body(axum::body::Body::empty())?;
+    send(topology::admin_routes(topology), request).await
+}
+
+/// A GET to a router's whole admin listener (health, metrics, the topology's routes), as
+/// the service serves it.
+async fn admin_get(router: &Guard, path: &str) -> anyhow::Result<(u16, String)> {
+    let request = axum::http::Request::get(path).body(axum::body::Body::empty())?;
+    send(foobar_service::admin::router(&router.0), request).await
+}
+
+async fn send(
+    router: axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let response = router.oneshot(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `foobar-db-router rejoin --config FILE` (the binary, as an operator runs it) against
+/// this router's admin listener, served on a port of 127.0.0.1: success, and what it said.
+async fn rejoin_command(router: &Guard) -> anyhow::Result<(bool, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = foobar_service::admin::router(&router.0);
+    let shutdown = router.0.shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    });
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("db-router.toml");
+    std::fs::write(&config, format!("[service]\nadmin_listen = \"{addr}\"\n"))?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_foobar-db-router"))
+        .arg("rejoin")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), said))
+}
+
+/// The value of one sample in Prometheus text (`name{labels} value`).
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
