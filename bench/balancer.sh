@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source bench/lib.sh
 
 DURATION=${DURATION:-30}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -20,31 +21,9 @@ HAPROXY_PORT=${HAPROXY_PORT:-15403}
 FOOBAR_PORT=${FOOBAR_PORT:-15404}
 bash scripts/install-tools.sh bench
 
-work=$(mktemp -d /tmp/foobar-bench-balancer.XXXXXX)
-pids=()
-# Each server runs in its own session and process group (setsid): kill the whole group.
-cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_start balancer foobar-balancer
 
-step "building foobar-balancer (release)"
-cargo build --release --locked --bin foobar-balancer 2>&1 | tail -n 1
-binary=target/release/foobar-balancer
-
-# A server must not start where another one already listens, or we would measure that one.
-port_free() { # port
-  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-    echo "something already listens on 127.0.0.1:$1; stop it or set the *_PORT variables" >&2
-    exit 1
-  fi
-}
-wait_answering() { # port path
-  for _ in $(seq 1 100); do
-    if curl -fs -o /dev/null "http://127.0.0.1:$1$2"; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing answers http://127.0.0.1:$1$2" >&2; return 1
-}
-for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT"; do port_free "$port"; done
+for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT"; do tcp_port_free "$port"; done
 
 # The backends: one nginx, one worker per port, a 612-byte page (nginx's own index size).
 mkdir -p "$work/www" "$work/nginx-temp"
@@ -156,14 +135,14 @@ failures() { # non-2xx answers and socket errors, which must be none
 step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU 1"
 setsid taskset -c 1 nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
 pids+=($!)
-wait_answering "$BACKEND_A_PORT" /index.html
-wait_answering "$BACKEND_B_PORT" /index.html
+http_answering "$BACKEND_A_PORT" /index.html
+http_answering "$BACKEND_B_PORT" /index.html
 
 step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') on CPU 0"
 setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
 pids+=($!)
 haproxy_pid=${pids[-1]}
-wait_answering "$HAPROXY_PORT" /index.html
+http_answering "$HAPROXY_PORT" /index.html
 haproxy_cpu_before=$(cpu_seconds "$haproxy_pid")
 run_wrk haproxy "$HAPROXY_PORT"
 haproxy_cpu=$(awk -v a="$(cpu_seconds "$haproxy_pid")" -v b="$haproxy_cpu_before" 'BEGIN { print a - b }')
@@ -175,7 +154,7 @@ step "starting foobar-balancer on CPU 0"
 RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
 pids+=($!)
 foobar_pid=${pids[-1]}
-wait_answering "$FOOBAR_PORT" /index.html
+http_answering "$FOOBAR_PORT" /index.html
 sleep 1 # settled: what it holds before any load is its idle memory
 idle_rss=$(rss_kb "$foobar_pid")
 foobar_cpu_before=$(cpu_seconds "$foobar_pid")

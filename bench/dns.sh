@@ -8,21 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source bench/lib.sh
 
 DURATION=${DURATION:-30}
 NSD_PORT=${NSD_PORT:-15301}
 FOOBAR_PORT=${FOOBAR_PORT:-15302}
 bash scripts/install-tools.sh bench
 
-work=$(mktemp -d /tmp/foobar-bench-dns.XXXXXX)
-pids=()
-# Each server runs in its own session and process group (setsid): kill the whole group.
-cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-step "building foobar-dns (release)"
-cargo build --release --locked --bin foobar-dns 2>&1 | tail -n 1
-binary=target/release/foobar-dns
+bench_start dns foobar-dns
 
 cp config/zones/foobar.com.zone "$work/foobar.com.zone"
 

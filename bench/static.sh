@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source bench/lib.sh
 
 DURATION=${DURATION:-30}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -23,32 +24,10 @@ FOOBAR_PORT=${FOOBAR_PORT:-15502}
 GUESTBOOK_DATABASE_URL=${GUESTBOOK_DATABASE_URL:-}
 bash scripts/install-tools.sh bench
 
-work=$(mktemp -d /tmp/foobar-bench-static.XXXXXX)
-pids=()
-# Each server runs in its own session and process group (setsid): kill the whole group.
-cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_start static foobar-webapp
 
-step "building foobar-webapp (release)"
-cargo build --release --locked --bin foobar-webapp 2>&1 | tail -n 1
-binary=target/release/foobar-webapp
-
-# A server must not start where another one already listens, or we would measure that one.
-port_free() { # port
-  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-    echo "something already listens on 127.0.0.1:$1; stop it or set NGINX_PORT/FOOBAR_PORT" >&2
-    exit 1
-  fi
-}
-wait_answering() { # port path
-  for _ in $(seq 1 100); do
-    if curl -fs -o /dev/null "http://127.0.0.1:$1$2"; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing answers http://127.0.0.1:$1$2" >&2; return 1
-}
-port_free "$NGINX_PORT"
-port_free "$FOOBAR_PORT"
+tcp_port_free "$NGINX_PORT"
+tcp_port_free "$FOOBAR_PORT"
 
 # The folder both serve: the site's static files and a 4 KB page of text.
 chmod 755 "$work" # nginx's workers run as nobody when started by root
@@ -145,7 +124,7 @@ per_request() { awk -v cpu="$(cat "$work/$1.cpu")" -v r="$(rps "$1")" -v d="$DUR
 step "starting nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') on CPU 0"
 setsid taskset -c 0 nginx -c "$work/nginx.conf" > "$work/nginx.out" 2>&1 &
 pids+=($!)
-wait_answering "$NGINX_PORT" "$file"
+http_answering "$NGINX_PORT" "$file"
 run_wrk nginx "$NGINX_PORT" "$file" "${pids[0]}"
 kill -- "-${pids[0]}" 2>/dev/null || true
 wait "${pids[0]}" 2>/dev/null || true
@@ -153,7 +132,7 @@ wait "${pids[0]}" 2>/dev/null || true
 step "starting foobar-webapp on CPU 0"
 RUST_LOG=error setsid taskset -c 0 "$binary" --config "$work/webapp.toml" > "$work/foobar.out" 2>&1 &
 pids+=($!)
-wait_answering "$FOOBAR_PORT" "$file"
+http_answering "$FOOBAR_PORT" "$file"
 # Both must serve the same bytes, or the comparison means nothing.
 cmp "$work/www$file" <(curl -fs "http://127.0.0.1:$FOOBAR_PORT$file")
 idle_rss=$(rss_kb "${pids[1]}")
