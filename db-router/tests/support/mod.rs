@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use foobar_service::testing::{self, RunningService};
-use foobar_stack_tests::{APP_DATABASE, APP_PASSWORD, APP_USER};
+use foobar_stack_tests::{
+    APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER, REPLICATION_PASSWORD,
+    REPLICATION_USER,
+};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_foobar-db-router");
@@ -21,8 +24,8 @@ pub const PASSWORD: &str = "router-test-password";
 pub const PRIMARY_ID: &str = "1";
 pub const REPLICA_ID: &str = "2";
 
-/// A router config in front of `primary` and `replica`, with `extra` TOML appended to the
-/// `[router]` table.
+/// A router config in front of `primary` and `replica` (watched by the monitor with the
+/// image's monitor account), with `extra` TOML appended to the `[router]` table.
 pub fn config(primary: &str, replica: &str, extra_router: &str) -> String {
     format!(
         r#"[service]
@@ -43,6 +46,12 @@ primary = "{primary}"
 replica = "{replica}"
 user = "{APP_USER}"
 password = "{APP_PASSWORD}"
+
+[monitor]
+user = "{MONITOR_USER}"
+password = "{MONITOR_PASSWORD}"
+replication_user = "{REPLICATION_USER}"
+replication_password = "{REPLICATION_PASSWORD}"
 "#
     )
 }
