@@ -86,7 +86,7 @@ impl Users {
         let mut map = HashMap::new();
         for user in users {
             anyhow::ensure!(!user.name.is_empty(), "[[users]]: an entry has no name");
-            let password = secret(&user.password, &user.password_file)
+            let password = password(&user.password, &user.password_file, "users.password")
                 .with_context(|| format!("[[users]] {}", user.name))?;
             anyhow::ensure!(
                 map.insert(user.name.clone(), auth::stored_hash(&password))
@@ -104,23 +104,34 @@ impl Users {
     }
 }
 
-/// A password given inline or in a file (not both).
-pub fn secret(inline: &str, file: &Path) -> anyhow::Result<String> {
-    if file.as_os_str().is_empty() {
-        return Ok(inline.to_owned());
+/// A password given inline or in a file (a Docker secret: its trailing newline dropped).
+/// Setting both is an error, as in the database image. `key` names the setting in errors.
+pub fn password(inline: &str, file: &Path, key: &str) -> anyhow::Result<String> {
+    match (inline.is_empty(), file.as_os_str().is_empty()) {
+        (_, true) => Ok(inline.to_owned()),
+        (true, false) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("{key}_file {}", file.display()))?;
+            Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (false, false) => anyhow::bail!("both {key} and {key}_file are set; set only one"),
     }
-    anyhow::ensure!(
-        inline.is_empty(),
-        "set either password or password_file, not both"
-    );
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read password_file {}", file.display()))?;
-    Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_from_inline_or_file_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(password("inline", Path::new(""), "m.p").unwrap(), "inline");
+        assert_eq!(password("", &file, "m.p").unwrap(), "s3cret");
+        assert!(password("x", &file, "m.p").is_err());
+        assert!(password("", &dir.path().join("missing"), "m.p").is_err());
+    }
 
     #[test]
     fn users_resolve_from_inline_and_file_passwords() {

@@ -84,9 +84,12 @@ impl ServiceConfig for Config {
 /// task each, then waits for the sessions to finish their current command.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let users = config::Users::resolve(&config.users)?;
-    let backend_password =
-        config::secret(&config.backends.password, &config.backends.password_file)
-            .map_err(|e| anyhow::anyhow!("[backends]: {e:#}"))?;
+    let backend_password = config::password(
+        &config.backends.password,
+        &config.backends.password_file,
+        "backends.password",
+    )
+    .map_err(|e| anyhow::anyhow!("[backends]: {e:#}"))?;
     // The monitor: checks both nodes once before the first client, then keeps watching.
     let topology = topology::start(&config.backends, &config.monitor, &ctx).await?;
     ctx.add_admin_routes(topology::admin_routes(&topology));

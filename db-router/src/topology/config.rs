@@ -1,9 +1,8 @@
 //! The `[backends]` and `[monitor]` tables, and the passwords they name.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 /// The `[backends]` table: the two database nodes and the account the router's sessions log
@@ -91,35 +90,5 @@ impl Default for MonitorConfig {
             replication_password: String::new(),
             replication_password_file: PathBuf::new(),
         }
-    }
-}
-
-/// A password given inline or in a file (a Docker secret: its trailing newline dropped).
-/// Setting both is an error, as in the database image.
-pub fn password(inline: &str, file: &Path, key: &str) -> anyhow::Result<String> {
-    match (inline.is_empty(), file.as_os_str().is_empty()) {
-        (_, true) => Ok(inline.to_owned()),
-        (true, false) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("{key}_file {}", file.display()))?;
-            Ok(text.trim_end_matches(['\r', '\n']).to_owned())
-        }
-        (false, false) => anyhow::bail!("both {key} and {key}_file are set; set only one"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_from_inline_or_file_not_both() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("secret");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        assert_eq!(password("inline", Path::new(""), "m.p").unwrap(), "inline");
-        assert_eq!(password("", &file, "m.p").unwrap(), "s3cret");
-        assert!(password("x", &file, "m.p").is_err());
-        assert!(password("", &dir.path().join("missing"), "m.p").is_err());
     }
 }

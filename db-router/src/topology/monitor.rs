@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::actions::{self, Promotion};
-use super::config::{self, BackendsConfig, MonitorConfig};
+use super::config::{BackendsConfig, MonitorConfig};
 use super::decide::{self, Action, Observed, Plan};
 use super::metrics::{Metrics, NodeLabels, RoleLabels};
 use super::node::{Probe, Record, Status};
@@ -48,13 +48,13 @@ impl Access {
                 .map(|name| Node { name: name.clone() })
                 .collect(),
             monitor_user: monitor.user.clone(),
-            monitor_password: config::password(
+            monitor_password: crate::config::password(
                 &monitor.password,
                 &monitor.password_file,
                 "monitor.password",
             )?,
             replication_user: monitor.replication_user.clone(),
-            replication_password: config::password(
+            replication_password: crate::config::password(
                 &monitor.replication_password,
                 &monitor.replication_password_file,
                 "monitor.replication_password",
