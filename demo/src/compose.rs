@@ -18,11 +18,13 @@ use tokio::process::Command;
 /// Longest any one compose command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `docker compose` run in a project folder, optionally on a given file.
+/// `docker compose` run in a project folder, optionally on a given file and with a given
+/// environment file (which may name the project: `COMPOSE_PROJECT_NAME`).
 #[derive(Debug, Clone)]
 pub struct Compose {
     dir: PathBuf,
     file: Option<PathBuf>,
+    env_file: Option<PathBuf>,
 }
 
 /// One container's state, as `docker compose ps` reports it.
@@ -53,8 +55,12 @@ impl ServiceState {
 }
 
 impl Compose {
-    pub fn new(dir: PathBuf, file: Option<PathBuf>) -> Self {
-        Self { dir, file }
+    pub fn new(dir: PathBuf, file: Option<PathBuf>, env_file: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            file,
+            env_file,
+        }
     }
 
     /// SIGKILL to the service's container.
@@ -91,6 +97,9 @@ impl Compose {
     async fn run(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut command = Command::new("docker");
         command.arg("compose");
+        if let Some(env_file) = &self.env_file {
+            command.arg("--env-file").arg(env_file);
+        }
         if let Some(file) = &self.file {
             command.arg("--file").arg(file);
         }

@@ -82,6 +82,9 @@ struct Args {
     /// A compose file other than the folder's own.
     #[arg(long)]
     compose_file: Option<PathBuf>,
+    /// An environment file for docker compose (--env-file), e.g. naming another project.
+    #[arg(long)]
+    compose_env_file: Option<PathBuf>,
     /// Where the SVG timeline goes.
     #[arg(long, default_value = "dist/demo-timeline.svg")]
     svg: PathBuf,
@@ -133,6 +136,7 @@ async fn main() -> ExitCode {
         },
         compose_dir: args.compose_dir,
         compose_file: args.compose_file,
+        compose_env_file: args.compose_env_file,
         components: args.components,
         warmup: args.warmup,
         hold: args.hold,

@@ -35,6 +35,8 @@ pub struct Config {
     pub compose_dir: PathBuf,
     /// Another compose file than the folder's own.
     pub compose_file: Option<PathBuf>,
+    /// An environment file for compose (`--env-file`): the project's name, ports, addresses.
+    pub compose_env_file: Option<PathBuf>,
     /// Killed in this order, each restored before the next.
     pub components: Vec<String>,
     /// Load before the first kill.
@@ -55,6 +57,7 @@ impl Default for Config {
             load: LoadConfig::default(),
             compose_dir: PathBuf::from("."),
             compose_file: None,
+            compose_env_file: None,
             components: ["web-a", "lb-1", "router-a", "db-replica", "db-primary"]
                 .map(String::from)
                 .to_vec(),
@@ -138,7 +141,11 @@ impl Scenario {
         F: Fn(&str) + Send + Sync + 'static,
     {
         let out: Out = Arc::new(out);
-        let compose = Compose::new(config.compose_dir.clone(), config.compose_file.clone());
+        let compose = Compose::new(
+            config.compose_dir.clone(),
+            config.compose_file.clone(),
+            config.compose_env_file.clone(),
+        );
         let t0 = Instant::now();
         let progress = |text: &str| out(&format!("==> [{:>3}s] {text}", t0.elapsed().as_secs()));
 

@@ -110,6 +110,7 @@ async fn each_balancer_killed_under_load_is_reported_as_the_visitor_saw_it() {
         },
         compose_dir: stack.dir.clone(),
         compose_file: Some(file),
+        compose_env_file: None,
         components: vec!["lb-a".into(), "lb-b".into()],
         warmup: Duration::from_secs(2),
         hold: Duration::from_secs(3),

@@ -76,6 +76,10 @@ struct Fixture {
 }
 
 async fn start(health_port: u16) -> Fixture {
+    start_with_env(health_port, &[]).await
+}
+
+async fn start_with_env(health_port: u16, envs: &[(&str, &str)]) -> Fixture {
     let dir = std::env::temp_dir().join(format!(
         "foobar-dns-test-{}-{health_port}",
         std::process::id()
@@ -99,7 +103,7 @@ async fn start(health_port: u16) -> Fixture {
     let dns = RunningService::start(
         Path::new(BINARY),
         &config,
-        &[],
+        envs,
         &["admin", "dns-udp", "dns-tcp"],
     )
     .await
@@ -531,4 +535,31 @@ fn check_config_accepts_good_and_names_the_bad_key() {
         zone_file.display()
     );
     testing::assert_check_config(Path::new(BINARY), &config).unwrap();
+}
+
+/// `service.shutdown_delay` (shared by every service): after SIGTERM, /readyz fails at once,
+/// but queries are still answered until the delay is over; then the process exits.
+#[tokio::test]
+async fn sigterm_with_a_shutdown_delay_keeps_answering_while_not_ready() {
+    let mut fx = start_with_env(18_006, &[("FOOBAR_DNS_SERVICE__SHUTDOWN_DELAY", "2s")]).await;
+    let admin = fx.dns.addr("admin");
+    fx.dns.signal("TERM").await.unwrap();
+    let signalled = Instant::now();
+    fx.dns
+        .wait_for_log("still serving until the delay is over", Duration::from_secs(2))
+        .await
+        .unwrap();
+    let (status, _) = testing::http_get(admin, "/readyz").await.unwrap();
+    assert_eq!(status, 503, "not ready as soon as the signal arrives");
+    for transport in ["+notcp", "+tcp"] {
+        let www = dig(fx.addr, &[transport, "www.foobar.com", "A"]).await;
+        assert_eq!(www.status, "NOERROR", "still answering: {}", www.raw);
+    }
+    let status = fx.dns.wait(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "{status}");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "exited {took:?} after SIGTERM, before the 2 s delay was over"
+    );
 }

@@ -38,6 +38,12 @@ pub struct CommonConfig {
     /// How long a SIGTERM may take: in-flight work past this is abandoned and the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long the service stays "lame duck" before it stops accepting work:
+    /// `/readyz` already fails, so health checkers (the balancers, foobar-dns) send traffic
+    /// elsewhere, but whoever has not noticed yet is still served. 0: stop accepting at once.
+    /// Counted outside `shutdown_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
 }
 
 impl CommonConfig {
@@ -55,6 +61,7 @@ impl Default for CommonConfig {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
             shutdown_timeout: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

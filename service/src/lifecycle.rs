@@ -1,9 +1,11 @@
 //! A service's life: ready or not, and the signal to stop.
 //!
 //! Shutdown order, the same in every service: SIGTERM (or Ctrl-C) marks the service not ready
-//! first, so `/readyz` fails and balancers stop sending new work; then the shutdown token is
-//! cancelled, each listener stops accepting and finishes what it has in flight; the process
-//! exits when `run` returns, or after `service.shutdown_timeout` at the latest.
+//! first, so `/readyz` fails and balancers stop sending new work; it keeps serving for
+//! `service.shutdown_delay` (a lame duck, for the health checkers to notice: HAProxy's
+//! `grace`; a second signal ends the wait); then the shutdown token is cancelled, each
+//! listener stops accepting and finishes what it has in flight; the process exits when `run`
+//! returns, or `service.shutdown_timeout` later at the latest.
 //!
 //! Reload, for a service that supports it: SIGHUP bumps [`Context::reloads`]; the service then
 //! calls [`Context::reload_config`], which reads the config exactly as it was read at start
@@ -11,6 +13,7 @@
 //! fails: the error names the file, line and key, as at start.
 
 use std::path::PathBuf;
+use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -147,11 +150,20 @@ pub async fn reload_on_sighup(ctx: Context) {
 #[cfg(not(unix))]
 pub async fn reload_on_sighup(_ctx: Context) {}
 
-/// Waits for SIGTERM or Ctrl-C, then marks the service not ready and cancels `shutdown`.
-pub async fn stop_on_signal(ctx: Context) {
+/// Waits for SIGTERM or Ctrl-C, then marks the service not ready, waits `delay` (or for a
+/// second signal) and cancels `shutdown`.
+pub async fn stop_on_signal(ctx: Context, delay: Duration) {
     let signal = wait_for_signal().await;
-    tracing::info!(signal, "shutting down: not ready, finishing in-flight work");
     ctx.readiness.set(false);
+    if !delay.is_zero() {
+        tracing::info!(signal, ?delay, "not ready; still serving until the delay is over");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            again = wait_for_signal() => tracing::info!(signal = again, "second signal: not waiting"),
+            () = ctx.shutdown.cancelled() => {}
+        }
+    }
+    tracing::info!(signal, "shutting down: no new work, finishing in-flight work");
     ctx.shutdown.cancel();
 }
 

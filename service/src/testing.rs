@@ -109,6 +109,14 @@ impl RunningService {
             .map_err(|_| anyhow::anyhow!("no log line with {needle:?} within {within:?}"))?
     }
 
+    /// Waits up to `within` for the process to exit by itself (after a signal already sent).
+    pub async fn wait(mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("still running after {within:?}"))?
+            .map_err(Into::into)
+    }
+
     /// Sends SIGTERM and waits up to `within` for the process to exit.
     pub async fn terminate(mut self, within: Duration) -> anyhow::Result<ExitStatus> {
         self.signal("TERM").await?;

@@ -1,0 +1,365 @@
+//! The whole stack, started from the repository's docker-compose.yml and the images `make
+//! images` built, tested the way a visitor and an attacker on the outside would: published
+//! ports, the firewall between the networks, DNS answers that follow the balancers' health,
+//! round robin, read-your-writes through the whole chain, and the failover demo's kills,
+//! each asserted. One stack serves every check (starting one takes a minute or two), so this
+//! is one test that runs the checks in order and reports each; a failed check does not stop
+//! the others, but fails the test.
+
+mod stack_support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use foobar_demo::account::Targets;
+use foobar_demo::load::LoadConfig;
+use foobar_demo::{Config, Scenario};
+use stack_support::{Stack, parse_probes, probe_script, progress};
+
+/// The services that may publish ports, and only on the host's loopback.
+const PUBLISHERS: [&str; 3] = ["dns", "lb-1", "lb-2"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_stack() {
+    let stack = Stack::up().await.expect("the stack starts and gets healthy");
+    let mut failures = Vec::new();
+    check(&mut failures, "only dns and the balancers publish ports, on 127.0.0.1", {
+        only_the_edge_publishes(&stack)
+    })
+    .await;
+    check(&mut failures, "the firewall between edge, app and data holds", {
+        the_firewall_holds(&stack)
+    })
+    .await;
+    check(&mut failures, "a visitor's client container gets the site through DNS", {
+        a_visitor_gets_the_site(&stack)
+    })
+    .await;
+    check(&mut failures, "100 requests split evenly between web-a and web-b", {
+        requests_split_evenly(&stack)
+    })
+    .await;
+    check(&mut failures, "a post written through the site is on the next page view", {
+        read_your_writes_through_the_chain(&stack)
+    })
+    .await;
+    check(&mut failures, "the DNS answer is the healthy balancers", {
+        dns_answers_the_healthy_balancers(&stack)
+    })
+    .await;
+    check(&mut failures, "every kill of the failover demo", {
+        the_demo_kills(&stack)
+    })
+    .await;
+    assert!(failures.is_empty(), "failed checks:\n{}", failures.join("\n"));
+}
+
+async fn check(
+    failures: &mut Vec<String>,
+    name: &str,
+    body: impl Future<Output = anyhow::Result<()>>,
+) {
+    progress(name);
+    let started = Instant::now();
+    match body.await {
+        Ok(()) => progress(&format!("ok ({:.1} s): {name}", started.elapsed().as_secs_f64())),
+        Err(error) => {
+            progress(&format!("FAILED: {name}: {error:#}"));
+            failures.push(format!("{name}: {error:#}"));
+        }
+    }
+}
+
+async fn only_the_edge_publishes(stack: &Stack) -> anyhow::Result<()> {
+    let containers = stack.ps().await?;
+    ensure!(containers.len() >= 10, "only {} containers", containers.len());
+    for container in &containers {
+        let service = &container.state.service;
+        let published: Vec<_> = container
+            .publishers
+            .iter()
+            .flatten()
+            .filter(|p| p.published_port != 0)
+            .collect();
+        if PUBLISHERS.contains(&service.as_str()) {
+            ensure!(!published.is_empty(), "{service} publishes nothing");
+        } else {
+            ensure!(
+                published.is_empty(),
+                "{service} publishes {:?}",
+                published
+                    .iter()
+                    .map(|p| format!("{}:{}", p.url, p.published_port))
+                    .collect::<Vec<_>>()
+            );
+        }
+        for port in published {
+            ensure!(
+                port.url == "127.0.0.1",
+                "{service} publishes {}/{} on {}, not only on 127.0.0.1",
+                port.target_port,
+                port.protocol,
+                port.url
+            );
+        }
+    }
+    Ok(())
+}
+
+/// From the outside (`edge`, where the client container is), no web server, router, database
+/// or Prometheus answers; from inside a balancer, no router or database does. A port that
+/// must be open from the same place is probed with them, so a probe that cannot connect at
+/// all fails the check instead of passing it.
+async fn the_firewall_holds(stack: &Stack) -> anyhow::Result<()> {
+    let mut inner = Vec::new();
+    for (service, port) in [
+        ("db-primary", 3306),
+        ("db-replica", 3306),
+        ("router-a", 3306),
+        ("router-b", 3306),
+        ("router-a", 9306),
+        ("web-a", 8080),
+        ("web-b", 8080),
+        ("prometheus", 9090),
+    ] {
+        for address in stack.addresses(service).await? {
+            inner.push((service, address, port));
+        }
+    }
+    let lb1 = Stack::edge_address(11);
+
+    // The outside: a visitor's container on `edge`.
+    let mut targets: Vec<(IpAddr, u16)> = inner.iter().map(|(_, a, p)| (*a, *p)).collect();
+    targets.push((lb1, 443));
+    let probes = parse_probes(&stack.client(&probe_script(&targets)).await?)?;
+    expect_open(&probes, &format!("{lb1}:443"), "the client container")?;
+    for (service, address, port) in &inner {
+        expect_closed(&probes, &format!("{address}:{port}"), service, "edge")?;
+    }
+
+    // A balancer: it reaches the web servers, and no database port.
+    let mut targets = Vec::new();
+    let mut databases = Vec::new();
+    for (service, address, port) in &inner {
+        if *port == 3306 {
+            targets.push((*address, *port));
+            databases.push((*service, *address, *port));
+        }
+    }
+    let web_a = stack.addresses("web-a").await?;
+    targets.extend(web_a.iter().map(|a| (*a, 8080)));
+    let probes = parse_probes(&stack.from_inside("lb-1", &probe_script(&targets)).await?)?;
+    ensure!(
+        web_a
+            .iter()
+            .any(|a| probes.contains(&(format!("{a}:8080"), true))),
+        "lb-1 cannot reach web-a:8080 either, so the probe proves nothing: {probes:?}"
+    );
+    for (service, address, port) in &databases {
+        expect_closed(&probes, &format!("{address}:{port}"), service, "lb-1")?;
+    }
+    Ok(())
+}
+
+fn expect_open(probes: &[(String, bool)], target: &str, from: &str) -> anyhow::Result<()> {
+    ensure!(
+        probes.contains(&(target.to_owned(), true)),
+        "{from} cannot reach {target}, which it must: {probes:?}"
+    );
+    Ok(())
+}
+
+fn expect_closed(
+    probes: &[(String, bool)],
+    target: &str,
+    service: &str,
+    from: &str,
+) -> anyhow::Result<()> {
+    ensure!(
+        probes.contains(&(target.to_owned(), false)),
+        "{service} at {target} is reachable from {from}: {probes:?}"
+    );
+    Ok(())
+}
+
+/// `docker compose run --rm client curl -s https://www.foobar.com/`, as the README says: the
+/// client's resolver is foobar-dns, its CA the balancers'. Plain HTTP redirects to HTTPS.
+async fn a_visitor_gets_the_site(stack: &Stack) -> anyhow::Result<()> {
+    let out = stack
+        .client(
+            "dig +short www.foobar.com | sort; \
+             curl -s -o /dev/null -w 'https %{http_code} %{http_version}\\n' https://www.foobar.com/; \
+             curl -s -o /dev/null -w 'http %{http_code} %{redirect_url}\\n' http://www.foobar.com/guestbook",
+        )
+        .await?;
+    let lines: Vec<&str> = out.lines().collect();
+    let balancers = [Stack::edge_address(11), Stack::edge_address(12)].map(|a| a.to_string());
+    ensure!(
+        lines.len() == 4 && lines[..2] == balancers,
+        "dig www.foobar.com in the client container answered {:?}, not {balancers:?}",
+        &lines[..lines.len().min(2)]
+    );
+    ensure!(lines[2] == "https 200 2", "curl https://www.foobar.com/: {}", lines[2]);
+    ensure!(
+        lines[3] == "http 308 https://www.foobar.com/guestbook",
+        "curl http://www.foobar.com/guestbook: {}",
+        lines[3]
+    );
+    Ok(())
+}
+
+/// One curl, 100 requests on one connection through one balancer: round robin alternates.
+async fn requests_split_evenly(stack: &Stack) -> anyhow::Result<()> {
+    let out = stack
+        .client(
+            "curl -s -o /dev/null -w '%header{x-served-by}\\n' $(for i in $(seq 100); do \
+             printf 'https://www.foobar.com/?n=%s ' $i; done)",
+        )
+        .await?;
+    let mut served: BTreeMap<&str, u32> = BTreeMap::new();
+    for line in out.lines() {
+        *served.entry(line.trim()).or_default() += 1;
+    }
+    let a = served.get("web-a").copied().unwrap_or(0);
+    let b = served.get("web-b").copied().unwrap_or(0);
+    ensure!(
+        a + b == 100 && a.abs_diff(b) <= 2,
+        "100 requests were served as {served:?}"
+    );
+    progress(&format!("web-a {a}, web-b {b}"));
+    Ok(())
+}
+
+/// A post through the HTML form, then the page the form redirects to: the post is on it,
+/// whichever web server, router and database node each request reaches. Ten times, each
+/// request on a connection of its own, so the write and the read go through different web
+/// servers and routers (round robin).
+async fn read_your_writes_through_the_chain(stack: &Stack) -> anyhow::Result<()> {
+    let out = stack
+        .client(
+            "for i in $(seq 10); do \
+               marker=ryw-$RANDOM-$RANDOM-$i; \
+               next=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url} %header{x-served-by}' \
+                 --data-urlencode name=stacktest --data-urlencode message=$marker \
+                 https://www.foobar.com/guestbook); \
+               set -- $next; \
+               if [ \"$1\" != 303 ]; then echo \"$marker POST $next\"; continue; fi; \
+               page=$(curl -s -D - \"$2\"); \
+               by=$(printf '%s' \"$page\" | tr -d '\\r' | sed -n 's/^x-served-by: //Ip' | head -n1); \
+               if printf '%s' \"$page\" | grep -q \"$marker\"; then echo \"$marker seen $3 $by\"; \
+               else echo \"$marker missing $3 $by\"; fi; \
+             done",
+        )
+        .await?;
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(lines.len() == 10, "expected 10 results: {out}");
+    let missing: Vec<&&str> = lines.iter().filter(|l| !l.contains(" seen ")).collect();
+    ensure!(missing.is_empty(), "posts not on the next page view: {missing:?}");
+    let crossed = lines
+        .iter()
+        .filter(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.len() == 4 && words[2] != words[3]
+        })
+        .count();
+    progress(&format!("10 of 10 seen; {crossed} read by the other web server"));
+    ensure!(crossed > 0, "no read went to the other web server: {lines:?}");
+    Ok(())
+}
+
+/// Kill lb-1: foobar-dns stops answering its address; start it again: it answers both.
+async fn dns_answers_the_healthy_balancers(stack: &Stack) -> anyhow::Result<()> {
+    let both = vec![Stack::edge_address(11), Stack::edge_address(12)];
+    ensure!(stack.www_addresses().await? == both, "not both balancers at first");
+    stack
+        .compose_ok(&["kill", "--signal", "SIGKILL", "lb-1"])
+        .await?;
+    let only_lb2 = vec![Stack::edge_address(12)];
+    let after = wait_for_answer(stack, &only_lb2, Duration::from_secs(20))
+        .await
+        .context("after killing lb-1")?;
+    progress(&format!("lb-1 left the answer {:.1} s after its kill", after.as_secs_f64()));
+    stack.compose_ok(&["start", "lb-1"]).await?;
+    let after = wait_for_answer(stack, &both, Duration::from_secs(60))
+        .await
+        .context("after starting lb-1")?;
+    progress(&format!("lb-1 back in the answer {:.1} s after its start", after.as_secs_f64()));
+    stack.wait_healthy(Duration::from_secs(60)).await?;
+    Ok(())
+}
+
+async fn wait_for_answer(
+    stack: &Stack,
+    expected: &[IpAddr],
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let answer = stack.www_addresses().await;
+        if answer.as_deref().ok() == Some(expected) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > within {
+            bail!("foobar-dns still answers {answer:?}, not {expected:?}, after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The demo's scenario, shortened: web-a, lb-1, router-a, db-replica and db-primary killed
+/// under load and restored, one at a time. No request fails but while the primary is down,
+/// and writes fail for at most 10 s then; no acknowledged write is lost; each restore ends all-healthy.
+async fn the_demo_kills(stack: &Stack) -> anyhow::Result<()> {
+    let config = Config {
+        visitor: stack.visitor_config(),
+        load: LoadConfig {
+            readers: 2,
+            writers: 2,
+            read_rate: 50.0,
+            write_rate: 10.0,
+            ..LoadConfig::default()
+        },
+        compose_dir: stack.repo.clone(),
+        compose_file: Some(stack.repo.join("docker-compose.yml")),
+        compose_env_file: Some(stack.env_file.clone()),
+        warmup: Duration::from_secs(3),
+        hold: Duration::from_secs(8),
+        settle: Duration::from_secs(3),
+        healthy_timeout: Duration::from_secs(90),
+        targets: Targets {
+            max_write_outage: Duration::from_secs(10),
+            ..Targets::default()
+        },
+        ..Config::default()
+    };
+    let report = Scenario::run(&config, |line| eprintln!("{line}")).await?;
+    eprintln!("{}", report.text());
+    ensure!(report.skipped.is_empty(), "not killed: {:?}", report.skipped);
+    for result in &report.components {
+        let component = &result.component;
+        // The primary's kill may fail requests (its in-flight writes die with it); its
+        // bound is the write outage below.
+        if component != "db-primary" {
+            ensure!(
+                result.failed_reads == 0 && result.failed_writes == 0,
+                "{component}: {} failed reads, {} failed writes",
+                result.failed_reads,
+                result.failed_writes
+            );
+        }
+        let verdict = result.verdict(&config.targets);
+        ensure!(
+            verdict.write_outage,
+            "{component}: writes failed for {:.1} s{}",
+            result.write_outage.as_secs_f64(),
+            if result.outage_open { " and had not recovered" } else { "" }
+        );
+        ensure!(verdict.acked_lost, "{component}: {} acknowledged writes lost", result.acked_lost);
+        ensure!(verdict.to_healthy, "{component}: not all-healthy within 30 s of the restore");
+    }
+    ensure!(report.verification.passed(), "the final check of the writes failed");
+    Ok(())
+}
