@@ -170,18 +170,8 @@ impl Proxy {
             if let Some(failed) = attempt.take() {
                 tried.push(failed);
             }
-            let Some(index) = pool.pick(&tried) else {
-                break error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "No web server is available right now. Please try again in a moment.",
-                );
-            };
-            if !tried.is_empty() {
-                self.metrics.retries.inc();
-            }
-            attempt = Some(index);
-            let backend = Arc::clone(&pool.backends[index]);
-            let in_flight = InFlight(Arc::clone(&backend));
+            // A request that may have reached a backend and cannot be sent again is answered
+            // 502 whether or not another backend is up: 503 would say it was not processed.
             let outgoing = match request.take() {
                 Some(request) => request,
                 None => match &replay {
@@ -194,6 +184,18 @@ impl Proxy {
                     }
                 },
             };
+            let Some(index) = pool.pick(&tried) else {
+                break error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "No web server is available right now. Please try again in a moment.",
+                );
+            };
+            if !tried.is_empty() {
+                self.metrics.retries.inc();
+            }
+            attempt = Some(index);
+            let backend = Arc::clone(&pool.backends[index]);
+            let in_flight = InFlight(Arc::clone(&backend));
             let mut sender = match checkout(&backend, config.timeouts.connect).await {
                 Ok(sender) => sender,
                 Err(e) => {
