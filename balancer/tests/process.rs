@@ -756,7 +756,11 @@ fn check_config_accepts_good_and_names_the_bad_key() {
     let dir = std::env::temp_dir().join(format!("foobar-balancer-site-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (line, bad, key) in [
-        (11, "address = \"prometheus\"", "site[0].backends[0].address"),
+        (
+            11,
+            "address = \"prometheus\"",
+            "site[0].backends[0].address",
+        ),
         (11, "adress = \"127.0.0.1:2\"", "site[0].backends[0].adress"),
         (9, "hosts = [\"status.foobar.com:8443\"]", "site[0].hosts"),
     ] {
