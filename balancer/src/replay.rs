@@ -220,42 +220,17 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_key_only_an_idempotent_request_without_body_is_kept() {
-        let some = || whole(b"order=1");
-        let none = || whole(b"");
-        assert!(
-            prepare(&parts(Method::POST, false), some())
-                .await
-                .unwrap()
-                .1
-                .is_none()
-        );
-        assert!(
-            prepare(&parts(Method::PUT, false), some())
-                .await
-                .unwrap()
-                .1
-                .is_none()
-        );
-        assert!(
-            prepare(&parts(Method::POST, false), none())
-                .await
-                .unwrap()
-                .1
-                .is_none()
-        );
-        assert!(
-            prepare(&parts(Method::GET, false), none())
-                .await
-                .unwrap()
-                .1
-                .is_some()
-        );
-        assert!(
-            prepare(&parts(Method::POST, true), none())
-                .await
-                .unwrap()
-                .1
-                .is_some()
-        );
+        let cases: [(Method, bool, &'static [u8], bool); 5] = [
+            (Method::POST, false, b"order=1", false),
+            (Method::PUT, false, b"order=1", false),
+            (Method::POST, false, b"", false),
+            (Method::GET, false, b"", true),
+            (Method::POST, true, b"", true),
+        ];
+        for (method, key, body, kept) in cases {
+            let what = format!("{method} key {key} body {body:?}");
+            let (_, replay) = prepare(&parts(method, key), whole(body)).await.unwrap();
+            assert_eq!(replay.is_some(), kept, "{what}");
+        }
     }
 }
