@@ -14,7 +14,7 @@
 //!   idempotent one without a body, or one with an `Idempotency-Key` and a body of at most
 //!   64 KiB, read ahead before sending so it can be sent again. Any other request that
 //!   reached a backend (a POST without the key) is never sent twice: the client gets 502 and
-//!   decides.
+//!   decides, even when no other backend is up (503 would say it was not processed).
 //! - No response head within `timeouts.response`: 504, never retried (the backend may still
 //!   be working on it).
 //! - No backend left: 503 with a short page and `Retry-After`.
