@@ -1231,7 +1231,7 @@ async fn draining_a_backend_under_load_loses_no_request() {
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
-/// A `[[site]]`: requests whose Host (HTTP/1.1, any case, any port) or `:authority` (HTTP/2)
+/// A `[[site]]` (its backend given by name): requests whose Host (HTTP/1.1, any case, any port) or `:authority` (HTTP/2)
 /// is one of its hosts go to its own backend, checked at its own health path; every other
 /// host goes to `[pool]`. The status JSON, the metrics and the drain action know its pool, and
 /// a reload without it sends its hosts back to `[pool]`.
@@ -1242,10 +1242,12 @@ async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
         backends: &[(&a, 1, false)],
         algorithm: "round_robin",
     };
+    // Given by name, as prometheus:9090 is: resolved like [pool]'s backends.
+    let by_name = format!("localhost:{}", s.addr.port());
+    let resolved = format!("{by_name}@127.0.0.1");
     let site = format!(
         "[[site]]\nname = \"status\"\nhosts = [\"status.foobar.com\"]\n\
-         [site.health]\npath = \"/-/ready\"\n[[site.backends]]\naddress = \"{}\"\n",
-        s.addr
+         [site.health]\npath = \"/-/ready\"\n[[site.backends]]\naddress = \"{by_name}\"\n"
     );
     let path = write_config(&spec, PLAIN_HTTP, &site);
     let mut lb = start(&path).await;
@@ -1303,7 +1305,7 @@ async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
             .find(|b| b["name"] == name.as_str())
             .map(|b| b["pool"].clone())
     };
-    assert_eq!(pool_of(s.addr.to_string()), Some("status".into()), "{json}");
+    assert_eq!(pool_of(resolved.clone()), Some("status".into()), "{json}");
     assert_eq!(
         pool_of(a.addr.to_string()),
         Some("default".into()),
@@ -1313,17 +1315,13 @@ async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
     let (_, page) = get(admin, "/status").await;
     assert!(page.contains("<li data-pool=\"status\">"), "{page}");
     let requests = format!(
-        "foobar_balancer_requests_total{{pool=\"status\",backend=\"{}\",code=\"200\"}}",
-        s.addr
+        "foobar_balancer_requests_total{{pool=\"status\",backend=\"{resolved}\",code=\"200\"}}"
     );
     assert_eq!(metric(admin, &requests).await, 3.0);
-    let up = format!(
-        "foobar_balancer_backend_up{{pool=\"status\",backend=\"{}\"}}",
-        s.addr
-    );
+    let up = format!("foobar_balancer_backend_up{{pool=\"status\",backend=\"{resolved}\"}}");
     assert_eq!(metric(admin, &up).await, 1.0);
 
-    let drain = format!("/backends/{}/drain", s.addr);
+    let drain = format!("/backends/{by_name}/drain");
     let (status, _, _) = testing::http_request(admin, "POST", &drain, &[], "")
         .await
         .unwrap();
@@ -1342,7 +1340,7 @@ async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
         .unwrap();
     assert_eq!(for_host("status.foobar.com").await, (200, "a".to_owned()));
     assert!(
-        !backends(admin).await.contains_key(&s.addr.to_string()),
+        !backends(admin).await.contains_key(&resolved),
         "the site's backend left with it"
     );
     lb.terminate(Duration::from_secs(10)).await.unwrap();
