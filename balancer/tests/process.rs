@@ -1231,9 +1231,9 @@ async fn draining_a_backend_under_load_loses_no_request() {
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
-/// A `[[site]]` (its backend given by name): requests whose Host (HTTP/1.1, any case, any port) or `:authority` (HTTP/2)
-/// is one of its hosts go to its own backend, checked at its own health path; every other
-/// host goes to `[pool]`. The status JSON, the metrics and the drain action know its pool, and
+/// A `[[site]]` (its backend given by name): requests whose Host (HTTP/1.1, any case, any
+/// port) or `:authority` (HTTP/2) is one of its hosts go to its own backend, checked at its
+/// own health path; every other host goes to `[pool]`. The status JSON, the metrics and the drain action know its pool, and
 /// a reload without it sends its hosts back to `[pool]`.
 #[tokio::test]
 async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
