@@ -1,8 +1,12 @@
 //! The `foobar-balancer` configuration file.
 //!
-//! SIGHUP reads it again (see `reload.rs`): `[pool]`, `[health]`, `[timeouts]` and `[limits]`
-//! take effect at once; `[http]`, `[https]` and `[service]` describe listeners and need a
-//! restart.
+//! SIGHUP reads it again (see `reload.rs`): `[pool]`, `[[site]]`, `[health]`, `[timeouts]` and
+//! `[limits]` take effect at once; `[http]`, `[https]` and `[service]` describe listeners and
+//! need a restart.
+//!
+//! What one field can get wrong (a backend address, a weight, a site's name or hosts) is
+//! checked while the file is read, so the error names its line and key; what needs several
+//! tables is checked by `validate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +23,9 @@ pub struct Config {
     pub http: HttpConfig,
     pub https: HttpsConfig,
     pub pool: PoolConfig,
+    /// `[[site]]`: pools of their own for some Host names; every other Host gets `[pool]`.
+    #[serde(rename = "site", deserialize_with = "sites")]
+    pub sites: Vec<SiteConfig>,
     pub health: HealthConfig,
     pub timeouts: TimeoutConfig,
     pub limits: LimitsConfig,
@@ -94,14 +101,15 @@ pub struct PoolConfig {
     pub resolve_interval: Duration,
 }
 
-/// One `[[pool.backends]]`.
+/// One `[[pool.backends]]` or `[[site.backends]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `ip:port`, or `name:port`: resolved every `pool.resolve_interval`, one backend per
     /// address (`name:port@ip`).
+    #[serde(deserialize_with = "backend_address")]
     pub address: String,
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "at_least_one")]
     pub weight: u32,
     /// A backup gets traffic only while every non-backup backend is down (active-passive).
     #[serde(default)]
@@ -140,6 +148,203 @@ fn one() -> u32 {
     1
 }
 
+/// The name of `[pool]` in metrics, logs and the status page; no site may take it.
+pub const DEFAULT_POOL: &str = "default";
+
+/// One `[[site]]`: requests whose Host (HTTP/2: `:authority`) is one of `hosts` go to this
+/// site's own backends, as HAProxy's `use_backend NAME if { hdr(host) -i ... }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Its name in metrics (`pool` label), logs and the status page.
+    #[serde(deserialize_with = "site_name")]
+    pub name: String,
+    /// Host names, exact and without port, compared case-insensitively (kept lower-cased).
+    #[serde(deserialize_with = "host_names")]
+    pub hosts: Vec<String>,
+    #[serde(default = "round_robin")]
+    pub algorithm: Algorithm,
+    /// Checks of this site's backends: each key given here over the one of `[health]`.
+    #[serde(default)]
+    pub health: SiteHealthConfig,
+    #[serde(deserialize_with = "backend_list")]
+    pub backends: Vec<BackendConfig>,
+}
+
+fn round_robin() -> Algorithm {
+    Algorithm::RoundRobin
+}
+
+/// `[site.health]`: any key of `[health]`; those left out are `[health]`'s.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteHealthConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+}
+
+/// One pool as the config describes it: `[pool]` or a site's.
+pub struct PoolSpec<'a> {
+    pub name: &'a str,
+    pub algorithm: Algorithm,
+    pub backends: &'a [BackendConfig],
+}
+
+impl Config {
+    /// `[pool]` (named [`DEFAULT_POOL`]), then each site's, in the file's order.
+    pub fn pools(&self) -> impl Iterator<Item = PoolSpec<'_>> {
+        let default = PoolSpec {
+            name: DEFAULT_POOL,
+            algorithm: self.pool.algorithm,
+            backends: &self.pool.backends,
+        };
+        std::iter::once(default).chain(self.sites.iter().map(|site| PoolSpec {
+            name: &site.name,
+            algorithm: site.algorithm,
+            backends: &site.backends,
+        }))
+    }
+
+    /// How the backends of the pool named `pool` are checked: `[health]`, with a site's own
+    /// `[site.health]` keys over it.
+    pub fn health_of(&self, pool: &str) -> HealthConfig {
+        let base = self.health.clone();
+        let Some(own) = self
+            .sites
+            .iter()
+            .find(|s| s.name == pool)
+            .map(|s| &s.health)
+        else {
+            return base;
+        };
+        HealthConfig {
+            path: own.path.clone().unwrap_or(base.path),
+            interval: own.interval.unwrap_or(base.interval),
+            timeout: own.timeout.unwrap_or(base.timeout),
+            rise: own.rise.unwrap_or(base.rise),
+            fall: own.fall.unwrap_or(base.fall),
+        }
+    }
+}
+
+/// A backend address that [`BackendConfig::target`] understands.
+fn backend_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let address = String::deserialize(d)?;
+    let entry = BackendConfig {
+        address,
+        weight: 1,
+        backup: false,
+    };
+    match entry.target() {
+        Some(_) => Ok(entry.address),
+        None => Err(serde::de::Error::custom(format!(
+            "{:?}: a backend address is ip:port or name:port",
+            entry.address
+        ))),
+    }
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// A site's backends: at least one, and not all of them backups.
+fn backend_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BackendConfig>, D::Error> {
+    let backends = Vec::<BackendConfig>::deserialize(d)?;
+    if backends.is_empty() {
+        return Err(serde::de::Error::custom(
+            "no backend: there is nowhere to send this site's requests",
+        ));
+    }
+    if backends.iter().all(|b| b.backup) {
+        return Err(serde::de::Error::custom(
+            "every backend is a backup; mark at least one not",
+        ));
+    }
+    Ok(backends)
+}
+
+/// A site's name: letters, digits, `-` and `_`, and not [`DEFAULT_POOL`].
+fn site_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(serde::de::Error::custom(format!(
+            "{name:?}: a site's name is letters, digits, - and _"
+        )));
+    }
+    if name == DEFAULT_POOL {
+        return Err(serde::de::Error::custom(format!(
+            "{DEFAULT_POOL:?} is [pool]'s name; choose another"
+        )));
+    }
+    Ok(name)
+}
+
+/// A site's host names: at least one, each a DNS name without port; lower-cased.
+fn host_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let hosts = Vec::<String>::deserialize(d)?;
+    if hosts.is_empty() {
+        return Err(serde::de::Error::custom(
+            "no host: name at least one (a site's hosts are matched exactly)",
+        ));
+    }
+    if let Some(bad) = hosts.iter().find(|h| !is_host_name(h)) {
+        return Err(serde::de::Error::custom(format!(
+            "{bad:?}: a host is a name such as status.foobar.com, without port or wildcard"
+        )));
+    }
+    Ok(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect())
+}
+
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The `[[site]]` list: no two sites share a name or a host.
+fn sites<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SiteConfig>, D::Error> {
+    let sites = Vec::<SiteConfig>::deserialize(d)?;
+    for (i, site) in sites.iter().enumerate() {
+        for earlier in &sites[..i] {
+            if earlier.name == site.name {
+                return Err(serde::de::Error::custom(format!(
+                    "two sites are named {:?}",
+                    site.name
+                )));
+            }
+            if let Some(host) = site.hosts.iter().find(|h| earlier.hosts.contains(h)) {
+                return Err(serde::de::Error::custom(format!(
+                    "host {host:?} is in site {:?} and in site {:?}",
+                    earlier.name, site.name
+                )));
+            }
+        }
+    }
+    Ok(sites)
+}
+
 /// The `[health]` table: active checks of every backend.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -155,6 +360,22 @@ pub struct HealthConfig {
     /// Consecutive failures (checks, or connections that fail under traffic) that take an up
     /// backend down.
     pub fall: u32,
+}
+
+impl HealthConfig {
+    /// What `validate` asks of `[health]` and of each site's checks.
+    fn check(&self) -> Result<(), String> {
+        if self.rise == 0 || self.fall == 0 {
+            return Err("health.rise and health.fall must be at least 1".into());
+        }
+        if self.timeout >= self.interval {
+            return Err("health.timeout must be shorter than health.interval".into());
+        }
+        if !self.path.starts_with('/') {
+            return Err("health.path must start with /".into());
+        }
+        Ok(())
+    }
 }
 
 /// The `[timeouts]` table.
@@ -216,6 +437,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             https: HttpsConfig::default(),
             pool: PoolConfig::default(),
+            sites: Vec::new(),
             health: HealthConfig::default(),
             timeouts: TimeoutConfig::default(),
             limits: LimitsConfig::default(),
@@ -276,23 +498,13 @@ impl ServiceConfig for Config {
         if self.pool.backends.iter().all(|b| b.backup) {
             return Err("pool.backends: every backend is a backup; mark at least one not".into());
         }
-        if let Some(b) = self.pool.backends.iter().find(|b| b.weight == 0) {
-            return Err(format!(
-                "pool.backends {}: weight must be at least 1",
-                b.address
-            ));
-        }
-        if let Some(b) = self.pool.backends.iter().find(|b| b.target().is_none()) {
-            return Err(format!(
-                "pool.backends {}: address must be ip:port or name:port",
-                b.address
-            ));
-        }
-        if self.health.rise == 0 || self.health.fall == 0 {
-            return Err("health.rise and health.fall must be at least 1".into());
-        }
-        if self.health.timeout >= self.health.interval {
-            return Err("health.timeout must be shorter than health.interval".into());
+        for pool in self.pools() {
+            self.health_of(pool.name)
+                .check()
+                .map_err(|e| match pool.name {
+                    DEFAULT_POOL => e,
+                    site => format!("site {site}: {e}"),
+                })?;
         }
         if self.https.cert.as_os_str().is_empty() != self.https.key.as_os_str().is_empty() {
             return Err("https.cert and https.key go together: set both or neither".into());
@@ -302,9 +514,6 @@ impl ServiceConfig for Config {
             && self.https.names.is_empty()
         {
             return Err("https.names is empty: the generated certificate needs a name".into());
-        }
-        if !self.health.path.starts_with('/') {
-            return Err("health.path must start with /".into());
         }
         if self.pool.resolve_interval < Duration::from_millis(100) {
             return Err("pool.resolve_interval must be at least 100ms".into());
@@ -364,5 +573,98 @@ mod tests {
         for bad in ["web-a", "web-a:http", ":8080", "web a:80", "web:99999"] {
             assert_eq!(target(bad), None, "{bad}");
         }
+    }
+
+    const SITE: &str = "[[pool.backends]]\naddress = \"web-a:8080\"\n\n\
+                        [[site]]\nname = \"status\"\nhosts = [\"Status.FooBar.com\"]\n\
+                        [site.health]\npath = \"/-/ready\"\n\
+                        [[site.backends]]\naddress = \"prometheus:9090\"\n";
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let source = foobar_service::config::Source {
+            path: "balancer.toml".into(),
+            text: text.to_owned(),
+        };
+        let config: Config = foobar_service::config::parse(&source).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn a_site_has_its_own_backends_hosts_and_health_over_the_defaults() {
+        let config = parse(SITE).unwrap();
+        let names: Vec<_> = config.pools().map(|p| (p.name, p.backends.len())).collect();
+        assert_eq!(names, [(DEFAULT_POOL, 1), ("status", 1)]);
+        assert_eq!(config.sites[0].hosts, ["status.foobar.com"], "lower-cased");
+        let health = config.health_of("status");
+        assert_eq!(health.path, "/-/ready");
+        assert_eq!(
+            health.interval, config.health.interval,
+            "the rest is [health]'s"
+        );
+        assert_eq!(config.health_of(DEFAULT_POOL).path, "/readyz");
+        let rendered = foobar_service::config::render(&config);
+        let again = parse(&rendered).unwrap();
+        assert_eq!(again.health_of("status").path, "/-/ready", "{rendered}");
+    }
+
+    #[test]
+    fn a_bad_site_is_refused_with_its_line_and_key() {
+        let cases = [
+            (
+                "name = \"status\"",
+                "name = \"default\"",
+                ":5:8: key `site[0].name`",
+            ),
+            (
+                "hosts = [\"Status.FooBar.com\"]",
+                "hosts = [\"status.foobar.com:8443\"]",
+                ":6:9: key `site[0].hosts`",
+            ),
+            (
+                "hosts = [\"Status.FooBar.com\"]",
+                "hosts = []",
+                ":6:9: key `site[0].hosts`",
+            ),
+            (
+                "address = \"prometheus:9090\"",
+                "address = \"prometheus\"",
+                ":10:11: key `site[0].backends[0].address`",
+            ),
+            (
+                "path = \"/-/ready\"",
+                "paht = \"/-/ready\"",
+                ":8:1: key `site[0].health.paht`",
+            ),
+            (
+                "[site.health]",
+                "colour = \"red\"\n[site.health]",
+                ":7:1: key `site[0].colour`",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let err = parse(&SITE.replace(from, to)).unwrap_err();
+            assert!(
+                err.starts_with("balancer.toml") && err.contains(expected),
+                "{to}: {err}"
+            );
+        }
+        let site = &SITE[SITE.find("[[site]]").unwrap()..];
+        let err = parse(&format!("{SITE}\n{site}")).unwrap_err();
+        assert!(
+            err.contains("key `site`") && err.contains("two sites are named"),
+            "{err}"
+        );
+        let other = site.replace("name = \"status\"", "name = \"other\"");
+        let err = parse(&format!("{SITE}\n{other}")).unwrap_err();
+        assert!(
+            err.contains("host \"status.foobar.com\" is in site"),
+            "{err}"
+        );
+        let err = parse(&SITE.replace("path = \"/-/ready\"", "timeout = \"5s\"")).unwrap_err();
+        assert_eq!(
+            err,
+            "site status: health.timeout must be shorter than health.interval"
+        );
     }
 }

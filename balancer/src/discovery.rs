@@ -1,4 +1,5 @@
-//! Which backends the pool has: the config's `[[pool.backends]]`, with host names resolved.
+//! Which backends the pools have: the config's `[[pool.backends]]` and each site's
+//! `[[site.backends]]`, with host names resolved.
 //!
 //! An entry with an IP address is one backend, named by the address as written. An entry with
 //! a host name (`web:8080`) is resolved at start and again every `pool.resolve_interval`; each
@@ -8,25 +9,29 @@
 //! flight finish). A failed lookup keeps the entry's last known addresses: a DNS hiccup never
 //! empties the pool.
 //!
-//! [`refresh`] is the one way the pool changes after start (the resolve loop here, and
-//! SIGHUP in `reload.rs`); it keeps the state of every backend that stays (`Pool::rebuild`).
+//! [`refresh`] is the one way the pools change after start (the resolve loop here, and
+//! SIGHUP in `reload.rs`); it keeps the state of every backend that stays (`Pool::rebuild`),
+//! pool by pool (a pool is known by its name: `default` or the site's), and retires every
+//! backend of a site that left the config.
 
 use std::sync::Arc;
 
 use foobar_service::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendConfig, Config, Target};
+use crate::config::{BackendConfig, Config, PoolSpec, Target};
 use crate::health;
 use crate::pool::{Backend, BackendSpec, Pool};
 use crate::proxy::Proxy;
+use crate::sites::Pools;
 
-/// The backends `entries` describe now. `previous` supplies the last known addresses of an
-/// entry whose name does not resolve at the moment.
+/// The backends `entries` describe now. `previous` (the same pool as it is) supplies the
+/// last known addresses of an entry whose name does not resolve at the moment.
 pub async fn resolve(entries: &[BackendConfig], previous: &Pool) -> Vec<BackendSpec> {
     let mut specs = Vec::new();
     for entry in entries {
         let spec = |name: String, addr| BackendSpec {
+            pool: previous.name.clone(),
             name,
             group: entry.address.clone(),
             addr,
@@ -81,8 +86,8 @@ pub enum Joining {
     AfterChecks,
 }
 
-/// Makes the pool `config` describes the one in force: resolves it, keeps the backends that
-/// stay, starts checking the ones that join, retires the ones that left.
+/// Makes the pools `config` describes the ones in force: resolves them, keeps the backends
+/// that stay, starts checking the ones that join, retires the ones that left.
 pub async fn refresh(
     proxy: &Arc<Proxy>,
     config: &Config,
@@ -90,37 +95,63 @@ pub async fn refresh(
     shutdown: &CancellationToken,
 ) {
     let _one_at_a_time = proxy.membership.lock().await;
-    let previous = proxy.pool.load_full();
-    let wanted = resolve(&config.pool.backends, &previous).await;
-    let unchanged = previous.algorithm() == config.pool.algorithm
-        && wanted.len() == previous.backends.len()
-        && wanted.iter().zip(&previous.backends).all(|(spec, b)| {
+    let previous = proxy.pools.load_full();
+    let mut pools = Vec::new();
+    for spec in config.pools() {
+        let before = match previous.get(spec.name) {
+            Some(pool) => Arc::clone(pool),
+            None => Arc::new(Pool::new(spec.name, Vec::new(), spec.algorithm)),
+        };
+        pools.push(refresh_pool(proxy, &before, &spec, joining, shutdown).await);
+    }
+    for gone in previous
+        .all
+        .iter()
+        .filter(|old| !pools.iter().any(|p| p.name == old.name))
+    {
+        tracing::info!(pool = %gone.name, "the site left the config");
+        retire(proxy, &gone.backends);
+    }
+    let sites = config.sites.iter().map(|s| (s.name.as_str(), &s.hosts[..]));
+    proxy.pools.store(Arc::new(Pools::new(pools, sites)));
+}
+
+/// The pool `spec` describes now: `before` itself when nothing changed.
+async fn refresh_pool(
+    proxy: &Arc<Proxy>,
+    before: &Arc<Pool>,
+    spec: &PoolSpec<'_>,
+    joining: Joining,
+    shutdown: &CancellationToken,
+) -> Arc<Pool> {
+    let wanted = resolve(spec.backends, before).await;
+    let unchanged = before.algorithm() == spec.algorithm
+        && wanted.len() == before.backends.len()
+        && wanted.iter().zip(&before.backends).all(|(spec, b)| {
             spec.name == b.name
                 && spec.addr == b.addr
                 && spec.weight == b.weight()
                 && spec.backup == b.is_backup()
         });
     if unchanged {
-        return;
+        return Arc::clone(before);
     }
     let metrics = &proxy.metrics;
     let up = joining == Joining::Up;
-    let rebuilt = previous.rebuild(wanted, config.pool.algorithm, |spec| {
+    let rebuilt = before.rebuild(wanted, spec.algorithm, |spec| {
         metrics
             .backend_up
-            .get_or_create(&crate::metrics::BackendLabels {
-                backend: spec.name.clone(),
-            })
+            .get_or_create(&crate::metrics::BackendLabels::new(&spec.pool, &spec.name))
             .set(i64::from(up));
         Backend::new(spec, up, metrics)
     });
     for backend in &rebuilt.joined {
         match joining {
             Joining::Up => {
-                tracing::info!(backend = %backend.name, addr = %backend.addr, "in the pool")
+                tracing::info!(pool = %backend.pool, backend = %backend.name, addr = %backend.addr, "in the pool")
             }
             Joining::AfterChecks => {
-                tracing::info!(backend = %backend.name, addr = %backend.addr, "joined the pool; gets requests once its health checks pass")
+                tracing::info!(pool = %backend.pool, backend = %backend.name, addr = %backend.addr, "joined the pool; gets requests once its health checks pass")
             }
         }
         tokio::spawn(health::check_backend(
@@ -129,15 +160,20 @@ pub async fn refresh(
             shutdown.clone(),
         ));
     }
-    for backend in &rebuilt.left {
-        tracing::info!(backend = %backend.name, "left the pool: no new requests; {} in flight finish", backend.in_flight.get());
-        backend.retired.cancel();
-        metrics.forget(&backend.name);
-    }
+    retire(proxy, &rebuilt.left);
     if rebuilt.pool.backends.is_empty() {
-        tracing::warn!("the pool has no backend: every request gets 503 until one resolves");
+        tracing::warn!(pool = %spec.name, "the pool has no backend: its requests get 503 until one resolves");
     }
-    proxy.pool.store(Arc::new(rebuilt.pool));
+    Arc::new(rebuilt.pool)
+}
+
+/// Backends that left: their checks stop, their gauges go; requests in flight finish.
+fn retire(proxy: &Proxy, left: &[Arc<Backend>]) {
+    for backend in left {
+        tracing::info!(pool = %backend.pool, backend = %backend.name, "left the pool: no new requests; {} in flight finish", backend.in_flight.get());
+        backend.retired.cancel();
+        proxy.metrics.forget(&backend.pool, &backend.name);
+    }
 }
 
 /// Resolves the config's host names again every `pool.resolve_interval`, until shutdown.
@@ -149,12 +185,11 @@ pub async fn resolve_periodically(proxy: Arc<Proxy>, ctx: Context) {
             () = ctx.shutdown.cancelled() => return,
         }
         let config = proxy.config.load_full();
-        if config
-            .pool
-            .backends
-            .iter()
-            .any(|b| matches!(b.target(), Some(Target::Name { .. })))
-        {
+        if config.pools().any(|pool| {
+            pool.backends
+                .iter()
+                .any(|b| matches!(b.target(), Some(Target::Name { .. })))
+        }) {
             refresh(&proxy, &config, Joining::AfterChecks, &ctx.shutdown).await;
         }
     }

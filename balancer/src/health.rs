@@ -1,10 +1,11 @@
-//! Active health checks: an HTTP GET of `health.path` on every backend each `interval`.
+//! Active health checks: an HTTP GET of `health.path` on every backend each `interval` (a
+//! site's backends: with its `[site.health]` keys over `[health]`).
 //! `rise` good answers in a row bring a backend up, `fall` failures take it down (failed
 //! connections under traffic count too, see `proxy.rs`).
 //!
 //! Down means no new requests; a request already sent to the backend is left to finish (a
 //! web server that fails `/readyz` because it is shutting down still answers what it has).
-//! Each check reads `[health]` from the config in force, so a reload applies at the next one;
+//! Each check reads its health config from the config in force, so a reload applies at the next one;
 //! a backend's checks stop when it leaves the pool (`Backend::retired`).
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use crate::proxy::Proxy;
 /// Checks `backend` until it leaves the pool or the balancer shuts down.
 pub async fn check_backend(proxy: Arc<Proxy>, backend: Arc<Backend>, shutdown: CancellationToken) {
     loop {
-        let config = proxy.config.load().health.clone();
+        let config = proxy.config.load().health_of(&backend.pool);
         tokio::select! {
             () = tokio::time::sleep(config.interval) => {}
             () = backend.retired.cancelled() => return,
@@ -37,8 +38,8 @@ pub async fn check_backend(proxy: Arc<Proxy>, backend: Arc<Backend>, shutdown: C
         match result {
             Ok(status) if (200..300).contains(&status) => {
                 if backend.record_success(config.rise) {
-                    tracing::info!(backend = %backend.name, "up: {} good checks of {}", config.rise, config.path);
-                    proxy.metrics.set_up(&backend.name, true);
+                    tracing::info!(pool = %backend.pool, backend = %backend.name, "up: {} good checks of {}", config.rise, config.path);
+                    proxy.metrics.set_up(&backend.pool, &backend.name, true);
                 }
             }
             result => {
@@ -47,8 +48,8 @@ pub async fn check_backend(proxy: Arc<Proxy>, backend: Arc<Backend>, shutdown: C
                     Err(e) => e.to_string(),
                 };
                 if backend.record_failure(config.fall) {
-                    tracing::warn!(backend = %backend.name, "down: {} failed checks of {} ({why})", config.fall, config.path);
-                    proxy.metrics.set_up(&backend.name, false);
+                    tracing::warn!(pool = %backend.pool, backend = %backend.name, "down: {} failed checks of {} ({why})", config.fall, config.path);
+                    proxy.metrics.set_up(&backend.pool, &backend.name, false);
                 }
             }
         }

@@ -1,13 +1,15 @@
 //! foobar-balancer: the load balancer in front of the web servers (HAProxy's role in the
 //! classic design), built so that a dead backend costs no client request.
 //!
-//! - [`config`]: `balancer.toml`: listeners, pool (algorithm, backends, backups), health,
-//!   timeouts, limits.
+//! - [`config`]: `balancer.toml`: listeners, pool (algorithm, backends, backups), sites,
+//!   health, timeouts, limits.
+//! - [`sites`]: which pool a request's host chooses: a site's, or the default `[pool]`.
 //! - [`pool`]: backends' state and the choice of one per request (round robin, least
 //!   connections, active-passive).
-//! - [`discovery`]: the pool's members: addresses from the config, host names resolved again
-//!   and again; rebuilding the pool keeps the state of the backends that stay.
+//! - [`discovery`]: the pools' members: addresses from the config, host names resolved again
+//!   and again; rebuilding a pool keeps the state of the backends that stay.
 //! - [`proxy`]: forwarding a request, its headers, retries that never repeat a sent write.
+//! - [`replay`]: which requests may be sent again, and the copy kept to do it.
 //! - [`limits`]: connections at once, per-client rate, body size.
 //! - [`health`]: active HTTP checks.
 //! - [`reload`]: SIGHUP: the config read again and applied, or refused.
@@ -26,6 +28,8 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod replay;
+pub mod sites;
 pub mod status;
 pub mod tls;
 
@@ -47,6 +51,7 @@ pub use config::Config;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
+use crate::sites::Pools;
 
 pub const SERVICE: ServiceInfo = ServiceInfo {
     binary: "foobar-balancer",
@@ -63,8 +68,9 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let metrics = Metrics::register(&ctx);
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "foobar-balancer".to_owned(), |h| h.trim().to_owned());
+    let empty = Pool::new(config::DEFAULT_POOL, Vec::new(), config.pool.algorithm);
     let proxy = Arc::new(Proxy::new(
-        Pool::new(Vec::new(), config.pool.algorithm),
+        Pools::new(vec![Arc::new(empty)], []),
         config.clone(),
         &name,
         metrics,
@@ -127,7 +133,7 @@ async fn sample_rates(proxy: Arc<Proxy>, shutdown: tokio_util::sync::Cancellatio
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        for backend in &proxy.pool.load().backends {
+        for backend in proxy.pools.load().backends() {
             let now = backend.requests.load(Ordering::Relaxed);
             let before = backend.rate_base.swap(now, Ordering::Relaxed);
             backend
@@ -287,24 +293,18 @@ async fn accept(
     }
 }
 
-/// 308 to the same host and path on HTTPS.
+/// 308 to the same host and path on HTTPS: `https_port` when the request named a port (a
+/// client on the host, through a published port), else HTTPS's own 443 (a client that
+/// reached port 80 directly).
 fn redirect_to_https(request: &Request<Incoming>, https_port: u16) -> Response<proxy::ProxyBody> {
-    let host = request
+    let authority = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or("www.foobar.com");
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.parse::<u16>().is_ok())
-        .map_or(host, |(name, _)| name);
     let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let location = if https_port == 443 {
-        format!("https://{host}{path}")
-    } else {
-        format!("https://{host}:{https_port}{path}")
-    };
+    let location = https_location(authority, path, https_port);
     let mut response = proxy::error_page(
         StatusCode::PERMANENT_REDIRECT,
         "This site is served over HTTPS.",
@@ -313,4 +313,44 @@ fn redirect_to_https(request: &Request<Incoming>, https_port: u16) -> Response<p
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
+}
+
+/// Where [`redirect_to_https`] sends a request for `authority` (the Host header) and `path`.
+fn https_location(authority: &str, path: &str, https_port: u16) -> String {
+    match sites::split_port(authority) {
+        (host, Some(_)) if https_port != 443 => format!("https://{host}:{https_port}{path}"),
+        (host, _) => format!("https://{host}{path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redirect_names_the_https_port_only_when_the_request_named_a_port() {
+        let location = |host, port| https_location(host, "/guestbook?page=2", port);
+        assert_eq!(
+            location("www.foobar.com:8080", 8443),
+            "https://www.foobar.com:8443/guestbook?page=2",
+            "from the host machine, through lb-1's published ports"
+        );
+        assert_eq!(
+            location("www.foobar.com:8081", 8444),
+            "https://www.foobar.com:8444/guestbook?page=2"
+        );
+        assert_eq!(
+            location("www.foobar.com", 8443),
+            "https://www.foobar.com/guestbook?page=2",
+            "from a container on port 80: HTTPS on 443"
+        );
+        assert_eq!(
+            location("www.foobar.com:80", 443),
+            "https://www.foobar.com/guestbook?page=2"
+        );
+        assert_eq!(
+            location("[::1]:8080", 8443),
+            "https://[::1]:8443/guestbook?page=2"
+        );
+    }
 }

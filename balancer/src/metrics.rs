@@ -10,13 +10,25 @@ use prometheus_client::metrics::gauge::Gauge;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// `default` (`[pool]`) or a site's name.
+    pub pool: String,
     pub backend: String,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
+    pub pool: String,
     pub backend: String,
+}
+
+impl BackendLabels {
+    pub fn new(pool: &str, backend: &str) -> Self {
+        Self {
+            pool: pool.to_owned(),
+            backend: backend.to_owned(),
+        }
+    }
 }
 
 /// Why the balancer answered a request itself, or cut a connection off.
@@ -36,6 +48,7 @@ pub struct ReloadLabels {
 #[derive(Debug)]
 pub struct ResponseCounters {
     family: Family<RequestLabels, Counter>,
+    pool: String,
     backend: String,
     seen: std::sync::Mutex<Vec<(u16, Counter)>>,
 }
@@ -51,6 +64,7 @@ impl ResponseCounters {
         let counter = self
             .family
             .get_or_create(&RequestLabels {
+                pool: self.pool.clone(),
                 backend: self.backend.clone(),
                 code,
             })
@@ -79,7 +93,7 @@ impl Metrics {
         let m = Self::default();
         ctx.register(
             "requests",
-            "Responses from backends, by backend and status code",
+            "Responses from backends, by pool (default or a site), backend and status code",
             m.requests.clone(),
         );
         ctx.register("retries", "Requests sent to another backend after a failure that sent nothing (or was safe to repeat)", m.retries.clone());
@@ -136,36 +150,31 @@ impl Metrics {
     }
 
     /// The in-flight gauge of a backend, shared by the backend and `/metrics`.
-    pub fn in_flight_of(&self, backend: &str) -> Gauge {
+    pub fn in_flight_of(&self, pool: &str, backend: &str) -> Gauge {
         self.in_flight
-            .get_or_create(&BackendLabels {
-                backend: backend.to_owned(),
-            })
+            .get_or_create(&BackendLabels::new(pool, backend))
             .clone()
     }
 
-    /// A backend left the pool: its gauges go, its counters stay.
-    pub fn forget(&self, backend: &str) {
-        let labels = BackendLabels {
-            backend: backend.to_owned(),
-        };
+    /// A backend left its pool: its gauges go, its counters stay.
+    pub fn forget(&self, pool: &str, backend: &str) {
+        let labels = BackendLabels::new(pool, backend);
         self.in_flight.remove(&labels);
         self.backend_up.remove(&labels);
     }
 
     /// The response counters of one backend.
-    pub fn responses_of(&self, backend: &str) -> ResponseCounters {
+    pub fn responses_of(&self, pool: &str, backend: &str) -> ResponseCounters {
         ResponseCounters {
             family: self.requests.clone(),
+            pool: pool.to_owned(),
             backend: backend.to_owned(),
             seen: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    pub fn set_up(&self, backend: &str, up: bool) {
-        let labels = BackendLabels {
-            backend: backend.to_owned(),
-        };
+    pub fn set_up(&self, pool: &str, backend: &str, up: bool) {
+        let labels = BackendLabels::new(pool, backend);
         self.backend_up.get_or_create(&labels).set(i64::from(up));
         self.backend_changes.get_or_create(&labels).inc();
     }

@@ -27,6 +27,8 @@ use crate::proxy::ProxyBody;
 /// What a backend is, as the config (and DNS) describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
+    /// The pool it belongs to: `default` (`[pool]`) or a site's name.
+    pub pool: String,
     /// `web-a:8080` for an address in the config, `web:8080@10.0.0.5` for one found by DNS.
     pub name: String,
     /// The config entry it comes from (`web:8080`): draining it drains all its addresses.
@@ -39,6 +41,8 @@ pub struct BackendSpec {
 /// One backend server.
 #[derive(Debug)]
 pub struct Backend {
+    /// Its pool's name: which `[health]` checks it, and its `pool` label in metrics.
+    pub pool: String,
     /// For logs, metrics, the status page and the drain action.
     pub name: String,
     pub group: String,
@@ -74,8 +78,9 @@ impl Backend {
     /// and must pass `rise` checks first).
     pub fn new(spec: BackendSpec, up: bool, metrics: &Metrics) -> Self {
         Self {
-            in_flight: metrics.in_flight_of(&spec.name),
-            responses: metrics.responses_of(&spec.name),
+            in_flight: metrics.in_flight_of(&spec.pool, &spec.name),
+            responses: metrics.responses_of(&spec.pool, &spec.name),
+            pool: spec.pool,
             name: spec.name,
             group: spec.group,
             addr: spec.addr,
@@ -148,9 +153,11 @@ impl Backend {
     }
 }
 
-/// The backends of the pool, and the algorithm's memory.
+/// The backends of one pool (`[pool]` or a site's), and the algorithm's memory.
 #[derive(Debug)]
 pub struct Pool {
+    /// `default` for `[pool]`, else the site's name.
+    pub name: String,
     pub backends: Vec<Arc<Backend>>,
     algorithm: Algorithm,
     /// Smooth weighted round robin's current weights, one per backend; also the lock that
@@ -170,9 +177,10 @@ pub struct Rebuilt {
 }
 
 impl Pool {
-    pub fn new(backends: Vec<Arc<Backend>>, algorithm: Algorithm) -> Self {
+    pub fn new(name: &str, backends: Vec<Arc<Backend>>, algorithm: Algorithm) -> Self {
         let current = Mutex::new(vec![0; backends.len()]);
         Self {
+            name: name.to_owned(),
             backends,
             algorithm,
             current,
@@ -223,7 +231,7 @@ impl Pool {
             .cloned()
             .collect();
         Rebuilt {
-            pool: Pool::new(backends, algorithm),
+            pool: Pool::new(&self.name, backends, algorithm),
             joined,
             left,
         }
@@ -303,6 +311,7 @@ mod tests {
 
     fn spec(name: &str, port: u16, weight: u32, backup: bool) -> BackendSpec {
         BackendSpec {
+            pool: "default".into(),
             name: name.into(),
             group: name.into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -320,7 +329,7 @@ mod tests {
                 Arc::new(Backend::new(spec, true, &Metrics::default()))
             })
             .collect();
-        Pool::new(backends, algorithm)
+        Pool::new("default", backends, algorithm)
     }
 
     fn counts(pool: &Pool, n: usize) -> Vec<usize> {
@@ -408,6 +417,7 @@ mod tests {
     #[test]
     fn a_rebuild_keeps_the_backends_that_stay_and_names_who_joined_and_left() {
         let dns = |ip: u8, weight: u32| BackendSpec {
+            pool: "default".into(),
             name: format!("web:80@10.0.0.{ip}"),
             group: "web:80".into(),
             addr: SocketAddr::from(([10, 0, 0, ip], 80)),
@@ -416,7 +426,7 @@ mod tests {
         };
         let metrics = Metrics::default();
         let make = |spec: BackendSpec| Backend::new(spec, false, &metrics);
-        let first = Pool::new(vec![], Algorithm::RoundRobin).rebuild(
+        let first = Pool::new("default", vec![], Algorithm::RoundRobin).rebuild(
             vec![dns(1, 1), dns(2, 1)],
             Algorithm::RoundRobin,
             make,

@@ -1,19 +1,26 @@
 //! Forwarding one request to a backend, and what makes that safe.
 //!
 //! The rules, in the order they are applied:
-//! - A backend is chosen by the pool (up backends only; backups only when no primary is up).
+//! - The request's host chooses the pool: a `[[site]]`'s when one lists it, else `[pool]`
+//!   (`sites.rs`).
+//! - A backend is chosen by that pool (up backends only; backups only when no primary is up).
 //! - If connecting to it fails, nothing was sent: the backend is marked against (passive
 //!   health) and the request goes to another backend.
 //! - If the connection was kept alive from an earlier request and turns out closed before the
 //!   request could be written, hyper hands the request back (`try_send_request`): nothing was
 //!   sent, so it too goes to another backend.
-//! - If the exchange fails after the request was sent, only an idempotent request without a
-//!   body is tried again elsewhere. A POST that reached a backend is never sent twice: the
-//!   client gets 502 and decides.
+//! - If the exchange fails after the request was sent (the connection reset or closed before
+//!   a response), only a replayable request is tried again elsewhere (`replay.rs`): an
+//!   idempotent one without a body, or one with an `Idempotency-Key` and a body of at most
+//!   64 KiB, read ahead before sending so it can be sent again. Any other request that
+//!   reached a backend (a POST without the key) is never sent twice: the client gets 502 and
+//!   decides, even when no other backend is up (503 would say it was not processed).
+//! - No response head within `timeouts.response`: 504, never retried (the backend may still
+//!   be working on it).
 //! - No backend left: 503 with a short page and `Retry-After`.
 //!
 //! Before any of that, the client's limits (`limits.rs`): its rate (429) and its body's size
-//! (413, announced or found while streaming). The pool and the config are read once per
+//! (413, announced or found while streaming). The pools and the config are read once per
 //! request from `ArcSwap`s, so a reload never changes a request half-way.
 
 use std::net::SocketAddr;
@@ -26,9 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -36,7 +43,9 @@ use hyper_util::rt::TokioIo;
 use crate::config::Config;
 use crate::limits::{CappedBody, ConnectionLimit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::pool::{Backend, Pool};
+use crate::pool::Backend;
+use crate::replay;
+use crate::sites::{Pools, request_host};
 
 /// An error from either side: a connection's, or a limit's (`limits::BodyTooLarge`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,9 +56,9 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// Most idle keep-alive connections kept per backend.
 const MAX_IDLE_PER_BACKEND: usize = 64;
 
-/// The proxy: the pool and config in force, the limits, and what it reports.
+/// The proxy: the pools and config in force, the limits, and what it reports.
 pub struct Proxy {
-    pub pool: ArcSwap<Pool>,
+    pub pools: ArcSwap<Pools>,
     pub config: ArcSwap<Config>,
     pub connections: Arc<ConnectionLimit>,
     rate: RateLimiter,
@@ -57,12 +66,12 @@ pub struct Proxy {
     pub via: HeaderValue,
     pub metrics: Metrics,
     request_ids: RequestIds,
-    /// Held while the pool is rebuilt (reload, DNS), so two rebuilds never interleave.
+    /// Held while the pools are rebuilt (reload, DNS), so two rebuilds never interleave.
     pub membership: tokio::sync::Mutex<()>,
 }
 
 impl Proxy {
-    pub fn new(pool: Pool, config: Config, name: &str, metrics: Metrics) -> Self {
+    pub fn new(pools: Pools, config: Config, name: &str, metrics: Metrics) -> Self {
         let via = HeaderValue::from_str(&format!("1.1 {name}"))
             .unwrap_or(HeaderValue::from_static("1.1 foobar-balancer"));
         let connections = Arc::new(ConnectionLimit::new(
@@ -70,7 +79,7 @@ impl Proxy {
             metrics.client_connections.clone(),
         ));
         Self {
-            pool: ArcSwap::from_pointee(pool),
+            pools: ArcSwap::from_pointee(pools),
             config: ArcSwap::from_pointee(config),
             connections,
             rate: RateLimiter::default(),
@@ -116,6 +125,11 @@ impl Proxy {
             self.metrics.reject("body_too_large");
             return body_too_large();
         }
+        let pool = Arc::clone(
+            self.pools
+                .load()
+                .for_host(request_host(&parts.uri, &parts.headers)),
+        );
         let request_id = match parts.headers.get(X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => self.request_ids.next(),
@@ -130,20 +144,24 @@ impl Proxy {
         );
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
-        // A request without a body can be rebuilt and sent again; one with a body cannot.
-        let replayable = is_idempotent(&parts.method) && body.is_end_stream();
-        let template = replayable.then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
         let body = CappedBody::new(body, limits.max_body_size);
         let too_large = Arc::clone(&body.exceeded);
-        let mut request = Some(Request::from_parts(parts, body.boxed()));
+        let (body, replay) = match replay::prepare(&parts, body).await {
+            Ok(prepared) => prepared,
+            Err(_) if too_large.load(Ordering::Relaxed) => {
+                self.metrics.reject("body_too_large");
+                return body_too_large();
+            }
+            Err(e) => {
+                tracing::debug!(%client, "request body cut off while read ahead: {e}");
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    "The request body did not arrive in full.",
+                );
+            }
+        };
+        let mut request = Some(Request::from_parts(parts, body));
 
-        let pool = self.pool.load_full();
         // Backends this request has been tried on; filled only when it is retried, so the
         // usual request allocates nothing for it.
         let mut tried = Vec::new();
@@ -152,6 +170,20 @@ impl Proxy {
             if let Some(failed) = attempt.take() {
                 tried.push(failed);
             }
+            // A request that may have reached a backend and cannot be sent again is answered
+            // 502 whether or not another backend is up: 503 would say it was not processed.
+            let outgoing = match request.take() {
+                Some(request) => request,
+                None => match &replay {
+                    Some(replay) => replay.request(),
+                    None => {
+                        break error_page(
+                            StatusCode::BAD_GATEWAY,
+                            "The web server failed while handling this request.",
+                        );
+                    }
+                },
+            };
             let Some(index) = pool.pick(&tried) else {
                 break error_page(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -164,18 +196,6 @@ impl Proxy {
             attempt = Some(index);
             let backend = Arc::clone(&pool.backends[index]);
             let in_flight = InFlight(Arc::clone(&backend));
-            let outgoing = match request.take() {
-                Some(request) => request,
-                None => match &template {
-                    Some((method, uri, headers)) => rebuild(method, uri, headers),
-                    None => {
-                        break error_page(
-                            StatusCode::BAD_GATEWAY,
-                            "The web server failed while handling this request.",
-                        );
-                    }
-                },
-            };
             let mut sender = match checkout(&backend, config.timeouts.connect).await {
                 Ok(sender) => sender,
                 Err(e) => {
@@ -219,7 +239,7 @@ impl Proxy {
                     if let Some(unsent) = unsent {
                         request = Some(unsent); // never written: safe anywhere
                     }
-                    // Otherwise the loop rebuilds a replayable request, or answers 502.
+                    // Otherwise the loop sends a replayable request again, or answers 502.
                 }
             }
         };
@@ -229,11 +249,11 @@ impl Proxy {
 
     fn passive_failure(&self, backend: &Backend, config: &Config, why: &str) {
         backend.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(backend = %backend.name, "request failed: {why}");
-        let fall = config.health.fall;
+        tracing::debug!(pool = %backend.pool, backend = %backend.name, "request failed: {why}");
+        let fall = config.health_of(&backend.pool).fall;
         if backend.record_failure(fall) {
-            tracing::warn!(backend = %backend.name, "down: {fall} failures in a row under traffic (last: {why})");
-            self.metrics.set_up(&backend.name, false);
+            tracing::warn!(pool = %backend.pool, backend = %backend.name, "down: {fall} failures in a row under traffic (last: {why})");
+            self.metrics.set_up(&backend.pool, &backend.name, false);
         }
     }
 
@@ -371,21 +391,6 @@ impl Body for Tracked {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
-fn rebuild(method: &Method, uri: &Uri, headers: &HeaderMap) -> Request<ProxyBody> {
-    let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed());
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri.clone();
-    *request.headers_mut() = headers.clone();
-    request
 }
 
 /// `/path?query`: what an HTTP/1.1 backend expects, whatever form the client used.

@@ -4,8 +4,9 @@
 //! overrides, the same checks). A file that does not load is refused: the log names the file,
 //! line and key, and the running config stays. A good one replaces the config in force (the
 //! next request uses its timeouts and limits, the next health check its `[health]`), and the
-//! pool is rebuilt from its backends, keeping the state of those that stay
-//! (`discovery::refresh`); a backend new to the config starts up, as at start. Open client connections are untouched; `limits.header_read_timeout`
+//! pools (`[pool]` and each `[[site]]`) are rebuilt from their backends, keeping the state of
+//! those that stay (`discovery::refresh`); a backend new to the config starts up, as at start,
+//! and a site removed from the file stops getting requests. Open client connections are untouched; `limits.header_read_timeout`
 //! and `limits.max_header_size` apply to connections accepted from then on. Listeners and TLS
 //! (`[http]`, `[https]`, `[service]`) need a restart: a change there is logged, not applied.
 
@@ -55,7 +56,7 @@ async fn apply(proxy: &Arc<Proxy>, config: Config, ctx: &Context) {
     proxy.config.store(Arc::clone(&config));
     discovery::refresh(proxy, &config, discovery::Joining::Up, &ctx.shutdown).await;
     tracing::info!(
-        backends = proxy.pool.load().backends.len(),
+        backends = proxy.pools.load().backends().count(),
         "config reloaded"
     );
 }

@@ -1,12 +1,14 @@
 //! The admin listener's pages: what HAProxy's stats page is to HAProxy.
 //!
 //! - `GET /status`: an HTML table a person reads, refreshing itself every 2 s: each backend's
-//!   state (UP, DOWN, DRAIN), role, weight, requests in flight, requests per second, total
-//!   requests and errors, and its last health check.
+//!   pool (`default`, or a site's name), state (UP, DOWN, DRAIN), role, weight, requests in
+//!   flight, requests per second, total requests and errors, and its last health check; above
+//!   it, each pool's algorithm and the hosts that choose it.
 //! - `GET /status.json`: the same, for scripts.
 //! - `POST /backends/{name}/drain`: no new requests for that backend, in-flight ones finish;
 //!   `POST /backends/{name}/enable` puts it back. `{name}` is a backend's name, or a config
-//!   entry's address (`web:8080`), which means every backend it resolved to.
+//!   entry's address (`web:8080`), which means every backend it resolved to, in every pool
+//!   that has it.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 
+use crate::config::{Algorithm, Config};
 use crate::pool::Backend;
 use crate::proxy::Proxy;
 
@@ -44,6 +47,22 @@ fn last_check(backend: &Backend) -> String {
     }
 }
 
+fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::RoundRobin => "round robin",
+        Algorithm::LeastConnections => "least connections",
+    }
+}
+
+/// The hosts that send requests to the pool named `pool`.
+fn hosts_of<'a>(config: &'a Config, pool: &str) -> Option<&'a [String]> {
+    config
+        .sites
+        .iter()
+        .find(|site| site.name == pool)
+        .map(|site| &site.hosts[..])
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -60,27 +79,40 @@ async fn page(State(proxy): State<Arc<Proxy>>) -> Html<String> {
          th,td{{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right}}\
          th:first-child,td:first-child{{text-align:left}}.UP{{color:#176f2c}}.DOWN{{color:#b3261e;font-weight:bold}}\
          .DRAIN{{color:#8a5a00}}</style></head><body>\n<h1>{name}</h1>\n\
-         <p>Pool of web servers, refreshed every 2 s. Requests go to UP primaries; backups only \
-         when no primary is up; DRAIN gets no new requests.</p>\n\
-         <p id=\"clients\">Client connections: {open} open, at most {max} (more wait to be accepted); \
-         algorithm: {algorithm}.</p>\n<table id=\"backends\">\
-         <tr><th>backend</th><th>role</th><th>state</th><th>weight</th><th>in flight</th>\
-         <th>req/s</th><th>requests</th><th>errors</th><th>last check</th></tr>\n",
+         <p>Pools of backends, refreshed every 2 s. Requests go to UP primaries of the pool their \
+         host chooses; backups only when no primary is up; DRAIN gets no new requests.</p>\n\
+         <p id=\"clients\">Client connections: {open} open, at most {max} (more wait to be accepted).</p>\n\
+         <ul id=\"pools\">\n",
         open = proxy.connections.gauge.get(),
         max = proxy.connections.max(),
-        algorithm = match proxy.pool.load().algorithm() {
-            crate::config::Algorithm::RoundRobin => "round robin",
-            crate::config::Algorithm::LeastConnections => "least connections",
-        },
     );
-    for backend in &proxy.pool.load().backends {
+    let pools = proxy.pools.load();
+    let config = proxy.config.load();
+    for pool in &pools.all {
+        let hosts = hosts_of(&config, &pool.name)
+            .map_or_else(|| "every other host".to_owned(), |hosts| hosts.join(", "));
+        let _ = writeln!(
+            html,
+            "<li data-pool=\"{name}\">{name}: {algorithm}; {hosts}</li>",
+            name = escape(&pool.name),
+            algorithm = algorithm_name(pool.algorithm()),
+            hosts = escape(&hosts),
+        );
+    }
+    html.push_str(
+        "</ul>\n<table id=\"backends\">\
+         <tr><th>backend</th><th>pool</th><th>role</th><th>state</th><th>weight</th><th>in flight</th>\
+         <th>req/s</th><th>requests</th><th>errors</th><th>last check</th></tr>\n",
+    );
+    for backend in pools.backends() {
         let state = backend.state();
         let _ = writeln!(
             html,
-            "<tr data-backend=\"{name}\"><td>{name}</td><td>{role}</td><td class=\"{state}\">{state}</td>\
+            "<tr data-backend=\"{name}\"><td>{name}</td><td>{pool}</td><td>{role}</td><td class=\"{state}\">{state}</td>\
              <td>{weight}</td><td>{in_flight}</td><td>{rate}</td><td>{requests}</td><td>{errors}</td>\
              <td>{check}</td></tr>",
             name = escape(&backend.name),
+            pool = escape(&backend.pool),
             role = if backend.is_backup() {
                 "backup"
             } else {
@@ -99,14 +131,25 @@ async fn page(State(proxy): State<Arc<Proxy>>) -> Html<String> {
 }
 
 async fn json(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
-    let backends: Vec<serde_json::Value> = proxy
-        .pool
-        .load()
-        .backends
+    let pools = proxy.pools.load();
+    let config = proxy.config.load();
+    let pool_list: Vec<serde_json::Value> = pools
+        .all
         .iter()
+        .map(|pool| {
+            serde_json::json!({
+                "name": pool.name,
+                "algorithm": algorithm_name(pool.algorithm()),
+                "hosts": hosts_of(&config, &pool.name),
+            })
+        })
+        .collect();
+    let backends: Vec<serde_json::Value> = pools
+        .backends()
         .map(|b| {
             serde_json::json!({
                 "name": b.name,
+                "pool": b.pool,
                 "address": b.addr.to_string(),
                 "role": if b.is_backup() { "backup" } else { "primary" },
                 "state": b.state(),
@@ -124,6 +167,7 @@ async fn json(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
         serde_json::json!({
             "client_connections": proxy.connections.gauge.get(),
             "max_connections": proxy.connections.max(),
+            "pools": pool_list,
             "backends": backends,
         })
         .to_string(),
@@ -139,10 +183,9 @@ async fn enable(State(proxy): State<Arc<Proxy>>, Path(name): Path<String>) -> (S
 }
 
 fn set_draining(proxy: &Proxy, name: &str, draining: bool) -> (StatusCode, String) {
-    let pool = proxy.pool.load();
-    let chosen: Vec<_> = pool
-        .backends
-        .iter()
+    let pools = proxy.pools.load();
+    let chosen: Vec<_> = pools
+        .backends()
         .filter(|b| b.name == name || b.group == name)
         .collect();
     if chosen.is_empty() {
@@ -156,8 +199,8 @@ fn set_draining(proxy: &Proxy, name: &str, draining: bool) -> (StatusCode, Strin
     let mut answer = String::new();
     for backend in chosen {
         backend.set_draining(draining);
-        tracing::info!(backend = %backend.name, "{what} (admin request)");
-        let _ = writeln!(answer, "{}: {what}", backend.name);
+        tracing::info!(pool = %backend.pool, backend = %backend.name, "{what} (admin request)");
+        let _ = writeln!(answer, "{} ({}): {what}", backend.name, backend.pool);
     }
     (StatusCode::OK, answer)
 }

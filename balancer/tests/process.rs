@@ -35,7 +35,7 @@ struct Backend {
 impl Backend {
     /// `GET /` answers the backend's name; `/slow` after 300 ms (`/slow?ms=N`: after N ms);
     /// `/readyz` 200 while ready; `POST /die` reads the body and then drops the connection
-    /// without an answer.
+    /// without an answer (`/die?on=NAME`: only the backend called NAME does).
     async fn start(name: &'static str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = Self {
@@ -76,6 +76,11 @@ impl Backend {
                             .and_then(|q| q.strip_prefix("ms="))
                             .and_then(|ms| ms.parse().ok())
                             .unwrap_or(300);
+                        let dies = path == "/die"
+                            && request
+                                .uri()
+                                .query()
+                                .is_none_or(|q| q.strip_prefix("on=") == Some(name));
                         let is_post = request.method() == hyper::Method::POST;
                         *last.lock().unwrap() = request
                             .headers()
@@ -86,7 +91,7 @@ impl Backend {
                         if is_post {
                             posts.fetch_add(1, Ordering::SeqCst);
                         }
-                        if path == "/die" {
+                        if dies {
                             return Err("dying on purpose");
                         }
                         if path == "/slow" {
@@ -605,22 +610,32 @@ async fn https_with_http2_and_the_generated_ca_and_a_redirect_from_http() {
     .await;
     assert!(!ok, "TLS 1.1 must be refused: {err}");
 
-    let (status, headers, _) = testing::http_request(
-        lb.addr("http"),
-        "GET",
-        "/guestbook?page=2",
-        &[("Host", "www.foobar.com:8080")],
-        "",
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 308);
-    assert!(
-        headers
-            .iter()
-            .any(|(n, v)| n == "location" && v == "https://www.foobar.com:8443/guestbook?page=2"),
-        "{headers:?}"
-    );
+    // Through a published port the Host names it: to the published HTTPS port. On port 80
+    // directly it does not: to HTTPS's own 443.
+    for (host, location) in [
+        (
+            "www.foobar.com:8080",
+            "https://www.foobar.com:8443/guestbook?page=2",
+        ),
+        ("www.foobar.com", "https://www.foobar.com/guestbook?page=2"),
+    ] {
+        let (status, headers, _) = testing::http_request(
+            lb.addr("http"),
+            "GET",
+            "/guestbook?page=2",
+            &[("Host", host)],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 308);
+        assert!(
+            headers
+                .iter()
+                .any(|(n, v)| n == "location" && v == location),
+            "{host}: {headers:?}"
+        );
+    }
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
@@ -727,8 +742,44 @@ async fn chromium_shows_both_backends_on_the_status_page() {
 
 #[test]
 fn check_config_accepts_good_and_names_the_bad_key() {
-    let config = "[service]\nadmin_listen = \"127.0.0.1:0\"\n\n[[pool.backends]]\naddress = \"127.0.0.1:1\"\n";
+    let config = "[service]\nadmin_listen = \"127.0.0.1:0\"\n\n[[pool.backends]]\naddress = \"127.0.0.1:1\"\n\n\
+                  [[site]]\nname = \"status\"\nhosts = [\"status.foobar.com\"]\n\
+                  [[site.backends]]\naddress = \"127.0.0.1:2\"\n";
     testing::assert_check_config(Path::new(BINARY), config).unwrap();
+
+    let dir = std::env::temp_dir().join(format!("foobar-balancer-site-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (line, bad, key) in [
+        (
+            11,
+            "address = \"prometheus\"",
+            "site[0].backends[0].address",
+        ),
+        (11, "adress = \"127.0.0.1:2\"", "site[0].backends[0].adress"),
+        (9, "hosts = [\"status.foobar.com:8443\"]", "site[0].hosts"),
+    ] {
+        let path = dir.join("bad-site.toml");
+        let good = if bad.starts_with("hosts") {
+            "hosts = [\"status.foobar.com\"]"
+        } else {
+            "address = \"127.0.0.1:2\""
+        };
+        std::fs::write(&path, config.replace(good, bad)).unwrap();
+        let out = std::process::Command::new(BINARY)
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        let at = format!("{}:{line}:", path.display());
+        assert!(
+            stderr.contains(&at) && stderr.contains(&format!("key `{key}`")),
+            "{bad}: the error names the file, line and key: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The limits of `[limits]`, each answered as configured: a client trickling its headers is
@@ -1177,5 +1228,236 @@ async fn draining_a_backend_under_load_loses_no_request() {
         "a got requests after its drain"
     );
     assert_eq!(a.hits("/slow") + b.hits("/slow"), total);
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A `[[site]]` (its backend given by name): requests whose Host (HTTP/1.1, any case, any
+/// port) or `:authority` (HTTP/2) is one of its hosts go to its own backend, checked at its
+/// own health path; every other host goes to `[pool]`. The status JSON, the metrics and the drain action know its pool, and
+/// a reload without it sends its hosts back to `[pool]`.
+#[tokio::test]
+async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
+    let (a, s) = (Backend::start("a").await, Backend::start("s").await);
+    let spec = Spec {
+        backends: &[(&a, 1, false)],
+        algorithm: "round_robin",
+    };
+    // Given by name, as prometheus:9090 is: resolved like [pool]'s backends.
+    let by_name = format!("localhost:{}", s.addr.port());
+    let resolved = format!("{by_name}@127.0.0.1");
+    let site = format!(
+        "[[site]]\nname = \"status\"\nhosts = [\"status.foobar.com\"]\n\
+         [site.health]\npath = \"/-/ready\"\n[[site.backends]]\naddress = \"{by_name}\"\n"
+    );
+    let path = write_config(&spec, PLAIN_HTTP, &site);
+    let mut lb = start(&path).await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+    let for_host = |host: &'static str| async move {
+        let (status, _, body) = testing::http_request(http, "GET", "/", &[("Host", host)], "")
+            .await
+            .unwrap();
+        (status, body)
+    };
+    assert_eq!(for_host("status.foobar.com").await, (200, "s".to_owned()));
+    assert_eq!(
+        for_host("Status.FooBar.COM:8080").await,
+        (200, "s".to_owned())
+    );
+    assert_eq!(for_host("www.foobar.com").await, (200, "a".to_owned()));
+    assert_eq!(
+        for_host("status.foobar.com.example").await,
+        (200, "a".to_owned()),
+        "exact names only"
+    );
+
+    let https = lb.addr("https").port();
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "--insecure",
+            "-w",
+            " %{http_version}",
+            "--resolve",
+        ])
+        .arg(format!("status.foobar.com:{https}:127.0.0.1"))
+        .arg(format!("https://status.foobar.com:{https}/"))
+        .output()
+        .await
+        .expect("curl is installed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "s 2",
+        "HTTP/2's :authority chooses the site: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(s.hits("/-/ready") > 0, "the site's own health path");
+    assert_eq!(a.hits("/-/ready"), 0, "[pool] keeps [health]'s path");
+    let (_, json) = get(admin, "/status.json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pool_of = |name: String| {
+        json["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name.as_str())
+            .map(|b| b["pool"].clone())
+    };
+    assert_eq!(pool_of(resolved.clone()), Some("status".into()), "{json}");
+    assert_eq!(
+        pool_of(a.addr.to_string()),
+        Some("default".into()),
+        "{json}"
+    );
+    assert_eq!(json["pools"][1]["hosts"][0], "status.foobar.com", "{json}");
+    let (_, page) = get(admin, "/status").await;
+    assert!(page.contains("<li data-pool=\"status\">"), "{page}");
+    let requests = format!(
+        "foobar_balancer_requests_total{{pool=\"status\",backend=\"{resolved}\",code=\"200\"}}"
+    );
+    assert_eq!(metric(admin, &requests).await, 3.0);
+    let up = format!("foobar_balancer_backend_up{{pool=\"status\",backend=\"{resolved}\"}}");
+    assert_eq!(metric(admin, &up).await, 1.0);
+
+    let drain = format!("/backends/{by_name}/drain");
+    let (status, _, _) = testing::http_request(admin, "POST", &drain, &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        for_host("status.foobar.com").await.0,
+        503,
+        "the site's only backend is drained; [pool] does not stand in"
+    );
+    assert_eq!(for_host("www.foobar.com").await, (200, "a".to_owned()));
+
+    std::fs::write(&path, config_text(&spec, PLAIN_HTTP, "")).unwrap();
+    lb.signal("HUP").await.unwrap();
+    lb.wait_for_log("config reloaded", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(for_host("status.foobar.com").await, (200, "a".to_owned()));
+    assert!(
+        !backends(admin).await.contains_key(&resolved),
+        "the site's backend left with it"
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// One HTTP/1.1 request with a chunked body, written by hand: the status and the body.
+async fn chunked_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    chunks: &[&str],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n{headers}\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    for chunk in chunks {
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// A write with an `Idempotency-Key` and a body of at most 64 KiB (announced, or chunked) is
+/// sent to another backend when the first reads it and closes the connection without an
+/// answer; one without the key, or with a longer body, gets 502 and reaches one backend only;
+/// and a keyed one whose backend is too slow gets 504 and is not sent again.
+#[tokio::test]
+async fn a_write_with_an_idempotency_key_is_sent_again_when_its_backend_dies() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let spec = Spec {
+        backends: &[(&a, 1, false), (&b, 1, false)],
+        algorithm: "round_robin",
+    };
+    let path = write_config(&spec, PLAIN_HTTP, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("response = \"5s\"", "response = \"1s\""),
+    )
+    .unwrap();
+    let lb = start(&path).await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+    let posts = || {
+        (
+            a.posts.load(Ordering::SeqCst),
+            b.posts.load(Ordering::SeqCst),
+        )
+    };
+    let key = (
+        "Idempotency-Key",
+        "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"",
+    );
+
+    // The first pick of an even round robin is a, which reads the POST and dies.
+    let (status, _, body) = testing::http_request(http, "POST", "/die?on=a", &[key], "order=1")
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "b"), "sent again, to b");
+    assert_eq!(posts(), (1, 1));
+    assert_eq!(metric(admin, "foobar_balancer_retries_total").await, 1.0);
+
+    // Next pick: b. Without the key, every backend dies on /die: 502, sent to one only.
+    let (status, _, _) = testing::http_request(http, "POST", "/die", &[], "order=2")
+        .await
+        .unwrap();
+    assert_eq!(status, 502, "the client learns the outcome is unknown");
+    assert_eq!(posts(), (1, 2), "never sent twice");
+
+    // Next pick: a again. A chunked body that ends within 64 KiB is read ahead, so it too
+    // goes to b after a dies.
+    let (status, response) = chunked_post(
+        http,
+        "/die?on=a",
+        "Idempotency-Key: \"second\"\r\n",
+        &["order=", "3"],
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    assert!(response.ends_with('b'), "{response}");
+    assert_eq!(posts(), (2, 3));
+
+    // Past 64 KiB the body streams as it comes and cannot be sent again.
+    let long = "x".repeat(70_000);
+    let (status, _, _) = testing::http_request(http, "POST", "/die", &[key], &long)
+        .await
+        .unwrap();
+    assert_eq!(status, 502);
+    let (sent_a, sent_b) = posts();
+    assert_eq!(
+        sent_a + sent_b,
+        6,
+        "reached one backend only: {sent_a} {sent_b}"
+    );
+
+    // No answer within timeouts.response: 504, and the backend may still act on it.
+    let (status, _, _) = testing::http_request(http, "POST", "/slow?ms=1500", &[key], "order=4")
+        .await
+        .unwrap();
+    assert_eq!(status, 504);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (sent_a, sent_b) = posts();
+    assert_eq!(
+        sent_a + sent_b,
+        7,
+        "not sent again after a timeout: {sent_a} {sent_b}"
+    );
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
