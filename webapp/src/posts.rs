@@ -1,14 +1,15 @@
 //! The guestbook's data: what a valid post is, and the SQL that reads and writes posts.
 //!
 //! Validation lives here, once, so the HTML form and the JSON API refuse the same things
-//! with the same words. Every read also returns `@@hostname` of the node that executed it,
+//! with the same words; so does [`create`], which stores a post once per idempotency key. Every read also returns `@@hostname` of the node that executed it,
 //! taken from the same statement (not a second query, which a router could send elsewhere),
 //! so a page can say truthfully which database node served it.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{MySqlConnection, Row};
+use sqlx::{Connection, MySqlConnection, Row};
 
 use crate::config::GuestbookConfig;
+use crate::idempotency::IdempotencyKey;
 
 /// A stored post, as pages and the API show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -179,14 +180,68 @@ pub async fn find(
     Ok((post_from_row(&row)?, row.try_get("node")?))
 }
 
-/// Stores a post and returns its id.
-pub async fn insert(conn: &mut MySqlConnection, post: &NewPost) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("INSERT INTO posts (name, message) VALUES (?, ?)")
-        .bind(&post.name)
-        .bind(&post.message)
-        .execute(conn)
-        .await?;
-    Ok(done.last_insert_id())
+/// What [`create`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// The post is stored now.
+    New { post: Post, node: String },
+    /// The key's post was stored by an earlier request (a repeat, retry or double submit):
+    /// nothing new is stored, and this is that post.
+    Repeated { post: Post, node: String },
+    /// The key already belongs to post `id`, whose name or message differ: the key was reused
+    /// for another post, which is not stored.
+    KeyReused { id: u64 },
+}
+
+/// Stores a post (once per idempotency key) and reads it back, with the node that did.
+///
+/// One transaction, because the db-router sends every statement of a transaction to the
+/// primary (db-router/src/classifier.rs: `BEGIN` pins the session to the writer): the read
+/// after the insert, and above all the look-up of a key another request stored a moment ago,
+/// must not go to a replica that has not caught up. The unique key on `idempotency_key` makes
+/// the insert the claim: a concurrent insert of the same key waits for the first to commit,
+/// then fails with a duplicate key (1062), and the post it finds is the first one's. The
+/// look-up is a locking read (`LOCK IN SHARE MODE`), which reads the newest committed row
+/// whatever snapshot the transaction has (and is a write to the router's classifier, so it
+/// goes to the primary even on its own).
+pub async fn create(
+    conn: &mut MySqlConnection,
+    post: &NewPost,
+    key: Option<&IdempotencyKey>,
+) -> Result<Created, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let inserted =
+        sqlx::query("INSERT INTO posts (name, message, idempotency_key) VALUES (?, ?, ?)")
+            .bind(&post.name)
+            .bind(&post.message)
+            .bind(key.map(IdempotencyKey::as_str))
+            .execute(&mut *tx)
+            .await;
+    let (id, repeated) = match (inserted, key) {
+        (Ok(done), _) => (done.last_insert_id(), false),
+        (Err(sqlx::Error::Database(e)), Some(key))
+            if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+        {
+            let id: u64 = sqlx::query_scalar(
+                "SELECT id FROM posts WHERE idempotency_key = ? LOCK IN SHARE MODE",
+            )
+            .bind(key.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            (id, true)
+        }
+        (Err(e), _) => return Err(e),
+    };
+    let (stored, node) = find(&mut tx, id).await?;
+    tx.commit().await?;
+    let stored = stored.ok_or(sqlx::Error::RowNotFound)?;
+    Ok(if !repeated {
+        Created::New { post: stored, node }
+    } else if stored.name == post.name && stored.message == post.message {
+        Created::Repeated { post: stored, node }
+    } else {
+        Created::KeyReused { id }
+    })
 }
 
 /// The post in a row of the anchored queries above; None for the anchor's empty row.

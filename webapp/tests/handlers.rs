@@ -438,6 +438,72 @@ async fn api_validation_errors_name_the_field_and_the_reason() {
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
+/// The value of the guestbook form's hidden `idempotency_key` field.
+fn form_key(page: &str) -> String {
+    let marker = r#"<input type="hidden" name="idempotency_key" value=""#;
+    let start = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("no key field: {page}"))
+        + marker.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn each_rendered_form_has_a_fresh_key_and_a_form_shown_again_keeps_its_own() {
+    let router = router();
+    let first = form_key(&get(&router, "/guestbook", &[]).await.text());
+    let second = form_key(&get(&router, "/guestbook", &[]).await.text());
+    assert_ne!(first, second);
+    for key in [&first, &second] {
+        assert!(
+            key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+    }
+    let again = post(
+        &router,
+        "/guestbook",
+        Some("application/x-www-form-urlencoded"),
+        &format!("name=&message=hi&idempotency_key={first}"),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(form_key(&again.text()), first);
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_400_with_a_reason() {
+    let router = router();
+    let long = "k".repeat(65);
+    for bad in ["", "two words", long.as_str(), "\"\""] {
+        let request = Request::post("/api/posts")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", bad)
+            .body(Body::from(r#"{"name":"a","message":"b"}"#))
+            .unwrap();
+        let answer = send(&router, request).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.starts_with("Idempotency-Key must be 1 to 64 visible ASCII characters"),
+            "{error}"
+        );
+    }
+    let form = post(
+        &router,
+        "/guestbook",
+        Some("application/x-www-form-urlencoded"),
+        "name=a&message=b&idempotency_key=two+words",
+    )
+    .await;
+    assert_eq!(form.status, StatusCode::BAD_REQUEST);
+    assert!(
+        form.text().contains("Idempotency-Key must be 1 to 64"),
+        "{}",
+        form.text()
+    );
+}
+
 #[tokio::test]
 async fn bad_parameters_are_400_with_a_reason() {
     let router = router();
