@@ -6,7 +6,7 @@
 //! so a page can say truthfully which database node served it.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Connection, MySqlConnection, Row};
+use sqlx::{MySqlConnection, Row};
 
 use crate::config::GuestbookConfig;
 use crate::idempotency::IdempotencyKey;
@@ -195,56 +195,64 @@ pub enum Created {
 
 /// Stores a post (once per idempotency key) and reads it back, with the node that did.
 ///
-/// One transaction, because the db-router sends every statement of a transaction to the
-/// primary (db-router/src/classifier.rs: `BEGIN` pins the session to the writer): the read
-/// after the insert, and above all the look-up of a key another request stored a moment ago,
-/// must not go to a replica that has not caught up. The unique key on `idempotency_key` makes
-/// the insert the claim: a concurrent insert of the same key waits for the first to commit,
-/// then fails with a duplicate key (1062), and the post it finds is the first one's. The
-/// look-up is a locking read (`LOCK IN SHARE MODE`), which reads the newest committed row
-/// whatever snapshot the transaction has (and is a write to the router's classifier, so it
-/// goes to the primary even on its own).
+/// The insert claims the key: `idempotency_key` is a unique column, so a concurrent insert of
+/// the same key waits for the first to commit and then fails with a duplicate key (1062). The
+/// insert is a statement of its own (autocommit, no open transaction): once sent, it commits
+/// or fails on the server by itself, so a web server that stalls or dies mid-request leaves
+/// no lock behind for the retried request to wait on.
+///
+/// On a duplicate key, the earlier post is read with `LOCK IN SHARE MODE`: a locking read sees
+/// the newest committed row, and db-router's classifier sends it to the primary
+/// (db-router/src/classifier.rs: a locking clause makes a SELECT a write), never to a replica
+/// that may not have the row yet, which is where a plain read would go (the failed insert
+/// gave the session no write to wait for). A new post is read back on the same connection,
+/// after its own write, as every read-your-writes read is.
 pub async fn create(
     conn: &mut MySqlConnection,
     post: &NewPost,
     key: Option<&IdempotencyKey>,
 ) -> Result<Created, sqlx::Error> {
-    let mut tx = conn.begin().await?;
     let inserted =
         sqlx::query("INSERT INTO posts (name, message, idempotency_key) VALUES (?, ?, ?)")
             .bind(&post.name)
             .bind(&post.message)
             .bind(key.map(IdempotencyKey::as_str))
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await;
-    let (id, repeated) = match (inserted, key) {
-        (Ok(done), _) => (done.last_insert_id(), false),
+    let key = match (inserted, key) {
+        (Ok(done), _) => {
+            let id = done.last_insert_id();
+            let (stored, node) = find(conn, id).await?;
+            let post = stored.ok_or(sqlx::Error::RowNotFound)?;
+            return Ok(Created::New { post, node });
+        }
         (Err(sqlx::Error::Database(e)), Some(key))
             if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
         {
-            let id: u64 = sqlx::query_scalar(
-                "SELECT id FROM posts WHERE idempotency_key = ? LOCK IN SHARE MODE",
-            )
-            .bind(key.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            (id, true)
+            key
         }
         (Err(e), _) => return Err(e),
     };
-    let (stored, node) = find(&mut tx, id).await?;
-    tx.commit().await?;
-    let stored = stored.ok_or(sqlx::Error::RowNotFound)?;
-    Ok(if !repeated {
-        Created::New { post: stored, node }
-    } else if stored.name == post.name && stored.message == post.message {
-        Created::Repeated { post: stored, node }
-    } else {
-        Created::KeyReused { id }
-    })
+    let row = sqlx::query(
+        "SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, \
+                CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
+         FROM posts WHERE idempotency_key = ? LOCK IN SHARE MODE",
+    )
+    .bind(key.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let stored = post_from_row(&row)?.ok_or(sqlx::Error::RowNotFound)?;
+    let node = row.try_get("node")?;
+    Ok(
+        if stored.name == post.name && stored.message == post.message {
+            Created::Repeated { post: stored, node }
+        } else {
+            Created::KeyReused { id: stored.id }
+        },
+    )
 }
 
-/// The post in a row of the anchored queries above; None for the anchor's empty row.
+/// The post in a row of the queries above; None for the anchored queries' empty row.
 fn post_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Option<Post>, sqlx::Error> {
     let Some(id) = row.try_get::<Option<u64>, _>("id")? else {
         return Ok(None);

@@ -156,12 +156,13 @@ async fn guestbook_against_mariadb() {
     posts_are_paginated_newest_first_without_gaps(&a, &b, &pool).await;
     what_visitors_wrote_is_escaped_on_the_page(&a).await;
     chromium_fills_in_the_form_and_finds_the_post(&b).await;
-    a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
-        &dir.path().join("web-c.toml"),
-        &secret,
-        port,
-    )
-    .await;
+    for (name, first_url) in [("web-c", DeadUrl::Refuses), ("web-d", DeadUrl::Hangs)] {
+        let config = dir.path().join(format!("{name}.toml"));
+        a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
+            name, first_url, &config, &secret, port,
+        )
+        .await;
+    }
     the_database_goes_down_and_comes_back(&db, &mut a).await;
 
     for web in [a, b] {
@@ -277,17 +278,11 @@ async fn a_post_written_through_the_api_reads_back_on_both_servers(a: &Web, b: &
 /// The HTML form: 303 See Other to the guestbook page, which shows the new post (the user's
 /// own write, on the page that follows it) and thanks its author.
 async fn a_form_post_redirects_to_the_page_that_shows_it(a: &Web) {
-    let (status, headers, _) = testing::http_request(
-        a.http(),
-        "POST",
-        "/guestbook",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        "name=Grace&message=Posted+from+a+form+%26+read+back",
-    )
-    .await
-    .unwrap();
+    let (status, location) = a
+        .post_form("name=Grace&message=Posted+from+a+form+%26+read+back")
+        .await;
     assert_eq!(status, 303);
-    let location = header(&headers, "location").to_owned();
+    let location = location.expect("a Location");
     let id: u64 = location
         .strip_prefix("/guestbook?posted=")
         .and_then(|rest| rest.split('#').next())
@@ -525,22 +520,38 @@ async fn chromium_fills_in_the_form_and_finds_the_post(b: &Web) {
     assert!(text.contains("Served by web server web-b"), "{text}");
 }
 
-/// web-c's first database URL is a closed port, its fallback the database: it becomes ready,
-/// and every request is served through the fallback as fast as through a working first URL
-/// (the dead one is skipped, not tried each time). Then something answers on the first URL
+/// How a dead first database URL fails.
+#[derive(Debug, Clone, Copy)]
+enum DeadUrl {
+    /// A closed port: connections are refused (a router process that died).
+    Refuses,
+    /// A listener that never accepts: connections hang, no handshake comes (as when a killed
+    /// router's address vanishes), until `acquire_timeout`.
+    Hangs,
+}
+
+/// A web server whose first database URL is dead and whose fallback is the database becomes
+/// ready, and serves every request through the fallback as fast as through a working first
+/// URL (the dead one is skipped, not tried each time). Then something answers on the first URL
 /// (a TCP relay to the database): the background check finds it, and requests use it again.
 async fn a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
+    name: &'static str,
+    dead: DeadUrl,
     config: &Path,
     secret: &Path,
     database_port: u16,
 ) {
     let first_port = free_port();
+    let silent = match dead {
+        DeadUrl::Refuses => None,
+        DeadUrl::Hangs => Some(std::net::TcpListener::bind(("127.0.0.1", first_port)).unwrap()),
+    };
     std::fs::write(
         config,
-        config_with_fallback("web-c", first_port, Some(database_port), secret),
+        config_with_fallback(name, first_port, Some(database_port), secret),
     )
     .unwrap();
-    let c = start_web("web-c", config).await;
+    let c = start_web(name, config).await;
     testing::wait_ready(c.service.addr("admin"), Duration::from_secs(30))
         .await
         .unwrap();
@@ -554,13 +565,13 @@ async fn a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
         let started = Instant::now();
         let (status, _, read) = c.get("/api/posts?limit=1").await;
         assert_eq!(status, 200, "{read}");
-        let body = serde_json::json!({ "name": "web-c", "message": format!("fallback {i}") });
+        let body = serde_json::json!({ "name": name, "message": format!("fallback {i}") });
         let (status, _, created) = c.post_json(&body).await;
         assert_eq!(status, 201, "{created}");
         // A try through the dead URL would cost acquire_timeout (1 s): none is made.
         assert!(
             started.elapsed() < Duration::from_millis(500),
-            "a read and a write took {:?}",
+            "{name} ({dead:?}): a read and a write took {:?}",
             started.elapsed()
         );
     }
@@ -569,6 +580,7 @@ async fn a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
     let served = c.metric(&format!("{requests}{fallback}")).await.unwrap();
     assert!(served >= served_before + 20.0, "{served} {served_before}");
 
+    drop(silent);
     let relay = relay(first_port, database_port).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.metric(&format!("{in_use}{first}")).await != Some(1.0) {
@@ -585,7 +597,7 @@ async fn a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
         Some(served)
     );
     let status = c.service.terminate(Duration::from_secs(10)).await.unwrap();
-    assert!(status.success(), "web-c exit status {status}");
+    assert!(status.success(), "{name} exit status {status}");
     relay.abort();
 }
 

@@ -94,6 +94,17 @@ async fn post(router: &Router, uri: &str, content_type: Option<&str>, body: &str
     send(router, request.body(Body::from(body.to_owned())).unwrap()).await
 }
 
+/// POST /guestbook with a form body.
+async fn post_form(router: &Router, body: &str) -> Answer {
+    post(
+        router,
+        "/guestbook",
+        Some("application/x-www-form-urlencoded"),
+        body,
+    )
+    .await
+}
+
 fn stylesheet_file() -> PathBuf {
     static_dir().join(foobar_webapp::pages::STYLESHEET.trim_start_matches('/'))
 }
@@ -315,13 +326,7 @@ fn stylesheet_name_matches_its_content() {
 #[tokio::test]
 async fn a_bad_form_post_is_shown_again_with_each_problem() {
     let router = router();
-    let answer = post(
-        &router,
-        "/guestbook",
-        Some("application/x-www-form-urlencoded"),
-        "name=&message=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
-    )
-    .await;
+    let answer = post_form(&router, "name=&message=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
     assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
     let body = answer.text();
     assert!(
@@ -338,13 +343,7 @@ async fn a_bad_form_post_is_shown_again_with_each_problem() {
     );
 
     let long_name = "n".repeat(41);
-    let answer = post(
-        &router,
-        "/guestbook",
-        Some("application/x-www-form-urlencoded"),
-        &format!("name={long_name}&message=hello"),
-    )
-    .await;
+    let answer = post_form(&router, &format!("name={long_name}&message=hello")).await;
     assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
     let body = answer.text();
     assert!(
@@ -460,10 +459,8 @@ async fn each_rendered_form_has_a_fresh_key_and_a_form_shown_again_keeps_its_own
             "{key}"
         );
     }
-    let again = post(
+    let again = post_form(
         &router,
-        "/guestbook",
-        Some("application/x-www-form-urlencoded"),
         &format!("name=&message=hi&idempotency_key={first}"),
     )
     .await;
@@ -489,13 +486,7 @@ async fn a_malformed_idempotency_key_is_400_with_a_reason() {
             "{error}"
         );
     }
-    let form = post(
-        &router,
-        "/guestbook",
-        Some("application/x-www-form-urlencoded"),
-        "name=a&message=b&idempotency_key=two+words",
-    )
-    .await;
+    let form = post_form(&router, "name=a&message=b&idempotency_key=two+words").await;
     assert_eq!(form.status, StatusCode::BAD_REQUEST);
     assert!(
         form.text().contains("Idempotency-Key must be 1 to 64"),
