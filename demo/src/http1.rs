@@ -17,6 +17,11 @@ pub struct Request {
     pub method: Method,
     pub path: String,
     pub body: Vec<u8>,
+    /// A write's `Idempotency-Key` (IETF draft-ietf-httpapi-idempotency-key-header), made with
+    /// the request: one request is one logical write, so every time it is sent (a retry by
+    /// anyone: this client, or a balancer passing it to another web server) it names the same
+    /// write, and the site stores it once.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +36,17 @@ impl Request {
             method: Method::Get,
             path: path.into(),
             body: Vec::new(),
+            idempotency_key: None,
         }
     }
 
+    /// A new write, with a fresh idempotency key.
     pub fn post_json(path: impl Into<String>, body: &serde_json::Value) -> Self {
         Self {
             method: Method::Post,
             path: path.into(),
             body: body.to_string().into_bytes(),
+            idempotency_key: Some(fresh_key()),
         }
     }
 
@@ -52,11 +60,22 @@ impl Request {
                 self.body.len()
             ),
         };
+        if let Some(key) = &self.idempotency_key {
+            // The draft's form: a structured-field string (the key is hex: nothing to escape).
+            head.push_str(&format!("Idempotency-Key: \"{key}\"\r\n"));
+        }
         head.push_str("Accept: application/json\r\nUser-Agent: foobar-demo\r\n\r\n");
         let mut wire = head.into_bytes();
         wire.extend_from_slice(&self.body);
         wire
     }
+}
+
+/// 128 random bits as 32 hex digits: unique to one write, whoever else writes.
+fn fresh_key() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    format!("{:032x}", u128::from_be_bytes(bytes))
 }
 
 /// An answer: status, headers (names lower-cased), body.
@@ -301,6 +320,29 @@ mod tests {
         assert!(request.starts_with("POST /api/posts HTTP/1.1\r\nHost: www.foobar.com\r\n"));
         assert!(request.contains("Content-Length: 12\r\n"));
         assert!(request.ends_with("\r\n\r\n{\"name\":\"n\"}"));
+        let key = request
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix("Idempotency-Key: "))
+            .expect("a write carries a key");
+        assert!(
+            key.len() == 34 && key.starts_with('"') && key.ends_with('"'),
+            "{key}"
+        );
+    }
+
+    #[test]
+    fn each_write_has_its_own_key_and_a_copy_of_it_the_same() {
+        let body = serde_json::json!({"name": "n"});
+        let write = Request::post_json("/api/posts", &body);
+        let another = Request::post_json("/api/posts", &body);
+        assert_ne!(write.idempotency_key, another.idempotency_key);
+        assert_eq!(write.clone().idempotency_key, write.idempotency_key);
+        assert_eq!(Request::get("/").idempotency_key, None);
+        assert!(
+            !String::from_utf8(Request::get("/").encode("h"))
+                .unwrap()
+                .contains("Idempotency")
+        );
     }
 
     #[tokio::test]

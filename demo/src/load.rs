@@ -1,7 +1,8 @@
 //! The steady load: readers and writers, each a visitor of its own, at a bounded rate.
 //!
 //! Readers ask `GET /api/posts?limit=5`, writers `POST /api/posts` with a message unique to
-//! the run, the writer and a sequence number, so that every write can be found again. Each
+//! the run, the writer and a sequence number, so that every write can be found again, and a
+//! fresh `Idempotency-Key` per write. Each
 //! worker sends at most its share of the rate and never more than one request at a time, so
 //! the load stays bounded when the stack slows down. Records are appended in the order the
 //! requests end. However the demo goes, the load ends by itself after `max_duration`.

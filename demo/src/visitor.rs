@@ -9,8 +9,10 @@
 //!   connection living a bounded number of requests and seconds, so DNS changes are followed.
 //! - An idle connection the server has closed is not reused (checked without waiting).
 //! - A request whose established connection died before any answer byte goes once more on a
-//!   new connection only if it is a GET. A POST is never sent twice: it fails, and whether it
-//!   was stored is found out at the end ([`crate::verify`]).
+//!   new connection only if it is a GET. A POST is never sent twice by the visitor: it fails,
+//!   and whether it was stored is found out at the end ([`crate::verify`]). It carries its
+//!   write's `Idempotency-Key` all the same ([`crate::http1::Request`]), so a balancer may pass
+//!   it to another web server safely.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -125,6 +125,17 @@ async fn a_crashed_balancer_costs_a_get_nothing_and_a_post_in_flight_its_answer(
     assert!(!answer.retried);
     assert_eq!(visitor.stats.retries, 1);
     assert_eq!(stack.posts(), 2);
+
+    // Sent again by hand, the same write (the same request, so the same key) stores nothing
+    // new and gets the stored post; a new write has a key of its own.
+    let again = visitor.send(&slow_post).await.result.unwrap();
+    assert_eq!(again.status, 201);
+    assert_eq!(stack.posts(), 2);
+    let keys = stack.guestbook.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(Option::is_some), "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+    assert_eq!(keys[1], keys[2]);
 }
 
 #[tokio::test]
@@ -186,6 +197,11 @@ async fn the_load_records_who_answered_and_the_check_finds_a_lost_write() {
     assert_eq!(result.acknowledged, writes.len());
     assert_eq!(result.unknown, 0);
     assert!(result.duplicated.is_empty());
+    // Every write carried a key of its own (the checker's one before the run included).
+    let keys = stack.guestbook.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), writes.len() + 1);
+    let distinct: std::collections::HashSet<_> = keys.iter().flatten().collect();
+    assert_eq!(distinct.len(), keys.len(), "{keys:?}");
     let forgotten = writes.iter().find(|r| r.post_id == Some(4)).unwrap();
     assert_eq!(result.lost, [forgotten.marker.clone().unwrap()]);
     assert!(!result.passed());

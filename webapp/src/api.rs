@@ -2,21 +2,23 @@
 //!
 //! Every answer is JSON, errors included: `{"error": "..."}`, plus `"fields"` (which field,
 //! and why) on a 422. Reads say which web server and which database node served them, like
-//! the pages' footers. When the database cannot be reached the answer is 503 with
-//! `Retry-After`, never a hung request: the wait is bounded by `database.acquire_timeout`
-//! and `query_timeout`.
+//! the pages' footers. `POST` honours an `Idempotency-Key` header ([`crate::idempotency`]).
+//! When the database cannot be reached the answer is 503 with `Retry-After`, never a hung
+//! request: the wait is bounded by `database.acquire_timeout` (per database URL tried) and
+//! `query_timeout`.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
 use crate::db::DbError;
-use crate::posts::{self, Post, Submission};
+use crate::idempotency::IdempotencyKey;
+use crate::posts::{self, Created, Post, Submission};
 
 /// `?before=ID&limit=N`: the newest `limit` posts older than post `before`.
 #[derive(Debug, Deserialize)]
@@ -116,11 +118,18 @@ pub async fn get(State(state): State<AppState>, id: Result<Path<u64>, PathReject
 }
 
 /// `POST /api/posts` with `{"name": "...", "message": "..."}`: 201 with the stored post and
-/// its `Location`.
+/// its `Location`. With an `Idempotency-Key` header, a repeat of the request (same key, same
+/// post) stores nothing and gets the same answer, marked `Idempotent-Replayed: true`; the
+/// key with another post is 422; a malformed key is 400.
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<Submission>, JsonRejection>,
 ) -> Response {
+    let key = match IdempotencyKey::from_headers(&headers) {
+        Ok(key) => key,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
     let submission = match body {
         Ok(Json(submission)) => submission,
         Err(rejection) => return error(rejection.status(), &rejection.body_text()),
@@ -134,38 +143,44 @@ pub async fn create(
             );
         }
     };
-    // The read-back runs on the same connection as the write, so through the db-router it
-    // sees the write (read-your-writes) and the answer shows what was stored.
-    let stored = state
+    let created = state
         .db
-        .bounded(|mut conn| async move {
-            let id = posts::insert(&mut conn, &post).await?;
-            posts::find(&mut conn, id).await
-        })
+        .bounded(|mut conn| async move { posts::create(&mut conn, &post, key.as_ref()).await })
         .await;
-    match stored {
-        Ok((Some(post), node)) => {
-            let mut response = json_response(
-                StatusCode::CREATED,
-                &OnePost {
-                    post: &post,
-                    served_by: ServedBy {
-                        web: &state.instance,
-                        database: &node,
-                    },
-                },
+    let (post, node, repeated) = match created {
+        Ok(Created::New { post, node }) => (post, node, false),
+        Ok(Created::Repeated { post, node }) => (post, node, true),
+        Ok(Created::KeyReused { id }) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                    "this Idempotency-Key was already used for post {id}, with another name or \
+                     message; use a new key for a new post"
+                ),
             );
-            if let Ok(location) = HeaderValue::from_str(&format!("/api/posts/{}", post.id)) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
         }
-        Ok((None, _)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the post was saved but could not be read back",
-        ),
-        Err(e) => unavailable(&e),
+        Err(e) => return unavailable(&e),
+    };
+    let mut response = json_response(
+        StatusCode::CREATED,
+        &OnePost {
+            post: &post,
+            served_by: ServedBy {
+                web: &state.instance,
+                database: &node,
+            },
+        },
+    );
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/posts/{}", post.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
     }
+    if repeated {
+        response.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 /// Any other path under `/api/`.

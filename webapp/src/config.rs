@@ -3,9 +3,11 @@
 //! The database URL has one more source than the other keys, because the issue and every
 //! twelve-factor tool expect it: `DATABASE_URL` in the environment, when set and not empty,
 //! replaces `database.url` (whether that came from the file or from
-//! `FOOBAR_WEBAPP_DATABASE__URL`). The password never has to sit in the URL:
-//! `database.password_file` names a file (a Docker secret) whose content is the password, and
-//! wins over a password in the URL.
+//! `FOOBAR_WEBAPP_DATABASE__URL`). `database.fallback_urls` are the URLs tried, in order, when
+//! connecting through the first one fails (set from the environment as a TOML list:
+//! `FOOBAR_WEBAPP_DATABASE__FALLBACK_URLS='["mysql://foobar@router-b:3306/foobar"]'`). The
+//! password never has to sit in a URL: `database.password_file` names a file (a Docker secret)
+//! whose content is the password for every URL, and wins over a password in the URL.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,17 +74,24 @@ impl Default for HttpConfig {
 pub struct DatabaseConfig {
     /// `mysql://USER[:PASSWORD]@HOST:PORT/DATABASE`; `DATABASE_URL` replaces it when set.
     pub url: String,
+    /// Tried in order when connecting through `url` fails (refused, unreachable, no connection
+    /// within `acquire_timeout`); a URL that failed is skipped until the background check gets
+    /// an answer through it again (db.rs).
+    pub fallback_urls: Vec<String>,
     /// A file holding the password (a Docker secret); empty: the URL's password, if any.
     pub password_file: PathBuf,
-    /// Connections kept open at most (at least 2).
+    /// Connections kept open at most, per URL (at least 2).
     pub max_connections: u32,
-    /// How long a request waits for a connection (including connecting) before it gets 503.
+    /// How long a request waits for a connection through one URL (including connecting)
+    /// before it tries the next URL, or gets 503 after the last. Short: a router whose
+    /// container was killed does not refuse, its address just stops answering.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// How long one request's queries may take once connected, before it gets 503.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
-    /// While the database is unreachable or the schema is not applied, how often to retry.
+    /// While the database is unreachable or the schema is not applied, how often to retry; also
+    /// how often every URL is checked (readiness, and whether a skipped URL answers again).
     #[serde(with = "humantime_serde")]
     pub retry_interval: Duration,
 }
@@ -91,9 +100,10 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "mysql://foobar@127.0.0.1:3306/foobar".to_owned(),
+            fallback_urls: Vec::new(),
             password_file: PathBuf::new(),
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(2),
+            acquire_timeout: Duration::from_secs(1),
             query_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
         }
@@ -181,25 +191,44 @@ impl DatabaseConfig {
             .unwrap_or_else(|| self.url.clone())
     }
 
-    /// How to connect: the effective URL, with the password from `password_file` if set.
-    /// Errors say which setting is wrong, never the password.
-    pub fn connect_options(&self, env_url: Option<String>) -> Result<MySqlConnectOptions, String> {
+    /// How to connect through each URL, in the order they are tried: the effective URL, then
+    /// `fallback_urls`, each with the password from `password_file` if set. Errors say which
+    /// setting is wrong, never the password.
+    pub fn connect_options(
+        &self,
+        env_url: Option<String>,
+    ) -> Result<Vec<MySqlConnectOptions>, String> {
         let from_env = env_url.as_deref().is_some_and(|url| !url.trim().is_empty());
-        let url = self.effective_url(env_url);
-        let source = if from_env {
-            "DATABASE_URL"
-        } else {
-            "database.url"
-        };
-        if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
-            return Err(format!(
-                "{source}: must start with mysql:// (mysql://USER@HOST:PORT/DATABASE)"
-            ));
-        }
-        let options = MySqlConnectOptions::from_str(&url)
-            .map_err(|e| format!("{source}: not a MySQL URL: {e}"))?;
+        let first = (
+            if from_env {
+                "DATABASE_URL".to_owned()
+            } else {
+                "database.url".to_owned()
+            },
+            self.effective_url(env_url),
+        );
+        let fallbacks = self
+            .fallback_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| (format!("database.fallback_urls[{i}]"), url.clone()));
+        let password = self.password()?;
+        std::iter::once(first)
+            .chain(fallbacks)
+            .map(|(source, url)| {
+                let options = parse_url(&source, &url)?;
+                Ok(match &password {
+                    Some(password) => options.password(password),
+                    None => options,
+                })
+            })
+            .collect()
+    }
+
+    /// The content of `password_file` without its line ending; None when it is not set.
+    fn password(&self) -> Result<Option<String>, String> {
         if self.password_file.as_os_str().is_empty() {
-            return Ok(options);
+            return Ok(None);
         }
         let password = std::fs::read_to_string(&self.password_file).map_err(|e| {
             format!(
@@ -207,8 +236,18 @@ impl DatabaseConfig {
                 self.password_file.display()
             )
         })?;
-        Ok(options.password(password.trim_end_matches(['\r', '\n'])))
+        Ok(Some(password.trim_end_matches(['\r', '\n']).to_owned()))
     }
+}
+
+/// One database URL, or an error naming the setting it came from.
+fn parse_url(source: &str, url: &str) -> Result<MySqlConnectOptions, String> {
+    if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
+        return Err(format!(
+            "{source}: must start with mysql:// (mysql://USER@HOST:PORT/DATABASE)"
+        ));
+    }
+    MySqlConnectOptions::from_str(url).map_err(|e| format!("{source}: not a MySQL URL: {e}"))
 }
 
 #[cfg(test)]
@@ -226,8 +265,34 @@ mod tests {
         let env = "mysql://foobar@router-a:3306/foobar".to_owned();
         assert_eq!(db.effective_url(Some(env.clone())), env);
         assert_eq!(
-            db.connect_options(Some(env)).unwrap().get_host(),
+            db.connect_options(Some(env)).unwrap()[0].get_host(),
             "router-a"
+        );
+    }
+
+    #[test]
+    fn fallback_urls_follow_the_first_in_order_and_a_bad_one_is_named() {
+        let mut db = DatabaseConfig {
+            url: "mysql://foobar@router-a:3306/foobar".into(),
+            fallback_urls: vec![
+                "mysql://foobar@router-b:3306/foobar".into(),
+                "mysql://foobar@db-primary:3306/foobar".into(),
+            ],
+            ..DatabaseConfig::default()
+        };
+        let hosts: Vec<String> = db
+            .connect_options(None)
+            .unwrap()
+            .iter()
+            .map(|options| options.get_host().to_owned())
+            .collect();
+        assert_eq!(hosts, ["router-a", "router-b", "db-primary"]);
+
+        db.fallback_urls[1] = "postgres://x@y/z".into();
+        let error = db.connect_options(None).unwrap_err();
+        assert!(
+            error.starts_with("database.fallback_urls[1]: must start with mysql://"),
+            "{error}"
         );
     }
 
@@ -262,19 +327,23 @@ mod tests {
     }
 
     #[test]
-    fn the_password_file_is_read_without_its_newline() {
+    fn the_password_file_is_read_without_its_newline_for_every_url() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("db_app_password");
         std::fs::write(&secret, "s3cret\n").unwrap();
         let db = DatabaseConfig {
             password_file: secret,
+            fallback_urls: vec!["mysql://foobar:other@router-b:3306/foobar".into()],
             ..DatabaseConfig::default()
         };
-        let options = db.connect_options(None).unwrap();
-        // No accessor returns the password; its Debug form shows it, without the newline.
-        assert!(
-            format!("{options:?}").contains(r#"password: Some("s3cret")"#),
-            "{options:?}"
-        );
+        let all = db.connect_options(None).unwrap();
+        assert_eq!(all.len(), 2);
+        for options in all {
+            // No accessor returns the password; its Debug form shows it, without the newline.
+            assert!(
+                format!("{options:?}").contains(r#"password: Some("s3cret")"#),
+                "{options:?}"
+            );
+        }
     }
 }

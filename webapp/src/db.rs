@@ -1,11 +1,24 @@
-//! The database: one connection pool, the schema, and whether the webapp is ready.
+//! The database: a connection pool per database URL, the schema, and whether the webapp is
+//! ready.
 //!
-//! The pool is created without connecting, so the web server starts (and serves static files)
-//! even when the database is down. [`Database::maintain`] then runs in the background: it
-//! applies the migrations as soon as the database answers, retrying every
-//! `database.retry_interval` with a log line saying why, and afterwards checks the database at
-//! the same interval. `/readyz` is 200 only while the schema is applied and the last check
-//! succeeded, so a balancer stops sending traffic to a web server that cannot reach its data.
+//! The pools are created without connecting, so the web server starts (and serves static
+//! files) even when the database is down. [`Database::maintain`] then runs in the background:
+//! it applies the migrations as soon as the database answers, retrying every
+//! `database.retry_interval` with a log line saying why, and afterwards checks every URL at the
+//! same interval. `/readyz` is 200 only while the schema is applied and the last check got an
+//! answer through at least one URL, so a balancer stops sending traffic to a web server that
+//! cannot reach its data.
+//!
+//! **Fallback.** `database.url` (in the stack: the db-router beside this web server) comes
+//! first, then `database.fallback_urls` (the other router). A request takes a connection
+//! through the first URL in use; when connecting through it fails (refused, unreachable, no
+//! connection within `acquire_timeout`: nothing of the request was sent yet), the URL is
+//! marked unreachable and the request goes on to the next. Requests skip a marked URL; the
+//! background check keeps trying it every `retry_interval` and puts it back in use as soon as
+//! it answers, so a dead router costs the requests in flight when it died one
+//! `acquire_timeout` each, not every request. Should every URL be marked, a request tries them
+//! all anyway. A failure after the connection was obtained (an SQL error, a query timeout) is
+//! never retried elsewhere: the statement may have run.
 //!
 //! Migrations are embedded in the binary (`webapp/migrations`) and applied under a named lock
 //! (`GET_LOCK` with a real timeout, see [`MIGRATION_LOCK`]), so when web-a and web-b start at
@@ -13,8 +26,8 @@
 //!
 //! Every request's database work goes through [`Database::bounded`]: one pooled connection for
 //! the whole request (so the db-router can keep a user's reads with their writes), bounded by
-//! `acquire_timeout` plus `query_timeout`, and any failure becomes a [`DbError`] that handlers
-//! turn into a 503.
+//! `acquire_timeout` per URL tried plus `query_timeout`, and any failure becomes a [`DbError`]
+//! that handlers turn into a 503.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +40,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 
 use crate::config::DatabaseConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UrlMetrics};
 
 static MIGRATOR: Migrator = sqlx::migrate!();
 
@@ -44,7 +57,7 @@ const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(30);
 pub enum DbError {
     #[error("the database schema is not applied yet")]
     NotReady,
-    #[error("no database connection within {0:?}")]
+    #[error("no answer from the database within {0:?}")]
     Timeout(Duration),
     #[error("cannot reach the database: {0}")]
     Unavailable(sqlx::Error),
@@ -77,52 +90,128 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
-/// The pool and what the rest of the webapp needs to know about the database. Cheap to clone.
+/// One database URL: its pool, and whether requests skip it.
+struct Target {
+    /// `host:port`, for logs and metrics (never the password).
+    name: String,
+    pool: MySqlPool,
+    /// Connecting through it failed, and the background check has not got an answer since.
+    unreachable: AtomicBool,
+    metrics: UrlMetrics,
+}
+
+impl Target {
+    fn is_unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed connect; the first one since the URL was in use is logged.
+    fn mark_unreachable(&self, e: &sqlx::Error, next: Option<&Target>) {
+        self.metrics.connect_failures.inc();
+        if !self.unreachable.swap(true, Ordering::Relaxed) {
+            self.metrics.in_use.set(0);
+            match next {
+                Some(next) => tracing::warn!(
+                    "cannot connect through database URL {} ({e}); using {} until it answers again",
+                    self.name,
+                    next.name
+                ),
+                None => tracing::warn!("cannot connect through database URL {} ({e})", self.name),
+            }
+        }
+    }
+
+    fn mark_reachable(&self) {
+        if self.unreachable.swap(false, Ordering::Relaxed) {
+            self.metrics.in_use.set(1);
+            tracing::info!("database URL {} answers again; back in use", self.name);
+        }
+    }
+
+    /// The background check of this URL: connect (within the pool's `acquire_timeout`, which
+    /// alone decides whether the URL is reachable) and `SELECT 1` (within `limit`).
+    async fn check(&self, limit: Duration) -> Result<(), String> {
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.mark_unreachable(&e, None);
+                return Err(format!("{}: {e}", self.name));
+            }
+        };
+        self.mark_reachable();
+        match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&mut *conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.name)),
+            Err(_) => Err(format!("{}: no answer within {limit:?}", self.name)),
+        }
+    }
+}
+
+/// The pools and what the rest of the webapp needs to know about the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
-    pool: MySqlPool,
+    /// `database.url`, then `database.fallback_urls`: never empty.
+    targets: Arc<[Target]>,
     schema_applied: Arc<AtomicBool>,
-    limit: Duration,
+    query_timeout: Duration,
     retry_interval: Duration,
     metrics: Metrics,
 }
 
 impl Database {
-    /// A pool that connects on first use: creating it never fails because the database is down.
-    pub fn new(config: &DatabaseConfig, options: MySqlConnectOptions, metrics: Metrics) -> Self {
-        let pool = MySqlPoolOptions::new()
-            .max_connections(config.max_connections)
-            .min_connections(0)
-            .acquire_timeout(config.acquire_timeout)
-            // A connection the database dropped (restart, failover) is found out by a ping
-            // before a request gets it, not by the request's query.
-            .test_before_acquire(true)
-            .idle_timeout(Duration::from_secs(60))
-            .connect_lazy_with(options);
+    /// A pool per URL (`options`, in order; at least one) that connects on first use: creating
+    /// it never fails because the database is down.
+    pub fn new(
+        config: &DatabaseConfig,
+        options: Vec<MySqlConnectOptions>,
+        metrics: Metrics,
+    ) -> Self {
+        assert!(!options.is_empty(), "at least one database URL");
+        let targets = options
+            .into_iter()
+            .map(|options| {
+                let name = format!("{}:{}", options.get_host(), options.get_port());
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .min_connections(0)
+                    .acquire_timeout(config.acquire_timeout)
+                    // A connection the database dropped (restart, failover) is found out by a
+                    // ping before a request gets it, not by the request's query; a ping that
+                    // hangs (the router's address vanished) counts against acquire_timeout.
+                    .test_before_acquire(true)
+                    .idle_timeout(Duration::from_secs(60))
+                    .connect_lazy_with(options);
+                Target {
+                    metrics: metrics.database_url(&name),
+                    name,
+                    pool,
+                    unreachable: AtomicBool::new(false),
+                }
+            })
+            .collect();
         Self {
-            pool,
+            targets,
             schema_applied: Arc::default(),
-            limit: config.acquire_timeout + config.query_timeout,
+            query_timeout: config.query_timeout,
             retry_interval: config.retry_interval,
             metrics,
         }
     }
 
-    /// Runs one request's database work on one pooled connection, within the time limit.
+    /// Runs one request's database work on one pooled connection, through the first URL that
+    /// gives one, within the time limits.
     pub async fn bounded<T, F, Fut>(&self, work: F) -> Result<T, DbError>
     where
         F: FnOnce(PoolConnection<sqlx::MySql>) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         let result = if self.schema_applied.load(Ordering::Relaxed) {
-            match tokio::time::timeout(self.limit, async {
-                let conn = self.pool.acquire().await?;
-                work(conn).await
-            })
-            .await
-            {
-                Ok(result) => result.map_err(DbError::from),
-                Err(_) => Err(DbError::Timeout(self.limit)),
+            match self.connect().await {
+                Ok((_, conn)) => match tokio::time::timeout(self.query_timeout, work(conn)).await {
+                    Ok(result) => result.map_err(DbError::from),
+                    Err(_) => Err(DbError::Timeout(self.query_timeout)),
+                },
+                Err(e) => Err(DbError::from(e)),
             }
         } else {
             Err(DbError::NotReady)
@@ -134,8 +223,33 @@ impl Database {
         result
     }
 
-    /// Applies the migrations, then keeps `ctx.readiness` equal to "the database answers",
-    /// until shutdown.
+    /// A connection through the first URL in use that gives one (every URL, in order, when all
+    /// are marked unreachable), and that URL; else the last URL's error.
+    async fn connect(&self) -> Result<(&Target, PoolConnection<sqlx::MySql>), sqlx::Error> {
+        let all_unreachable = self.targets.iter().all(Target::is_unreachable);
+        let candidates: Vec<&Target> = self
+            .targets
+            .iter()
+            .filter(|target| all_unreachable || !target.is_unreachable())
+            .collect();
+        let mut last_error = None;
+        for (i, target) in candidates.iter().enumerate() {
+            match target.pool.acquire().await {
+                Ok(conn) => {
+                    target.metrics.served.inc();
+                    return Ok((target, conn));
+                }
+                Err(e) => {
+                    target.mark_unreachable(&e, candidates.get(i + 1).copied());
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(sqlx::Error::PoolTimedOut))
+    }
+
+    /// Applies the migrations, then keeps `ctx.readiness` equal to "the database answers
+    /// through at least one URL", and each URL in use or skipped, until shutdown.
     pub async fn maintain(self, ctx: Context) {
         let mut failures = 0u64;
         loop {
@@ -173,30 +287,36 @@ impl Database {
 
         let mut was_up = true;
         while self.pause(&ctx).await {
-            let check =
-                tokio::time::timeout(self.limit, sqlx::query("SELECT 1").execute(&self.pool))
-                    .await
-                    .map_err(|_| format!("no answer within {:?}", self.limit))
-                    .and_then(|result| result.map(drop).map_err(|e| e.to_string()));
-            match (&check, was_up) {
-                (Err(e), true) => {
+            let checks = futures_util::future::join_all(
+                self.targets
+                    .iter()
+                    .map(|target| target.check(self.query_timeout)),
+            )
+            .await;
+            let up = checks.iter().any(Result::is_ok);
+            match (up, was_up) {
+                (false, true) => {
                     self.metrics.db_error("unavailable");
-                    tracing::warn!("not ready: the database does not answer ({e})");
+                    let errors: Vec<String> = checks.into_iter().filter_map(Result::err).collect();
+                    tracing::warn!(
+                        "not ready: the database does not answer ({})",
+                        errors.join("; ")
+                    );
                 }
-                (Ok(()), false) => tracing::info!("the database answers again; ready"),
+                (true, false) => tracing::info!("the database answers again; ready"),
                 _ => {}
             }
-            was_up = check.is_ok();
+            was_up = up;
             set_ready(&ctx, was_up);
         }
     }
 
     /// Applies the pending migrations while one connection holds [`MIGRATION_LOCK`], so that of
     /// two web servers starting together one migrates and the other then finds nothing to do.
-    /// (The migrator works on a second pooled connection: the lock is the database server's,
-    /// whichever session of ours holds it.)
+    /// (The migrator works on a second connection of the same URL's pool: the lock is the
+    /// database server's, whichever session of ours holds it.)
     async fn migrate(&self) -> anyhow::Result<()> {
-        let mut lock = self.pool.acquire().await?;
+        let (target, mut lock) = self.connect().await?;
         let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(MIGRATION_LOCK)
             .bind(MIGRATION_LOCK_WAIT.as_secs())
@@ -206,7 +326,7 @@ impl Database {
             locked == Some(1),
             "another web server has held the migration lock for {MIGRATION_LOCK_WAIT:?}"
         );
-        let result = MIGRATOR.run(&self.pool).await;
+        let result = MIGRATOR.run(&target.pool).await;
         // Should this fail, the lock still ends with the session.
         sqlx::query("SELECT RELEASE_LOCK(?)")
             .bind(MIGRATION_LOCK)

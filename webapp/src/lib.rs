@@ -7,7 +7,9 @@
 //! - [`pages`]: the home page and the guestbook, HTML rendered with askama.
 //! - [`api`]: the guestbook's JSON API.
 //! - [`posts`]: what a valid post is, and the SQL.
-//! - [`db`]: the connection pool, migrations at start, readiness that follows the database.
+//! - [`idempotency`]: the `Idempotency-Key` of a write (header, or the form's hidden field).
+//! - [`db`]: a connection pool per database URL (the first, then the fallbacks), migrations
+//!   at start, readiness that follows the database.
 //! - [`metrics`]: per-route request counts and latencies, database errors.
 //!
 //! [`app`] builds the whole router (tests drive it with `oneshot`, no socket); [`run`] serves
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod idempotency;
 pub mod metrics;
 pub mod pages;
 pub mod posts;
@@ -77,7 +80,7 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// Registers the metrics on `ctx` and creates the (not yet connected) pool.
+    /// Registers the metrics on `ctx` and creates the (not yet connected) pools.
     pub fn new(config: &Config, ctx: &Context) -> anyhow::Result<Self> {
         let metrics = Metrics::register(ctx);
         let options = config

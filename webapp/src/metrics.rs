@@ -3,7 +3,8 @@
 //!
 //! Requests are labelled by route pattern (`/api/posts/{id}`, not `/api/posts/42`) and every
 //! static file counts as `static`, and methods other than GET, HEAD and POST as `other`, so
-//! the number of series stays fixed whatever visitors ask.
+//! the number of series stays fixed whatever visitors ask. Database URLs are labelled
+//! `host:port` (never the password); they are fixed at start.
 
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use foobar_service::histogram::LatencyHistogram;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -45,12 +47,31 @@ struct ErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UrlLabels {
+    url: String,
+}
+
 /// Handles on the metrics; clones share the counts.
 #[derive(Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, LatencyHistogram>,
     db_errors: Family<ErrorLabels, Counter>,
+    db_served: Family<UrlLabels, Counter>,
+    db_connect_failures: Family<UrlLabels, Counter>,
+    db_url_in_use: Family<UrlLabels, Gauge>,
+}
+
+/// The metrics of one database URL, created once at start so a request only increments.
+#[derive(Clone)]
+pub struct UrlMetrics {
+    /// Requests (and migration runs) whose database work went through this URL.
+    pub served: Counter,
+    /// Times connecting through this URL failed.
+    pub connect_failures: Counter,
+    /// 1 while requests use this URL, 0 while they skip it.
+    pub in_use: Gauge,
 }
 
 impl Metrics {
@@ -59,6 +80,9 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::default(),
             db_errors: Family::default(),
+            db_served: Family::default(),
+            db_connect_failures: Family::default(),
+            db_url_in_use: Family::default(),
         };
         ctx.register(
             "http_requests",
@@ -75,6 +99,35 @@ impl Metrics {
             "Database operations that failed, by kind (unavailable, timeout, query, schema)",
             metrics.db_errors.clone(),
         );
+        ctx.register(
+            "db_requests",
+            "Requests whose database work went through each database URL (host:port)",
+            metrics.db_served.clone(),
+        );
+        ctx.register(
+            "db_connect_failures",
+            "Failures to connect through each database URL (refused, unreachable, timeout)",
+            metrics.db_connect_failures.clone(),
+        );
+        ctx.register(
+            "db_url_in_use",
+            "1 while requests use a database URL, 0 while they skip it because connecting failed",
+            metrics.db_url_in_use.clone(),
+        );
+        metrics
+    }
+
+    /// The metrics of the database URL named `url` (`host:port`), in use to begin with.
+    pub fn database_url(&self, url: &str) -> UrlMetrics {
+        let labels = UrlLabels {
+            url: url.to_owned(),
+        };
+        let metrics = UrlMetrics {
+            served: self.db_served.get_or_create(&labels).clone(),
+            connect_failures: self.db_connect_failures.get_or_create(&labels).clone(),
+            in_use: self.db_url_in_use.get_or_create(&labels).clone(),
+        };
+        metrics.in_use.set(1);
         metrics
     }
 

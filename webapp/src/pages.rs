@@ -4,20 +4,23 @@
 //! The guestbook works without JavaScript: a plain form posts to `/guestbook`; a good post is
 //! answered with 303 See Other to the page that shows it (post/redirect/get, so reloading
 //! does not post twice), a bad one with 422 and the form again, its values kept and each
-//! problem named. When the database cannot be reached the guestbook answers 503 with a human
+//! problem named. Each rendered form carries a fresh idempotency key in a hidden field
+//! ([`crate::idempotency`]), so a double click, or the same form sent again after an error,
+//! stores one post; a form rendered again after a POST keeps the key it was sent with. When the database cannot be reached the guestbook answers 503 with a human
 //! message, while the home page still renders (200) and says the guestbook is resting.
 
 use askama::Template;
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::config::GuestbookConfig;
-use crate::posts::{self, FieldError, Page, Submission};
+use crate::idempotency::IdempotencyKey;
+use crate::posts::{self, Created, FieldError, Page, Submission};
 
 /// The site's stylesheet. Its name carries the first 8 hex digits of its SHA-256, so it can be
 /// cached for a year; the `stylesheet_name_matches_its_content` test fails when an edit
@@ -62,8 +65,34 @@ struct GuestbookPage<'a> {
     before: Option<u64>,
     posted: Option<u64>,
     errors: Vec<FieldError>,
-    form_name: String,
-    form_message: String,
+    form: FormValues,
+}
+
+/// What the guestbook form shows in its fields.
+struct FormValues {
+    name: String,
+    message: String,
+    /// The hidden field: the key the next submit of this form is stored under.
+    key: IdempotencyKey,
+}
+
+impl FormValues {
+    /// An empty form with a key of its own.
+    fn blank() -> Self {
+        Self {
+            name: String::new(),
+            message: String::new(),
+            key: IdempotencyKey::fresh(),
+        }
+    }
+}
+
+/// The guestbook form's fields, as posted.
+#[derive(Debug, Default, Deserialize)]
+pub struct GuestbookForm {
+    name: Option<String>,
+    message: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 #[derive(Template)]
@@ -131,25 +160,49 @@ pub async fn guestbook(
         query.before,
         query.posted,
         Vec::new(),
-        Submission::default(),
+        FormValues::blank(),
     )
 }
 
 /// `POST /guestbook`: store a post from the form, then redirect to the page that shows it.
+/// The post's idempotency key is the `Idempotency-Key` header if there is one, else the
+/// form's hidden field; a form without either (an old page) is stored without a key.
 pub async fn submit(
     State(state): State<AppState>,
-    form: Result<Form<Submission>, FormRejection>,
+    headers: HeaderMap,
+    form: Result<Form<GuestbookForm>, FormRejection>,
 ) -> Response {
-    let submission = match form {
-        Ok(Form(submission)) => submission,
-        Err(rejection) => {
-            return error_page(
-                &state,
-                rejection.status(),
-                "Bad request",
-                &format!("The form could not be read: {}", rejection.body_text()),
-            );
-        }
+    let unreadable = |status: StatusCode, why: &str| {
+        error_page(
+            &state,
+            status,
+            "Bad request",
+            &format!("The form could not be read: {why}"),
+        )
+    };
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return unreadable(rejection.status(), &rejection.body_text()),
+    };
+    let key = match IdempotencyKey::from_headers(&headers) {
+        Ok(Some(key)) => Some(key),
+        Ok(None) => match form.idempotency_key.as_deref().map(IdempotencyKey::parse) {
+            Some(Ok(key)) => Some(key),
+            Some(Err(why)) => return unreadable(StatusCode::BAD_REQUEST, &why),
+            None => None,
+        },
+        Err(why) => return unreadable(StatusCode::BAD_REQUEST, &why),
+    };
+    let submission = Submission {
+        name: form.name,
+        message: form.message,
+    };
+    // Shown again after a failure: what was typed, and the same key, since the post may have
+    // been stored after all (only a key that is spent is replaced).
+    let again = |key: Option<IdempotencyKey>| FormValues {
+        name: submission.name.clone().unwrap_or_default(),
+        message: submission.message.clone().unwrap_or_default(),
+        key: key.unwrap_or_else(IdempotencyKey::fresh),
     };
     let post = match posts::validate(&submission, &state.guestbook) {
         Ok(post) => post,
@@ -162,16 +215,41 @@ pub async fn submit(
                 None,
                 None,
                 errors,
-                submission,
+                again(key),
             );
         }
     };
+    let stored_key = key.clone();
     match state
         .db
-        .bounded(|mut conn| async move { posts::insert(&mut conn, &post).await })
+        .bounded(
+            |mut conn| async move { posts::create(&mut conn, &post, stored_key.as_ref()).await },
+        )
         .await
     {
-        Ok(id) => Redirect::to(&format!("/guestbook?posted={id}#post-{id}")).into_response(),
+        Ok(Created::New { post, .. } | Created::Repeated { post, .. }) => {
+            let id = post.id;
+            Redirect::to(&format!("/guestbook?posted={id}#post-{id}")).into_response()
+        }
+        Ok(Created::KeyReused { id }) => {
+            let page = read_page(&state, None).await;
+            let error = FieldError {
+                field: "form",
+                message: format!(
+                    "this form was already used for post #{id}, which says something else; \
+                     press Post again to save this text as a new post"
+                ),
+            };
+            guestbook_page(
+                &state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page,
+                None,
+                None,
+                vec![error],
+                again(None),
+            )
+        }
         Err(_) => guestbook_page(
             &state,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -179,7 +257,7 @@ pub async fn submit(
             None,
             None,
             Vec::new(),
-            submission,
+            again(key),
         ),
     }
 }
@@ -212,7 +290,7 @@ fn guestbook_page(
     before: Option<u64>,
     posted: Option<u64>,
     errors: Vec<FieldError>,
-    submission: Submission,
+    form: FormValues,
 ) -> Response {
     let database = match &page {
         Some(page) => DbNote::Read(page.node.clone()),
@@ -227,8 +305,7 @@ fn guestbook_page(
             before,
             posted,
             errors,
-            form_name: submission.name.unwrap_or_default(),
-            form_message: submission.message.unwrap_or_default(),
+            form,
         },
     )
 }

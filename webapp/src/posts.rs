@@ -1,7 +1,7 @@
 //! The guestbook's data: what a valid post is, and the SQL that reads and writes posts.
 //!
 //! Validation lives here, once, so the HTML form and the JSON API refuse the same things
-//! with the same words. Every read also returns `@@hostname` of the node that executed it,
+//! with the same words; so does [`create`], which stores a post once per idempotency key. Every read also returns `@@hostname` of the node that executed it,
 //! taken from the same statement (not a second query, which a router could send elsewhere),
 //! so a page can say truthfully which database node served it.
 
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{MySqlConnection, Row};
 
 use crate::config::GuestbookConfig;
+use crate::idempotency::IdempotencyKey;
 
 /// A stored post, as pages and the API show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -179,17 +180,79 @@ pub async fn find(
     Ok((post_from_row(&row)?, row.try_get("node")?))
 }
 
-/// Stores a post and returns its id.
-pub async fn insert(conn: &mut MySqlConnection, post: &NewPost) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("INSERT INTO posts (name, message) VALUES (?, ?)")
-        .bind(&post.name)
-        .bind(&post.message)
-        .execute(conn)
-        .await?;
-    Ok(done.last_insert_id())
+/// What [`create`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// The post is stored now.
+    New { post: Post, node: String },
+    /// The key's post was stored by an earlier request (a repeat, retry or double submit):
+    /// nothing new is stored, and this is that post.
+    Repeated { post: Post, node: String },
+    /// The key already belongs to post `id`, whose name or message differ: the key was reused
+    /// for another post, which is not stored.
+    KeyReused { id: u64 },
 }
 
-/// The post in a row of the anchored queries above; None for the anchor's empty row.
+/// Stores a post (once per idempotency key) and reads it back, with the node that did.
+///
+/// The insert claims the key: `idempotency_key` is a unique column, so a concurrent insert of
+/// the same key waits for the first to commit and then fails with a duplicate key (1062). The
+/// insert is a statement of its own (autocommit, no open transaction): once sent, it commits
+/// or fails on the server by itself, so a web server that stalls or dies mid-request leaves
+/// no lock behind for the retried request to wait on.
+///
+/// On a duplicate key, the earlier post is read with `LOCK IN SHARE MODE`: a locking read sees
+/// the newest committed row, and db-router's classifier sends it to the primary
+/// (db-router/src/classifier.rs: a locking clause makes a SELECT a write), never to a replica
+/// that may not have the row yet, which is where a plain read would go (the failed insert
+/// gave the session no write to wait for). A new post is read back on the same connection,
+/// after its own write, as every read-your-writes read is.
+pub async fn create(
+    conn: &mut MySqlConnection,
+    post: &NewPost,
+    key: Option<&IdempotencyKey>,
+) -> Result<Created, sqlx::Error> {
+    let inserted =
+        sqlx::query("INSERT INTO posts (name, message, idempotency_key) VALUES (?, ?, ?)")
+            .bind(&post.name)
+            .bind(&post.message)
+            .bind(key.map(IdempotencyKey::as_str))
+            .execute(&mut *conn)
+            .await;
+    let key = match (inserted, key) {
+        (Ok(done), _) => {
+            let id = done.last_insert_id();
+            let (stored, node) = find(conn, id).await?;
+            let post = stored.ok_or(sqlx::Error::RowNotFound)?;
+            return Ok(Created::New { post, node });
+        }
+        (Err(sqlx::Error::Database(e)), Some(key))
+            if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+        {
+            key
+        }
+        (Err(e), _) => return Err(e),
+    };
+    let row = sqlx::query(
+        "SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, \
+                CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
+         FROM posts WHERE idempotency_key = ? LOCK IN SHARE MODE",
+    )
+    .bind(key.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let stored = post_from_row(&row)?.ok_or(sqlx::Error::RowNotFound)?;
+    let node = row.try_get("node")?;
+    Ok(
+        if stored.name == post.name && stored.message == post.message {
+            Created::Repeated { post: stored, node }
+        } else {
+            Created::KeyReused { id: stored.id }
+        },
+    )
+}
+
+/// The post in a row of the queries above; None for the anchored queries' empty row.
 fn post_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Option<Post>, sqlx::Error> {
     let Some(id) = row.try_get::<Option<u64>, _>("id")? else {
         return Ok(None);

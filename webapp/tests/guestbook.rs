@@ -3,7 +3,9 @@
 //!
 //! MariaDB's first start takes 30-60 s here, so one database serves every step, in an order
 //! that matters: the migrations step needs the fresh database, and the database goes down and
-//! comes back last. Each step is its own function, named for what it proves.
+//! comes back last. Each step is its own function, named for what it proves: among them the
+//! idempotency keys (a repeated, concurrent or double-submitted write stores one post) and
+//! the fallback URL (a dead first URL costs nothing, and is used again once it answers).
 
 mod chromium;
 
@@ -41,17 +43,56 @@ impl Web {
     }
 
     async fn post_json(&self, body: &Value) -> (u16, Vec<(String, String)>, Value) {
+        self.post_json_with_key(None, body).await
+    }
+
+    /// POST /api/posts, with an `Idempotency-Key` header when `key` is given.
+    async fn post_json_with_key(
+        &self,
+        key: Option<&str>,
+        body: &Value,
+    ) -> (u16, Vec<(String, String)>, Value) {
+        let mut headers = vec![("Content-Type", "application/json")];
+        headers.extend(key.map(|key| ("Idempotency-Key", key)));
         let (status, headers, body) = testing::http_request(
             self.http(),
             "POST",
             "/api/posts",
-            &[("Content-Type", "application/json")],
+            &headers,
             &body.to_string(),
         )
         .await
         .unwrap();
         let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
         (status, headers, json)
+    }
+
+    /// POST /guestbook with a form body; the status and Location.
+    async fn post_form(&self, body: &str) -> (u16, Option<String>) {
+        let (status, headers, _) = testing::http_request(
+            self.http(),
+            "POST",
+            "/guestbook",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body,
+        )
+        .await
+        .unwrap();
+        let location = headers
+            .into_iter()
+            .find(|(name, _)| name == "location")
+            .map(|(_, value)| value);
+        (status, location)
+    }
+
+    /// The value of one line of /metrics (`name{labels}`), if it is there.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, metrics) = testing::http_get(self.service.addr("admin"), "/metrics")
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
     }
 
     /// Every log line so far.
@@ -109,9 +150,19 @@ async fn guestbook_against_mariadb() {
             .await;
     a_post_written_through_the_api_reads_back_on_both_servers(&a, &b).await;
     a_form_post_redirects_to_the_page_that_shows_it(&a).await;
+    a_repeated_post_is_stored_once_and_answered_as_the_first(&a, &b, &pool).await;
+    concurrent_posts_with_one_key_store_one_post(&a, &b, &pool).await;
+    a_double_submitted_form_stores_one_post(&a, &b, &pool).await;
     posts_are_paginated_newest_first_without_gaps(&a, &b, &pool).await;
     what_visitors_wrote_is_escaped_on_the_page(&a).await;
     chromium_fills_in_the_form_and_finds_the_post(&b).await;
+    for (name, first_url) in [("web-c", DeadUrl::Refuses), ("web-d", DeadUrl::Hangs)] {
+        let config = dir.path().join(format!("{name}.toml"));
+        a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
+            name, first_url, &config, &secret, port,
+        )
+        .await;
+    }
     the_database_goes_down_and_comes_back(&db, &mut a).await;
 
     for web in [a, b] {
@@ -125,11 +176,19 @@ async fn guestbook_against_mariadb() {
 }
 
 fn config(name: &str, port: u16, secret: &Path) -> String {
+    config_with_fallback(name, port, None, secret)
+}
+
+/// A web server's config: its database on `port`, then on `fallback` if given.
+fn config_with_fallback(name: &str, port: u16, fallback: Option<u16>, secret: &Path) -> String {
     let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+    let fallback_urls = fallback
+        .map(|port| format!("fallback_urls = [\"mysql://foobar@127.0.0.1:{port}/foobar\"]\n"))
+        .unwrap_or_default();
     format!(
         "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\n\
          [http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = \"{static_dir}\"\ninstance = \"{name}\"\n\n\
-         [database]\nurl = \"mysql://foobar@127.0.0.1:{port}/foobar\"\n\
+         [database]\nurl = \"mysql://foobar@127.0.0.1:{port}/foobar\"\n{fallback_urls}\
          password_file = \"{}\"\nacquire_timeout = \"1s\"\nquery_timeout = \"2s\"\n\
          retry_interval = \"250ms\"\n\n[guestbook]\npage_size = {PAGE_SIZE}\n",
         secret.display()
@@ -219,17 +278,11 @@ async fn a_post_written_through_the_api_reads_back_on_both_servers(a: &Web, b: &
 /// The HTML form: 303 See Other to the guestbook page, which shows the new post (the user's
 /// own write, on the page that follows it) and thanks its author.
 async fn a_form_post_redirects_to_the_page_that_shows_it(a: &Web) {
-    let (status, headers, _) = testing::http_request(
-        a.http(),
-        "POST",
-        "/guestbook",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        "name=Grace&message=Posted+from+a+form+%26+read+back",
-    )
-    .await
-    .unwrap();
+    let (status, location) = a
+        .post_form("name=Grace&message=Posted+from+a+form+%26+read+back")
+        .await;
     assert_eq!(status, 303);
-    let location = header(&headers, "location").to_owned();
+    let location = location.expect("a Location");
     let id: u64 = location
         .strip_prefix("/guestbook?posted=")
         .and_then(|rest| rest.split('#').next())
@@ -258,6 +311,116 @@ async fn a_form_post_redirects_to_the_page_that_shows_it(a: &Web) {
         page.contains(r#"<strong id="db-node">db-primary</strong>"#),
         "{page}"
     );
+}
+
+/// How many posts hold `key`.
+async fn posts_with_key(pool: &MySqlPool, key: &str) -> i64 {
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts WHERE idempotency_key = ?")
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    count
+}
+
+/// The same POST with the same `Idempotency-Key`, again on the same server and then on the
+/// other one (as a balancer retries it): one post, and every answer is the first one's (status,
+/// Location, post), marked as a replay. The key in the draft's quoted form is the same key;
+/// with another post it is 422; a malformed key is 400.
+async fn a_repeated_post_is_stored_once_and_answered_as_the_first(
+    a: &Web,
+    b: &Web,
+    pool: &MySqlPool,
+) {
+    let key = "retry-me-0001";
+    let body = serde_json::json!({ "name": "Ada", "message": "sent once, stored once" });
+    let (status, headers, first) = a.post_json_with_key(Some(key), &body).await;
+    assert_eq!(status, 201, "{first}");
+    assert!(!headers.iter().any(|(n, _)| n == "idempotent-replayed"));
+    let location = header(&headers, "location").to_owned();
+    for (web, sent_key) in [
+        (a, key.to_owned()),
+        (b, format!("\"{key}\"")),
+        (a, key.to_owned()),
+    ] {
+        let (status, headers, again) = web.post_json_with_key(Some(&sent_key), &body).await;
+        assert_eq!(status, 201, "{again}");
+        assert_eq!(header(&headers, "location"), location);
+        assert_eq!(header(&headers, "idempotent-replayed"), "true");
+        assert_eq!(again["post"], first["post"]);
+        assert_eq!(again["served_by"]["web"], web.name);
+        assert_eq!(again["served_by"]["database"], "db-primary");
+    }
+    assert_eq!(posts_with_key(pool, key).await, 1);
+
+    let other = serde_json::json!({ "name": "Ada", "message": "another post" });
+    let (status, _, reused) = b.post_json_with_key(Some(key), &other).await;
+    assert_eq!(status, 422, "{reused}");
+    let error = reused["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "this Idempotency-Key was already used for post {}",
+            first["post"]["id"]
+        )),
+        "{error}"
+    );
+    let (status, _, bad) = a.post_json_with_key(Some("not valid"), &body).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Idempotency-Key must be 1 to 64 visible ASCII characters"),
+        "{bad}"
+    );
+    assert_eq!(posts_with_key(pool, key).await, 1);
+}
+
+/// Sixteen copies of one POST at once, over both servers: one post, and all sixteen answers
+/// name it (the unique key makes the second insert wait for the first, then find its post).
+async fn concurrent_posts_with_one_key_store_one_post(a: &Web, b: &Web, pool: &MySqlPool) {
+    let key = "concurrent-0001";
+    let body = serde_json::json!({ "name": "Grace", "message": "sixteen at once" });
+    let answers = futures_util::future::join_all(
+        (0..16).map(|i| [a, b][i % 2].post_json_with_key(Some(key), &body)),
+    )
+    .await;
+    let ids: Vec<u64> = answers
+        .iter()
+        .map(|(status, _, json)| {
+            assert_eq!(*status, 201, "{json}");
+            json["post"]["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let replays = answers
+        .iter()
+        .filter(|(_, headers, _)| headers.iter().any(|(n, _)| n == "idempotent-replayed"))
+        .count();
+    assert_eq!(replays, 15);
+    assert_eq!(posts_with_key(pool, key).await, 1);
+}
+
+/// The form a page rendered, sent twice (a double click, or a retry after an error, even to
+/// the other server): one post, and both answers redirect to it.
+async fn a_double_submitted_form_stores_one_post(a: &Web, b: &Web, pool: &MySqlPool) {
+    let (_, _, page) = a.get("/guestbook").await;
+    let marker = r#"<input type="hidden" name="idempotency_key" value=""#;
+    let start = page.find(marker).expect("the form's key field") + marker.len();
+    let key = page[start..].split('"').next().unwrap().to_owned();
+    let form = format!("name=Linus&message=Pressed+twice&idempotency_key={key}");
+    let first = a.post_form(&form).await;
+    let second = b.post_form(&form).await;
+    assert_eq!(first.0, 303);
+    assert!(
+        first
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("/guestbook?posted=")
+    );
+    assert_eq!(second, first);
+    assert_eq!(posts_with_key(pool, &key).await, 1);
 }
 
 /// Following `older` links from the newest page visits every post once, newest first, on
@@ -355,6 +518,103 @@ async fn chromium_fills_in_the_form_and_finds_the_post(b: &Web) {
     assert!(text.contains(&message), "{text}");
     assert!(text.contains("Thank you: your post #"), "{text}");
     assert!(text.contains("Served by web server web-b"), "{text}");
+}
+
+/// How a dead first database URL fails.
+#[derive(Debug, Clone, Copy)]
+enum DeadUrl {
+    /// A closed port: connections are refused (a router process that died).
+    Refuses,
+    /// A listener that never accepts: connections hang, no handshake comes (as when a killed
+    /// router's address vanishes), until `acquire_timeout`.
+    Hangs,
+}
+
+/// A web server whose first database URL is dead and whose fallback is the database becomes
+/// ready, and serves every request through the fallback as fast as through a working first
+/// URL (the dead one is skipped, not tried each time). Then something answers on the first URL
+/// (a TCP relay to the database): the background check finds it, and requests use it again.
+async fn a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
+    name: &'static str,
+    dead: DeadUrl,
+    config: &Path,
+    secret: &Path,
+    database_port: u16,
+) {
+    let first_port = free_port();
+    let silent = match dead {
+        DeadUrl::Refuses => None,
+        DeadUrl::Hangs => Some(std::net::TcpListener::bind(("127.0.0.1", first_port)).unwrap()),
+    };
+    std::fs::write(
+        config,
+        config_with_fallback(name, first_port, Some(database_port), secret),
+    )
+    .unwrap();
+    let c = start_web(name, config).await;
+    testing::wait_ready(c.service.addr("admin"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let first = format!("{{url=\"127.0.0.1:{first_port}\"}}");
+    let fallback = format!("{{url=\"127.0.0.1:{database_port}\"}}");
+    let requests = "foobar_webapp_db_requests_total";
+    let in_use = "foobar_webapp_db_url_in_use";
+    let served_before = c.metric(&format!("{requests}{fallback}")).await.unwrap();
+
+    for i in 0..10 {
+        let started = Instant::now();
+        let (status, _, read) = c.get("/api/posts?limit=1").await;
+        assert_eq!(status, 200, "{read}");
+        let body = serde_json::json!({ "name": name, "message": format!("fallback {i}") });
+        let (status, _, created) = c.post_json(&body).await;
+        assert_eq!(status, 201, "{created}");
+        // A try through the dead URL would cost acquire_timeout (1 s): none is made.
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{name} ({dead:?}): a read and a write took {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(c.metric(&format!("{in_use}{first}")).await, Some(0.0));
+    assert_eq!(c.metric(&format!("{requests}{first}")).await, Some(0.0));
+    let served = c.metric(&format!("{requests}{fallback}")).await.unwrap();
+    assert!(served >= served_before + 20.0, "{served} {served_before}");
+
+    drop(silent);
+    let relay = relay(first_port, database_port).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.metric(&format!("{in_use}{first}")).await != Some(1.0) {
+        assert!(Instant::now() < deadline, "the first URL is not used again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        let (status, _, _) = c.get("/api/posts?limit=1").await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(c.metric(&format!("{requests}{first}")).await, Some(5.0));
+    assert_eq!(
+        c.metric(&format!("{requests}{fallback}")).await,
+        Some(served)
+    );
+    let status = c.service.terminate(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "{name} exit status {status}");
+    relay.abort();
+}
+
+/// Relays every connection to 127.0.0.1:`from` on to 127.0.0.1:`to`, until aborted.
+async fn relay(from: u16, to: u16) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", from))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
 }
 
 /// The primary stops: pages that need it answer 503 quickly (HTML and JSON), the home page and

@@ -94,6 +94,17 @@ async fn post(router: &Router, uri: &str, content_type: Option<&str>, body: &str
     send(router, request.body(Body::from(body.to_owned())).unwrap()).await
 }
 
+/// POST /guestbook with a form body.
+async fn post_form(router: &Router, body: &str) -> Answer {
+    post(
+        router,
+        "/guestbook",
+        Some("application/x-www-form-urlencoded"),
+        body,
+    )
+    .await
+}
+
 fn stylesheet_file() -> PathBuf {
     static_dir().join(foobar_webapp::pages::STYLESHEET.trim_start_matches('/'))
 }
@@ -315,13 +326,7 @@ fn stylesheet_name_matches_its_content() {
 #[tokio::test]
 async fn a_bad_form_post_is_shown_again_with_each_problem() {
     let router = router();
-    let answer = post(
-        &router,
-        "/guestbook",
-        Some("application/x-www-form-urlencoded"),
-        "name=&message=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
-    )
-    .await;
+    let answer = post_form(&router, "name=&message=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
     assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
     let body = answer.text();
     assert!(
@@ -338,13 +343,7 @@ async fn a_bad_form_post_is_shown_again_with_each_problem() {
     );
 
     let long_name = "n".repeat(41);
-    let answer = post(
-        &router,
-        "/guestbook",
-        Some("application/x-www-form-urlencoded"),
-        &format!("name={long_name}&message=hello"),
-    )
-    .await;
+    let answer = post_form(&router, &format!("name={long_name}&message=hello")).await;
     assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
     let body = answer.text();
     assert!(
@@ -436,6 +435,64 @@ async fn api_validation_errors_name_the_field_and_the_reason() {
     let huge = format!(r#"{{"name": "a", "message": "{}"}}"#, "x".repeat(100_000));
     let too_big = post(&router, "/api/posts", Some("application/json"), &huge).await;
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// The value of the guestbook form's hidden `idempotency_key` field.
+fn form_key(page: &str) -> String {
+    let marker = r#"<input type="hidden" name="idempotency_key" value=""#;
+    let start = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("no key field: {page}"))
+        + marker.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn each_rendered_form_has_a_fresh_key_and_a_form_shown_again_keeps_its_own() {
+    let router = router();
+    let first = form_key(&get(&router, "/guestbook", &[]).await.text());
+    let second = form_key(&get(&router, "/guestbook", &[]).await.text());
+    assert_ne!(first, second);
+    for key in [&first, &second] {
+        assert!(
+            key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+    }
+    let again = post_form(
+        &router,
+        &format!("name=&message=hi&idempotency_key={first}"),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(form_key(&again.text()), first);
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_400_with_a_reason() {
+    let router = router();
+    let long = "k".repeat(65);
+    for bad in ["", "two words", long.as_str(), "\"\""] {
+        let request = Request::post("/api/posts")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", bad)
+            .body(Body::from(r#"{"name":"a","message":"b"}"#))
+            .unwrap();
+        let answer = send(&router, request).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.starts_with("Idempotency-Key must be 1 to 64 visible ASCII characters"),
+            "{error}"
+        );
+    }
+    let form = post_form(&router, "name=a&message=b&idempotency_key=two+words").await;
+    assert_eq!(form.status, StatusCode::BAD_REQUEST);
+    assert!(
+        form.text().contains("Idempotency-Key must be 1 to 64"),
+        "{}",
+        form.text()
+    );
 }
 
 #[tokio::test]

@@ -38,11 +38,16 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     path
 }
 
-/// The guestbook's posts, answered as the webapp's JSON API answers.
+/// The guestbook's posts, answered as the webapp's JSON API answers: a POST whose
+/// `Idempotency-Key` was seen before stores nothing and gets the first one's post.
 #[derive(Default)]
 pub struct Guestbook {
     posts: Mutex<Vec<(u64, String)>>,
     pub created: AtomicU64,
+    /// Every POST's `Idempotency-Key` header (None: it had none), in arrival order.
+    pub keys: Mutex<Vec<Option<String>>>,
+    /// Post id and message by key.
+    stored_keys: Mutex<HashMap<String, (u64, String)>>,
     /// GETs with `slow=1` received.
     pub slow_gets: AtomicU64,
     /// Acknowledged and then forgotten: a lost write.
@@ -50,7 +55,13 @@ pub struct Guestbook {
 }
 
 impl Guestbook {
-    fn answer(&self, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {
+    fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        key: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
         let served_by = |database: &str| json!({ "web": "web-x", "database": database });
         let (route, query) = path.split_once('?').unwrap_or((path, ""));
         let param = |name: &str| {
@@ -66,16 +77,26 @@ impl Guestbook {
         let post = |(id, message): &(u64, String)| json!({ "id": id, "name": "foobar-demo", "message": message, "created_at": "" });
         match (method, route) {
             (&Method::POST, "/api/posts") => {
+                self.keys.lock().unwrap().push(key.map(str::to_owned));
                 let message = serde_json::from_slice::<Value>(body).unwrap()["message"]
                     .as_str()
                     .unwrap()
                     .to_owned();
-                let id = self.created.fetch_add(1, Ordering::SeqCst) + 1;
-                if *self.forget.lock().unwrap() != Some(id) {
-                    self.posts.lock().unwrap().push((id, message.clone()));
-                }
-                let body =
-                    json!({ "post": post(&(id, message)), "served_by": served_by("db-primary") });
+                let mut stored_keys = self.stored_keys.lock().unwrap();
+                let stored = match key.and_then(|key| stored_keys.get(key)) {
+                    Some(earlier) => earlier.clone(),
+                    None => {
+                        let id = self.created.fetch_add(1, Ordering::SeqCst) + 1;
+                        if *self.forget.lock().unwrap() != Some(id) {
+                            self.posts.lock().unwrap().push((id, message.clone()));
+                        }
+                        if let Some(key) = key {
+                            stored_keys.insert(key.to_owned(), (id, message.clone()));
+                        }
+                        (id, message)
+                    }
+                };
+                let body = json!({ "post": post(&stored), "served_by": served_by("db-primary") });
                 (StatusCode::CREATED, body)
             }
             (&Method::GET, "/api/posts") => {
@@ -118,8 +139,13 @@ async fn web_server(guestbook: Arc<Guestbook>) -> SocketAddr {
                 async move {
                     let method = request.method().clone();
                     let path = request.uri().to_string();
+                    let key = request
+                        .headers()
+                        .get("idempotency-key")
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned);
                     let body = request.into_body().collect().await?.to_bytes();
-                    let (status, json) = guestbook.answer(&method, &path, &body);
+                    let (status, json) = guestbook.answer(&method, &path, key.as_deref(), &body);
                     if path.contains("slow=1") {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
