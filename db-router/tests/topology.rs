@@ -1,22 +1,30 @@
 //! The topology half of the router against a real MariaDB primary and replica from the
 //! project's image (testcontainers), with real replication and containers killed for real
-//! (`docker kill`: SIGKILL, no clean shutdown). The monitor reaches the nodes through their
-//! published ports, so nodes are named `127.0.0.1:PORT` here; replication between the nodes
-//! uses their container names (`report_host`).
+//! (`docker kill --signal SIGKILL`, as the demo kills them: no clean shutdown). The nodes sit
+//! on an internal network, as compose's `data` network is, and the routers reach them at
+//! their addresses there (`ADDRESS:3306`; a restarted container gets its address back);
+//! replication between the nodes uses their container names (`report_host`). That matters:
+//! a killed node's name then hangs in Docker's resolver instead of failing, which published
+//! ports and an ordinary network would hide.
 //!
 //! The tests run one at a time (a lock): each starts its own pair, and a second pair
 //! starting on the same two cores would slow the first one's checks past their timeout.
 
+#[allow(dead_code)]
+mod support;
+
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foobar_db_router::topology::{self, BackendsConfig, MonitorConfig, Node, Snapshot, Topology};
 use foobar_service::Context;
 use foobar_stack_tests::{
     APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER, REPLICATION_PASSWORD,
-    ROOT_PASSWORD, ReplicatedDatabase,
+    ROOT_PASSWORD, ReplicatedDatabase, docker,
 };
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions};
 use sqlx::{Connection, Executor};
 use testcontainers::{ContainerAsync, GenericImage};
 
@@ -24,6 +32,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// The stack's failover target is 5 s after the primary dies; tests allow 10.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+/// The longest a client writing through the router may see no write acknowledged when the
+/// primary is killed: the target is 5 s; 8 s leaves room for a loaded machine.
+const WRITE_OUTAGE_LIMIT: Duration = Duration::from_secs(8);
 /// A killed MariaDB container restarting (crash recovery) and answering again.
 const RESTART_LIMIT: Duration = Duration::from_secs(120);
 
@@ -31,7 +42,7 @@ const RESTART_LIMIT: Duration = Duration::from_secs(120);
 async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejoin()
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start().await?;
+    let db = ReplicatedDatabase::start_internal().await?;
     let (primary, replica) = nodes(&db);
     let (a, admin_a) = router(&db).await?;
     let (b, admin_b) = router(&db).await?;
@@ -55,7 +66,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     )
     .await?;
     println!("replica killed: reads moved to the primary after {took:?}");
-    let mut on_primary = app_conn(db.primary_port).await?;
+    let mut on_primary = app_conn(db.primary_addr).await?;
     on_primary
         .execute("CREATE TABLE note (id INT PRIMARY KEY, text VARCHAR(40) NOT NULL)")
         .await?;
@@ -64,7 +75,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         .await?;
 
     // It returns, catches up, and gets reads again.
-    db.replica.start().await?;
+    restart(&db, &db.replica, db.replica_addr).await?;
     let took = wait(
         &a,
         "reader back after the replica's restart",
@@ -75,7 +86,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     println!("replica restarted: reads back on it after {took:?}");
 
     // Its SQL thread stopped (replication broken, container up): no reads there either.
-    let mut admin_on_replica = monitor_conn(db.replica_port).await?;
+    let mut admin_on_replica = monitor_conn(db.replica_addr).await?;
     admin_on_replica.execute("STOP SLAVE SQL_THREAD").await?;
     wait(
         &a,
@@ -124,7 +135,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         1,
         "exactly one router promotes; the other adopts its record"
     );
-    let mut on_replica = app_conn(db.replica_port).await?;
+    let mut on_replica = app_conn(db.replica_addr).await?;
     let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM note ORDER BY id")
         .fetch_all(&mut on_replica)
         .await?;
@@ -138,7 +149,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         .await?;
 
     // The old primary comes back writable (its DB_ROLE says primary) and is fenced.
-    db.primary.start().await?;
+    restart(&db, &db.primary, db.primary_addr).await?;
     let took = wait_report(&a, "the old primary fenced", RESTART_LIMIT, |r| {
         r.nodes
             .iter()
@@ -148,7 +159,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     println!("old primary restarted: fenced after {took:?}");
     assert_eq!(a.snapshot().writer.as_ref(), Some(&replica));
     assert_eq!(b.snapshot().writer.as_ref(), Some(&replica));
-    let mut on_old = app_conn(db.primary_port).await?;
+    let mut on_old = app_conn(db.primary_addr).await?;
     let refused = on_old
         .execute("INSERT INTO note VALUES (4, 'written on the fenced node')")
         .await
@@ -190,7 +201,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     assert_eq!(failovers, 1.0, "failovers_total of the two routers");
 
     // The image's healthcheck calls the promoted replica (DB_ROLE=replica) healthy.
-    let health = docker_output(&["exec", db.replica.id(), "foobar-db-healthcheck"]).await?;
+    let health = docker(&["exec", db.replica.id(), "foobar-db-healthcheck"]).await?;
     assert!(health.contains("promoted"), "{health}");
 
     // The rejoined old primary crashes and restarts: DB_ROLE says primary, but replication
@@ -204,7 +215,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         |s| s.reader.is_none(),
     )
     .await?;
-    db.primary.start().await?;
+    restart(&db, &db.primary, db.primary_addr).await?;
     let took = wait(
         &a,
         "the rejoined node reads again after its restart",
@@ -214,7 +225,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     .await?;
     println!("rejoined node restarted: a replica again after {took:?}");
     assert_eq!((a.report().fencings, b.report().fencings), fencings);
-    let mut on_old = app_conn(db.primary_port).await?;
+    let mut on_old = app_conn(db.primary_addr).await?;
     on_replica
         .execute("INSERT INTO note VALUES (5, 'replicated to the rejoined node')")
         .await?;
@@ -233,12 +244,15 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
 }
 
 #[tokio::test]
-async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every_acknowledged_write()
+async fn primary_killed_under_writes_through_the_router_fails_over_within_the_limit_and_keeps_every_acknowledged_write()
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start().await?;
+    let db = ReplicatedDatabase::start_internal().await?;
     let (primary, replica) = nodes(&db);
+    // Two routers, as in the stack: the binary, which the client writes through, and this
+    // process's topology half, watched here.
     let (router, admin) = router(&db).await?;
+    let proxy = support::Router::start(&support::config(&primary.name, &replica.name, "")).await?;
     wait(
         &router,
         "writer primary, reader replica",
@@ -246,45 +260,42 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
         |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
     )
     .await?;
-    let mut conn = app_conn(db.primary_port).await?;
-    conn.execute("CREATE TABLE counter (id INT PRIMARY KEY)")
+    app_conn(db.primary_addr)
+        .await?
+        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
         .await?;
 
-    // A client writes a counter straight to the primary, as fast as it is acknowledged.
-    let writer = tokio::spawn(async move {
-        let mut acknowledged = Vec::new();
-        for id in 1.. {
-            let insert = sqlx::query("INSERT INTO counter VALUES (?)")
-                .bind(id)
-                .execute(&mut conn);
-            match tokio::time::timeout(Duration::from_secs(15), insert).await {
-                Ok(Ok(_)) => acknowledged.push(id),
-                Ok(Err(e)) => return (acknowledged, format!("{e}")),
-                Err(_) => return (acknowledged, "no answer within 15 s".into()),
-            }
-        }
-        unreachable!("the loop ends with the primary")
-    });
+    // A client writes through the router every 50 ms, as the web servers do (their pool).
+    let client = WriteClient::start(proxy.options());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed = Instant::now();
     kill(&db.primary).await?;
     let no_writer = wait(&router, "no writer after the kill", FAILOVER_LIMIT, |s| {
         s.writer.is_none()
     })
-    .await?;
+    .await;
     wait(&router, "the replica promoted", FAILOVER_LIMIT, |s| {
         s.writer.as_ref() == Some(&replica) && s.epoch == 1
     })
     .await?;
     let promoted = killed.elapsed();
-    let (acknowledged, ended) = writer.await?;
+    // Until the client's writes are acknowledged again (through the router binary, which
+    // may take longer than this one), then a second more of them.
+    let (now, deadline) = (Instant::now(), killed + FAILOVER_LIMIT);
+    while client.first_ack_after(now).is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = client.stop().await;
+    let acknowledged: Vec<i32> = writes.acknowledged.iter().map(|(id, _)| *id).collect();
     assert!(
-        acknowledged.len() > 10,
-        "only {} writes before the kill",
-        acknowledged.len()
+        writes.before(killed) > 10,
+        "only {} writes acknowledged before the kill",
+        writes.before(killed)
     );
+    let outage = writes.outage(killed);
 
-    let mut on_new = app_conn(db.replica_port).await?;
+    let mut on_new = app_conn(db.replica_addr).await?;
     let present: BTreeSet<i32> = sqlx::query_scalar("SELECT id FROM counter")
         .fetch_all(&mut on_new)
         .await?
@@ -296,10 +307,17 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
         .copied()
         .collect();
     println!(
-        "primary killed under writes: no writer {no_writer:?} after the kill, the replica \
-         promoted and the writer {promoted:?} after it; {} writes acknowledged, {} rows on \
-         the new primary, {} acknowledged writes lost; the client's last write: {ended}",
+        "primary SIGKILLed under writes through the router: no writer {:?} after the kill, \
+         the replica promoted and the writer {promoted:?} after it; write outage seen by the \
+         client {:?}, ending {:?} after the kill (limit {WRITE_OUTAGE_LIMIT:?}): {} writes \
+         acknowledged, {} failed \
+         ({}), {} rows on the new primary, {} acknowledged writes lost",
+        no_writer.ok(),
+        outage.map(|(gap, _)| gap),
+        outage.map(|(_, ended)| ended),
         acknowledged.len(),
+        writes.failed,
+        writes.errors.join("; "),
         present.len(),
         lost.len()
     );
@@ -307,11 +325,18 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
         lost.is_empty(),
         "acknowledged writes missing on the new primary: {lost:?}"
     );
-    assert!(promoted <= FAILOVER_LIMIT);
+    let (outage, _) = outage.ok_or_else(|| {
+        anyhow::anyhow!("no write acknowledged within {FAILOVER_LIMIT:?} of the kill")
+    })?;
+    assert!(
+        outage <= WRITE_OUTAGE_LIMIT,
+        "writes failed for {outage:?} (limit {WRITE_OUTAGE_LIMIT:?})"
+    );
+    drop(proxy);
     on_new.execute("INSERT INTO counter VALUES (-1)").await?;
 
     // The old primary returns fenced: read-only for the app, not the writer.
-    db.primary.start().await?;
+    restart(&db, &db.primary, db.primary_addr).await?;
     wait_report(&router, "the old primary fenced", RESTART_LIMIT, |r| {
         r.nodes
             .iter()
@@ -319,7 +344,7 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
     })
     .await?;
     assert_eq!(router.snapshot().writer.as_ref(), Some(&replica));
-    let mut on_old = app_conn(db.primary_port).await?;
+    let mut on_old = app_conn(db.primary_addr).await?;
     let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
         .fetch_one(&mut on_old)
         .await?;
@@ -337,8 +362,8 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
     // old primary wrote but never acknowledged.)
     let mut root_on_old = MySqlConnection::connect_with(
         &MySqlConnectOptions::new()
-            .host("127.0.0.1")
-            .port(db.primary_port)
+            .host(&db.primary_addr.ip().to_string())
+            .port(db.primary_addr.port())
             .username("root")
             .password(ROOT_PASSWORD),
     )
@@ -368,7 +393,7 @@ async fn primary_killed_under_writes_fails_over_within_the_limit_and_keeps_every
 async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable_node_is_fenced_lagging_replica_gets_no_reads()
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start().await?;
+    let db = ReplicatedDatabase::start_internal().await?;
     let (primary, replica) = nodes(&db);
     let (router, _ctx) = router(&db).await?;
     wait(
@@ -424,9 +449,9 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
 
     // Someone makes the replica writable by hand while the app has a session open there:
     // the router fences it again and ends that session, so it cannot write through it.
-    let mut app_on_replica = app_conn(db.replica_port).await?;
+    let mut app_on_replica = app_conn(db.replica_addr).await?;
     app_on_replica.execute("SELECT 1").await?;
-    monitor_conn(db.replica_port)
+    monitor_conn(db.replica_addr)
         .await?
         .execute("SET GLOBAL read_only = OFF")
         .await?;
@@ -451,7 +476,7 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
 
     // The replica falls behind (delayed replication: it applies each event 8 s late), past
     // max_replication_lag (5 s): no reads there until it has caught up.
-    let mut admin_on_replica = monitor_conn(db.replica_port).await?;
+    let mut admin_on_replica = monitor_conn(db.replica_addr).await?;
     admin_on_replica.execute("STOP SLAVE").await?;
     admin_on_replica
         .execute("CHANGE MASTER TO MASTER_DELAY = 8")
@@ -464,7 +489,7 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
         |s| s.reader.as_ref() == Some(&replica),
     )
     .await?;
-    app_conn(db.primary_port)
+    app_conn(db.primary_addr)
         .await?
         .execute("CREATE TABLE lag_probe (id INT PRIMARY KEY)")
         .await?;
@@ -495,14 +520,114 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
     Ok(())
 }
 
+/// A client that starts one write every 50 ms through a pool as the web servers configure
+/// theirs (10 connections, 2 s to acquire one, 5 s per statement), without waiting for the
+/// one before: a write that hangs does not hold the next ones back.
+struct WriteClient {
+    writes: Arc<Mutex<Writes>>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default, Clone)]
+struct Writes {
+    /// Each acknowledged id, and when its acknowledgement arrived.
+    acknowledged: Vec<(i32, Instant)>,
+    failed: usize,
+    /// The distinct errors, in order.
+    errors: Vec<String>,
+}
+
+impl Writes {
+    fn before(&self, at: Instant) -> usize {
+        self.acknowledged.iter().filter(|(_, t)| *t < at).count()
+    }
+
+    /// The longest time without an acknowledgement from the last one before `at` on (writes
+    /// in flight at `at` may still be acknowledged just after it), and when it ended,
+    /// counted from `at`; `None` while nothing was acknowledged after `at`.
+    fn outage(&self, at: Instant) -> Option<(Duration, Duration)> {
+        let mut times: Vec<Instant> = self.acknowledged.iter().map(|(_, t)| *t).collect();
+        times.sort();
+        let last_before = times.iter().rposition(|t| *t < at)?;
+        times[last_before..]
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0], pair[1] - at))
+            .max()
+    }
+}
+
+impl WriteClient {
+    fn start(options: MySqlConnectOptions) -> Self {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options);
+        let writes = Arc::new(Mutex::new(Writes::default()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let (writes, stop) = (Arc::clone(&writes), stop.clone());
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                let mut in_flight = tokio::task::JoinSet::new();
+                for id in 1.. {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = stop.cancelled() => break,
+                    }
+                    let (pool, writes) = (pool.clone(), Arc::clone(&writes));
+                    in_flight.spawn(async move {
+                        let insert = sqlx::query("INSERT INTO counter VALUES (?)")
+                            .bind(id)
+                            .execute(&pool);
+                        let result = tokio::time::timeout(Duration::from_secs(5), insert).await;
+                        let mut writes = writes.lock().unwrap_or_else(|e| e.into_inner());
+                        let error = match result {
+                            Ok(Ok(_)) => return writes.acknowledged.push((id, Instant::now())),
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => "no answer within 5 s".to_owned(),
+                        };
+                        writes.failed += 1;
+                        if !writes.errors.contains(&error) {
+                            writes.errors.push(error);
+                        }
+                    });
+                }
+                while in_flight.join_next().await.is_some() {}
+            }
+        });
+        Self { writes, stop, task }
+    }
+
+    fn first_ack_after(&self, at: Instant) -> Option<Instant> {
+        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes
+            .acknowledged
+            .iter()
+            .map(|(_, t)| *t)
+            .filter(|t| *t >= at)
+            .min()
+    }
+
+    /// Stops starting writes, waits for those in flight; all of them.
+    async fn stop(self) -> Writes {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// The nodes as the routers in these tests name them.
 fn nodes(db: &ReplicatedDatabase) -> (Node, Node) {
     (
         Node {
-            name: format!("127.0.0.1:{}", db.primary_port),
+            name: db.primary_addr.to_string(),
         },
         Node {
-            name: format!("127.0.0.1:{}", db.replica_port),
+            name: db.replica_addr.to_string(),
         },
     )
 }
@@ -591,42 +716,38 @@ async fn wait_report(
 
 /// SIGKILL, as a crash: no clean shutdown, no goodbye to the replica.
 async fn kill(node: &ContainerAsync<GenericImage>) -> anyhow::Result<()> {
-    docker(&["kill", node.id()]).await
+    docker(&["kill", "--signal", "SIGKILL", node.id()])
+        .await
+        .map(drop)
 }
 
-async fn docker(args: &[&str]) -> anyhow::Result<()> {
-    docker_output(args).await.map(drop)
-}
-
-/// Runs the docker CLI; its standard output, or an error with what it said.
-async fn docker_output(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new("docker")
-        .args(args)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "docker {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// Starts a killed node again. The routers here name it by its address on the network,
+/// which it must get back (Docker gives the lowest free one: the same).
+async fn restart(
+    db: &ReplicatedDatabase,
+    node: &ContainerAsync<GenericImage>,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    node.start().await?;
+    let now = db.address(node).await?;
+    anyhow::ensure!(now == addr, "restarted at {now}, not at {addr}");
+    Ok(())
 }
 
 /// The monitor's account, as an operator would use it by hand.
-async fn monitor_conn(port: u16) -> anyhow::Result<MySqlConnection> {
+async fn monitor_conn(addr: SocketAddr) -> anyhow::Result<MySqlConnection> {
     let options = MySqlConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
+        .host(&addr.ip().to_string())
+        .port(addr.port())
         .username(MONITOR_USER)
         .password(MONITOR_PASSWORD);
     Ok(MySqlConnection::connect_with(&options).await?)
 }
 
-async fn app_conn(port: u16) -> anyhow::Result<MySqlConnection> {
+async fn app_conn(addr: SocketAddr) -> anyhow::Result<MySqlConnection> {
     let options = MySqlConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
+        .host(&addr.ip().to_string())
+        .port(addr.port())
         .username(APP_USER)
         .password(APP_PASSWORD)
         .database(APP_DATABASE);

@@ -3,6 +3,7 @@
 //!
 //! The images must exist locally (`make test` builds them first); nothing is pulled.
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
@@ -39,45 +40,83 @@ pub fn unique(prefix: &str) -> String {
 /// A primary and a replica from the project's image, replicating on a private network.
 /// Dropping it removes both containers (testcontainers does so).
 ///
-/// Each node's port 3306 is published on a host port chosen once (`primary_port`,
-/// `replica_port`), so it stays the same when a test kills and restarts the container. Each
-/// node reports its container name as `report_host`, the name the other node reaches it by.
+/// Each node reports its container name as `report_host`, the name the other node reaches it
+/// by. Where the host reaches a node's port 3306 (`primary_addr`, `replica_addr`):
+/// - [`ReplicatedDatabase::start`]: a host port on 127.0.0.1 chosen once, so it stays the same
+///   when a test kills and restarts the container;
+/// - [`ReplicatedDatabase::start_internal`]: the container's own address on an internal
+///   network, as compose's `data` network is. What a crash does there differs from a
+///   published port: a killed node's address stops answering at all (no refusal from a
+///   proxy), and a name lookup of it hangs in Docker's resolver (an internal network has no
+///   upstream to answer "no such name"), as it does for the replica's reconnects in compose.
 pub struct ReplicatedDatabase {
     pub network: String,
     pub primary: ContainerAsync<GenericImage>,
     pub replica: ContainerAsync<GenericImage>,
-    pub primary_port: u16,
-    pub replica_port: u16,
+    pub primary_addr: SocketAddr,
+    pub replica_addr: SocketAddr,
+    internal: bool,
 }
 
 impl ReplicatedDatabase {
     pub async fn start() -> anyhow::Result<Self> {
         let network = unique("foobar-test");
-        let primary_name = format!("{network}-db-primary");
-        let primary_port = free_port()?;
-        let primary = database_node(&network, &primary_name, "db-primary", "primary", 1)
-            .with_mapped_port(primary_port, 3306.tcp())
-            .start()
-            .await?;
-        let replica_port = free_port()?;
-        let replica = database_node(
-            &network,
-            &format!("{network}-db-replica"),
-            "db-replica",
-            "replica",
-            2,
-        )
-        .with_env_var("DB_PRIMARY_HOST", &primary_name)
-        .with_mapped_port(replica_port, 3306.tcp())
-        .start()
+        let (primary_port, replica_port) = (free_port()?, free_port()?);
+        let (primary, replica) = start_pair(&network, |node, request| {
+            let port = if node == "db-primary" {
+                primary_port
+            } else {
+                replica_port
+            };
+            request.with_mapped_port(port, 3306.tcp())
+        })
         .await?;
+        let localhost = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Ok(Self {
             network,
             primary,
             replica,
-            primary_port,
-            replica_port,
+            primary_addr: localhost(primary_port),
+            replica_addr: localhost(replica_port),
+            internal: false,
         })
+    }
+
+    /// The pair on an internal network (no published ports), reached at the containers' own
+    /// addresses, which a restarted container keeps (Docker gives it the lowest free one
+    /// again: check with [`ReplicatedDatabase::address`]).
+    pub async fn start_internal() -> anyhow::Result<Self> {
+        let network = unique("foobar-test");
+        docker(&["network", "create", "--internal", &network]).await?;
+        let pair = start_pair(&network, |_, request| request).await;
+        let (primary, replica) = match pair {
+            Ok(pair) => pair,
+            Err(e) => {
+                let _ = docker(&["network", "rm", &network]).await;
+                return Err(e);
+            }
+        };
+        let mut db = Self {
+            primary_addr: SocketAddr::from(([0, 0, 0, 0], 3306)),
+            replica_addr: SocketAddr::from(([0, 0, 0, 0], 3306)),
+            network,
+            primary,
+            replica,
+            internal: true,
+        };
+        db.primary_addr = db.address(&db.primary).await?;
+        db.replica_addr = db.address(&db.replica).await?;
+        Ok(db)
+    }
+
+    /// A running node's port 3306 at its address on the network.
+    pub async fn address(&self, node: &ContainerAsync<GenericImage>) -> anyhow::Result<SocketAddr> {
+        let format = format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            self.network
+        );
+        let ip = docker(&["inspect", "-f", &format, node.id()]).await?;
+        Ok(SocketAddr::new(ip.trim().parse()?, 3306))
     }
 
     pub async fn primary_pool(&self) -> anyhow::Result<MySqlPool> {
@@ -87,6 +126,71 @@ impl ReplicatedDatabase {
     pub async fn replica_pool(&self) -> anyhow::Result<MySqlPool> {
         app_pool(&self.replica).await
     }
+}
+
+impl Drop for ReplicatedDatabase {
+    /// The internal network is this fixture's own (testcontainers removes only the networks
+    /// it created): its containers go first, then it.
+    fn drop(&mut self) {
+        if self.internal {
+            let run = |args: &[&str]| {
+                let _ = std::process::Command::new("docker")
+                    .args(args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            };
+            run(&["rm", "-f", "-v", self.primary.id(), self.replica.id()]);
+            run(&["network", "rm", &self.network]);
+        }
+    }
+}
+
+/// Starts the primary, then the replica of it, on `network`; `publish` adds what differs per
+/// node (its published port, or nothing).
+async fn start_pair(
+    network: &str,
+    publish: impl Fn(
+        &str,
+        testcontainers::ContainerRequest<GenericImage>,
+    ) -> testcontainers::ContainerRequest<GenericImage>,
+) -> anyhow::Result<(ContainerAsync<GenericImage>, ContainerAsync<GenericImage>)> {
+    let primary_name = format!("{network}-db-primary");
+    let primary = publish(
+        "db-primary",
+        database_node(network, &primary_name, "db-primary", "primary", 1),
+    )
+    .start()
+    .await?;
+    let replica = publish(
+        "db-replica",
+        database_node(
+            network,
+            &format!("{network}-db-replica"),
+            "db-replica",
+            "replica",
+            2,
+        )
+        .with_env_var("DB_PRIMARY_HOST", &primary_name),
+    )
+    .start()
+    .await?;
+    Ok((primary, replica))
+}
+
+/// Runs the docker CLI; its standard output, or an error with what it said.
+pub async fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A primary alone (no replica) whose port 3306 is published on the host's `host_port`, so a

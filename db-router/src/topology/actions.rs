@@ -6,7 +6,10 @@
 //! record at the same or a higher epoch is adopted instead of promoting a second time. The
 //! steps are ordered so that a router dying half-way leaves a state the next check resumes:
 //!
-//! 1. `STOP SLAVE IO_THREAD`: nothing more arrives from the old primary;
+//! 1. `STOP SLAVE IO_THREAD`: nothing more arrives from the old primary. It returns once the
+//!    IO thread has stopped, which it does between reconnect attempts: an attempt in progress
+//!    (a name lookup of the dead primary, a connect) is waited for, so the database image
+//!    bounds its lookups to 1 s (`RES_OPTIONS` in its entrypoint);
 //! 2. `MASTER_GTID_WAIT(Gtid_IO_Pos)`: the SQL thread has applied everything received. With
 //!    lossless semi-sync every write a client saw acknowledged is in that relay log. Not
 //!    within `monitor.catch_up_timeout` (or the SQL thread failed): the IO thread is started

@@ -36,9 +36,12 @@ impl Default for BackendsConfig {
 
 /// The `[monitor]` table: how the nodes are watched and when the router fails over.
 ///
-/// The defaults keep writes failing for at most about 5 s after the primary dies: a dead
-/// node is seen within `interval` + `timeout` (1 s), failover starts `failover_after` (3 s)
-/// later, and promotion takes well under a second when the replica is caught up.
+/// The defaults keep writes failing for at most about 4 s after the primary dies (the target
+/// is 5 s): a dead node is seen within `interval` + `timeout` (1 s; at once when its
+/// connections are reset, as a killed container's are), failover starts `failover_after`
+/// (2 s) later, and promotion takes about a second at most when the replica is caught up
+/// (`STOP SLAVE` waits for the replica's reconnect attempt in progress, whose name lookup of
+/// the dead node the database image bounds to 1 s).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorConfig {
@@ -52,7 +55,10 @@ pub struct MonitorConfig {
     /// A replica further behind than this gets no reads; they go to the writer.
     #[serde(with = "humantime_serde")]
     pub max_replication_lag: Duration,
-    /// Promote the replica when the writer has been down `failover_after`.
+    /// Promote the replica when the writer has been down `failover_after`. This only rides
+    /// out blips; what makes a promotion safe is checked on the replica itself: it must have
+    /// lost the primary too (its IO thread not connected), else the router's own link is
+    /// what failed and no promotion happens, however long the primary looks down.
     pub auto_failover: bool,
     #[serde(with = "humantime_serde")]
     pub failover_after: Duration,
@@ -81,7 +87,7 @@ impl Default for MonitorConfig {
             timeout: Duration::from_millis(500),
             max_replication_lag: Duration::from_secs(5),
             auto_failover: true,
-            failover_after: Duration::from_secs(3),
+            failover_after: Duration::from_secs(2),
             catch_up_timeout: Duration::from_secs(30),
             user: "monitor".into(),
             password: String::new(),

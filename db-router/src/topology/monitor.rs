@@ -2,7 +2,9 @@
 //! ([`super::decide`]), act (fence, finish or perform a promotion), publish the snapshot,
 //! the report and the metrics; then wait `monitor.interval`, or less when a session reports
 //! a failure. After an action it checks again at once, so the snapshot follows a promotion
-//! within one round trip.
+//! within one round trip; after a promotion of its own (or one adopted from another router)
+//! it publishes the new writer already in the same round, as a round whose primary is dead
+//! waits `monitor.timeout` on it.
 //!
 //! Every change is logged once, with what happened and what the router does about it; a
 //! condition that persists (a failover that cannot happen) is logged again only when its
@@ -193,21 +195,7 @@ impl Monitor {
         std::mem::swap(previous, current);
         current.clear();
         self.check_all().await;
-        let observed: Vec<Observed<'_>> = self
-            .nodes
-            .iter()
-            .map(|n| Observed {
-                server_id: n.server_id,
-                status: n.status.as_ref(),
-            })
-            .collect();
-        let plan = decide::decide(
-            &observed,
-            self.known.as_ref(),
-            self.config.max_replication_lag,
-        );
-        let candidate = decide::failover_candidate(&observed, &plan);
-        drop(observed);
+        let (mut plan, candidate) = self.plan();
 
         self.remember(&plan);
         if let Some(problem) = &plan.problem {
@@ -222,53 +210,90 @@ impl Monitor {
         if plan.primary_down {
             let since = *self.primary_down_since.get_or_insert(now);
             let down_for = now - since;
-            if down_for >= self.config.failover_after {
-                acted |= self.fail_over(&plan, candidate, down_for).await;
+            if down_for >= self.config.failover_after
+                && self.fail_over(&plan, candidate, down_for).await
+            {
+                acted = true;
+                // Decided again on the promoted node as it is now (see `fail_over`), so
+                // writes go there at once, not after the next round's checks, which wait
+                // `monitor.timeout` on the dead node.
+                plan = self.plan().0;
             }
-        } else {
+        }
+        if !plan.primary_down {
             self.primary_down_since = None;
         }
         self.publish(&plan);
         acted
     }
 
+    /// The decision on the nodes' last checks, and the failover candidate.
+    fn plan(&self) -> (Plan, Result<usize, String>) {
+        let observed: Vec<Observed<'_>> = self
+            .nodes
+            .iter()
+            .map(|n| Observed {
+                server_id: n.server_id,
+                status: n.status.as_ref(),
+            })
+            .collect();
+        let plan = decide::decide(
+            &observed,
+            self.known.as_ref(),
+            self.config.max_replication_lag,
+        );
+        let candidate = decide::failover_candidate(&observed, &plan);
+        (plan, candidate)
+    }
+
     async fn check_all(&mut self) {
         let timeout = self.config.timeout;
         let results =
             futures_util::future::join_all(self.probes.iter_mut().map(|p| p.check(timeout))).await;
-        for ((probe, state), result) in self.probes.iter().zip(&mut self.nodes).zip(results) {
-            let labels = NodeLabels {
-                node: probe.node.name.clone(),
-            };
-            state.last_check = Some(SystemTime::now());
-            match result {
-                Ok(status) => {
-                    if state.status.is_none() {
-                        tracing::info!(
-                            node = %probe.node.name,
-                            server_id = status.server_id,
-                            read_only = status.read_only,
-                            "node is up"
-                        );
-                    }
-                    state.server_id = Some(status.server_id);
-                    state.status = Some(status);
-                    state.last_error = None;
-                    state.failures = 0;
+        for (index, result) in results.into_iter().enumerate() {
+            self.record_check(index, result);
+        }
+    }
+
+    /// Checks one node again, now.
+    async fn check(&mut self, index: usize) {
+        let result = self.probes[index].check(self.config.timeout).await;
+        self.record_check(index, result);
+    }
+
+    fn record_check(&mut self, index: usize, result: anyhow::Result<Status>) {
+        let (probe, state) = (&self.probes[index], &mut self.nodes[index]);
+        state.last_check = Some(SystemTime::now());
+        match result {
+            Ok(status) => {
+                if state.status.is_none() {
+                    tracing::info!(
+                        node = %probe.node.name,
+                        server_id = status.server_id,
+                        read_only = status.read_only,
+                        "node is up"
+                    );
                 }
-                Err(e) => {
-                    let error = format!("{e:#}");
-                    if state.failures == 0 {
-                        tracing::warn!(
-                            node = %probe.node.name,
-                            "node is down: {error}; it gets no statements until a check succeeds"
-                        );
-                    }
-                    self.metrics.check_failures.get_or_create(&labels).inc();
-                    state.status = None;
-                    state.last_error = Some(error);
-                    state.failures += 1;
+                state.server_id = Some(status.server_id);
+                state.status = Some(status);
+                state.last_error = None;
+                state.failures = 0;
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                if state.failures == 0 {
+                    tracing::warn!(
+                        node = %probe.node.name,
+                        "node is down: {error}; it gets no statements until a check succeeds"
+                    );
                 }
+                let labels = NodeLabels {
+                    node: probe.node.name.clone(),
+                };
+                self.metrics.check_failures.get_or_create(&labels).inc();
+                state.status = None;
+                state.last_error = Some(error);
+                state.failures += 1;
             }
         }
     }
@@ -352,6 +377,9 @@ impl Monitor {
         }
     }
 
+    /// Promotes the candidate. True when a node is the new primary, promoted here or by
+    /// another router, and its entry in `nodes` says what it is now: written from this
+    /// router's own steps, or checked again after adopting another router's promotion.
     async fn fail_over(
         &mut self,
         plan: &Plan,
@@ -400,6 +428,15 @@ impl Monitor {
             Ok(Promotion::Promoted(record)) => {
                 self.failovers += 1;
                 self.metrics.failovers.inc();
+                // Each step of the promotion succeeded on the node: it replicates no more,
+                // is writable and holds the record. That is what its next check reads, so
+                // the decision may use it now (a node that dies right after is found by
+                // the sessions' failures and the next check, as any writer is).
+                if let Some(status) = &mut self.nodes[index].status {
+                    status.read_only = false;
+                    status.replication = None;
+                    status.record = Some(record.clone());
+                }
                 tracing::warn!(
                     node = %probe.node.name,
                     epoch = record.epoch,
@@ -419,6 +456,8 @@ impl Monitor {
                     record.epoch
                 );
                 self.known = Some(record);
+                // Read afresh rather than assumed: the other router may not have finished.
+                self.check(index).await;
                 true
             }
             Err(e) => {
