@@ -29,6 +29,12 @@ fuzz:
 demo:
 	bash scripts/demo.sh
 
+## Rolling deploy without downtime: recreate web-a, web-b, lb-1, lb-2 one at a time from the
+## current images (make images first), draining each first. SERVICES="web-b lb-2" for others.
+.PHONY: deploy
+deploy:
+	bash scripts/deploy.sh
+
 ## Stop the stack; data volumes are kept.
 down:
 	docker compose down

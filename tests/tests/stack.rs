@@ -1,8 +1,8 @@
 //! The whole stack, started from the repository's docker-compose.yml and the images `make
 //! images` built, tested the way a visitor and an attacker on the outside would: published
 //! ports, the firewall between the networks, DNS answers that follow the balancers' health,
-//! round robin, read-your-writes through the whole chain, and the failover demo's kills,
-//! each asserted. One stack serves every check (starting one takes a minute or two), so this
+//! round robin, read-your-writes through the whole chain, a rolling deploy under load, and
+//! the failover demo's kills, each asserted. One stack serves every check (starting one takes a minute or two), so this
 //! is one test that runs the checks in order and reports each; a failed check does not stop
 //! the others, but fails the test.
 
@@ -11,11 +11,12 @@ mod stack_support;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use foobar_demo::account::Targets;
-use foobar_demo::load::LoadConfig;
+use foobar_demo::load::{Load, LoadConfig};
 use foobar_demo::{Config, Scenario};
 use stack_support::{Stack, parse_probes, probe_script, progress};
 
@@ -48,6 +49,10 @@ async fn the_whole_stack() {
     .await;
     check(&mut failures, "the DNS answer is the healthy balancers", {
         dns_answers_the_healthy_balancers(&stack)
+    })
+    .await;
+    check(&mut failures, "a rolling deploy under load fails no request", {
+        a_rolling_deploy_fails_nothing(&stack)
     })
     .await;
     check(&mut failures, "every kill of the failover demo", {
@@ -215,8 +220,8 @@ async fn a_visitor_gets_the_site(stack: &Stack) -> anyhow::Result<()> {
 async fn requests_split_evenly(stack: &Stack) -> anyhow::Result<()> {
     let out = stack
         .client(
-            "curl -s -o /dev/null -w '%header{x-served-by}\\n' $(for i in $(seq 100); do \
-             printf 'https://www.foobar.com/?n=%s ' $i; done)",
+            "curl -s -w '%header{x-served-by}\\n' $(for i in $(seq 100); do \
+             printf -- '-o /dev/null https://www.foobar.com/?n=%s ' $i; done)",
         )
         .await?;
     let mut served: BTreeMap<&str, u32> = BTreeMap::new();
@@ -307,6 +312,50 @@ async fn wait_for_answer(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `make deploy` (scripts/deploy.sh) recreates web-a, web-b, lb-1 and lb-2 one at a time
+/// while the demo's visitors read and write: not one request fails.
+async fn a_rolling_deploy_fails_nothing(stack: &Stack) -> anyhow::Result<()> {
+    let load = Load::start(
+        Arc::new(stack.visitor_config()),
+        &LoadConfig {
+            readers: 2,
+            writers: 1,
+            read_rate: 40.0,
+            write_rate: 10.0,
+            ..LoadConfig::default()
+        },
+        Instant::now(),
+    )?;
+    let deploy = tokio::process::Command::new("bash")
+        .arg(stack.repo.join("scripts/deploy.sh"))
+        .env("COMPOSE_ENV_FILE", &stack.env_file)
+        .status()
+        .await;
+    // A little load after the last balancer is back, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records = load.stop().await;
+    ensure!(deploy?.success(), "scripts/deploy.sh failed");
+    let failed: Vec<_> = records.iter().filter(|r| !r.ok()).collect();
+    let by_web = records.iter().fold(BTreeMap::<String, u32>::new(), |mut m, r| {
+        *m.entry(r.web.clone().unwrap_or_default()).or_default() += 1;
+        m
+    });
+    progress(&format!(
+        "{} requests during the deploy, {} failed; served by {by_web:?}",
+        records.len(),
+        failed.len()
+    ));
+    ensure!(records.len() > 100, "only {} requests were sent", records.len());
+    ensure!(
+        failed.is_empty(),
+        "{} of {} requests failed, first: {:?}",
+        failed.len(),
+        records.len(),
+        failed.first()
+    );
+    Ok(())
 }
 
 /// The demo's scenario, shortened: web-a, lb-1, router-a, db-replica and db-primary killed

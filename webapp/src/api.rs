@@ -69,7 +69,7 @@ pub async fn list(
     let before = query.before;
     let page = match state
         .db
-        .bounded(|mut conn| async move { posts::latest(&mut conn, before, limit).await })
+        .read(|mut conn| async move { posts::latest(&mut conn, before, limit).await })
         .await
     {
         Ok(page) => page,
@@ -99,7 +99,7 @@ pub async fn get(State(state): State<AppState>, id: Result<Path<u64>, PathReject
     };
     match state
         .db
-        .bounded(|mut conn| async move { posts::find(&mut conn, id).await })
+        .read(|mut conn| async move { posts::find(&mut conn, id).await })
         .await
     {
         Ok((Some(post), node)) => json_response(

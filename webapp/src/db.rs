@@ -207,10 +207,22 @@ impl Database {
     {
         let result = if self.schema_applied.load(Ordering::Relaxed) {
             match self.connect().await {
-                Ok((_, conn)) => match tokio::time::timeout(self.query_timeout, work(conn)).await {
-                    Ok(result) => result.map_err(DbError::from),
-                    Err(_) => Err(DbError::Timeout(self.query_timeout)),
-                },
+                Ok((target, conn)) => {
+                    match tokio::time::timeout(self.query_timeout, work(conn)).await {
+                        Ok(Ok(value)) => Ok(value),
+                        Ok(Err(e)) => {
+                            let e = DbError::from(e);
+                            // The connection died under the statement (the router went away):
+                            // later requests go through the next URL until this one answers
+                            // the background check again.
+                            if let DbError::Unavailable(cause) = &e {
+                                target.mark_unreachable(cause, None);
+                            }
+                            Err(e)
+                        }
+                        Err(_) => Err(DbError::Timeout(self.query_timeout)),
+                    }
+                }
                 Err(e) => Err(DbError::from(e)),
             }
         } else {
@@ -221,6 +233,20 @@ impl Database {
             tracing::warn!("{e}");
         }
         result
+    }
+
+    /// [`Self::bounded`] for work that only reads: when the connection dies under it, it runs
+    /// once more through the next URL (the failed one is marked unreachable by then). A read
+    /// changes nothing, so running it twice is safe; a write is never repeated this way.
+    pub async fn read<T, F, Fut>(&self, work: F) -> Result<T, DbError>
+    where
+        F: Fn(PoolConnection<sqlx::MySql>) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        match self.bounded(&work).await {
+            Err(DbError::Unavailable(_)) if self.targets.len() > 1 => self.bounded(&work).await,
+            done => done,
+        }
     }
 
     /// A connection through the first URL in use that gives one (every URL, in order, when all

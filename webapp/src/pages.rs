@@ -117,7 +117,7 @@ const HOME_POSTS: u32 = 3;
 pub async fn home(State(state): State<AppState>) -> Response {
     let latest = state
         .db
-        .bounded(|mut conn| async move { posts::latest(&mut conn, None, HOME_POSTS).await })
+        .read(|mut conn| async move { posts::latest(&mut conn, None, HOME_POSTS).await })
         .await
         .ok();
     let database = match &latest {
@@ -278,7 +278,7 @@ async fn read_page(state: &AppState, before: Option<u64>) -> Option<Page> {
     let limit = state.guestbook.page_size;
     state
         .db
-        .bounded(|mut conn| async move { posts::latest(&mut conn, before, limit).await })
+        .read(|mut conn| async move { posts::latest(&mut conn, before, limit).await })
         .await
         .ok()
 }

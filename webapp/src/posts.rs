@@ -205,8 +205,7 @@ pub enum Created {
 /// the newest committed row, and db-router's classifier sends it to the primary
 /// (db-router/src/classifier.rs: a locking clause makes a SELECT a write), never to a replica
 /// that may not have the row yet, which is where a plain read would go (the failed insert
-/// gave the session no write to wait for). A new post is read back on the same connection,
-/// after its own write, as every read-your-writes read is.
+/// gave the session no write to wait for). A new post is read back the same way.
 pub async fn create(
     conn: &mut MySqlConnection,
     post: &NewPost,
@@ -221,9 +220,7 @@ pub async fn create(
             .await;
     let key = match (inserted, key) {
         (Ok(done), _) => {
-            let id = done.last_insert_id();
-            let (stored, node) = find(conn, id).await?;
-            let post = stored.ok_or(sqlx::Error::RowNotFound)?;
+            let (post, node) = read_back(conn, READ_BACK_BY_ID, done.last_insert_id().to_string()).await?;
             return Ok(Created::New { post, node });
         }
         (Err(sqlx::Error::Database(e)), Some(key))
@@ -233,16 +230,7 @@ pub async fn create(
         }
         (Err(e), _) => return Err(e),
     };
-    let row = sqlx::query(
-        "SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, \
-                CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
-         FROM posts WHERE idempotency_key = ? LOCK IN SHARE MODE",
-    )
-    .bind(key.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    let stored = post_from_row(&row)?.ok_or(sqlx::Error::RowNotFound)?;
-    let node = row.try_get("node")?;
+    let (stored, node) = read_back(conn, READ_BACK_BY_KEY, key.as_str().to_owned()).await?;
     Ok(
         if stored.name == post.name && stored.message == post.message {
             Created::Repeated { post: stored, node }
@@ -250,6 +238,38 @@ pub async fn create(
             Created::KeyReused { id: stored.id }
         },
     )
+}
+
+/// A stored post read back by id or by idempotency key, with `LOCK IN SHARE MODE`: db-router
+/// sends a locking read to the primary, which ran the write, so the row is there whatever the
+/// replica's lag, and `node` names the node that took the write (the demo's timeline shows a
+/// failover by it).
+macro_rules! read_back_by {
+    ($column:literal) => {
+        concat!(
+            "SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, \
+                    CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
+             FROM posts WHERE ",
+            $column,
+            " = ? LOCK IN SHARE MODE"
+        )
+    };
+}
+const READ_BACK_BY_ID: &str = read_back_by!("id");
+const READ_BACK_BY_KEY: &str = read_back_by!("idempotency_key");
+
+/// Runs one of the `READ_BACK_BY_*` statements for `value`.
+async fn read_back(
+    conn: &mut MySqlConnection,
+    statement: &'static str,
+    value: String,
+) -> Result<(Post, String), sqlx::Error> {
+    let row = sqlx::query(statement)
+        .bind(value)
+        .fetch_one(&mut *conn)
+        .await?;
+    let post = post_from_row(&row)?.ok_or(sqlx::Error::RowNotFound)?;
+    Ok((post, row.try_get("node")?))
 }
 
 /// The post in a row of the queries above; None for the anchored queries' empty row.
