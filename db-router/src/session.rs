@@ -68,6 +68,14 @@ enum Flow {
     Close,
 }
 
+/// How one try of a command on a backend ended.
+enum Attempt {
+    /// Answered (or refused by the router itself); the session goes on as the flow says.
+    Done(Flow),
+    /// The backend connection broke before any of the answer reached the client.
+    Lost(BackendError),
+}
+
 /// An error the router answers a command with itself.
 struct Refusal {
     code: (u16, &'static str),
@@ -758,25 +766,66 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Err(why) => return self.malformed(why).await,
         }
         let route = statement.class.route;
-        let want = self.choose(route, None);
-        let role = match self.acquire(want).await {
-            Ok(role) => role,
-            Err(refusal) => {
-                self.refuse(refusal).await?;
-                return Ok(Flow::Continue);
+        // Long data goes with the first attempt only; an EXECUTE that had some is not retried.
+        let mut long_data = Some(std::mem::take(&mut statement.long_data));
+        let mut want = self.choose(route, None);
+        loop {
+            let role = match self.acquire(want).await {
+                Ok(role) => role,
+                Err(refusal) => {
+                    self.refuse(refusal).await?;
+                    return Ok(Flow::Continue);
+                }
+            };
+            let long_data = long_data.take().unwrap_or_default();
+            // A read that lost the reader before any of its answer reached the client goes to
+            // the writer, as a COM_QUERY read does: it changed nothing, so it can run again.
+            let retry_on_writer = role == Role::Reader && route == Route::Read && long_data.is_empty();
+            match self.execute_on(id, role, route, &long_data, payload, params).await? {
+                Attempt::Done(flow) => return Ok(flow),
+                Attempt::Lost(error) if retry_on_writer => {
+                    tracing::debug!(peer = self.peer, "read retried on the writer: {error}");
+                    self.shared.metrics.fallback("reader_lost");
+                    want = Role::Writer;
+                }
+                Attempt::Lost(error) => {
+                    self.refuse(Refusal {
+                        code: code::BACKEND_LOST,
+                        message: format!(
+                            "foobar-db-router: {error}; the statement may or may not have run"
+                        ),
+                        reason: "backend_lost",
+                    })
+                    .await?;
+                    return Ok(Flow::Continue);
+                }
             }
-        };
+        }
+    }
+
+    /// One try of an EXECUTE on the `role` connection: prepared there first if it is not yet,
+    /// then its long data, then the EXECUTE, its answer relayed. `Lost` means the backend
+    /// connection broke before any of the answer reached the client (it is dropped and
+    /// reported); past that point a broken backend ends the client's connection too.
+    async fn execute_on(
+        &mut self,
+        id: u32,
+        role: Role,
+        route: Route,
+        long_data: &[BytesMut],
+        payload: &[u8],
+        params: u16,
+    ) -> std::io::Result<Attempt> {
         let Some(statement) = self.statements.get_mut(id) else {
-            return self.unknown_statement("mysqld_stmt_execute").await;
+            return Ok(Attempt::Done(self.unknown_statement("mysqld_stmt_execute").await?));
         };
-        let long_data = std::mem::take(&mut statement.long_data);
         statement.last_role = Some(role);
         let statement = &*statement;
         let Some(backend) = (match role {
             Role::Writer => self.writer.as_mut(),
             Role::Reader => self.reader.as_mut(),
         }) else {
-            return Ok(Flow::Continue);
+            return Ok(Attempt::Done(Flow::Continue));
         };
         let on = match backend.statements.get(&id).copied() {
             Some(on) => on,
@@ -791,17 +840,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 }
                 Ok(Err(error)) => {
                     self.fail(1, (error.code, "HY000"), &error.message).await?;
-                    return Ok(Flow::Continue);
+                    return Ok(Attempt::Done(Flow::Continue));
                 }
                 Err(error) => {
                     self.lose(role, &error);
-                    self.refuse(Refusal {
-                        code: code::BACKEND_LOST,
-                        message: format!("foobar-db-router: {error}"),
-                        reason: "backend_lost",
-                    })
-                    .await?;
-                    return Ok(Flow::Continue);
+                    return Ok(Attempt::Lost(error));
                 }
             },
         };
@@ -813,24 +856,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             on.types_sent,
         ) {
             Ok(execute) => execute,
-            Err(why) => return self.malformed(why).await,
+            Err(why) => return Ok(Attempt::Done(self.malformed(why).await?)),
         };
         if params > 0 {
             if let Some(on) = backend.statements.get_mut(&id) {
                 on.types_sent = true;
             }
         }
-        for chunk in &long_data {
+        for chunk in long_data {
             let chunk = prepared::with_id(chunk, on.id);
             if let Err(error) = backend.send_command(&chunk).await {
                 self.lose(role, &error);
-                self.refuse(Refusal {
-                    code: code::BACKEND_LOST,
-                    message: format!("foobar-db-router: {error}"),
-                    reason: "backend_lost",
-                })
-                .await?;
-                return Ok(Flow::Continue);
+                return Ok(Attempt::Lost(error));
             }
         }
         let kind = match route {
@@ -841,7 +878,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let caps = self.login.caps;
         let (slot, client) = self.slot_and_client(role);
         let Some(backend) = slot.as_mut() else {
-            return Ok(Flow::Continue);
+            return Ok(Attempt::Done(Flow::Continue));
         };
         let sent = backend.send_command(&execute).await;
         let result = match sent {
@@ -854,7 +891,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         match result {
             Ok(outcome) => {
                 self.after(role, &outcome);
-                Ok(Flow::Continue)
+                Ok(Attempt::Done(Flow::Continue))
             }
             Err(RelayError::Client(e)) => Err(e),
             Err(RelayError::Backend { error, forwarded }) => {
@@ -862,15 +899,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 if forwarded {
                     return Err(std::io::Error::other(error.to_string()));
                 }
-                self.refuse(Refusal {
-                    code: code::BACKEND_LOST,
-                    message: format!(
-                        "foobar-db-router: {error}; the statement may or may not have run"
-                    ),
-                    reason: "backend_lost",
-                })
-                .await?;
-                Ok(Flow::Continue)
+                Ok(Attempt::Lost(error))
             }
         }
     }

@@ -56,8 +56,28 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         .await?;
     }
 
-    // The replica dies: reads go to the primary (reader None), writes are untouched.
+    // The replica dies under a read (a prepared statement, as sqlx sends one, still running
+    // there): that read is answered by the primary, no error reaches the client. Then reads
+    // go to the primary (reader None), writes are untouched.
+    let proxy = support::Router::start(&support::config(&primary.name, &replica.name, "")).await?;
+    let mut reader = MySqlConnection::connect_with(&proxy.options()).await?;
+    let (on, _) = sqlx::query_as::<_, (u32, i64)>("SELECT @@server_id, SLEEP(?)")
+        .bind(0)
+        .fetch_one(&mut reader)
+        .await?;
+    assert_eq!(on, 2, "reads go to the replica while it is up");
+    let slow_read = tokio::spawn(async move {
+        sqlx::query_as::<_, (u32, i64)>("SELECT @@server_id, SLEEP(?)")
+            .bind(2)
+            .fetch_one(&mut reader)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
     kill(&db.replica).await?;
+    let (server_id, _) = slow_read.await??;
+    assert_eq!(server_id, 1, "the read cut off on the replica is answered by the primary");
+    // Only the two topology halves below take part in the failover.
+    drop(proxy);
     let took = wait(
         &a,
         "reader none after the replica's kill",
