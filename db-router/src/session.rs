@@ -83,6 +83,17 @@ struct Refusal {
     reason: &'static str,
 }
 
+impl Refusal {
+    /// The backend connection broke after the statement was sent, before its answer.
+    fn lost_mid_statement(error: &BackendError) -> Self {
+        Self {
+            code: code::BACKEND_LOST,
+            message: format!("foobar-db-router: {error}; the statement may or may not have run"),
+            reason: "backend_lost",
+        }
+    }
+}
+
 /// Why a backend connection could not be made ready.
 enum NotReady {
     Backend(BackendError),
@@ -556,14 +567,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                         want = Role::Writer;
                         continue;
                     }
-                    self.refuse(Refusal {
-                        code: code::BACKEND_LOST,
-                        message: format!(
-                            "foobar-db-router: {error}; the statement may or may not have run"
-                        ),
-                        reason: "backend_lost",
-                    })
-                    .await?;
+                    self.refuse(Refusal::lost_mid_statement(&error)).await?;
                     return Ok(None);
                 }
             }
@@ -780,8 +784,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             let long_data = long_data.take().unwrap_or_default();
             // A read that lost the reader before any of its answer reached the client goes to
             // the writer, as a COM_QUERY read does: it changed nothing, so it can run again.
-            let retry_on_writer = role == Role::Reader && route == Route::Read && long_data.is_empty();
-            match self.execute_on(id, role, route, &long_data, payload, params).await? {
+            let retry_on_writer =
+                role == Role::Reader && route == Route::Read && long_data.is_empty();
+            match self
+                .execute_on(id, role, route, &long_data, payload, params)
+                .await?
+            {
                 Attempt::Done(flow) => return Ok(flow),
                 Attempt::Lost(error) if retry_on_writer => {
                     tracing::debug!(peer = self.peer, "read retried on the writer: {error}");
@@ -789,14 +797,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     want = Role::Writer;
                 }
                 Attempt::Lost(error) => {
-                    self.refuse(Refusal {
-                        code: code::BACKEND_LOST,
-                        message: format!(
-                            "foobar-db-router: {error}; the statement may or may not have run"
-                        ),
-                        reason: "backend_lost",
-                    })
-                    .await?;
+                    self.refuse(Refusal::lost_mid_statement(&error)).await?;
                     return Ok(Flow::Continue);
                 }
             }
@@ -817,7 +818,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         params: u16,
     ) -> std::io::Result<Attempt> {
         let Some(statement) = self.statements.get_mut(id) else {
-            return Ok(Attempt::Done(self.unknown_statement("mysqld_stmt_execute").await?));
+            return Ok(Attempt::Done(
+                self.unknown_statement("mysqld_stmt_execute").await?,
+            ));
         };
         statement.last_role = Some(role);
         let statement = &*statement;

@@ -75,7 +75,10 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     tokio::time::sleep(Duration::from_millis(700)).await;
     kill(&db.replica).await?;
     let (server_id, _) = slow_read.await??;
-    assert_eq!(server_id, 1, "the read cut off on the replica is answered by the primary");
+    assert_eq!(
+        server_id, 1,
+        "the read cut off on the replica is answered by the primary"
+    );
     // Only the two topology halves below take part in the failover.
     drop(proxy);
     let took = wait(

@@ -25,41 +25,65 @@ const PUBLISHERS: [&str; 3] = ["dns", "lb-1", "lb-2"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_stack() {
-    let stack = Stack::up().await.expect("the stack starts and gets healthy");
+    let stack = Stack::up()
+        .await
+        .expect("the stack starts and gets healthy");
     let mut failures = Vec::new();
-    check(&mut failures, "only dns and the balancers publish ports, on 127.0.0.1", {
-        only_the_edge_publishes(&stack)
-    })
+    check(
+        &mut failures,
+        "only dns and the balancers publish ports, on 127.0.0.1",
+        { only_the_edge_publishes(&stack) },
+    )
     .await;
-    check(&mut failures, "the firewall between edge, app and data holds", {
-        the_firewall_holds(&stack)
-    })
+    check(
+        &mut failures,
+        "the firewall between edge, app and data holds",
+        { the_firewall_holds(&stack) },
+    )
     .await;
-    check(&mut failures, "a visitor's client container gets the site through DNS", {
-        a_visitor_gets_the_site(&stack)
-    })
+    check(
+        &mut failures,
+        "a visitor's client container gets the site through DNS",
+        { a_visitor_gets_the_site(&stack) },
+    )
     .await;
-    check(&mut failures, "100 requests split evenly between web-a and web-b", {
-        requests_split_evenly(&stack)
-    })
+    check(
+        &mut failures,
+        "the status page, through the balancers, shows the stack",
+        { the_status_page_shows_the_stack(&stack) },
+    )
     .await;
-    check(&mut failures, "a post written through the site is on the next page view", {
-        read_your_writes_through_the_chain(&stack)
-    })
+    check(
+        &mut failures,
+        "100 requests split evenly between web-a and web-b",
+        { requests_split_evenly(&stack) },
+    )
+    .await;
+    check(
+        &mut failures,
+        "a post written through the site is on the next page view",
+        { read_your_writes_through_the_chain(&stack) },
+    )
     .await;
     check(&mut failures, "the DNS answer is the healthy balancers", {
         dns_answers_the_healthy_balancers(&stack)
     })
     .await;
-    check(&mut failures, "a rolling deploy under load fails no request", {
-        a_rolling_deploy_fails_nothing(&stack)
-    })
+    check(
+        &mut failures,
+        "a rolling deploy under load fails no request",
+        { a_rolling_deploy_fails_nothing(&stack) },
+    )
     .await;
     check(&mut failures, "every kill of the failover demo", {
         the_demo_kills(&stack)
     })
     .await;
-    assert!(failures.is_empty(), "failed checks:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed checks:\n{}",
+        failures.join("\n")
+    );
 }
 
 async fn check(
@@ -70,7 +94,10 @@ async fn check(
     progress(name);
     let started = Instant::now();
     match body.await {
-        Ok(()) => progress(&format!("ok ({:.1} s): {name}", started.elapsed().as_secs_f64())),
+        Ok(()) => progress(&format!(
+            "ok ({:.1} s): {name}",
+            started.elapsed().as_secs_f64()
+        )),
         Err(error) => {
             progress(&format!("FAILED: {name}: {error:#}"));
             failures.push(format!("{name}: {error:#}"));
@@ -80,7 +107,11 @@ async fn check(
 
 async fn only_the_edge_publishes(stack: &Stack) -> anyhow::Result<()> {
     let containers = stack.ps().await?;
-    ensure!(containers.len() >= 10, "only {} containers", containers.len());
+    ensure!(
+        containers.len() >= 10,
+        "only {} containers",
+        containers.len()
+    );
     for container in &containers {
         let service = &container.state.service;
         let published: Vec<_> = container
@@ -207,13 +238,50 @@ async fn a_visitor_gets_the_site(stack: &Stack) -> anyhow::Result<()> {
         "dig www.foobar.com in the client container answered {:?}, not {balancers:?}",
         &lines[..lines.len().min(2)]
     );
-    ensure!(lines[2] == "https 200 2", "curl https://www.foobar.com/: {}", lines[2]);
+    ensure!(
+        lines[2] == "https 200 2",
+        "curl https://www.foobar.com/: {}",
+        lines[2]
+    );
     ensure!(
         lines[3] == "http 308 https://www.foobar.com/guestbook",
         "curl http://www.foobar.com/guestbook: {}",
         lines[3]
     );
     Ok(())
+}
+
+/// https://status.foobar.com/consoles/stack.html from the client container: Prometheus's
+/// console, served through a balancer (Prometheus publishes no port), with live data: every
+/// service UP, both balancers in foobar-dns's answer, each router's view of both databases.
+/// Prometheus scrapes every 2 s; the page may need a few scrapes after the start.
+async fn the_status_page_shows_the_stack(stack: &Stack) -> anyhow::Result<()> {
+    let wanted: Vec<String> = [
+        "<td>dns</td>",
+        "<td>lb-1</td>",
+        "<td>web-b</td>",
+        "<td>router-a</td>",
+        "db-replica:3306",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([11, 12].map(|host| format!("<td>{}</td>", Stack::edge_address(host))))
+    .collect();
+    let started = Instant::now();
+    loop {
+        let page = stack
+            .client("curl -s https://status.foobar.com/consoles/stack.html")
+            .await?;
+        let missing: Vec<&String> = wanted.iter().filter(|w| !page.contains(*w)).collect();
+        let down = page.contains(">DOWN<");
+        if missing.is_empty() && !down {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("after 30 s the status page lacks {missing:?} (a DOWN on it: {down}):\n{page}");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// One curl, 100 requests on one connection through one balancer: round robin alternates.
@@ -262,7 +330,10 @@ async fn read_your_writes_through_the_chain(stack: &Stack) -> anyhow::Result<()>
     let lines: Vec<&str> = out.lines().collect();
     ensure!(lines.len() == 10, "expected 10 results: {out}");
     let missing: Vec<&&str> = lines.iter().filter(|l| !l.contains(" seen ")).collect();
-    ensure!(missing.is_empty(), "posts not on the next page view: {missing:?}");
+    ensure!(
+        missing.is_empty(),
+        "posts not on the next page view: {missing:?}"
+    );
     let crossed = lines
         .iter()
         .filter(|l| {
@@ -270,15 +341,23 @@ async fn read_your_writes_through_the_chain(stack: &Stack) -> anyhow::Result<()>
             words.len() == 4 && words[2] != words[3]
         })
         .count();
-    progress(&format!("10 of 10 seen; {crossed} read by the other web server"));
-    ensure!(crossed > 0, "no read went to the other web server: {lines:?}");
+    progress(&format!(
+        "10 of 10 seen; {crossed} read by the other web server"
+    ));
+    ensure!(
+        crossed > 0,
+        "no read went to the other web server: {lines:?}"
+    );
     Ok(())
 }
 
 /// Kill lb-1: foobar-dns stops answering its address; start it again: it answers both.
 async fn dns_answers_the_healthy_balancers(stack: &Stack) -> anyhow::Result<()> {
     let both = vec![Stack::edge_address(11), Stack::edge_address(12)];
-    ensure!(stack.www_addresses().await? == both, "not both balancers at first");
+    ensure!(
+        stack.www_addresses().await? == both,
+        "not both balancers at first"
+    );
     stack
         .compose_ok(&["kill", "--signal", "SIGKILL", "lb-1"])
         .await?;
@@ -286,12 +365,18 @@ async fn dns_answers_the_healthy_balancers(stack: &Stack) -> anyhow::Result<()> 
     let after = wait_for_answer(stack, &only_lb2, Duration::from_secs(20))
         .await
         .context("after killing lb-1")?;
-    progress(&format!("lb-1 left the answer {:.1} s after its kill", after.as_secs_f64()));
+    progress(&format!(
+        "lb-1 left the answer {:.1} s after its kill",
+        after.as_secs_f64()
+    ));
     stack.compose_ok(&["start", "lb-1"]).await?;
     let after = wait_for_answer(stack, &both, Duration::from_secs(60))
         .await
         .context("after starting lb-1")?;
-    progress(&format!("lb-1 back in the answer {:.1} s after its start", after.as_secs_f64()));
+    progress(&format!(
+        "lb-1 back in the answer {:.1} s after its start",
+        after.as_secs_f64()
+    ));
     stack.wait_healthy(Duration::from_secs(60)).await?;
     Ok(())
 }
@@ -338,16 +423,22 @@ async fn a_rolling_deploy_fails_nothing(stack: &Stack) -> anyhow::Result<()> {
     let records = load.stop().await;
     ensure!(deploy?.success(), "scripts/deploy.sh failed");
     let failed: Vec<_> = records.iter().filter(|r| !r.ok()).collect();
-    let by_web = records.iter().fold(BTreeMap::<String, u32>::new(), |mut m, r| {
-        *m.entry(r.web.clone().unwrap_or_default()).or_default() += 1;
-        m
-    });
+    let by_web = records
+        .iter()
+        .fold(BTreeMap::<String, u32>::new(), |mut m, r| {
+            *m.entry(r.web.clone().unwrap_or_default()).or_default() += 1;
+            m
+        });
     progress(&format!(
         "{} requests during the deploy, {} failed; served by {by_web:?}",
         records.len(),
         failed.len()
     ));
-    ensure!(records.len() > 100, "only {} requests were sent", records.len());
+    ensure!(
+        records.len() > 100,
+        "only {} requests were sent",
+        records.len()
+    );
     ensure!(
         failed.is_empty(),
         "{} of {} requests failed, first: {:?}",
@@ -386,7 +477,11 @@ async fn the_demo_kills(stack: &Stack) -> anyhow::Result<()> {
     };
     let report = Scenario::run(&config, |line| eprintln!("{line}")).await?;
     eprintln!("{}", report.text());
-    ensure!(report.skipped.is_empty(), "not killed: {:?}", report.skipped);
+    ensure!(
+        report.skipped.is_empty(),
+        "not killed: {:?}",
+        report.skipped
+    );
     for result in &report.components {
         let component = &result.component;
         // The primary's kill may fail requests (its in-flight writes die with it); its
@@ -404,11 +499,25 @@ async fn the_demo_kills(stack: &Stack) -> anyhow::Result<()> {
             verdict.write_outage,
             "{component}: writes failed for {:.1} s{}",
             result.write_outage.as_secs_f64(),
-            if result.outage_open { " and had not recovered" } else { "" }
+            if result.outage_open {
+                " and had not recovered"
+            } else {
+                ""
+            }
         );
-        ensure!(verdict.acked_lost, "{component}: {} acknowledged writes lost", result.acked_lost);
-        ensure!(verdict.to_healthy, "{component}: not all-healthy within 30 s of the restore");
+        ensure!(
+            verdict.acked_lost,
+            "{component}: {} acknowledged writes lost",
+            result.acked_lost
+        );
+        ensure!(
+            verdict.to_healthy,
+            "{component}: not all-healthy within 30 s of the restore"
+        );
     }
-    ensure!(report.verification.passed(), "the final check of the writes failed");
+    ensure!(
+        report.verification.passed(),
+        "the final check of the writes failed"
+    );
     Ok(())
 }

@@ -220,7 +220,8 @@ pub async fn create(
             .await;
     let key = match (inserted, key) {
         (Ok(done), _) => {
-            let (post, node) = read_back(conn, READ_BACK_BY_ID, done.last_insert_id().to_string()).await?;
+            let (post, node) =
+                read_back(conn, READ_BACK_BY_ID, done.last_insert_id().to_string()).await?;
             return Ok(Created::New { post, node });
         }
         (Err(sqlx::Error::Database(e)), Some(key))

@@ -48,7 +48,9 @@ impl Stack {
     /// Starts the stack and waits until every service is healthy; prints what it does.
     pub async fn up() -> anyhow::Result<Self> {
         let repo = repo_root();
-        let dir = tempfile::Builder::new().prefix("foobar-stacktest").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("foobar-stacktest")
+            .tempdir()?;
         let config = dir.path().join("config");
         copy_config(&repo.join("config"), &config)?;
         // The containers run as their own users: the copy must be readable by them.
@@ -84,7 +86,9 @@ impl Stack {
             up_time: Duration::ZERO,
         };
         // A stack a killed test run left behind (same project, same subnet).
-        stack.compose(&["down", "--volumes", "--timeout", "0"]).await?;
+        stack
+            .compose(&["down", "--volumes", "--timeout", "0"])
+            .await?;
         progress("docker compose up --wait (the stack's images, a project of its own)");
         let started = Instant::now();
         let up = stack
@@ -107,7 +111,10 @@ impl Stack {
             );
         }
         stack.up_time = started.elapsed();
-        progress(&format!("all healthy after {:.1} s", stack.up_time.as_secs_f64()));
+        progress(&format!(
+            "all healthy after {:.1} s",
+            stack.up_time.as_secs_f64()
+        ));
         let ca = stack.ca_file.display().to_string();
         stack
             .compose_ok(&["cp", "lb-1:/var/lib/foobar/tls/ca.pem", &ca])
@@ -156,8 +163,17 @@ impl Stack {
     /// A bash script in a fresh `client` container (the visitor's machine on `edge`,
     /// resolving through foobar-dns); its stdout.
     pub async fn client(&self, script: &str) -> anyhow::Result<String> {
-        self.compose_ok(&["run", "--rm", "-T", "--no-deps", "client", "bash", "-c", script])
-            .await
+        self.compose_ok(&[
+            "run",
+            "--rm",
+            "-T",
+            "--no-deps",
+            "client",
+            "bash",
+            "-c",
+            script,
+        ])
+        .await
     }
 
     /// A bash script in the client image, but inside `service`'s network namespace: what
@@ -208,7 +224,9 @@ impl Stack {
 
     /// Each container's state and published ports.
     pub async fn ps(&self) -> anyhow::Result<Vec<Container>> {
-        let text = self.compose_ok(&["ps", "--all", "--format", "json"]).await?;
+        let text = self
+            .compose_ok(&["ps", "--all", "--format", "json"])
+            .await?;
         let text = text.trim();
         if text.starts_with('[') {
             return Ok(serde_json::from_str(text)?);
@@ -260,7 +278,9 @@ impl Stack {
 
     /// A balancer's address on `edge` (lb-1 is .11, lb-2 .12).
     pub fn edge_address(host: u8) -> IpAddr {
-        format!("{EDGE_NET}.{host}").parse().expect("a valid address")
+        format!("{EDGE_NET}.{host}")
+            .parse()
+            .expect("a valid address")
     }
 }
 
@@ -388,7 +408,10 @@ mod tests {
         let probes = parse_probes("10.0.0.1:3306 closed\n10.0.0.2:443 open\n").unwrap();
         assert_eq!(
             probes,
-            vec![("10.0.0.1:3306".into(), false), ("10.0.0.2:443".into(), true)]
+            vec![
+                ("10.0.0.1:3306".into(), false),
+                ("10.0.0.2:443".into(), true)
+            ]
         );
         assert!(parse_probes("10.0.0.1:3306 maybe\n").is_err());
     }
@@ -404,7 +427,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         copy_config(&repo_root().join("config"), dir.path()).unwrap();
         let zone = std::fs::read_to_string(dir.path().join("zones/foobar.com.zone")).unwrap();
-        assert!(zone.contains(&format!("www     IN A    {EDGE_NET}.11")), "{zone}");
+        assert!(
+            zone.contains(&format!("www     IN A    {EDGE_NET}.11")),
+            "{zone}"
+        );
         assert!(!zone.contains("10.153.53."), "{zone}");
         assert!(dir.path().join("prometheus/prometheus.yml").exists());
     }
