@@ -32,52 +32,56 @@ async fn the_whole_stack() {
     check(
         &mut failures,
         "only dns and the balancers publish ports, on 127.0.0.1",
-        { only_the_edge_publishes(&stack) },
+        only_the_edge_publishes(&stack),
     )
     .await;
     check(
         &mut failures,
         "the firewall between edge, app and data holds",
-        { the_firewall_holds(&stack) },
+        the_firewall_holds(&stack),
     )
     .await;
     check(
         &mut failures,
         "a visitor's client container gets the site through DNS",
-        { a_visitor_gets_the_site(&stack) },
+        a_visitor_gets_the_site(&stack),
     )
     .await;
     check(
         &mut failures,
         "the status page, through the balancers, shows the stack",
-        { the_status_page_shows_the_stack(&stack) },
+        the_status_page_shows_the_stack(&stack),
     )
     .await;
     check(
         &mut failures,
         "100 requests split evenly between web-a and web-b",
-        { requests_split_evenly(&stack) },
+        requests_split_evenly(&stack),
     )
     .await;
     check(
         &mut failures,
         "a post written through the site is on the next page view",
-        { read_your_writes_through_the_chain(&stack) },
+        read_your_writes_through_the_chain(&stack),
     )
     .await;
-    check(&mut failures, "the DNS answer is the healthy balancers", {
-        dns_answers_the_healthy_balancers(&stack)
-    })
+    check(
+        &mut failures,
+        "the DNS answer is the healthy balancers",
+        dns_answers_the_healthy_balancers(&stack),
+    )
     .await;
     check(
         &mut failures,
         "a rolling deploy under load fails no request",
-        { a_rolling_deploy_fails_nothing(&stack) },
+        a_rolling_deploy_fails_nothing(&stack),
     )
     .await;
-    check(&mut failures, "every kill of the failover demo", {
-        the_demo_kills(&stack)
-    })
+    check(
+        &mut failures,
+        "every kill of the failover demo",
+        the_demo_kills(&stack),
+    )
     .await;
     assert!(
         failures.is_empty(),

@@ -1,13 +1,15 @@
 //! The whole stack, as `make up` starts it, in a compose project of the tests' own.
 //!
 //! [`Stack::up`] runs the repository's docker-compose.yml under the project name
-//! `foobar-stacktest`, with its own published ports, its own `edge` subnet (10.153.54.0/24,
+//! `foobar-stacktest` (testcontainers' compose support starts it and takes it down), with its
+//! own published ports, its own `edge` subnet (10.153.54.0/24,
 //! so it can run beside a user's `make up`) and a copy of `config/` whose zone file names the
 //! balancers by their addresses on that subnet. Everything else is what a user runs: the
 //! images `make images` built, the secrets in `secrets/`, the healthchecks. Dropping the
 //! stack takes it down with its volumes; a stack left behind by a killed run is taken down
 //! before the next one starts.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -18,6 +20,7 @@ use foobar_demo::compose::{Compose, ServiceState};
 use foobar_demo::resolve::Resolver;
 use foobar_demo::visitor::VisitorConfig;
 use serde::Deserialize;
+use testcontainers::compose::DockerCompose;
 
 /// The compose project of the stack tests.
 pub const PROJECT: &str = "foobar-stacktest";
@@ -26,22 +29,18 @@ pub const EDGE_NET: &str = "10.153.54";
 /// The site's name, in DNS and in the balancers' certificate.
 pub const SITE: &str = "www.foobar.com";
 
-/// Longest `docker compose up --wait` may take; the stack's first start on two cores (the
-/// databases' bootstrap included) takes one to two minutes.
-const UP_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// A running stack of the repository's compose file.
 pub struct Stack {
     pub repo: PathBuf,
-    /// Holds the env file, the config copy and the balancers' CA.
-    pub dir: tempfile::TempDir,
+    /// Holds the env file, the config copy and the balancers' CA while the stack runs.
+    _dir: tempfile::TempDir,
     pub env_file: PathBuf,
     pub dns_port: u16,
-    /// lb-1's published HTTPS port on 127.0.0.1.
-    pub lb1_https_port: u16,
     pub ca_file: PathBuf,
     /// How long `up` took to reach all-healthy.
     pub up_time: Duration,
+    /// testcontainers' handle on the project: `up` with `--wait`; on drop, `down --volumes`.
+    compose: Option<DockerCompose>,
 }
 
 impl Stack {
@@ -57,56 +56,62 @@ impl Stack {
         make_readable(dir.path())?;
 
         let dns_port = free_port()?;
-        let lb1_https_port = free_port()?;
-        let env_file = dir.path().join("stack.env");
-        let mut env = format!(
-            "COMPOSE_PROJECT_NAME={PROJECT}\nFOOBAR_EDGE_NET={EDGE_NET}\n\
-             FOOBAR_CONFIG_DIR={}\nDNS_PORT={dns_port}\nLB1_HTTPS_PORT={lb1_https_port}\n",
-            config.display()
-        );
+        // The compose file's variables: for testcontainers' `up`, and as an env file for the
+        // compose commands a test runs itself (which is also how they name the project).
+        let mut env: BTreeMap<String, String> = [
+            ("COMPOSE_PROJECT_NAME", PROJECT.to_owned()),
+            ("FOOBAR_EDGE_NET", EDGE_NET.to_owned()),
+            ("FOOBAR_CONFIG_DIR", config.display().to_string()),
+            ("DNS_PORT", dns_port.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         for key in [
             "LB1_HTTP_PORT",
+            "LB1_HTTPS_PORT",
             "LB1_ADMIN_PORT",
             "LB2_HTTP_PORT",
             "LB2_HTTPS_PORT",
             "LB2_ADMIN_PORT",
         ] {
-            env.push_str(&format!("{key}={}\n", free_port()?));
+            env.insert(key.to_owned(), free_port()?.to_string());
         }
-        std::fs::write(&env_file, env)?;
+        let env_file = dir.path().join("stack.env");
+        let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&env_file, lines)?;
 
         let ca_file = dir.path().join("ca.pem");
         let mut stack = Self {
             repo,
-            dir,
+            _dir: dir,
             env_file,
             dns_port,
-            lb1_https_port,
             ca_file,
             up_time: Duration::ZERO,
+            compose: None,
         };
         // A stack a killed test run left behind (same project, same subnet).
         stack
             .compose(&["down", "--volumes", "--timeout", "0"])
             .await?;
-        progress("docker compose up --wait (the stack's images, a project of its own)");
+        progress(
+            "docker compose up --wait (testcontainers; the stack's images, a project of its own)",
+        );
         let started = Instant::now();
-        let up = stack
-            .compose(&[
-                "up",
-                "--detach",
-                "--wait",
-                "--no-build",
-                "--wait-timeout",
-                &UP_TIMEOUT.as_secs().to_string(),
-            ])
-            .await?;
-        if !up.status.success() {
+        let mut compose =
+            DockerCompose::with_local_client(&[stack.repo.join("docker-compose.yml")])
+                .with_project_name(PROJECT)
+                .with_env_vars(env.into_iter().collect());
+        // testcontainers waits up to 60 s for every healthcheck; the stack needs about 20 s
+        // from built images on two cores, its databases' first start included.
+        let up = compose.up().await;
+        // Kept whatever happened, so the stack is taken down with the test.
+        stack.compose = Some(compose);
+        if let Err(error) = up {
             let ps = stack.compose(&["ps", "--all"]).await?;
             bail!(
-                "docker compose up: {}\n{}\n{}",
-                up.status,
-                String::from_utf8_lossy(&up.stderr),
+                "docker compose up: {error}\n{}",
                 String::from_utf8_lossy(&ps.stdout)
             );
         }
