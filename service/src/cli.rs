@@ -79,10 +79,7 @@ where
     }
 
     telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(config.common().worker_threads) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", info.binary);
@@ -103,6 +100,22 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime for `worker_threads` (see [`config::CommonConfig::worker_threads`]).
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
 }
 
 /// Runs the admin listener and the service side by side. Either one failing stops the other;

@@ -44,6 +44,11 @@ pub struct CommonConfig {
     /// Counted outside `shutdown_timeout`.
     #[serde(with = "humantime_serde")]
     pub shutdown_delay: Duration,
+    /// Threads that run the service's work. 0: one per CPU this process may run on (its CPU
+    /// affinity, so `taskset -c 0` or a container's cpuset counts). With one, the service runs
+    /// on a single-threaded scheduler, which does less per task switch than a work-stealing
+    /// one with one worker: the way HAProxy's `nbthread 1` or nginx's `worker_processes 1` run.
+    pub worker_threads: usize,
 }
 
 impl CommonConfig {
@@ -62,6 +67,7 @@ impl Default for CommonConfig {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
             shutdown_timeout: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
+            worker_threads: 0,
         }
     }
 }
