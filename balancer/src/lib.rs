@@ -9,6 +9,7 @@
 //! - [`discovery`]: the pools' members: addresses from the config, host names resolved again
 //!   and again; rebuilding a pool keeps the state of the backends that stay.
 //! - [`proxy`]: forwarding a request, its headers, retries that never repeat a sent write.
+//! - [`upstream`]: HTTP/1.1 to a backend, inside the request's task (no hand-offs).
 //! - [`replay`]: which requests may be sent again, and the copy kept to do it.
 //! - [`limits`]: connections at once, per-client rate, body size.
 //! - [`health`]: active HTTP checks.
@@ -32,6 +33,7 @@ pub mod replay;
 pub mod sites;
 pub mod status;
 pub mod tls;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

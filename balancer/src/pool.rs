@@ -16,13 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Algorithm;
 use crate::metrics::{Metrics, ResponseCounters};
-use crate::proxy::ProxyBody;
+use crate::upstream::Connection;
 
 /// What a backend is, as the config (and DNS) describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +67,7 @@ pub struct Backend {
     /// Its responses by status code, for `/metrics`.
     pub responses: ResponseCounters,
     /// Kept-alive connections to it, ready for the next request.
-    pub(crate) idle: Mutex<Vec<SendRequest<ProxyBody>>>,
+    pub(crate) idle: Mutex<Vec<Connection>>,
     /// Cancelled when it leaves the pool: its health check stops.
     pub retired: CancellationToken,
 }

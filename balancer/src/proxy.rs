@@ -6,9 +6,9 @@
 //! - A backend is chosen by that pool (up backends only; backups only when no primary is up).
 //! - If connecting to it fails, nothing was sent: the backend is marked against (passive
 //!   health) and the request goes to another backend.
-//! - If the connection was kept alive from an earlier request and turns out closed before the
-//!   request could be written, hyper hands the request back (`try_send_request`): nothing was
-//!   sent, so it too goes to another backend.
+//! - A connection kept alive from an earlier request is checked before it is used, and one
+//!   the backend has closed is dropped; if writing the request fails before any byte of it
+//!   left, nothing was sent, so it too goes to another backend (`upstream::SendError`).
 //! - If the exchange fails after the request was sent (the connection reset or closed before
 //!   a response), only a replayable request is tried again elsewhere (`replay.rs`): an
 //!   idempotent one without a body, or one with an `Idempotency-Key` and a body of at most
@@ -33,12 +33,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
 use crate::limits::{CappedBody, ConnectionLimit, RateLimiter};
@@ -46,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::pool::Backend;
 use crate::replay;
 use crate::sites::{Pools, request_host};
+use crate::upstream::{self, Connection, SendError};
 
 /// An error from either side: a connection's, or a limit's (`limits::BodyTooLarge`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -142,8 +141,6 @@ impl Proxy {
             &self.via,
             &request_id,
         );
-        parts.uri = origin_form(&parts.uri);
-        parts.version = Version::HTTP_11;
         let body = CappedBody::new(body, limits.max_body_size);
         let too_large = Arc::clone(&body.exceeded);
         let (body, replay) = match replay::prepare(&parts, body).await {
@@ -154,13 +151,11 @@ impl Proxy {
             }
             Err(e) => {
                 tracing::debug!(%client, "request body cut off while read ahead: {e}");
-                return error_page(
-                    StatusCode::BAD_REQUEST,
-                    "The request body did not arrive in full.",
-                );
+                return body_cut_off();
             }
         };
-        let mut request = Some(Request::from_parts(parts, body));
+        // The body for the next attempt: the client's, until it has been sent.
+        let mut body = Some(body);
 
         // Backends this request has been tried on; filled only when it is retried, so the
         // usual request allocates nothing for it.
@@ -172,10 +167,10 @@ impl Proxy {
             }
             // A request that may have reached a backend and cannot be sent again is answered
             // 502 whether or not another backend is up: 503 would say it was not processed.
-            let outgoing = match request.take() {
-                Some(request) => request,
+            let outgoing = match body.take() {
+                Some(body) => body,
                 None => match &replay {
-                    Some(replay) => replay.request(),
+                    Some(replay) => replay.body(),
                     None => {
                         break error_page(
                             StatusCode::BAD_GATEWAY,
@@ -196,16 +191,16 @@ impl Proxy {
             attempt = Some(index);
             let backend = Arc::clone(&pool.backends[index]);
             let in_flight = InFlight(Arc::clone(&backend));
-            let mut sender = match checkout(&backend, config.timeouts.connect).await {
-                Ok(sender) => sender,
+            let connection = match checkout(&backend, config.timeouts.connect).await {
+                Ok(connection) => connection,
                 Err(e) => {
                     self.passive_failure(&backend, &config, &format!("connect: {e}"));
-                    request = Some(outgoing);
+                    body = Some(outgoing);
                     continue;
                 }
             };
             let sent =
-                tokio::time::timeout(config.timeouts.response, sender.try_send_request(outgoing))
+                tokio::time::timeout(config.timeouts.response, connection.send(&parts, outgoing))
                     .await;
             match sent {
                 Err(_) => {
@@ -225,21 +220,24 @@ impl Proxy {
                         backend.record_success(u32::MAX);
                     }
                     backend.responses.count(response.status());
-                    break self.client_response(response, sender, in_flight, &request_id);
+                    break self.client_response(response, in_flight, &request_id);
                 }
-                Ok(Err(_)) if too_large.load(Ordering::Relaxed) => {
-                    // The client's fault, not the backend's: it got a cut-off body and drops it.
+                // The client's fault, not the backend's: the client's body failed on the way.
+                Ok(Err(SendError::Body(_))) if too_large.load(Ordering::Relaxed) => {
                     self.metrics.reject("body_too_large");
                     break body_too_large();
                 }
-                Ok(Err(mut error)) => {
-                    let unsent = error.take_message();
-                    let why = format!("exchange: {}", error.into_error());
-                    self.passive_failure(&backend, &config, &why);
-                    if let Some(unsent) = unsent {
-                        request = Some(unsent); // never written: safe anywhere
-                    }
-                    // Otherwise the loop sends a replayable request again, or answers 502.
+                Ok(Err(SendError::Body(e))) => {
+                    tracing::debug!(%client, "request body cut off while sent: {e}");
+                    break body_cut_off();
+                }
+                Ok(Err(SendError::Unsent(error, unsent))) => {
+                    self.passive_failure(&backend, &config, &format!("write: {error}"));
+                    body = Some(unsent); // never written: safe anywhere
+                }
+                Ok(Err(SendError::Sent(error))) => {
+                    // The loop sends a replayable request again, or answers 502.
+                    self.passive_failure(&backend, &config, &format!("exchange: {error}"));
                 }
             }
         };
@@ -259,8 +257,7 @@ impl Proxy {
 
     fn client_response(
         &self,
-        response: Response<Incoming>,
-        sender: SendRequest<ProxyBody>,
+        response: Response<upstream::Incoming>,
         in_flight: InFlight,
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
@@ -271,9 +268,8 @@ impl Proxy {
         let body = Tracked {
             inner: body,
             guard: Some(ReturnOnEnd {
-                sender: Some(sender),
                 in_flight,
-                finished: false,
+                connection: None,
             }),
         };
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
@@ -281,40 +277,33 @@ impl Proxy {
 }
 
 /// A kept-alive connection to `backend`, or a new one.
-async fn checkout(backend: &Backend, timeout: Duration) -> Result<SendRequest<ProxyBody>, String> {
+async fn checkout(backend: &Backend, timeout: Duration) -> Result<Connection, String> {
     loop {
         let cached = backend.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match cached {
-            Some(sender) if sender.is_ready() => return Ok(sender),
+            Some(connection) if connection.is_reusable() => return Ok(connection),
             Some(_) => continue, // closed by the backend since: drop it
             None => break,
         }
     }
-    let addr = backend.addr;
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+    tokio::time::timeout(timeout, Connection::connect(backend.addr))
         .await
         .map_err(|_| format!("no connection within {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(%addr, "backend connection ended: {e}");
-        }
-    });
-    Ok(sender)
+        .map_err(|e| e.to_string())
 }
 
-fn checkin(backend: &Backend, sender: SendRequest<ProxyBody>) {
-    if sender.is_closed() {
-        return;
-    }
+fn checkin(backend: &Backend, connection: Connection) {
     let mut idle = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
     if idle.len() < MAX_IDLE_PER_BACKEND {
-        idle.push(sender);
+        idle.push(connection);
     }
+}
+
+fn body_cut_off() -> Response<ProxyBody> {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "The request body did not arrive in full.",
+    )
 }
 
 fn body_too_large() -> Response<ProxyBody> {
@@ -335,25 +324,25 @@ impl Drop for InFlight {
     }
 }
 
-/// Returns the backend connection for reuse once the response body has been read to its end;
-/// a body dropped half-read takes its connection with it.
+/// Holds the request's place in its backend's `in_flight` until the response body ends or is
+/// dropped; a body read to its end gives its connection back to the backend's idle list, a
+/// body dropped half-read takes its connection with it.
 struct ReturnOnEnd {
-    sender: Option<SendRequest<ProxyBody>>,
     in_flight: InFlight,
-    finished: bool,
+    connection: Option<Connection>,
 }
 
 impl Drop for ReturnOnEnd {
     fn drop(&mut self) {
-        if let (true, Some(sender)) = (self.finished, self.sender.take()) {
-            checkin(&self.in_flight.0, sender);
+        if let Some(connection) = self.connection.take() {
+            checkin(&self.in_flight.0, connection);
         }
     }
 }
 
 /// A backend's response body on its way to the client.
 struct Tracked {
-    inner: Incoming,
+    inner: upstream::Incoming,
     guard: Option<ReturnOnEnd>,
 }
 
@@ -362,23 +351,23 @@ impl Drop for Tracked {
         // A body that was empty from the start (204, 304, HEAD) is complete even if the
         // client side never polled it.
         if let Some(guard) = self.guard.as_mut() {
-            guard.finished |= self.inner.is_end_stream();
+            guard.connection = self.inner.take_reusable();
         }
     }
 }
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             if let Some(mut guard) = self.guard.take() {
-                guard.finished = true;
+                guard.connection = self.inner.take_reusable();
             }
         }
         polled
@@ -391,12 +380,6 @@ impl Body for Tracked {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// `/path?query`: what an HTTP/1.1 backend expects, whatever form the client used.
-fn origin_form(uri: &Uri) -> Uri {
-    uri.path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
 }
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -584,15 +567,6 @@ mod tests {
         );
         assert_eq!(headers[header::VIA], "1.1 lb-1");
         assert_eq!(headers["x-request-id"], "abc");
-    }
-
-    #[test]
-    fn absolute_form_becomes_origin_form() {
-        assert_eq!(
-            origin_form(&Uri::from_static("http://www.foobar.com/a/b?c=d")),
-            "/a/b?c=d"
-        );
-        assert_eq!(origin_form(&Uri::from_static("http://www.foobar.com")), "/");
     }
 
     #[test]

@@ -19,6 +19,36 @@ use tokio::task::JoinHandle;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_foobar-balancer");
 
+/// A body sent in pieces with no length announced: HTTP/1.1 frames it chunked.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl Chunks {
+    fn of(bytes: &Bytes, size: usize) -> Self {
+        let pieces = (0..bytes.len()).step_by(size);
+        Self(
+            pieces
+                .map(|at| bytes.slice(at..(at + size).min(bytes.len())))
+                .collect(),
+        )
+    }
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|data| Ok(hyper::body::Frame::data(data))),
+        )
+    }
+}
+
 /// A real HTTP server standing in for a web server.
 struct Backend {
     addr: SocketAddr,
@@ -35,7 +65,9 @@ struct Backend {
 impl Backend {
     /// `GET /` answers the backend's name; `/slow` after 300 ms (`/slow?ms=N`: after N ms);
     /// `/readyz` 200 while ready; `POST /die` reads the body and then drops the connection
-    /// without an answer (`/die?on=NAME`: only the backend called NAME does).
+    /// without an answer (`/die?on=NAME`: only the backend called NAME does); `/echo` answers
+    /// the request's body in 1000-byte chunks without a length (chunked on the wire),
+    /// `/echo?length` with its Content-Length.
     async fn start(name: &'static str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = Self {
@@ -82,12 +114,14 @@ impl Backend {
                                 .query()
                                 .is_none_or(|q| q.strip_prefix("on=") == Some(name));
                         let is_post = request.method() == hyper::Method::POST;
+                        let with_length = request.uri().query() == Some("length");
                         *last.lock().unwrap() = request
                             .headers()
                             .iter()
                             .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
                             .collect();
-                        let _ = request.into_body().collect().await;
+                        let received = request.into_body().collect().await;
+                        let received = received.map(|b| b.to_bytes()).unwrap_or_default();
                         if is_post {
                             posts.fetch_add(1, Ordering::SeqCst);
                         }
@@ -105,7 +139,12 @@ impl Backend {
                         } else {
                             StatusCode::OK
                         };
-                        let mut response = Response::new(Full::new(Bytes::from(name)));
+                        let body = match (path.as_str(), with_length) {
+                            ("/echo", false) => Chunks::of(&received, 1000).boxed(),
+                            ("/echo", true) => Full::new(received).boxed(),
+                            _ => Full::new(Bytes::from(name)).boxed(),
+                        };
+                        let mut response = Response::new(body);
                         *response.status_mut() = status;
                         Ok::<_, &str>(response)
                     }
@@ -478,6 +517,84 @@ async fn a_post_whose_backend_dies_is_never_sent_again() {
         "the POST must not be replayed on b"
     );
     lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Bodies both ways in every framing, through the real curl: a chunked upload arrives whole
+/// and is answered chunked, a sized one is answered sized, HEAD gets a head only, and the
+/// answer after it is whole: the balancer reads each framing to its exact end, so the backend
+/// connection it keeps alive carries the next exchange unmixed.
+#[tokio::test]
+async fn bodies_arrive_whole_in_every_framing() {
+    let a = Backend::start("a").await;
+    let lb = balancer(Spec {
+        backends: &[(&a, 1, false)],
+        algorithm: "round_robin",
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("foobar-balancer-bodies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let upload = dir.join("upload");
+    // 300 kB that no two chunks share, so a chunk lost, doubled or reordered shows.
+    let data: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes()[..1].to_vec())
+        .collect();
+    std::fs::write(&upload, &data).unwrap();
+    let url = |path: &str| format!("http://{}{path}", lb.addr("http"));
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let file = format!("@{}", upload.display());
+
+    let echoed = curl(vec![
+        "-H".into(),
+        "Transfer-Encoding: chunked".into(),
+        "--data-binary".into(),
+        file.clone(),
+        url("/echo"),
+    ])
+    .await;
+    assert!(
+        echoed == data,
+        "a chunked upload, answered chunked: {} bytes back",
+        echoed.len()
+    );
+    let echoed = curl(vec![
+        "--data-binary".into(),
+        file.clone(),
+        url("/echo?length"),
+    ])
+    .await;
+    assert!(
+        echoed == data,
+        "a sized upload, answered sized: {} bytes back",
+        echoed.len()
+    );
+    let head = curl(vec!["-I".into(), url("/")]).await;
+    let head = String::from_utf8_lossy(&head);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("content-length: 1"),
+        "{head}"
+    );
+    assert_eq!(
+        get(lb.addr("http"), "/").await,
+        (200, "a".to_owned()),
+        "after a HEAD, the next answer is whole"
+    );
+
+    assert_eq!(a.hits("/echo") + a.hits("/"), 4);
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
