@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # foobar-balancer against HAProxy 2.6, in the same run, in front of the same two backends
 # (nginx serving a small file): plain HTTP, keep-alive on both sides, round robin, health
-# checks on. Each balancer pinned to CPU 0; wrk and the two nginx pinned to CPU 1.
+# checks on. Both balancers pinned to CPU 0 (measured in turn, in rounds); wrk and the two
+# nginx pinned to CPU 1.
 # Prints requests per second, p50 and p99 for both, the ratios, CPU per request and
 # foobar-balancer's idle memory (RSS).
 #
-#   bench/balancer.sh                 # 30 s per balancer
-#   DURATION=10 bench/balancer.sh
+#   bench/balancer.sh                 # 3 rounds of 20 s per balancer, in turn
+#   DURATION=10 ROUNDS=5 bench/balancer.sh
 #   CONNECTIONS=100 bench/balancer.sh # wrk's open connections (default 50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 source bench/lib.sh
 
-DURATION=${DURATION:-30}
+DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 BACKEND_A_PORT=${BACKEND_A_PORT:-15401}
 BACKEND_B_PORT=${BACKEND_B_PORT:-15402}
@@ -120,7 +122,7 @@ to_ms() {
 # Runs wrk against PORT, leaving its output in $work/NAME.wrk.
 run_wrk() { # name port
   local name=$1 port=$2
-  step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancer on CPU 0, wrk and nginx on CPU 1)"
+  step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk and nginx on CPU 1)"
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/index.html" > /dev/null # warm-up
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/index.html" \
     > "$work/$name.wrk" 2>&1
@@ -138,38 +140,58 @@ pids+=($!)
 http_answering "$BACKEND_A_PORT" /index.html
 http_answering "$BACKEND_B_PORT" /index.html
 
-step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') on CPU 0"
+step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') and foobar-balancer, both on CPU 0"
 setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
 pids+=($!)
 haproxy_pid=${pids[-1]}
-http_answering "$HAPROXY_PORT" /index.html
-haproxy_cpu_before=$(cpu_seconds "$haproxy_pid")
-run_wrk haproxy "$HAPROXY_PORT"
-haproxy_cpu=$(awk -v a="$(cpu_seconds "$haproxy_pid")" -v b="$haproxy_cpu_before" 'BEGIN { print a - b }')
-haproxy_rss=$(rss_kb "$haproxy_pid")
-kill -- "-$haproxy_pid" 2>/dev/null || true
-wait "$haproxy_pid" 2>/dev/null || true
-
-step "starting foobar-balancer on CPU 0"
 RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
 pids+=($!)
 foobar_pid=${pids[-1]}
+http_answering "$HAPROXY_PORT" /index.html
 http_answering "$FOOBAR_PORT" /index.html
 sleep 1 # settled: what it holds before any load is its idle memory
 idle_rss=$(rss_kb "$foobar_pid")
+
+# Rounds in turn (HAProxy, then foobar-balancer, ROUNDS times), each balancer judged by its
+# median round: whatever else the machine does during one round weighs on one round of each,
+# not on one balancer's whole figure.
+haproxy_cpu_before=$(cpu_seconds "$haproxy_pid")
 foobar_cpu_before=$(cpu_seconds "$foobar_pid")
-run_wrk foobar-balancer "$FOOBAR_PORT"
+for round in $(seq 1 "$ROUNDS"); do
+  run_wrk "haproxy-$round" "$HAPROXY_PORT"
+  run_wrk "foobar-balancer-$round" "$FOOBAR_PORT"
+done
+haproxy_cpu=$(awk -v a="$(cpu_seconds "$haproxy_pid")" -v b="$haproxy_cpu_before" 'BEGIN { print a - b }')
 foobar_cpu=$(awk -v a="$(cpu_seconds "$foobar_pid")" -v b="$foobar_cpu_before" 'BEGIN { print a - b }')
+haproxy_rss=$(rss_kb "$haproxy_pid")
 loaded_rss=$(rss_kb "$foobar_pid")
 
-per_request() { awk -v cpu="$1" -v rps="$2" -v d="$DURATION" 'BEGIN { printf "%.1f", cpu * 1e6 / (rps * d) }'; }
+# The round with the median requests per second: NAME-ROUND.
+median_round() { # name
+  for round in $(seq 1 "$ROUNDS"); do echo "$(rps "$1-$round") $1-$round"; done \
+    | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {print $2}'
+}
+haproxy=$(median_round haproxy)
+foobar=$(median_round foobar-balancer)
+total_rps() { # name: requests per second over every round, for CPU per request
+  for round in $(seq 1 "$ROUNDS"); do rps "$1-$round"; done | awk '{ s += $1 } END { print s / NR }'
+}
+per_request() { awk -v cpu="$1" -v rps="$2" -v d="$((DURATION * ROUNDS))" 'BEGIN { printf "%.1f", cpu * 1e6 / (rps * d) }'; }
 echo
+for name in haproxy foobar-balancer; do
+  printf '%-16s requests/s by round:' "$name"
+  for round in $(seq 1 "$ROUNDS"); do printf ' %.0f' "$(rps "$name-$round")"; done
+  echo
+done
 printf '%-16s %12s %10s %10s %10s %14s %10s\n' "balancer" "requests/s" "p50 ms" "p99 ms" "failed" "CPU us/req" "RSS MB"
 for name in haproxy foobar-balancer; do
-  if [ "$name" = haproxy ]; then cpu=$haproxy_cpu; rss=$haproxy_rss; else cpu=$foobar_cpu; rss=$loaded_rss; fi
-  printf '%-16s %12.0f %10s %10s %10s %14s %10s\n' "$name" "$(rps "$name")" "$(percentile "$name" 50)" \
-    "$(percentile "$name" 99)" "$(failures "$name")" "$(per_request "$cpu" "$(rps "$name")")" "$((rss / 1024))"
+  if [ "$name" = haproxy ]; then run=$haproxy cpu=$haproxy_cpu rss=$haproxy_rss; else run=$foobar cpu=$foobar_cpu rss=$loaded_rss; fi
+  failed=0
+  for round in $(seq 1 "$ROUNDS"); do failed=$((failed + $(failures "$name-$round"))); done
+  printf '%-16s %12.0f %10s %10s %10s %14s %10s\n' "$name" "$(rps "$run")" "$(percentile "$run" 50)" \
+    "$(percentile "$run" 99)" "$failed" "$(per_request "$cpu" "$(total_rps "$name")")" "$((rss / 1024))"
 done
-echo "ratio foobar-balancer / haproxy, requests per second: $(awk -v a="$(rps foobar-balancer)" -v b="$(rps haproxy)" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
-echo "ratio foobar-balancer / haproxy, p99 latency:         $(awk -v a="$(percentile foobar-balancer 99)" -v b="$(percentile haproxy 99)" 'BEGIN { printf "%.2f", a / b }')  (target <= 1.00)"
+echo "(median round of $ROUNDS, ${DURATION}s each; failed and CPU over every round)"
+echo "ratio foobar-balancer / haproxy, requests per second: $(awk -v a="$(rps "$foobar")" -v b="$(rps "$haproxy")" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
+echo "ratio foobar-balancer / haproxy, p99 latency:         $(awk -v a="$(percentile "$foobar" 99)" -v b="$(percentile "$haproxy" 99)" 'BEGIN { printf "%.2f", a / b }')  (target <= 1.00)"
 echo "foobar-balancer RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 15 MB)"

@@ -158,15 +158,12 @@ impl Front {
     async fn answer(
         self,
         request: Request<Incoming>,
-        client: SocketAddr,
-        scheme: &'static str,
+        peer: &proxy::Peer,
     ) -> Response<proxy::ProxyBody> {
         if let Some(port) = self.redirect {
             return redirect_to_https(&request, port);
         }
-        let mut response = Arc::clone(&self.proxy)
-            .handle(request, client, scheme)
-            .await;
+        let mut response = Arc::clone(&self.proxy).handle(request, peer).await;
         if let Some(hsts) = self.hsts {
             response
                 .headers_mut()
@@ -237,9 +234,11 @@ async fn accept(
         let limits = front.proxy.config.load().limits.clone();
         let metrics = front.proxy.metrics.clone();
         let front = front.clone();
+        let peer = Arc::new(proxy::Peer::new(client, scheme));
         let service = service_fn(move |request| {
             let front = front.clone();
-            async move { Ok::<_, Infallible>(front.answer(request, client, scheme).await) }
+            let peer = Arc::clone(&peer);
+            async move { Ok::<_, Infallible>(front.answer(request, &peer).await) }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder

@@ -93,9 +93,9 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        client: SocketAddr,
-        scheme: &'static str,
+        peer: &Peer,
     ) -> Response<ProxyBody> {
+        let client = peer.addr;
         let started = Instant::now();
         let config = self.config.load_full();
         let limits = &config.limits;
@@ -133,14 +133,7 @@ impl Proxy {
             Some(id) => id.clone(),
             None => self.request_ids.next(),
         };
-        prepare_request_headers(
-            &mut parts.headers,
-            client,
-            scheme,
-            &parts.uri,
-            &self.via,
-            &request_id,
-        );
+        prepare_request_headers(&mut parts.headers, peer, &parts.uri, &self.via, &request_id);
         let body = CappedBody::new(body, limits.max_body_size);
         let too_large = Arc::clone(&body.exceeded);
         let (body, replay) = match replay::prepare(&parts, body).await {
@@ -389,9 +382,23 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers meant for one hop only (RFC 9110 7.6.1), plus any the Connection header names.
-/// (Names are constants: this runs twice per request, and parsing a name is not free.)
+/// Headers meant for one hop only (RFC 9110 7.6.1); any the Connection header names are too.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers. Runs twice per request: one pass over the names finds
+/// the usual case, none present, without a lookup per name.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -403,34 +410,52 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for name in named {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-/// A header value from formatted text, without an intermediate copy.
+/// The client end of a connection, and the parts of the forwarding headers that are the same
+/// for every request on it: made once per connection.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub scheme: &'static str,
+    /// The address as `X-Forwarded-For` lists it.
+    ip: String,
+    /// `for=...;proto=...`: the start of this hop's `Forwarded` element.
+    forwarded: String,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, scheme: &'static str) -> Self {
+        let ip = addr.ip();
+        // RFC 7239: IPv6 addresses are quoted and bracketed.
+        let forwarded = match ip {
+            std::net::IpAddr::V4(ip) => format!("for={ip};proto={scheme}"),
+            std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto={scheme}"),
+        };
+        Self {
+            addr,
+            scheme,
+            ip: ip.to_string(),
+            forwarded,
+        }
+    }
+}
+
+/// A header value from text, without an intermediate copy.
 fn header_value(text: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
 }
 
 fn prepare_request_headers(
     headers: &mut HeaderMap,
-    client: SocketAddr,
-    scheme: &'static str,
+    peer: &Peer,
     uri: &Uri,
     via: &HeaderValue,
     request_id: &HeaderValue,
 ) {
-    use std::fmt::Write;
     strip_hop_by_hop(headers);
     let host = match headers.get(header::HOST) {
         Some(host) => Some(host.clone()),
@@ -444,30 +469,28 @@ fn prepare_request_headers(
             host
         }
     };
-    let ip = client.ip();
-    let mut forwarded_for = String::with_capacity(48);
-    if let Some(earlier) = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        let _ = write!(forwarded_for, "{earlier}, ");
-    }
-    let _ = write!(forwarded_for, "{ip}");
+    let earlier = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let forwarded_for = match earlier {
+        Some(earlier) => [earlier, ", ", &peer.ip].concat(),
+        None => peer.ip.clone(),
+    };
     if let Some(value) = header_value(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    // RFC 7239: IPv6 addresses are quoted and bracketed; the host is a quoted string.
-    let mut forwarded = String::with_capacity(64);
-    let _ = match ip {
-        std::net::IpAddr::V4(ip) => write!(forwarded, "for={ip};proto={scheme}"),
-        std::net::IpAddr::V6(ip) => write!(forwarded, "for=\"[{ip}]\";proto={scheme}"),
-    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
+    let mut forwarded = String::with_capacity(peer.forwarded.len() + 48);
+    forwarded.push_str(&peer.forwarded);
     if let Some(host) = &host {
         headers.insert(X_FORWARDED_HOST, host.clone());
+        // The host is a quoted string: only when it needs no escaping.
         if let Some(host) = host
             .to_str()
             .ok()
             .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
         {
-            let _ = write!(forwarded, ";host=\"{host}\"");
+            forwarded.push_str(";host=\"");
+            forwarded.push_str(host);
+            forwarded.push('"');
         }
     }
     if let Some(value) = header_value(forwarded) {
@@ -503,10 +526,21 @@ pub fn error_page(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
-/// Request ids: unique per balancer process without a random source: start time and a count.
+/// Request ids: unique per balancer process without a random source: start time and a count,
+/// in hex: `PREFIX-COUNT`, the count at least 8 digits.
 struct RequestIds {
-    prefix: u64,
+    /// The start time's 16 hex digits and the dash.
+    prefix: [u8; 17],
     next: AtomicU64,
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// `n` as `digits` hex digits (the low ones, when n needs more).
+fn push_hex(out: &mut Vec<u8>, n: u64, digits: u32) {
+    for shift in (0..digits).rev() {
+        out.push(HEX_DIGITS[((n >> (shift * 4)) & 0xf) as usize]);
+    }
 }
 
 impl RequestIds {
@@ -515,18 +549,23 @@ impl RequestIds {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
+        let start = (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32);
+        let mut prefix = Vec::with_capacity(17);
+        push_hex(&mut prefix, start, 16);
+        prefix.push(b'-');
         Self {
-            prefix: (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32),
+            prefix: prefix.try_into().expect("16 digits and a dash"),
             next: AtomicU64::new(0),
         }
     }
 
     fn next(&self) -> HeaderValue {
-        use std::fmt::Write;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut id = String::with_capacity(25);
-        let _ = write!(id, "{:016x}-{n:08x}", self.prefix);
-        header_value(id).expect("hex is a valid header value")
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
+        let mut id = Vec::with_capacity(self.prefix.len() + digits as usize);
+        id.extend_from_slice(&self.prefix);
+        push_hex(&mut id, n, digits);
+        HeaderValue::from_maybe_shared(Bytes::from(id)).expect("hex is a valid header value")
     }
 }
 
@@ -545,17 +584,10 @@ mod tests {
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        let client = SocketAddr::from(([192, 0, 2, 7], 5555));
+        let peer = Peer::new(SocketAddr::from(([192, 0, 2, 7], 5555)), "https");
         let via = HeaderValue::from_static("1.1 lb-1");
         let id = HeaderValue::from_static("abc");
-        prepare_request_headers(
-            &mut headers,
-            client,
-            "https",
-            &Uri::from_static("/x"),
-            &via,
-            &id,
-        );
+        prepare_request_headers(&mut headers, &peer, &Uri::from_static("/x"), &via, &id);
         assert!(!headers.contains_key("x-secret") && !headers.contains_key("keep-alive"));
         assert!(!headers.contains_key(header::CONNECTION));
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
@@ -570,8 +602,39 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_unique() {
+    fn request_ids_are_unique_and_hex() {
         let ids = RequestIds::new();
-        assert_ne!(ids.next(), ids.next());
+        let (first, second) = (ids.next(), ids.next());
+        assert_ne!(first, second);
+        let second = second.to_str().unwrap();
+        assert!(
+            second.ends_with("-00000001") && second.len() == 25,
+            "{second}"
+        );
+        ids.next.store(0x1_2345_6789, Ordering::Relaxed);
+        assert!(ids.next().to_str().unwrap().ends_with("-123456789"));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_bracketed_and_quoted_in_forwarded() {
+        let peer = Peer::new("[2001:db8::1]:5555".parse().unwrap(), "http");
+        let mut headers = HeaderMap::new();
+        let (via, id) = (
+            HeaderValue::from_static("1.1 lb-1"),
+            HeaderValue::from_static("x"),
+        );
+        prepare_request_headers(
+            &mut headers,
+            &peer,
+            &Uri::from_static("http://a.example/"),
+            &via,
+            &id,
+        );
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=\"[2001:db8::1]\";proto=http;host=\"a.example\""
+        );
+        assert_eq!(headers["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(headers[header::HOST], "a.example");
     }
 }

@@ -383,7 +383,11 @@ impl Framing {
         {
             return Ok((Self::Done, true));
         }
-        if let Some(codings) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+        if let Some(codings) = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+        {
             let chunked = codings
                 .to_str()
                 .ok()
