@@ -39,7 +39,7 @@ binary=target/release/foobar-db-router
 
 app_password=bench-app-password
 db_env=(-e DB_ROOT_PASSWORD=bench-root-password -e DB_REPLICATION_PASSWORD=bench-repl-password
-        -e DB_APP_PASSWORD=$app_password)
+        -e DB_APP_PASSWORD=$app_password -e DB_MONITOR_PASSWORD=bench-monitor-password)
 step "starting a MariaDB primary and replica ($IMAGE) on network $run_id"
 docker network create "$run_id" >/dev/null
 docker run -d --name "$run_id-primary" --hostname db-primary --network "$run_id" \
@@ -77,6 +77,9 @@ primary = "127.0.0.1:$primary_port"
 replica = "127.0.0.1:$replica_port"
 user = "foobar"
 password = "$app_password"
+[monitor]
+user = "monitor"
+password = "bench-monitor-password"
 CONF
 step "starting foobar-db-router"
 RUST_LOG=warn,foobar_service=info "$binary" --config "$work/db-router.toml" 2> "$work/router.log" &
@@ -112,8 +115,13 @@ measure() { # name test target...
   local name=$1 test=$2; shift 2
   step "sysbench $test, $name: $THREADS threads, ${DURATION}s"
   local before; before=$(cpu_ticks)
-  sysbench "$test" "${common[@]}" "$@" --threads="$THREADS" --time="$DURATION" \
-    --db-ps-mode=auto --percentile=95 run > "$work/$name-$test.log"
+  if ! sysbench "$test" "${common[@]}" "$@" --threads="$THREADS" --time="$DURATION" \
+    --db-ps-mode=auto --percentile=95 run > "$work/$name-$test.log" 2>&1; then
+    tail -n 20 "$work/$name-$test.log" >&2
+    echo "sysbench $test ($name) failed; the router's log ends:" >&2
+    tail -n 20 "$work/router.log" >&2
+    exit 1
+  fi
   local used=$(( $(cpu_ticks) - before ))
   tps[$name-$test]=$(awk '/transactions:/ {gsub(/[(]/, "", $3); print $3}' "$work/$name-$test.log")
   local count; count=$(awk '/transactions:/ {print $2}' "$work/$name-$test.log")
