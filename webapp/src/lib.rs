@@ -112,10 +112,7 @@ pub fn app(config: &Config, ctx: &Context, parts: &Parts) -> Router {
         .fallback(statics::serve)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(
-            parts.metrics.clone(),
-            metrics::track,
-        ));
+        .layer(parts.metrics.layer());
     foobar_service::admin::health_routes(ctx)
         .merge(site)
         .layer(SetResponseHeaderLayer::overriding(

@@ -9,26 +9,42 @@
 //! [`MemoryBackend`] is ServeDir's file system for small files: the folder is part of the
 //! image and does not change while the server runs, so files up to `http.cache_max_file_size`
 //! are read once at start and every request is answered from memory, without the open, stat
-//! and read that a blocking-pool thread would do for each request. ServeDir's HTTP logic is
-//! untouched; only where bytes come from changes. A path that is not in the snapshot (a bigger
-//! file, or one added later) is read from disk as before. Restart to pick up edited files.
+//! and read that a blocking-pool thread would do for each request. A path that is not in the
+//! snapshot (a bigger file, or one added later) is read from disk as before. Restart to pick up
+//! edited files.
+//!
+//! [`Prepared`] answers the requests a browser sends for those files (a GET or HEAD, with or
+//! without Accept-Encoding and If-None-Match) without ServeDir: at start, ServeDir itself is
+//! asked once per file and encoding, and its headers are kept with the bytes. A request is
+//! then a map lookup, the encoding choice, the ETag comparison and a clone of the headers.
+//! Per request, ServeDir builds and hashes a path, guesses the content type, formats the ETag
+//! and the date, and copies the bytes through a read buffer; for a variant the file does not
+//! have (`4k.html.gz` for a browser's `Accept-Encoding: gzip`) it even asks the disk, through
+//! the blocking pool. What the fast path does not answer (Range, If-Match,
+//! If-Unmodified-Since, If-Modified-Since without If-None-Match, a path not spelled exactly
+//! as a snapshot file's) goes to ServeDir, so those answers stay ServeDir's own; a test
+//! compares the two paths header by header.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Cursor};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
-use tower_http::services::fs::{Backend, File, Metadata, TokioBackend, TokioFile};
+use tower_http::services::fs::{
+    Backend, DefaultServeDirFallback, File, Metadata, TokioBackend, TokioFile,
+};
 
 use crate::AppState;
 
@@ -37,51 +53,354 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// A minute, for files that keep their name when edited.
 const SHORT: &str = "public, max-age=60";
 
-/// The static folder, ready to serve. Cheap to clone.
-#[derive(Clone)]
+type Dir = ServeDir<DefaultServeDirFallback, MemoryBackend>;
+
+/// The static folder, ready to serve.
 pub struct StaticFiles {
-    dir: ServeDir<tower_http::services::fs::DefaultServeDirFallback, MemoryBackend>,
+    dir: Dir,
+    /// The snapshot's files by request path (`/assets/site.3f2a9c1b.css`).
+    prepared: HashMap<Box<str>, Prepared>,
 }
 
 impl StaticFiles {
     /// Snapshots the small files of `root` and serves the folder.
     pub fn new(root: &Path, cache_max_file_size: u64) -> Self {
-        let backend = MemoryBackend::load(root, cache_max_file_size);
+        // ServeDir asks for `./ROOT/...` (ROOT itself when it is absolute): the snapshot's
+        // paths must be spelled the same way, or a relative `static_dir` would never hit it.
+        let root = Path::new(".").join(root);
+        let backend = MemoryBackend::load(&root, cache_max_file_size);
+        // A file's bytes go out in chunks of this size: ServeDir's default (64 KiB) would
+        // allocate that much for every 4 KB page.
+        let dir = ServeDir::with_backend(&root, backend.clone())
+            .with_buf_chunk_size(16 * 1024)
+            .precompressed_br()
+            .precompressed_gzip();
+        let prepared = Prepared::ask(&dir, &root, &backend);
         tracing::info!(
             files = backend.files.values().filter(|f| !f.meta.is_dir).count(),
             bytes = backend.files.values().map(|f| f.meta.len).sum::<u64>(),
+            prepared = prepared.len(),
             "static files cached in memory"
         );
-        Self {
-            // A file's bytes go out in chunks of this size: ServeDir's default (64 KiB) would
-            // allocate that much for every 4 KB page.
-            dir: ServeDir::with_backend(root, backend)
-                .with_buf_chunk_size(16 * 1024)
-                .precompressed_br()
-                .precompressed_gzip(),
+        Self { dir, prepared }
+    }
+
+    /// The answer from memory, when the request is one the prepared answers cover (see the
+    /// module's comment); None sends it to ServeDir.
+    fn answer_prepared(&self, request: &Request) -> Option<Response> {
+        let head = match *request.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return None,
+        };
+        let headers = request.headers();
+        // ServeDir ignores an empty If-None-Match, and If-Modified-Since when If-None-Match
+        // is there.
+        let if_none_match = headers
+            .get(header::IF_NONE_MATCH)
+            .filter(|value| !value.is_empty());
+        if headers.contains_key(header::RANGE)
+            || headers.contains_key(header::IF_MATCH)
+            || headers.contains_key(header::IF_UNMODIFIED_SINCE)
+            || (if_none_match.is_none() && headers.contains_key(header::IF_MODIFIED_SINCE))
+        {
+            return None;
         }
+        let representation = self.prepared.get(request.uri().path())?.negotiate(headers);
+        let unchanged = match (if_none_match, &representation.etag) {
+            (Some(list), Some(etag)) => any_etag_matches(list.as_bytes(), etag.as_bytes()),
+            _ => false,
+        };
+        if unchanged {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            *response.headers_mut() = representation.not_modified.clone();
+            return Some(response);
+        }
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::from(representation.body.clone())
+        };
+        let mut response = Response::new(body);
+        *response.headers_mut() = representation.headers.clone();
+        Some(response)
     }
 }
 
 /// Serves a request from the static folder; not found becomes the site's 404 page.
 pub async fn serve(State(state): State<AppState>, request: Request) -> Response {
-    let cache_control = if is_fingerprinted(request.uri().path()) {
-        IMMUTABLE
-    } else {
-        SHORT
-    };
+    if let Some(response) = state.files.answer_prepared(&request) {
+        return response;
+    }
+    let cache_control = cache_control(request.uri().path());
     let Ok(mut response) = state.files.dir.clone().oneshot(request).await;
     match response.status() {
         StatusCode::NOT_FOUND => crate::pages::not_found(&state),
         StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED => {
-            response.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(cache_control),
-            );
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, cache_control);
             response.into_response()
         }
         _ => response.into_response(),
     }
+}
+
+fn cache_control(path: &str) -> HeaderValue {
+    HeaderValue::from_static(if is_fingerprinted(path) {
+        IMMUTABLE
+    } else {
+        SHORT
+    })
+}
+
+/// A snapshot file as ServeDir answers a GET for it, in each encoding it has a variant for.
+struct Prepared {
+    identity: Representation,
+    gzip: Option<Representation>,
+    br: Option<Representation>,
+}
+
+/// One encoding of a file: its bytes, and the headers ServeDir sends with them.
+struct Representation {
+    /// A 200's: Content-Type, Accept-Ranges, Content-Encoding, Vary, Last-Modified, ETag,
+    /// Content-Length, and Cache-Control.
+    headers: HeaderMap,
+    /// A 304's: ETag, Last-Modified, Cache-Control.
+    not_modified: HeaderMap,
+    etag: Option<HeaderValue>,
+    /// The snapshot's bytes (shared, not copied).
+    body: Bytes,
+}
+
+/// The encodings ServeDir is configured with, in tower-http's order of preference between
+/// equal q-values (the derived `Ord`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Coding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Coding {
+    /// The Accept-Encoding token for it, and the variant file's extension.
+    fn token_and_extension(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Identity => ("identity", ""),
+            Self::Gzip => ("gzip", ".gz"),
+            Self::Brotli => ("br", ".br"),
+        }
+    }
+}
+
+impl Prepared {
+    /// Asks `dir` once per snapshot file and encoding, so the prepared headers are ServeDir's
+    /// own. For a file in memory ServeDir's future completes at the first poll (the backend's
+    /// futures are ready ones); a file whose answer would need the disk (a variant too big for
+    /// the snapshot) or is not a 200 is left to ServeDir.
+    fn ask(dir: &Dir, root: &Path, backend: &MemoryBackend) -> HashMap<Box<str>, Prepared> {
+        let mut prepared = HashMap::new();
+        for (path, file) in backend.files.iter() {
+            if file.meta.is_dir {
+                continue;
+            }
+            let Some(uri_path) = request_path(root, path) else {
+                continue;
+            };
+            let ask = |coding| Representation::ask(dir, backend, path, &uri_path, coding);
+            let (Some(Some(identity)), Some(gzip), Some(br)) = (
+                ask(Coding::Identity),
+                ask(Coding::Gzip),
+                ask(Coding::Brotli),
+            ) else {
+                continue;
+            };
+            prepared.insert(uri_path.into_boxed_str(), Prepared { identity, gzip, br });
+        }
+        prepared
+    }
+
+    /// The representation ServeDir would send for this Accept-Encoding: the highest q-value
+    /// among the encodings that have a variant, parsed as tower-http parses it.
+    fn negotiate(&self, headers: &HeaderMap) -> &Representation {
+        let mut best: Option<(u16, Coding)> = None;
+        let items = headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','));
+        for item in items {
+            let mut parts = item.splitn(2, ';');
+            let name = parts.next().unwrap_or_default().trim();
+            let coding = if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip")
+            {
+                Coding::Gzip
+            } else if name.eq_ignore_ascii_case("br") {
+                Coding::Brotli
+            } else if name.eq_ignore_ascii_case("identity") {
+                Coding::Identity
+            } else {
+                continue;
+            };
+            let available = match coding {
+                Coding::Identity => true,
+                Coding::Gzip => self.gzip.is_some(),
+                Coding::Brotli => self.br.is_some(),
+            };
+            let q = match parts.next() {
+                Some(q) => match qvalue(q.trim()) {
+                    Some(q) => q,
+                    None => continue,
+                },
+                None => 1000,
+            };
+            if available && q > 0 && best.is_none_or(|best| (q, coding) > best) {
+                best = Some((q, coding));
+            }
+        }
+        match best {
+            Some((_, Coding::Gzip)) => self.gzip.as_ref(),
+            Some((_, Coding::Brotli)) => self.br.as_ref(),
+            _ => None,
+        }
+        .unwrap_or(&self.identity)
+    }
+}
+
+impl Representation {
+    /// ServeDir's answer to a GET of `uri_path` accepting only `coding`: Some(None) when the
+    /// file has no variant for it, None when the file cannot be prepared.
+    fn ask(
+        dir: &Dir,
+        backend: &MemoryBackend,
+        path: &Path,
+        uri_path: &str,
+        coding: Coding,
+    ) -> Option<Option<Self>> {
+        let (token, extension) = coding.token_and_extension();
+        let mut variant = path.as_os_str().to_owned();
+        variant.push(extension);
+        let Some(file) = backend
+            .files
+            .get(Path::new(&variant))
+            .filter(|f| !f.meta.is_dir)
+        else {
+            // ServeDir looks for a variant missing from the snapshot on disk, for every
+            // request. If it is not there now, the prepared answers leave it out as
+            // ServeDir does; if it is (too big for the snapshot), the file is left to
+            // ServeDir.
+            let missing =
+                std::fs::metadata(&variant).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+            return missing.then_some(None);
+        };
+        let mut request = Request::get(uri_path);
+        if coding != Coding::Identity {
+            request = request.header(header::ACCEPT_ENCODING, token);
+        }
+        let request = request.body(Body::empty()).ok()?;
+        // The `http` crate reads `?` and `#` as the end of the path: such a name is not the
+        // path a request for it would carry.
+        if request.uri().path() != uri_path {
+            return None;
+        }
+        let Ok(response) = dir.clone().oneshot(request).now_or_never()?;
+        let encoding = response.headers().get(header::CONTENT_ENCODING);
+        let expected = (coding != Coding::Identity).then_some(token);
+        if response.status() != StatusCode::OK
+            || encoding.map(HeaderValue::as_bytes) != expected.map(str::as_bytes)
+        {
+            return None;
+        }
+        let mut headers = response.headers().clone();
+        headers.insert(header::CACHE_CONTROL, cache_control(uri_path));
+        let etag = headers.get(header::ETAG).cloned();
+        let mut not_modified = HeaderMap::new();
+        for name in [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL] {
+            if let Some(value) = headers.get(&name) {
+                not_modified.insert(name, value.clone());
+            }
+        }
+        Some(Some(Self {
+            headers,
+            not_modified,
+            etag,
+            body: file.bytes.clone(),
+        }))
+    }
+}
+
+/// The request path naming `path` under `root`, when ServeDir would map it back to that file:
+/// UTF-8 names without `%` (ServeDir percent-decodes the path).
+fn request_path(root: &Path, path: &Path) -> Option<String> {
+    let mut uri_path = String::new();
+    for component in path.strip_prefix(root).ok()?.components() {
+        let Component::Normal(name) = component else {
+            return None;
+        };
+        let name = name.to_str().filter(|name| !name.contains('%'))?;
+        uri_path.push('/');
+        uri_path.push_str(name);
+    }
+    Some(uri_path)
+}
+
+/// Whether an If-None-Match list names `etag`, by weak comparison (`W/` ignored), `*`
+/// naming any: tower-http's rules, so a 304 comes for exactly the requests ServeDir would
+/// answer with one.
+fn any_etag_matches(list: &[u8], etag: &[u8]) -> bool {
+    if list == b"*" {
+        return true;
+    }
+    let etag = etag.strip_prefix(b"W/").unwrap_or(etag);
+    // A header value holds no whitespace but spaces and tabs, which is what HTTP trims.
+    let matches = |tag: &[u8]| {
+        let tag = tag.trim_ascii();
+        !tag.is_empty() && tag.strip_prefix(b"W/").unwrap_or(tag) == etag
+    };
+    let mut in_quotes = false;
+    let mut start = 0;
+    for (i, &byte) in list.iter().enumerate() {
+        match byte {
+            b'"' => in_quotes = !in_quotes,
+            b',' if !in_quotes => {
+                if matches(&list[start..i]) {
+                    return true;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    matches(&list[start..])
+}
+
+/// An Accept-Encoding q-value in thousandths, as tower-http parses it: `q=` then 0 or 1,
+/// optionally a point and decimals, at most 1; None (the item is ignored) otherwise.
+fn qvalue(s: &str) -> Option<u16> {
+    let mut chars = s.chars();
+    if !matches!(chars.next(), Some('q' | 'Q')) || chars.next() != Some('=') {
+        return None;
+    }
+    let mut value = match chars.next() {
+        Some('0') => 0,
+        Some('1') => 1000,
+        _ => return None,
+    };
+    match chars.next() {
+        Some('.') => {}
+        None => return Some(value),
+        _ => return None,
+    }
+    let mut factor = 100;
+    for c in chars {
+        let digit = c.to_digit(10)?;
+        if factor < 1 {
+            return None;
+        }
+        value += factor * digit as u16;
+        factor /= 10;
+    }
+    (value <= 1000).then_some(value)
 }
 
 /// Whether the last path segment is `name.HASH.ext` with HASH at least 8 hex digits.
@@ -129,7 +448,7 @@ impl Metadata for FileMeta {
 
 struct Snapshot {
     meta: FileMeta,
-    bytes: Arc<[u8]>,
+    bytes: Bytes,
 }
 
 /// ServeDir's file system: a snapshot of the small files, the disk for everything else.
@@ -157,8 +476,8 @@ impl MemoryBackend {
                     } else if meta.len() > max_size {
                         continue;
                     }
-                    let bytes: Arc<[u8]> = if meta.is_dir() {
-                        Arc::from(Vec::new())
+                    let bytes = if meta.is_dir() {
+                        Bytes::new()
                     } else {
                         match std::fs::read(&path) {
                             Ok(bytes) => bytes.into(),
@@ -215,7 +534,7 @@ impl Backend for MemoryBackend {
 
 /// An open file: bytes in memory, or a file on disk.
 pub enum StaticFile {
-    Memory(Cursor<Arc<[u8]>>, FileMeta),
+    Memory(Cursor<Bytes>, FileMeta),
     Disk(TokioFile),
 }
 
@@ -262,7 +581,26 @@ impl File for StaticFile {
 
 #[cfg(test)]
 mod tests {
-    use super::is_fingerprinted;
+    use std::path::Path;
+
+    use super::{StaticFiles, is_fingerprinted};
+
+    #[test]
+    fn the_snapshot_is_prepared_with_each_files_variants() {
+        // Relative, as `static_dir` may be (tests run in webapp/).
+        let files = StaticFiles::new(Path::new("static"), 256 * 1024);
+        let css = &files.prepared[crate::pages::STYLESHEET];
+        assert!(css.gzip.is_some() && css.br.is_some());
+        let robots = &files.prepared["/robots.txt"];
+        assert!(robots.gzip.is_none() && robots.br.is_none());
+        assert!(
+            files
+                .prepared
+                .contains_key(format!("{}.gz", crate::pages::STYLESHEET).as_str())
+        );
+        // With the cache off, ServeDir answers everything from disk.
+        assert!(StaticFiles::new(Path::new("static"), 0).prepared.is_empty());
+    }
 
     #[test]
     fn fingerprints_are_hex_between_name_and_extension() {

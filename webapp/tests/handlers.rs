@@ -292,6 +292,81 @@ async fn every_response_says_which_server_answered() {
     }
 }
 
+/// Files in memory are answered from headers prepared at start (statics.rs): those answers
+/// must be ServeDir's own, header for header and byte for byte. With the cache off ServeDir
+/// answers every request itself, from disk: the reference.
+#[tokio::test]
+async fn prepared_answers_are_the_same_as_servedirs() {
+    let prepared = router();
+    let (servedir, _) = router_with_cache(0);
+    let css = foobar_webapp::pages::STYLESHEET;
+    let etag = get(&servedir, css, &[]).await.header("etag").to_owned();
+    let br = [("accept-encoding", "br")];
+    let br_etag = get(&servedir, css, &br).await.header("etag").to_owned();
+    let weak = format!("W/{etag}");
+    let list = format!("\"other\" , {br_etag}");
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![],
+        vec![("accept-encoding", "gzip")],
+        vec![("accept-encoding", "br")],
+        vec![("accept-encoding", "gzip, br")],
+        vec![("accept-encoding", "gzip, br;q=0.5")],
+        vec![("accept-encoding", "gzip;q=0.5, br;q=0.50")],
+        vec![("accept-encoding", "br;q=0, gzip;q=0")],
+        vec![("accept-encoding", "identity, gzip;q=0.9")],
+        vec![("accept-encoding", "identity;q=0")],
+        vec![("accept-encoding", "X-GZIP")],
+        vec![("accept-encoding", "br;q=1.5, gzip;q=0.25")],
+        vec![("accept-encoding", "br;q=0.0005, gzip;q=1.")],
+        vec![("accept-encoding", "deflate, zstd, *")],
+        vec![
+            ("accept-encoding", "gzip;q=0.2"),
+            ("accept-encoding", "br;q=0.3"),
+        ],
+        vec![("if-none-match", &etag)],
+        vec![("if-none-match", &weak)],
+        vec![("if-none-match", "*")],
+        vec![("if-none-match", "\"other\"")],
+        vec![("if-none-match", "")],
+        vec![("if-none-match", &list), ("accept-encoding", "br")],
+        vec![("if-none-match", &etag), ("accept-encoding", "br")],
+        vec![
+            ("if-none-match", "\"other\""),
+            ("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT"),
+        ],
+        vec![("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")],
+        vec![("range", "bytes=10-29"), ("accept-encoding", "gzip")],
+        vec![("if-match", "\"other\"")],
+    ];
+    let gz = format!("{css}.gz");
+    for uri in [
+        css,
+        &gz,
+        "/robots.txt",
+        "/robots.txt?v=2",
+        "/assets/",
+        "/./robots.txt",
+    ] {
+        for method in ["GET", "HEAD"] {
+            for headers in &cases {
+                let request = || {
+                    let mut request = Request::builder().method(method).uri(uri);
+                    for (name, value) in headers {
+                        request = request.header(*name, *value);
+                    }
+                    request.body(Body::empty()).unwrap()
+                };
+                let expected = send(&servedir, request()).await;
+                let answer = send(&prepared, request()).await;
+                let what = format!("{method} {uri} {headers:?}");
+                assert_eq!(answer.status, expected.status, "{what}");
+                assert_eq!(answer.headers, expected.headers, "{what}");
+                assert_eq!(answer.body, expected.body, "{what}");
+            }
+        }
+    }
+}
+
 /// The stylesheet's name carries its hash, and its precompressed variants hold the same
 /// bytes: what makes the year-long cache and Accept-Encoding safe. After editing the CSS, run
 /// `bash webapp/fingerprint.sh FILE`.
