@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # foobar-webapp against nginx 1.22 serving the same static folder (webapp/static plus a 4 KB
-# file), in the same run: each server pinned to CPU 0, wrk pinned to CPU 1, keep-alive.
+# file), in the same run: both servers pinned to CPU 0 (measured in turn, in rounds), wrk
+# pinned to CPU 1, keep-alive.
 # nginx runs as it would in production for static files: one worker, sendfile, tcp_nopush,
 # open_file_cache, no access log. Prints requests per second, p50 and p99 for both, how busy
 # the server's core was and its CPU time per request, the ratios,
 # and foobar-webapp's idle memory (RSS).
 #
-#   bench/static.sh                    # 30 s per server
-#   DURATION=10 bench/static.sh
+#   bench/static.sh                    # 3 rounds of 20 s per server, in turn
+#   DURATION=10 ROUNDS=5 bench/static.sh
 #   CONNECTIONS=100 bench/static.sh    # wrk's open connections (default 50)
 #   GUESTBOOK_DATABASE_URL=mysql://foobar:PASSWORD@127.0.0.1:3306/foobar bench/static.sh
 #                                      # also the guestbook page (a database read per request)
@@ -17,7 +18,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 source bench/lib.sh
 
-DURATION=${DURATION:-30}
+DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 NGINX_PORT=${NGINX_PORT:-15501}
 FOOBAR_PORT=${FOOBAR_PORT:-15502}
@@ -121,34 +123,48 @@ percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
 busy() { awk -v cpu="$(cat "$work/$1.cpu")" -v d="$DURATION" 'BEGIN { printf "%.0f%%", 100 * cpu / d }'; }
 per_request() { awk -v cpu="$(cat "$work/$1.cpu")" -v r="$(rps "$1")" -v d="$DURATION" 'BEGIN { printf "%.1f", cpu * 1e6 / (r * d) }'; }
 
-step "starting nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') on CPU 0"
+step "starting nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') and foobar-webapp, both on CPU 0"
 setsid taskset -c 0 nginx -c "$work/nginx.conf" > "$work/nginx.out" 2>&1 &
 pids+=($!)
-http_answering "$NGINX_PORT" "$file"
-run_wrk nginx "$NGINX_PORT" "$file" "${pids[0]}"
-kill -- "-${pids[0]}" 2>/dev/null || true
-wait "${pids[0]}" 2>/dev/null || true
-
-step "starting foobar-webapp on CPU 0"
 RUST_LOG=error setsid taskset -c 0 "$binary" --config "$work/webapp.toml" > "$work/foobar.out" 2>&1 &
 pids+=($!)
+http_answering "$NGINX_PORT" "$file"
 http_answering "$FOOBAR_PORT" "$file"
 # Both must serve the same bytes, or the comparison means nothing.
 cmp "$work/www$file" <(curl -fs "http://127.0.0.1:$FOOBAR_PORT$file")
 idle_rss=$(rss_kb "${pids[1]}")
-run_wrk foobar-webapp "$FOOBAR_PORT" "$file" "${pids[1]}"
+
+# Rounds in turn (nginx, then foobar-webapp, ROUNDS times), each server judged by its median
+# round: whatever else the machine does during one round weighs on one round of each, not on
+# one server's whole figure.
+for round in $(seq 1 "$ROUNDS"); do
+  run_wrk "nginx-$round" "$NGINX_PORT" "$file" "${pids[0]}"
+  run_wrk "foobar-webapp-$round" "$FOOBAR_PORT" "$file" "${pids[1]}"
+done
 loaded_rss=$(rss_kb "${pids[1]}")
-kill -- "-${pids[1]}" 2>/dev/null || true
-wait "${pids[1]}" 2>/dev/null || true
+for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+
+median_round() { # name: NAME-ROUND of the round with the median requests per second
+  for round in $(seq 1 "$ROUNDS"); do echo "$(rps "$1-$round") $1-$round"; done \
+    | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {print $2}'
+}
+nginx=$(median_round nginx)
+foobar=$(median_round foobar-webapp)
 
 echo
-printf '%-14s %12s %10s %10s %12s %14s\n' "server" "requests/s" "p50 ms" "p99 ms" "CPU 0 busy" "CPU us/request"
 for name in nginx foobar-webapp; do
-  printf '%-14s %12.0f %10s %10s %12s %14s\n' "$name" "$(rps "$name")" "$(percentile "$name" 50)" \
-    "$(percentile "$name" 99)" "$(busy "$name")" "$(per_request "$name")"
+  printf '%-14s requests/s by round:' "$name"
+  for round in $(seq 1 "$ROUNDS"); do printf ' %.0f' "$(rps "$name-$round")"; done
+  echo
 done
-echo "ratio foobar-webapp / nginx, requests per second: $(awk -v a="$(rps foobar-webapp)" -v b="$(rps nginx)" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
-echo "ratio nginx / foobar-webapp, CPU per request:     $(awk -v a="$(per_request nginx)" -v b="$(per_request foobar-webapp)" 'BEGIN { printf "%.2f", a / b }')  (above 1.00: foobar-webapp spends less per request)"
+printf '%-14s %12s %10s %10s %12s %14s\n' "server" "requests/s" "p50 ms" "p99 ms" "CPU 0 busy" "CPU us/request"
+for run in "$nginx" "$foobar"; do
+  printf '%-14s %12.0f %10s %10s %12s %14s\n' "${run%-*}" "$(rps "$run")" "$(percentile "$run" 50)" \
+    "$(percentile "$run" 99)" "$(busy "$run")" "$(per_request "$run")"
+done
+echo "(median round of $ROUNDS, ${DURATION}s each)"
+echo "ratio foobar-webapp / nginx, requests per second: $(awk -v a="$(rps "$foobar")" -v b="$(rps "$nginx")" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
+echo "ratio nginx / foobar-webapp, CPU per request:     $(awk -v a="$(per_request "$nginx")" -v b="$(per_request "$foobar")" 'BEGIN { printf "%.2f", a / b }')  (above 1.00: foobar-webapp spends less per request)"
 echo "foobar-webapp RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 20 MB)"
 
 if [ -n "$GUESTBOOK_DATABASE_URL" ]; then
@@ -160,7 +176,7 @@ if [ -n "$GUESTBOOK_DATABASE_URL" ]; then
     if curl -fs -o /dev/null "http://127.0.0.1:$FOOBAR_PORT/guestbook"; then break; fi
     sleep 0.1
   done
-  run_wrk guestbook "$FOOBAR_PORT" /guestbook "${pids[2]}"
+  run_wrk guestbook "$FOOBAR_PORT" /guestbook "${pids[-1]}"
   echo
   printf '%-14s %12s %10s %10s %12s %14s\n' "page" "requests/s" "p50 ms" "p99 ms" "CPU 0 busy" "CPU us/request"
   printf '%-14s %12.0f %10s %10s %12s %14s\n' "/guestbook" "$(rps guestbook)" "$(percentile guestbook 50)" \
