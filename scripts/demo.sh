@@ -13,6 +13,19 @@ if [ ! -f tls/ca.pem ]; then
   echo "tls/ca.pem is missing: run make up first (it copies the balancers' CA there)" >&2
   exit 2
 fi
+# The demo kills db-replica as the replica and db-primary as the primary. An earlier run's
+# db-primary kill (or any failover) leaves db-replica writing and db-primary fenced, and the
+# data volumes keep that across make down/up: the kills would then mean something else.
+topology=$(docker compose exec -T router-a foobar-db-router topology --config /etc/foobar/db-router.toml 2>/dev/null || true)
+writer=$(printf '%s\n' "$topology" | sed -n 's/^  "writer": "\([^"]*\)".*/\1/p')
+reader=$(printf '%s\n' "$topology" | sed -n 's/^  "reader": "\([^"]*\)".*/\1/p')
+if [ "$writer" != "db-primary:3306" ] || [ "$reader" != "db-replica:3306" ]; then
+  echo "the demo needs db-primary writing and db-replica replicating; router-a sees writer=${writer:-none}," >&2
+  echo "reader=${reader:-none} (an earlier failover, kept in the data volumes). Start from fresh data:" >&2
+  echo "  make clean && make up        (deletes the stack's databases)" >&2
+  exit 2
+fi
+
 # The balancers' HTTPS port on the edge network, as their config says.
 port=$(sed -n '/^\[https\]/,/^\[/s/^listen *= *"[^"]*:\([0-9][0-9]*\)".*/\1/p' config/balancer.toml)
 step "building foobar-demo"
