@@ -546,7 +546,10 @@ async fn sigterm_with_a_shutdown_delay_keeps_answering_while_not_ready() {
     fx.dns.signal("TERM").await.unwrap();
     let signalled = Instant::now();
     fx.dns
-        .wait_for_log("still serving until the delay is over", Duration::from_secs(2))
+        .wait_for_log(
+            "still serving until the delay is over",
+            Duration::from_secs(2),
+        )
         .await
         .unwrap();
     let (status, _) = testing::http_get(admin, "/readyz").await.unwrap();

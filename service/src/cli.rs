@@ -161,7 +161,10 @@ where
         let fut = run(config, ctx.clone());
         async move { done(fut.await) }
     });
-    tokio::spawn(lifecycle::stop_on_signal(ctx.clone(), common.shutdown_delay));
+    tokio::spawn(lifecycle::stop_on_signal(
+        ctx.clone(),
+        common.shutdown_delay,
+    ));
     tokio::spawn(lifecycle::reload_on_sighup(ctx.clone()));
 
     let both = async {

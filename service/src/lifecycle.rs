@@ -13,9 +13,9 @@
 //! fails: the error names the file, line and key, as at start.
 
 use std::path::PathBuf;
-use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -156,14 +156,21 @@ pub async fn stop_on_signal(ctx: Context, delay: Duration) {
     let signal = wait_for_signal().await;
     ctx.readiness.set(false);
     if !delay.is_zero() {
-        tracing::info!(signal, ?delay, "not ready; still serving until the delay is over");
+        tracing::info!(
+            signal,
+            ?delay,
+            "not ready; still serving until the delay is over"
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             again = wait_for_signal() => tracing::info!(signal = again, "second signal: not waiting"),
             () = ctx.shutdown.cancelled() => {}
         }
     }
-    tracing::info!(signal, "shutting down: no new work, finishing in-flight work");
+    tracing::info!(
+        signal,
+        "shutting down: no new work, finishing in-flight work"
+    );
     ctx.shutdown.cancel();
 }
 
