@@ -105,18 +105,9 @@ max_connections = 4096
 header_read_timeout = "10s"
 CONF
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU seconds (user + system) a process has used so far.
 cpu_seconds() {
   sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'
-}
-# wrk's latency figure (`812.00us`, `1.20ms`, `1.05s`) in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else { printf "%s", v } }'
 }
 
 # Runs wrk against PORT, leaving its output in $work/NAME.wrk.
@@ -128,8 +119,6 @@ run_wrk() { # name port
     > "$work/$name.wrk" 2>&1
   grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
 }
-rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; }
-percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
 failures() { # non-2xx answers and socket errors, which must be none
   awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$work/$1.wrk"
 }
@@ -152,11 +141,9 @@ http_answering "$FOOBAR_PORT" /index.html
 sleep 1 # settled: what it holds before any load is its idle memory
 idle_rss=$(rss_kb "$foobar_pid")
 
-# Rounds in turn (HAProxy, then foobar-balancer, ROUNDS times), each balancer judged by its
-# median round: whatever else the machine does during one round weighs on one round of each,
-# not on one balancer's whole figure.
 haproxy_cpu_before=$(cpu_seconds "$haproxy_pid")
 foobar_cpu_before=$(cpu_seconds "$foobar_pid")
+# In turn, ROUNDS times; each judged by its median round (median_round, bench/lib.sh).
 for round in $(seq 1 "$ROUNDS"); do
   run_wrk "haproxy-$round" "$HAPROXY_PORT"
   run_wrk "foobar-balancer-$round" "$FOOBAR_PORT"
@@ -166,11 +153,6 @@ foobar_cpu=$(awk -v a="$(cpu_seconds "$foobar_pid")" -v b="$foobar_cpu_before" '
 haproxy_rss=$(rss_kb "$haproxy_pid")
 loaded_rss=$(rss_kb "$foobar_pid")
 
-# The round with the median requests per second: NAME-ROUND.
-median_round() { # name
-  for round in $(seq 1 "$ROUNDS"); do echo "$(rps "$1-$round") $1-$round"; done \
-    | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {print $2}'
-}
 haproxy=$(median_round haproxy)
 foobar=$(median_round foobar-balancer)
 total_rps() { # name: requests per second over every round, for CPU per request
@@ -178,11 +160,7 @@ total_rps() { # name: requests per second over every round, for CPU per request
 }
 per_request() { awk -v cpu="$1" -v rps="$2" -v d="$((DURATION * ROUNDS))" 'BEGIN { printf "%.1f", cpu * 1e6 / (rps * d) }'; }
 echo
-for name in haproxy foobar-balancer; do
-  printf '%-16s requests/s by round:' "$name"
-  for round in $(seq 1 "$ROUNDS"); do printf ' %.0f' "$(rps "$name-$round")"; done
-  echo
-done
+print_rounds haproxy foobar-balancer
 printf '%-16s %12s %10s %10s %10s %14s %10s\n' "balancer" "requests/s" "p50 ms" "p99 ms" "failed" "CPU us/req" "RSS MB"
 for name in haproxy foobar-balancer; do
   if [ "$name" = haproxy ]; then run=$haproxy cpu=$haproxy_cpu rss=$haproxy_rss; else run=$foobar cpu=$foobar_cpu rss=$loaded_rss; fi

@@ -78,7 +78,7 @@ port_free() { # port
   fi
 }
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
 # CPU seconds (user + system) used so far by the processes of session SID, with the time of
 # children they have reaped. NSD forks and re-forks its processes (and renames them), so each
 # server is started in its own session (setsid) and measured by session.

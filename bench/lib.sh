@@ -34,3 +34,34 @@ http_answering() { # port path
   done
   echo "nothing answers http://127.0.0.1:$1$2" >&2; return 1
 }
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# wrk's latency figure (`812.00us`, `1.20ms`, `1.05s`) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else { printf "%s", v } }'
+}
+
+# Figures of the wrk run whose output is $work/NAME.wrk.
+rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; }
+percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
+
+# Benchmarks that measure two servers in turn over ROUNDS rounds (runs NAME-1 .. NAME-ROUNDS)
+# judge each by its median round: whatever else the machine does during one round then weighs
+# on one round of each, not on one server's whole figure.
+median_round() { # name: prints NAME-ROUND of the round with the median requests per second
+  for round in $(seq 1 "$ROUNDS"); do echo "$(rps "$1-$round") $1-$round"; done \
+    | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {print $2}'
+}
+print_rounds() { # name...: each one's requests per second, round by round
+  local name round
+  for name in "$@"; do
+    printf '%-16s requests/s by round:' "$name"
+    for round in $(seq 1 "$ROUNDS"); do printf ' %.0f' "$(rps "$name-$round")"; done
+    echo
+  done
+}

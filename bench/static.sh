@@ -80,7 +80,6 @@ url = "mysql://foobar@127.0.0.1:1/foobar"
 retry_interval = "1s"
 CONF
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU seconds (user + system) used so far by the processes of session SID (nginx's master
 # and worker alike; each server is started in its own session with setsid).
 cpu_seconds() {
@@ -91,14 +90,6 @@ cpu_seconds() {
             || echo "$total")
   done
   echo "$total"
-}
-# wrk's latency figure (`812.00us`, `1.20ms`, `1.05s`) in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else { printf "%s", v } }'
 }
 
 # Runs wrk against PORT and PATH, leaving its output in $work/NAME.wrk and the CPU seconds the
@@ -116,8 +107,6 @@ run_wrk() { # name port path sid
     echo "$name answered errors; the figures would not be of $path" >&2; exit 1
   fi
 }
-rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; }
-percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
 # How busy the server's core was, and its CPU time per request: when the machine is shared or
 # wrk's core is the limit, CPU per request still tells the servers apart.
 busy() { awk -v cpu="$(cat "$work/$1.cpu")" -v d="$DURATION" 'BEGIN { printf "%.0f%%", 100 * cpu / d }'; }
@@ -134,9 +123,7 @@ http_answering "$FOOBAR_PORT" "$file"
 cmp "$work/www$file" <(curl -fs "http://127.0.0.1:$FOOBAR_PORT$file")
 idle_rss=$(rss_kb "${pids[1]}")
 
-# Rounds in turn (nginx, then foobar-webapp, ROUNDS times), each server judged by its median
-# round: whatever else the machine does during one round weighs on one round of each, not on
-# one server's whole figure.
+# In turn, ROUNDS times; each judged by its median round (median_round, bench/lib.sh).
 for round in $(seq 1 "$ROUNDS"); do
   run_wrk "nginx-$round" "$NGINX_PORT" "$file" "${pids[0]}"
   run_wrk "foobar-webapp-$round" "$FOOBAR_PORT" "$file" "${pids[1]}"
@@ -144,19 +131,11 @@ done
 loaded_rss=$(rss_kb "${pids[1]}")
 for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 
-median_round() { # name: NAME-ROUND of the round with the median requests per second
-  for round in $(seq 1 "$ROUNDS"); do echo "$(rps "$1-$round") $1-$round"; done \
-    | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {print $2}'
-}
 nginx=$(median_round nginx)
 foobar=$(median_round foobar-webapp)
 
 echo
-for name in nginx foobar-webapp; do
-  printf '%-14s requests/s by round:' "$name"
-  for round in $(seq 1 "$ROUNDS"); do printf ' %.0f' "$(rps "$name-$round")"; done
-  echo
-done
+print_rounds nginx foobar-webapp
 printf '%-14s %12s %10s %10s %12s %14s\n' "server" "requests/s" "p50 ms" "p99 ms" "CPU 0 busy" "CPU us/request"
 for run in "$nginx" "$foobar"; do
   printf '%-14s %12.0f %10s %10s %12s %14s\n' "${run%-*}" "$(rps "$run")" "$(percentile "$run" 50)" \

@@ -1,9 +1,5 @@
 use std::process::ExitCode;
 
-/// mimalloc, as in the balancer: every query allocates and frees small packet buffers.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // The one subcommand: an admin action on the running router, not a service.
     if foobar_db_router::topology::command::requested() {

@@ -13,8 +13,10 @@
 //! - [`probe`]: the status of an HTTP GET, for health checks and `--probe`.
 //! - [`telemetry`]: logs to stderr, filtered by `RUST_LOG`.
 //! - [`testing`]: starting a service binary as a process in tests, as a user would.
+//! - `allocator`: mimalloc as the process's allocator.
 
 pub mod admin;
+mod allocator;
 pub mod cli;
 pub mod config;
 pub mod histogram;
