@@ -9,7 +9,9 @@
 //! - [`discovery`]: the pools' members: addresses from the config, host names resolved again
 //!   and again; rebuilding a pool keeps the state of the backends that stay.
 //! - [`proxy`]: forwarding a request, its headers, retries that never repeat a sent write.
+//! - [`http1`]: HTTP/1.1 from clients, one loop per connection (HTTP/2 is hyper's).
 //! - [`upstream`]: HTTP/1.1 to a backend, inside the request's task (no hand-offs).
+//! - [`framing`]: HTTP/1.1 bodies on the wire, both ways: by length, chunked, until close.
 //! - [`replay`]: which requests may be sent again, and the copy kept to do it.
 //! - [`limits`]: connections at once, per-client rate, body size.
 //! - [`health`]: active HTTP checks.
@@ -23,7 +25,9 @@
 
 pub mod config;
 pub mod discovery;
+pub mod framing;
 pub mod health;
+pub mod http1;
 pub mod limits;
 pub mod metrics;
 pub mod pool;
@@ -43,10 +47,13 @@ use std::time::Duration;
 use foobar_service::{Context, ServiceInfo};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
@@ -119,15 +126,27 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         None
     };
     ctx.readiness.set(true);
+    // Every connection's task is tracked; `drain` closes idle HTTP/1.1 connections and
+    // ends the others after their response in flight, `graceful` does so for HTTP/2.
     let graceful = GracefulShutdown::new();
-    accept(&plain, secure.as_ref(), &graceful, &ctx.shutdown).await;
+    let tracker = TaskTracker::new();
+    let drain = CancellationToken::new();
+    accept(
+        &plain,
+        secure.as_ref(),
+        (&graceful, &tracker, &drain),
+        &ctx.shutdown,
+    )
+    .await;
     tracing::info!("draining: no new connections; waiting for in-flight requests");
-    graceful.shutdown().await;
+    drain.cancel();
+    tracker.close();
+    tokio::join!(graceful.shutdown(), tracker.wait());
     Ok(())
 }
 
 /// Keeps each backend's requests-per-second figure for the status page.
-async fn sample_rates(proxy: Arc<Proxy>, shutdown: tokio_util::sync::CancellationToken) {
+async fn sample_rates(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     use std::sync::atomic::Ordering;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -156,18 +175,18 @@ struct Front {
 
 impl Front {
     async fn answer(
-        self,
-        request: Request<Incoming>,
+        &self,
+        request: Request<proxy::ProxyBody>,
         peer: &proxy::Peer,
     ) -> Response<proxy::ProxyBody> {
         if let Some(port) = self.redirect {
             return redirect_to_https(&request, port);
         }
-        let mut response = Arc::clone(&self.proxy).handle(request, peer).await;
-        if let Some(hsts) = self.hsts {
+        let mut response = self.proxy.handle(request, peer).await;
+        if let Some(hsts) = &self.hsts {
             response
                 .headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
         response
     }
@@ -185,7 +204,7 @@ struct Listener {
 async fn next_connection<'a>(
     plain: &'a Listener,
     secure: Option<&'a Listener>,
-    shutdown: &tokio_util::sync::CancellationToken,
+    shutdown: &CancellationToken,
 ) -> Option<(tokio::net::TcpStream, SocketAddr, &'a Listener)> {
     use foobar_service::admin::accept;
     let on = |listener: &'a Listener| {
@@ -208,9 +227,10 @@ async fn next_connection<'a>(
 async fn accept(
     plain: &Listener,
     secure: Option<&Listener>,
-    graceful: &GracefulShutdown,
-    shutdown: &tokio_util::sync::CancellationToken,
+    connections_of: (&GracefulShutdown, &TaskTracker, &CancellationToken),
+    shutdown: &CancellationToken,
 ) {
+    let (graceful, tracker, drain) = connections_of;
     let connections = Arc::clone(&plain.front.proxy.connections);
     loop {
         let (permit, waited) = tokio::select! {
@@ -229,75 +249,96 @@ async fn accept(
         } else {
             "http"
         };
-        let front = &listener.front;
         let _ = stream.set_nodelay(true);
-        let limits = front.proxy.config.load().limits.clone();
-        let metrics = front.proxy.metrics.clone();
-        let front = front.clone();
-        let peer = Arc::new(proxy::Peer::new(client, scheme));
-        let service = service_fn(move |request| {
-            let front = front.clone();
-            let peer = Arc::clone(&peer);
-            async move { Ok::<_, Infallible>(front.answer(request, &peer).await) }
-        });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_size)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let limits = listener.front.proxy.config.load().limits.clone();
+        let settings = http1::Settings {
+            header_read_timeout: limits.header_read_timeout,
+            max_header_size: limits.max_header_size,
+        };
+        let front = listener.front.clone();
+        let peer = proxy::Peer::new(client, scheme);
         // Subscribed now, so a drain that starts during a TLS handshake still waits for it.
         let watcher = graceful.watcher();
+        let drain = drain.clone();
         let acceptor = listener.tls.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let _permit = permit;
-            let ended = match acceptor {
-                None => {
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    watcher.watch(connection).await
-                }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    let stream = match handshake.await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
-                        Err(_) => {
-                            metrics.reject("header_timeout");
-                            return tracing::debug!(%client, "TLS handshake too slow");
-                        }
-                    };
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    watcher.watch(connection).await
+            let metrics = front.proxy.metrics.clone();
+            let Some(acceptor) = acceptor else {
+                return front.serve(stream, peer, settings, drain, watcher).await;
+            };
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
+                Err(_) => {
+                    metrics.reject("header_timeout");
+                    return tracing::debug!(%client, "TLS handshake too slow");
                 }
             };
-            if let Err(e) = ended {
-                if let Some(e) = e.downcast_ref::<hyper::Error>() {
-                    if e.is_timeout() {
-                        metrics.reject("header_timeout");
-                    } else if e.is_parse_too_large() {
-                        metrics.reject("header_too_large");
-                    }
-                }
-                tracing::debug!(%client, "client connection ended: {e}");
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                front.serve_http2(stream, peer, &limits, watcher).await;
+            } else {
+                front.serve(stream, peer, settings, drain, watcher).await;
             }
         });
+    }
+}
+
+impl Front {
+    /// Serves a connection's HTTP/1.1 requests (`http1.rs`), or its HTTP/2 ones when it
+    /// opens with HTTP/2's preface (prior knowledge).
+    async fn serve<S: http1::Io>(
+        self,
+        io: S,
+        peer: proxy::Peer,
+        settings: http1::Settings,
+        drain: tokio_util::sync::CancellationToken,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let metrics = self.proxy.metrics.clone();
+        let handle = |request| self.answer(request, &peer);
+        let ended = http1::serve(io, handle, settings, drain, &metrics).await;
+        if let http1::Ended::Http2(io) = ended {
+            let limits = self.proxy.config.load().limits.clone();
+            self.serve_http2(io, peer, &limits, watcher).await;
+        }
+    }
+
+    /// Serves a connection's HTTP/2 requests with hyper.
+    async fn serve_http2<S: http1::Io>(
+        self,
+        io: S,
+        peer: proxy::Peer,
+        limits: &config::LimitsConfig,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let client = peer.addr;
+        let peer = Arc::new(peer);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let front = self.clone();
+            let peer = Arc::clone(&peer);
+            async move {
+                let request = request.map(|body| body.map_err(proxy::BoxError::from).boxed());
+                Ok::<_, Infallible>(front.answer(request, &peer).await)
+            }
+        });
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(connection).await {
+            tracing::debug!(%client, "HTTP/2 connection ended: {e}");
+        }
     }
 }
 
 /// 308 to the same host and path on HTTPS: `https_port` when the request named a port (a
 /// client on the host, through a published port), else HTTPS's own 443 (a client that
 /// reached port 80 directly).
-fn redirect_to_https(request: &Request<Incoming>, https_port: u16) -> Response<proxy::ProxyBody> {
+fn redirect_to_https<B>(request: &Request<B>, https_port: u16) -> Response<proxy::ProxyBody> {
     let authority = request
         .headers()
         .get(header::HOST)

@@ -25,7 +25,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::proxy::ProxyBody;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
@@ -167,7 +169,7 @@ impl RateLimiter {
 /// A client's request body, cut off with an error once it passes its limit; `exceeded` tells
 /// the proxy why the body failed.
 pub struct CappedBody {
-    inner: Incoming,
+    inner: ProxyBody,
     remaining: u64,
     pub exceeded: Arc<AtomicBool>,
 }
@@ -178,7 +180,7 @@ pub struct CappedBody {
 pub struct BodyTooLarge;
 
 impl CappedBody {
-    pub fn new(inner: Incoming, limit: u64) -> Self {
+    pub fn new(inner: ProxyBody, limit: u64) -> Self {
         Self {
             inner,
             remaining: limit,
@@ -197,7 +199,7 @@ impl Body for CappedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };

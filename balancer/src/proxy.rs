@@ -36,7 +36,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::config::Config;
 use crate::limits::{CappedBody, ConnectionLimit, RateLimiter};
@@ -90,11 +90,7 @@ impl Proxy {
     }
 
     /// Answers one client request: forwarded to a backend, or an error page from here.
-    pub async fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        peer: &Peer,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<ProxyBody>, peer: &Peer) -> Response<ProxyBody> {
         let client = peer.addr;
         let started = Instant::now();
         let config = self.config.load_full();

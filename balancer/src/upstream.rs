@@ -37,16 +37,12 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::framing::{self, Chunk, Framing, READ_SIZE, invalid};
 use crate::proxy::{BoxError, ProxyBody};
 
 /// Most header fields in a response head, and most bytes in it.
 const MAX_HEADERS: usize = 100;
 const MAX_HEAD_SIZE: usize = 64 * 1024;
-/// Room made in the read buffer before each read: a short read tells tokio the socket is
-/// drained, so checking an idle connection later costs no system call.
-const READ_SIZE: usize = 16 * 1024;
-/// Longest chunk-size or trailer line accepted in a chunked body.
-const MAX_CHUNK_LINE: usize = 4096;
 
 /// A connection to a backend, idle between requests.
 #[derive(Debug)]
@@ -293,10 +289,6 @@ enum Parsed {
     Partial,
 }
 
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
-}
-
 /// Parses one response head at the start of `buffer` and consumes it when complete. Header
 /// values point into the head's bytes (no copy per value, as in hyper).
 fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
@@ -330,7 +322,8 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
         spans.push((name, field.name.len(), value, field.value.len()));
     }
     let head = buffer.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for `Via` and `X-Request-Id`, which the proxy adds, so the map never grows.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     for (name, name_len, value, value_len) in spans {
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| invalid("bad header name"))?;
@@ -338,7 +331,7 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
             .map_err(|_| invalid("bad header value"))?;
         headers.append(name, value);
     }
-    let (framing, delimited) = Framing::of(method, status, &headers)?;
+    let (framing, delimited) = response_framing(method, status, &headers)?;
     let keep_alive = delimited && keeps_alive(version, &headers);
     let mut response = Response::new(());
     *response.status_mut() = status;
@@ -363,143 +356,32 @@ fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     }
 }
 
-/// How a response body is delimited, and where reading it has got to.
-#[derive(Debug)]
-enum Framing {
-    /// Bytes still to come.
-    Length(u64),
-    Chunked(Chunk),
-    /// Everything until the backend closes the connection.
-    UntilClose,
-    Done,
-}
-
-impl Framing {
-    /// The framing, and whether the body's end is known without the connection closing.
-    fn of(method: &Method, status: StatusCode, headers: &HeaderMap) -> io::Result<(Self, bool)> {
-        if *method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            return Ok((Self::Done, true));
-        }
-        if let Some(codings) = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-        {
-            let chunked = codings
-                .to_str()
-                .ok()
-                .and_then(|c| c.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            return Ok(if chunked {
-                (Self::Chunked(Chunk::Size), true)
-            } else {
-                (Self::UntilClose, false)
-            });
-        }
-        let mut length = None;
-        for value in headers.get_all(header::CONTENT_LENGTH) {
-            let n = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| invalid("bad Content-Length"))?;
-            if length.is_some_and(|m| m != n) {
-                return Err(invalid("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
-        Ok(match length {
-            Some(0) => (Self::Done, true),
-            Some(n) => (Self::Length(n), true),
-            None => (Self::UntilClose, false),
-        })
+/// How a response to `method` is delimited, and whether its end is known without the
+/// connection closing.
+fn response_framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> io::Result<(Framing, bool)> {
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Done, true));
     }
-}
-
-/// Where a chunked body's decoding is.
-#[derive(Debug, Clone, Copy)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk: bytes left.
-    Data(u64),
-    /// After a chunk's data: its CRLF.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-}
-
-/// One step of decoding a chunked body from `buffer`: data, the end, or Ok(None) when more
-/// bytes are needed.
-fn decode_chunked(state: &mut Chunk, buffer: &mut BytesMut) -> io::Result<Option<Option<Bytes>>> {
-    loop {
-        match *state {
-            Chunk::Size => {
-                let Some(line) = take_line(buffer)? else {
-                    return Ok(None);
-                };
-                let digits = line[..]
-                    .split(|&b| b == b';' || b == b' ' || b == b'\t')
-                    .next();
-                let size = digits
-                    .and_then(|d| std::str::from_utf8(d).ok())
-                    .and_then(|d| u64::from_str_radix(d, 16).ok())
-                    .ok_or_else(|| invalid("bad chunk size"))?;
-                *state = if size == 0 {
-                    Chunk::Trailers
-                } else {
-                    Chunk::Data(size)
-                };
-            }
-            Chunk::Data(left) => {
-                if buffer.is_empty() {
-                    return Ok(None);
-                }
-                let take = left.min(buffer.len() as u64);
-                let data = buffer.split_to(take as usize).freeze();
-                *state = if take == left {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left - take)
-                };
-                return Ok(Some(Some(data)));
-            }
-            Chunk::DataEnd => {
-                if buffer.len() < 2 {
-                    return Ok(None);
-                }
-                if &buffer[..2] != b"\r\n" {
-                    return Err(invalid("chunk data not followed by CRLF"));
-                }
-                buffer.advance(2);
-                *state = Chunk::Size;
-            }
-            Chunk::Trailers => {
-                let Some(line) = take_line(buffer)? else {
-                    return Ok(None);
-                };
-                if line.is_empty() {
-                    return Ok(Some(None));
-                }
-            }
-        }
+    if let Some(chunked) = framing::chunked(headers) {
+        return Ok(if chunked {
+            (Framing::Chunked(Chunk::Size), true)
+        } else {
+            (Framing::UntilClose, false)
+        });
     }
-}
-
-/// The next CRLF-ended line, without its CRLF; Ok(None) until one is complete.
-fn take_line(buffer: &mut BytesMut) -> io::Result<Option<BytesMut>> {
-    match buffer.windows(2).position(|w| w == b"\r\n") {
-        Some(end) => {
-            let mut line = buffer.split_to(end + 2);
-            line.truncate(end);
-            Ok(Some(line))
-        }
-        None if buffer.len() > MAX_CHUNK_LINE => Err(invalid("chunk line too long")),
-        None => Ok(None),
-    }
+    let length = framing::content_length(headers)?;
+    Ok(match length {
+        Some(0) => (Framing::Done, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
 }
 
 /// A response body, read from the backend's connection as it is polled.
@@ -532,66 +414,23 @@ impl Body for Incoming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        loop {
-            let Some(connection) = this.connection.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let buffer = &mut connection.read;
-            match &mut this.framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(left) if !buffer.is_empty() => {
-                    let take = (*left).min(buffer.len() as u64);
-                    let data = buffer.split_to(take as usize).freeze();
-                    *left -= take;
-                    if *left == 0 {
-                        this.framing = Framing::Done;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Chunked(state) => match decode_chunked(state, buffer) {
-                    Ok(Some(Some(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Some(None)) => {
-                        this.framing = Framing::Done;
-                        return Poll::Ready(None);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        this.connection = None;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                },
-                Framing::UntilClose if !buffer.is_empty() => {
-                    let data = buffer.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Length(_) | Framing::UntilClose => {}
+        let Some(connection) = this.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = ready!(framing::poll_body(
+            &mut this.framing,
+            &mut connection.stream,
+            &mut connection.read,
+            cx,
+        ));
+        Poll::Ready(match polled {
+            Some(Ok(data)) => Some(Ok(Frame::data(data))),
+            Some(Err(e)) => {
+                this.connection = None;
+                Some(Err(e))
             }
-            buffer.reserve(READ_SIZE);
-            let read = tokio_util::io::poll_read_buf(
-                Pin::new(&mut connection.stream),
-                cx,
-                &mut connection.read,
-            );
-            match ready!(read) {
-                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
-                    this.framing = Framing::Done;
-                    this.keep_alive = false;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => {
-                    this.connection = None;
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "backend closed the connection in the middle of the body",
-                    ))));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    this.connection = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-            }
-        }
+            None => None,
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -692,35 +531,6 @@ mod tests {
             parse_head(&mut buffer, &Method::POST).unwrap(),
             Parsed::Final(_)
         ));
-    }
-
-    #[test]
-    fn chunked_bodies_decode_across_reads() {
-        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n";
-        // Fed one byte at a time, the worst a network can do.
-        let mut state = Chunk::Size;
-        let mut buffer = BytesMut::new();
-        let mut body = Vec::new();
-        let mut ended = false;
-        for &byte in wire {
-            buffer.extend_from_slice(&[byte]);
-            while let Some(step) = decode_chunked(&mut state, &mut buffer).unwrap() {
-                match step {
-                    Some(data) => body.extend_from_slice(&data),
-                    None => ended = true,
-                }
-            }
-        }
-        assert_eq!((body.as_slice(), ended), (&b"hello world"[..], true));
-        assert!(buffer.is_empty());
-
-        let mut state = Chunk::Size;
-        assert!(decode_chunked(&mut state, &mut BytesMut::from(&b"zz\r\n"[..])).is_err());
-        let mut state = Chunk::Size;
-        assert!(
-            decode_chunked(&mut state, &mut BytesMut::from(&b"1\r\nab"[..]))
-                .is_ok_and(|s| s.is_some())
-        );
     }
 
     #[test]

@@ -592,7 +592,34 @@ async fn bodies_arrive_whole_in_every_framing() {
         "after a HEAD, the next answer is whole"
     );
 
-    assert_eq!(a.hits("/echo") + a.hits("/"), 4);
+    // curl's own habits: Expect: 100-continue before a large body, HTTP/1.0, and HTTP/2
+    // with prior knowledge on the plain listener (h2c).
+    let echoed = curl(vec![
+        "-H".into(),
+        "Expect: 100-continue".into(),
+        "--data-binary".into(),
+        file.clone(),
+        url("/echo?length"),
+    ])
+    .await;
+    assert!(
+        echoed == data,
+        "an upload after 100 Continue: {} bytes back",
+        echoed.len()
+    );
+    for (flag, version) in [
+        ("--http1.0", "HTTP/1.1 200"),
+        ("--http2-prior-knowledge", "HTTP/2 200"),
+    ] {
+        let out = curl(vec![flag.into(), "-i".into(), url("/")]).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with(version) && out.ends_with("\r\n\r\na"),
+            "{flag}: {out}"
+        );
+    }
+
+    assert_eq!(a.hits("/echo") + a.hits("/"), 7);
     lb.terminate(Duration::from_secs(10)).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,900 @@
+//! HTTP/1.1 from clients, served here rather than by hyper's server, on plain and TLS
+//! connections alike.
+//!
+//! Why: measured against HAProxy (`bench/balancer.sh`), hyper's server side (its dispatcher
+//! state machine, its head encoding, the wake-ups between them) was a third of the
+//! balancer's own CPU per request. Here one loop per connection reads a request head, hands
+//! the request to the proxy in the same task, and writes the response head and the first
+//! part of its body in one system call, as HAProxy does. HTTP/2 stays with hyper.
+//!
+//! What it implements of RFC 9112, as a gateway needs it:
+//! - request heads parsed by httparse (hyper's parser): line and headers within
+//!   `limits.max_header_size` (431 past it), received within `limits.header_read_timeout`
+//!   counted from when the connection starts waiting for a request (408 when part of one
+//!   came; a silent close for an idle kept-alive connection, as the config documents);
+//! - request bodies by `Content-Length` or chunked (`framing.rs`); other transfer codings,
+//!   a malformed or conflicting length: 400 and the connection closed (request smuggling);
+//!   `Expect: 100-continue` answered when the proxy first reads the body, so a request
+//!   refused by its announced size (413) never has its body sent;
+//! - keep-alive: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
+//!   `Connection: keep-alive`; pipelined requests answered in order;
+//! - responses framed by `Content-Length` when the body's size is known, else chunked, or by
+//!   the connection's end for an HTTP/1.0 client; none for HEAD, 204 and 304, whose headers
+//!   pass as the backend sent them; `Date` added when missing;
+//! - the connection closes after a response when the client asked, when the request's body
+//!   was not read to its end, when the response body failed, and once the balancer drains;
+//!   an idle connection closes at once when the balancer drains;
+//! - `CONNECT` is refused (405): a reverse proxy tunnels nothing;
+//! - HTTP/2 with prior knowledge (h2c): the connection preface is recognised and the
+//!   connection, with what was read of it, is handed back for hyper to serve.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::framing::{self, Chunk, Framing, READ_SIZE};
+use crate::metrics::Metrics;
+use crate::proxy::{BoxError, ProxyBody, error_page};
+
+/// Most header fields in a request head (hyper's limit too); more: 431.
+const MAX_HEADERS: usize = 100;
+/// The start of HTTP/2's connection preface (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A client connection's byte stream: TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The limits a connection is served with.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub header_read_timeout: Duration,
+    pub max_header_size: usize,
+}
+
+/// How a connection's service ended.
+pub enum Ended<S> {
+    /// Closed: by the client, after a response, or refused.
+    Closed,
+    /// The client spoke HTTP/2 with prior knowledge: the connection, with the bytes read
+    /// from it so far put back in front.
+    Http2(Rewind<S>),
+}
+
+/// The connection: its stream, what was read and not yet used, and the state of the
+/// current request's body.
+struct Conn<S> {
+    io: S,
+    read: BytesMut,
+    /// The current request's body still to be read (Done when it has none, or was read).
+    body: Framing,
+    /// Bytes of `100 Continue` still to write before the body is read; 0 when none is owed.
+    continue_owed: usize,
+    /// A read or write failed: the connection carries nothing more.
+    broken: bool,
+}
+
+/// Serves HTTP/1.1 requests on `io` until the client closes, a response closes the
+/// connection, the head of a request is refused, or `drain` is cancelled while idle. Each
+/// request goes to `handle` in this task; its response is written before the next is read.
+pub async fn serve<S, H, F>(
+    io: S,
+    mut handle: H,
+    settings: Settings,
+    drain: CancellationToken,
+    metrics: &Metrics,
+) -> Ended<S>
+where
+    S: Io,
+    H: FnMut(Request<ProxyBody>) -> F,
+    F: Future<Output = Response<ProxyBody>>,
+{
+    let mut conn = Conn {
+        io,
+        read: BytesMut::with_capacity(READ_SIZE),
+        body: Framing::Done,
+        continue_owed: 0,
+        broken: false,
+    };
+    let mut waiter = Waiter {
+        timeout: settings.header_read_timeout,
+        timer: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
+        drain: Box::pin(drain.clone().cancelled_owned()),
+        token: drain,
+    };
+    // The response head's bytes, reused from one response to the next.
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let head = match read_head(&mut conn, &mut waiter, settings.max_header_size).await {
+            Ok(Next::Request(head)) => head,
+            Ok(Next::Closed) => return Ended::Closed,
+            Ok(Next::Http2) => {
+                return Ended::Http2(Rewind {
+                    prefix: conn.read.freeze(),
+                    io: conn.io,
+                });
+            }
+            Err(refused) => {
+                let response = match refused {
+                    Refused::Timeout => {
+                        metrics.reject("header_timeout");
+                        error_page(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "The request did not arrive in time.",
+                        )
+                    }
+                    Refused::TooLarge => {
+                        metrics.reject("header_too_large");
+                        error_page(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "The request's headers are larger than this site accepts.",
+                        )
+                    }
+                    Refused::Malformed(why) => {
+                        tracing::debug!("malformed request: {why}");
+                        error_page(StatusCode::BAD_REQUEST, "The request is malformed.")
+                    }
+                    Refused::Gone => return Ended::Closed,
+                };
+                let _ = write_response(
+                    &mut conn,
+                    response,
+                    &Method::GET,
+                    Version::HTTP_11,
+                    true,
+                    &mut out,
+                )
+                .await;
+                return Ended::Closed;
+            }
+        };
+        let Head {
+            parts,
+            body,
+            mut close,
+            expect_continue,
+        } = head;
+        let (method, version) = (parts.method.clone(), parts.version);
+        if method == Method::CONNECT {
+            let response = error_page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This site does not tunnel connections (CONNECT).",
+            );
+            let _ = write_response(&mut conn, response, &method, version, true, &mut out).await;
+            return Ended::Closed;
+        }
+
+        let response = if matches!(body, Framing::Done) {
+            handle(Request::from_parts(parts, empty())).await
+        } else {
+            // The body reads from the connection while the proxy sends it on; the connection
+            // comes back when the proxy is done with the request.
+            conn.body = body;
+            conn.continue_owed = if expect_continue { CONTINUE.len() } else { 0 };
+            let shared = Arc::new(Mutex::new(conn));
+            let body = ClientBody {
+                conn: Arc::clone(&shared),
+            };
+            let response = handle(Request::from_parts(parts, body.boxed())).await;
+            match Arc::try_unwrap(shared) {
+                Ok(shared) => conn = shared.into_inner().unwrap_or_else(|e| e.into_inner()),
+                Err(_) => {
+                    tracing::debug!("a request body outlived its request: connection closed");
+                    return Ended::Closed;
+                }
+            }
+            // A body not read to its end (a refusal, an early answer) leaves bytes that are
+            // not a request: the connection ends with this response.
+            if !matches!(conn.body, Framing::Done) || conn.broken {
+                close = true;
+            }
+            response
+        };
+        close |= waiter.draining();
+        let kept = write_response(&mut conn, response, &method, version, close, &mut out).await;
+        match kept {
+            Ok(true) if !(close || conn.broken) => {}
+            Ok(_) => return Ended::Closed,
+            Err(e) => {
+                tracing::debug!("writing a response failed: {e}");
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+/// What waits for a request's head: its deadline and the balancer's drain.
+struct Waiter {
+    timeout: Duration,
+    /// Set once per `timeout`, not once per request: when it fires, the request being waited
+    /// for is checked against its own start and the timer set again if it has time left.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
+    token: CancellationToken,
+}
+
+impl Waiter {
+    fn draining(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+// Returned once per request and destructured at once: boxing the head would allocate each time.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Request(Head),
+    /// The client closed between requests, or the balancer drains.
+    Closed,
+    /// HTTP/2's preface instead of a request.
+    Http2,
+}
+
+enum Refused {
+    Timeout,
+    TooLarge,
+    Malformed(&'static str),
+    /// The client went away half-way through a head, or the read failed: no one to answer.
+    Gone,
+}
+
+/// A request head, and what it says about its body and the connection.
+struct Head {
+    parts: http::request::Parts,
+    body: Framing,
+    /// The client wants the connection closed after this request (HTTP/1.0: unless it
+    /// asked to keep it).
+    close: bool,
+    expect_continue: bool,
+}
+
+/// Reads until a request head is complete, within the header timeout from now.
+async fn read_head<S: Io>(
+    conn: &mut Conn<S>,
+    waiter: &mut Waiter,
+    max_header_size: usize,
+) -> Result<Next, Refused> {
+    let started = Instant::now();
+    loop {
+        if !conn.read.is_empty() {
+            if conn
+                .read
+                .starts_with(&H2_PREFACE[..conn.read.len().min(H2_PREFACE.len())])
+            {
+                if conn.read.len() >= H2_PREFACE.len() {
+                    return Ok(Next::Http2);
+                }
+            } else if let Some(head) = parse_request(&mut conn.read, max_header_size)? {
+                return Ok(Next::Request(head));
+            }
+            if conn.read.len() >= max_header_size {
+                return Err(Refused::TooLarge);
+            }
+        }
+        let idle = conn.read.is_empty();
+        conn.read.reserve(READ_SIZE);
+        let read = poll_fn(|cx| {
+            if idle && waiter.drain.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            while waiter.timer.as_mut().poll(cx).is_ready() {
+                let deadline = started + waiter.timeout;
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Some(Err(io::ErrorKind::TimedOut.into())));
+                }
+                waiter.timer.as_mut().reset(deadline.into());
+            }
+            tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.read).map(Some)
+        })
+        .await;
+        match read {
+            None => return Ok(Next::Closed),
+            Some(Ok(0)) if idle => return Ok(Next::Closed),
+            Some(Ok(0)) => return Err(Refused::Gone),
+            Some(Ok(_)) => {}
+            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                return if idle {
+                    Ok(Next::Closed)
+                } else {
+                    Err(Refused::Timeout)
+                };
+            }
+            Some(Err(_)) => return Err(Refused::Gone),
+        }
+    }
+}
+
+/// Parses one request head at the start of `buffer` and consumes it when complete; Ok(None)
+/// while it is incomplete. Header values and the target point into the head's bytes.
+fn parse_request(buffer: &mut BytesMut, max_header_size: usize) -> Result<Option<Head>, Refused> {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buffer, &mut fields) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refused::TooLarge),
+        Err(_) => return Err(Refused::Malformed("request line or headers")),
+    };
+    if len > max_header_size {
+        return Err(Refused::TooLarge);
+    }
+    let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
+        .map_err(|_| Refused::Malformed("method"))?;
+    let version = match request.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let base = buffer.as_ptr() as usize;
+    let path = request.path.unwrap_or_default();
+    let path_span = (path.as_ptr() as usize - base, path.len());
+    // Which headers need a look once the map is built; most requests have none of them.
+    let (mut framing_headers, mut connection, mut expect) = (false, false, false);
+    let mut spans = Vec::with_capacity(request.headers.len());
+    for field in request.headers.iter() {
+        let name = field.name.as_bytes();
+        framing_headers |= name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding");
+        connection |= name.eq_ignore_ascii_case(b"connection");
+        expect |= name.eq_ignore_ascii_case(b"expect");
+        let value = field.value;
+        spans.push((
+            field.name.as_ptr() as usize - base,
+            field.name.len(),
+            value.as_ptr() as usize - base,
+            value.len(),
+        ));
+    }
+    let head = buffer.split_to(len).freeze();
+    // Room for the six forwarding headers the proxy adds, so the map never grows.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
+    for (name, name_len, value, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name..name + name_len])
+            .map_err(|_| Refused::Malformed("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| Refused::Malformed("header value"))?;
+        headers.append(name, value);
+    }
+    let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1))
+        .map_err(|_| Refused::Malformed("request target"))?;
+
+    let body = if framing_headers {
+        request_framing(&headers)?
+    } else {
+        Framing::Done
+    };
+    let says = |token: &str| {
+        connection
+            && headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let close = match version {
+        Version::HTTP_10 => !says("keep-alive"),
+        _ => says("close"),
+    };
+    let expect_continue = expect
+        && version == Version::HTTP_11
+        && !matches!(body, Framing::Done)
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        body,
+        close,
+        expect_continue,
+    }))
+}
+
+/// A request body's framing (RFC 9112 6.3): chunked when it is the last transfer coding,
+/// else `Content-Length`; any other transfer coding, or a bad length, is refused.
+fn request_framing(headers: &HeaderMap) -> Result<Framing, Refused> {
+    match framing::chunked(headers) {
+        Some(true) => return Ok(Framing::Chunked(Chunk::Size)),
+        Some(false) => return Err(Refused::Malformed("transfer coding other than chunked")),
+        None => {}
+    }
+    match framing::content_length(headers) {
+        Ok(Some(0) | None) => Ok(Framing::Done),
+        Ok(Some(n)) => Ok(Framing::Length(n)),
+        Err(_) => Err(Refused::Malformed("Content-Length")),
+    }
+}
+
+fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A request's body, read from the client's connection as the proxy polls it.
+struct ClientBody<S> {
+    conn: Arc<Mutex<Conn<S>>>,
+}
+
+impl<S: Io> Body for ClientBody<S> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = &mut *conn;
+        if conn.broken {
+            return Poll::Ready(Some(Err("client connection failed".into())));
+        }
+        while conn.continue_owed > 0 {
+            let unsent = &CONTINUE[CONTINUE.len() - conn.continue_owed..];
+            match ready!(Pin::new(&mut conn.io).poll_write(cx, unsent)) {
+                Ok(0) => conn.broken = true,
+                Ok(n) => conn.continue_owed -= n,
+                Err(_) => conn.broken = true,
+            }
+            if conn.broken {
+                return Poll::Ready(Some(Err("client connection failed".into())));
+            }
+        }
+        if let Err(e) = ready!(Pin::new(&mut conn.io).poll_flush(cx)) {
+            conn.broken = true;
+            return Poll::Ready(Some(Err(e.into())));
+        }
+        let polled = ready!(framing::poll_body(
+            &mut conn.body,
+            &mut conn.io,
+            &mut conn.read,
+            cx
+        ));
+        Poll::Ready(match polled {
+            Some(Ok(data)) => Some(Ok(Frame::data(data))),
+            Some(Err(e)) => {
+                conn.broken = true;
+                Some(Err(e.into()))
+            }
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(conn.body, Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        match conn.body {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// How a response body goes on the wire to the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// None at all: HEAD, 1xx, 204, 304.
+    Bodiless,
+    Length,
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client, a body of unknown size).
+    UntilClose,
+}
+
+/// Writes `response` to the request made with `method` and `version`: the head, and the
+/// body as it streams. Ok(true) when the connection may carry another request.
+async fn write_response<S: Io>(
+    conn: &mut Conn<S>,
+    response: Response<ProxyBody>,
+    method: &Method,
+    version: Version,
+    mut close: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let out_framing = if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Out::Bodiless
+    } else if body.size_hint().exact().is_some() {
+        Out::Length
+    } else if version == Version::HTTP_11 {
+        Out::Chunked
+    } else {
+        close = true;
+        Out::UntilClose
+    };
+    out.clear();
+    encode_head(
+        out,
+        &parts,
+        out_framing,
+        body.size_hint().exact(),
+        close,
+        version,
+    );
+    if out_framing == Out::Bodiless {
+        drop(body);
+        conn.io.write_all(out).await?;
+        conn.io.flush().await?;
+        return Ok(!close);
+    }
+    // The first part of the body, when it is already here, goes in the head's write.
+    let ready = {
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(&mut body).poll_frame(&mut noop) {
+            Poll::Ready(frame) => Some(frame),
+            Poll::Pending => None,
+        }
+    };
+    let mut first = match ready {
+        Some(frame) => Some(frame),
+        None => {
+            conn.io.write_all(out).await?;
+            out.clear();
+            None
+        }
+    };
+    let mut complete = false;
+    loop {
+        let frame = match first.take() {
+            Some(frame) => frame,
+            None => body.frame().await,
+        };
+        match frame {
+            None => {
+                complete = true;
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::debug!("response body failed: {e}");
+                break;
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if out_framing == Out::Chunked {
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                } else if out.is_empty() {
+                    conn.io.write_all(&data).await?;
+                    continue;
+                } else {
+                    out.extend_from_slice(&data);
+                }
+                conn.io.write_all(out).await?;
+                out.clear();
+            }
+        }
+    }
+    if complete && out_framing == Out::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        conn.io.write_all(out).await?;
+        out.clear();
+    }
+    conn.io.flush().await?;
+    // A body that failed half-way ends the connection: the client sees it cut short.
+    Ok(complete && !close && out_framing != Out::UntilClose)
+}
+
+/// `HTTP/1.1 200 OK`, the headers but the framing ones, ours, and the blank line.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    framing: Out,
+    length: Option<u64>,
+    close: bool,
+    version: Version,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        let framing_header = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        if (framing_header && framing != Out::Bodiless) || name == header::CONNECTION {
+            continue;
+        }
+        dated |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match (framing, length) {
+        (Out::Length, Some(n)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (Out::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A stream with bytes already read from it put back in front.
+pub struct Rewind<S> {
+    prefix: Bytes,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let taken = self.prefix.split_to(n);
+            buf.put_slice(&taken);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    fn settings() -> Settings {
+        Settings {
+            header_read_timeout: Duration::from_millis(300),
+            max_header_size: 1024,
+        }
+    }
+
+    /// Serves one end of an in-memory connection: each request is answered with a body
+    /// that says what arrived (`METHOD target body-bytes`).
+    fn server(drain: CancellationToken) -> (DuplexStream, tokio::task::JoinHandle<bool>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            let handle = |request: Request<ProxyBody>| async move {
+                let (parts, body) = request.into_parts();
+                let body = match body.collect().await {
+                    Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                    Err(e) => format!("body failed: {e}"),
+                };
+                let text = format!("{} {} {body}", parts.method, parts.uri);
+                let mut response =
+                    Response::new(Full::new(Bytes::from(text)).map_err(|n| match n {}).boxed());
+                if parts.method == Method::HEAD {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(1234));
+                }
+                response
+            };
+            let ended = serve(server, handle, settings(), drain, &Metrics::default()).await;
+            matches!(ended, Ended::Http2(_))
+        });
+        (client, task)
+    }
+
+    /// Everything the server writes until it closes.
+    async fn exchange(wire: &[u8]) -> String {
+        let (mut client, task) = server(CancellationToken::new());
+        client.write_all(wire).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        task.await.unwrap();
+        String::from_utf8(answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order_until_one_asks_to_close() {
+        let answer = exchange(
+            b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n",
+        )
+        .await;
+        let bodies: Vec<&str> = answer
+            .split("\r\n\r\n")
+            .skip(1)
+            .map(|r| r.split("HTTP/1.1").next().unwrap())
+            .collect();
+        assert_eq!(
+            bodies,
+            ["GET /one ", "GET /two ", "GET /three "],
+            "{answer}"
+        );
+        assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 3);
+        assert!(answer.contains("content-length: 9\r\n") && answer.contains("date: "));
+        assert!(
+            answer.ends_with("connection: close\r\n\r\nGET /three "),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_1_0_keeps_the_connection_only_when_asked() {
+        let answer = exchange(
+            b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\nGET /c HTTP/1.0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+        assert!(answer.contains("connection: keep-alive\r\n") && answer.ends_with("GET /b "));
+    }
+
+    #[tokio::test]
+    async fn bodies_by_length_and_chunks_arrive_and_other_framings_are_refused() {
+        let answer = exchange(
+            b"POST /l HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\nPOST /g HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+        )
+        .await;
+        assert!(
+            answer.contains("POST /l hello") && answer.contains("POST /c abcde"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("HTTP/1.1 400 Bad Request") && answer.contains("connection: close")
+        );
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/9.9\r\n\r\n",
+            b"G\0T / HTTP/1.1\r\n\r\n",
+        ] {
+            let answer = exchange(bad).await;
+            assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn continue_is_sent_only_when_the_body_is_read() {
+        let (mut client, task) = server(CancellationToken::new());
+        client
+            .write_all(b"PUT /x HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut interim = vec![0; CONTINUE.len()];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut interim))
+            .await
+            .expect("100 Continue before the body is sent")
+            .unwrap();
+        assert_eq!(interim, CONTINUE);
+        client.write_all(b"abc").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.ends_with("PUT /x abc"), "{answer}");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn head_answers_keep_their_length_and_send_no_body() {
+        let answer =
+            exchange(b"HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-length: 1234"), "{head}");
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK"),
+            "no body after HEAD's head: {rest}"
+        );
+    }
+
+    #[tokio::test]
+    async fn heads_too_large_too_slow_or_connect_are_refused() {
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "x".repeat(2000));
+        assert!(exchange(big.as_bytes()).await.starts_with("HTTP/1.1 431 "));
+        let many: String = (0..150).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let answer = exchange(many.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        assert!(
+            exchange(b"CONNECT a:443 HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 405 ")
+        );
+
+        // Half a head, then nothing: 408 after the timeout. Nothing at all: a quiet close.
+        let started = Instant::now();
+        let answer = exchange(b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(exchange(b"").await, "");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_when_the_balancer_drains() {
+        let drain = CancellationToken::new();
+        let (mut client, task) = server(drain.clone());
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut first = vec![0; 12];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut first))
+            .await
+            .unwrap()
+            .unwrap();
+        drain.cancel();
+        let mut rest = String::new();
+        tokio::time::timeout(Duration::from_secs(1), client.read_to_string(&mut rest))
+            .await
+            .expect("closed at once, long before the header timeout")
+            .unwrap();
+        assert!(rest.ends_with("GET / "));
+        assert!(!task.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn http2_with_prior_knowledge_is_handed_back() {
+        let (mut client, task) = server(CancellationToken::new());
+        client.write_all(H2_PREFACE).await.unwrap();
+        assert!(task.await.unwrap(), "handed back as HTTP/2");
+    }
+}
