@@ -130,18 +130,29 @@ impl Proxy {
             None => self.request_ids.next(),
         };
         prepare_request_headers(&mut parts.headers, peer, &parts.uri, &self.via, &request_id);
-        let body = CappedBody::new(body, limits.max_body_size);
-        let too_large = Arc::clone(&body.exceeded);
-        let (body, replay) = match replay::prepare(&parts, body).await {
-            Ok(prepared) => prepared,
-            Err(_) if too_large.load(Ordering::Relaxed) => {
-                self.metrics.reject("body_too_large");
-                return body_too_large();
+        // Set when the body passed `max_body_size` while it streamed; no body, no limit.
+        let mut too_large = None;
+        let (body, replay) = if body.is_end_stream() {
+            (body, replay::without_body(&parts))
+        } else {
+            let body = CappedBody::new(body, limits.max_body_size);
+            let exceeded = too_large.insert(Arc::clone(&body.exceeded));
+            match replay::prepare(&parts, body).await {
+                Ok(prepared) => prepared,
+                Err(_) if exceeded.load(Ordering::Relaxed) => {
+                    self.metrics.reject("body_too_large");
+                    return body_too_large();
+                }
+                Err(e) => {
+                    tracing::debug!(%client, "request body cut off while read ahead: {e}");
+                    return body_cut_off();
+                }
             }
-            Err(e) => {
-                tracing::debug!(%client, "request body cut off while read ahead: {e}");
-                return body_cut_off();
-            }
+        };
+        let too_large = || {
+            too_large
+                .as_ref()
+                .is_some_and(|t| t.load(Ordering::Relaxed))
         };
         // The body for the next attempt: the client's, until it has been sent.
         let mut body = Some(body);
@@ -212,7 +223,7 @@ impl Proxy {
                     break self.client_response(response, in_flight, &request_id);
                 }
                 // The client's fault, not the backend's: the client's body failed on the way.
-                Ok(Err(SendError::Body(_))) if too_large.load(Ordering::Relaxed) => {
+                Ok(Err(SendError::Body(_))) if too_large() => {
                     self.metrics.reject("body_too_large");
                     break body_too_large();
                 }

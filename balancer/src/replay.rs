@@ -51,11 +51,10 @@ pub async fn prepare<B>(parts: &Parts, mut body: B) -> Result<(ProxyBody, Option
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin + Send + Sync + 'static,
 {
-    let keyed = parts.headers.contains_key(IDEMPOTENCY_KEY);
     if body.is_end_stream() {
-        let replay = (keyed || is_idempotent(&parts.method)).then(|| Replay::of(Bytes::new()));
-        return Ok((body.boxed(), replay));
+        return Ok((body.boxed(), without_body(parts)));
     }
+    let keyed = parts.headers.contains_key(IDEMPOTENCY_KEY);
     if !keyed || body.size_hint().lower() > MAX_REPLAYABLE_BODY as u64 {
         return Ok((body.boxed(), None));
     }
@@ -74,6 +73,12 @@ where
     }
     let read = read.freeze();
     Ok((full(read.clone()), Some(Replay::of(read))))
+}
+
+/// The copy kept of a request without a body: one, when it is idempotent or has a key.
+pub fn without_body(parts: &Parts) -> Option<Replay> {
+    let keyed = parts.headers.contains_key(IDEMPOTENCY_KEY);
+    (keyed || is_idempotent(&parts.method)).then(|| Replay::of(Bytes::new()))
 }
 
 fn is_idempotent(method: &Method) -> bool {

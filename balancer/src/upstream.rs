@@ -292,9 +292,17 @@ enum Parsed {
 /// Parses one response head at the start of `buffer` and consumes it when complete. Header
 /// values point into the head's bytes (no copy per value, as in hyper).
 fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buffer) {
+    // Left uninitialised: a hundred empty fields written for every response cost more than
+    // parsing the few a backend sends.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buffer,
+        &mut fields,
+    );
+    let len = match parsing {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(e) => return Err(invalid(&format!("malformed response head: {e}"))),
