@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # foobar-db-router against a direct connection, in the same run: sysbench oltp_point_select
 # and oltp_read_only with server-side prepared statements (--db-ps-mode=auto), DURATION
-# seconds each (default 30), once straight to the primary and once through the router (whose
-# reads go to the replica). Prints transactions per second and p95 latency for both, the
-# ratios, and the router's memory (RSS) idle and after the load.
+# seconds each (default 30), straight to the primary, through the router (whose reads go to
+# the replica), and, for reference, through HAProxy in `mode tcp` in front of the replica: a
+# proxy hop that only copies bytes, the least any proxy can cost on this machine. The three
+# are measured in turn over ROUNDS rounds (default 3), each judged by its median round (runs
+# minutes apart vary by a quarter here). Prints transactions per second and p95 latency, the
+# ratios to direct, the router's CPU per transaction, and its memory (RSS) idle and after.
 #
-# It starts its own MariaDB primary and replica from foobar/mariadb:dev (make build-images)
-# on a private Docker network, publishes them on 127.0.0.1 only, and removes them at the end.
+# It starts its own MariaDB primary and replica from foobar/mariadb:dev (make images) on a
+# private Docker network, publishes them on 127.0.0.1 only, and removes them at the end.
 #
-#   bench/router.sh              # 30 s per run
-#   DURATION=10 THREADS=8 bench/router.sh
+#   bench/router.sh              # 3 rounds of 30 s per target and test
+#   DURATION=10 ROUNDS=1 THREADS=8 bench/router.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 DURATION=${DURATION:-30}
+ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-4}
+HAPROXY_PORT=${HAPROXY_PORT:-15405}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 IMAGE=foobar/mariadb:dev
 bash scripts/install-tools.sh bench
@@ -25,8 +30,9 @@ docker image inspect "$IMAGE" >/dev/null 2>&1 \
 run_id=foobar-bench-router-$$
 work=$(mktemp -d /tmp/foobar-bench-router.XXXXXX)
 router_pid=
+haproxy_pid=
 cleanup() {
-  if [ -n "$router_pid" ]; then kill "$router_pid" 2>/dev/null || true; wait "$router_pid" 2>/dev/null || true; fi
+  for pid in $router_pid $haproxy_pid; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   docker rm -f "$run_id-primary" "$run_id-replica" >/dev/null 2>&1 || true
   docker network rm "$run_id" >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -94,8 +100,29 @@ done
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$router_pid/status"; }
 idle_rss=$(rss_mb)
 
+cat > "$work/haproxy.cfg" <<CONF
+global
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 120s
+    timeout server 120s
+frontend mysql
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend replica
+backend replica
+    server replica 127.0.0.1:$replica_port
+CONF
+step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') (mode tcp, in front of the replica)"
+(exec 3<>"/dev/tcp/127.0.0.1/$HAPROXY_PORT") 2>/dev/null \
+  && { echo "something already listens on 127.0.0.1:$HAPROXY_PORT; set HAPROXY_PORT" >&2; exit 1; }
+haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
+haproxy_pid=$!
+
 direct=(--mysql-host=127.0.0.1 "--mysql-port=$primary_port" --mysql-user=foobar "--mysql-password=$app_password")
 routed=(--mysql-host=127.0.0.1 "--mysql-port=$router_port" --mysql-user=bench --mysql-password=bench-router-password)
+tcp_hop=(--mysql-host=127.0.0.1 "--mysql-port=$HAPROXY_PORT" --mysql-user=foobar "--mysql-password=$app_password")
 common=(--db-driver=mysql --mysql-db=foobar --tables=4 "--table-size=$TABLE_SIZE")
 
 step "sysbench prepare: 4 tables of $TABLE_SIZE rows, on the primary"
@@ -108,47 +135,72 @@ reached=$(mariadb --protocol=TCP -h 127.0.0.1 -P "$replica_port" -ufoobar "-p$ap
 [ "$reached" = 0 ] || { echo "the replica did not catch up with $gtid" >&2; exit 1; }
 
 # The router's CPU time so far (user + system), in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$router_pid/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_second=$(getconf CLK_TCK)
 declare -A tps p95 cpu
-measure() { # name test target...
-  local name=$1 test=$2; shift 2
-  step "sysbench $test, $name: $THREADS threads, ${DURATION}s"
-  local before; before=$(cpu_ticks)
+measure() { # name test round target...
+  local name=$1 test=$2 round=$3; shift 3
+  local run=$name-$test-$round
+  step "round $round/$ROUNDS: sysbench $test, $name: $THREADS threads, ${DURATION}s"
+  # The proxy's CPU time over the run: the router's or HAProxy's (none for direct).
+  local pid=$router_pid
+  [ "$name" = haproxy-tcp ] && pid=$haproxy_pid
+  local before; before=$(cpu_ticks "$pid")
   if ! sysbench "$test" "${common[@]}" "$@" --threads="$THREADS" --time="$DURATION" \
-    --db-ps-mode=auto --percentile=95 run > "$work/$name-$test.log" 2>&1; then
-    tail -n 20 "$work/$name-$test.log" >&2
+    --db-ps-mode=auto --percentile=95 run > "$work/$run.log" 2>&1; then
+    tail -n 20 "$work/$run.log" >&2
     echo "sysbench $test ($name) failed; the router's log ends:" >&2
     tail -n 20 "$work/router.log" >&2
     exit 1
   fi
-  local used=$(( $(cpu_ticks) - before ))
-  tps[$name-$test]=$(awk '/transactions:/ {gsub(/[(]/, "", $3); print $3}' "$work/$name-$test.log")
-  local count; count=$(awk '/transactions:/ {print $2}' "$work/$name-$test.log")
-  cpu[$name-$test]=$(awk -v t="$used" -v hz="$ticks_per_second" -v n="$count" -v d="$DURATION" \
+  local used=$(( $(cpu_ticks "$pid") - before ))
+  tps[$run]=$(awk '/transactions:/ {gsub(/[(]/, "", $3); print $3}' "$work/$run.log")
+  local count; count=$(awk '/transactions:/ {print $2}' "$work/$run.log")
+  cpu[$run]=$(awk -v t="$used" -v hz="$ticks_per_second" -v n="$count" -v d="$DURATION" \
     'BEGIN {printf "%.0f%% of a core, %.1f us/txn", 100 * t / hz / d, 1e6 * t / hz / n}')
-  p95[$name-$test]=$(awk '/95th percentile:/ {print $3}' "$work/$name-$test.log")
-  if ! grep -q 'ignored errors: *0 ' "$work/$name-$test.log"; then
-    grep 'ignored errors' "$work/$name-$test.log" >&2
+  p95[$run]=$(awk '/95th percentile:/ {print $3}' "$work/$run.log")
+  if ! grep -q 'ignored errors: *0 ' "$work/$run.log"; then
+    grep 'ignored errors' "$work/$run.log" >&2
   fi
 }
+median() { # name test: the run (NAME-TEST-ROUND) with the median tps
+  local round
+  for round in $(seq 1 "$ROUNDS"); do echo "${tps[$1-$2-$round]} $1-$2-$round"; done \
+    | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {print $2}'
+}
 for test in oltp_point_select oltp_read_only; do
-  measure direct "$test" "${direct[@]}"
-  measure router "$test" "${routed[@]}"
+  for round in $(seq 1 "$ROUNDS"); do
+    measure direct "$test" "$round" "${direct[@]}"
+    measure router "$test" "$round" "${routed[@]}"
+    measure haproxy-tcp "$test" "$round" "${tcp_hop[@]}"
+  done
 done
 loaded_rss=$(rss_mb)
 
 echo
-printf '%-18s %12s %12s %8s %14s %14s\n' test "direct tps" "router tps" ratio "direct p95 ms" "router p95 ms"
 for test in oltp_point_select oltp_read_only; do
-  d=${tps[direct-$test]} r=${tps[router-$test]}
-  printf '%-18s %12s %12s %8s %14s %14s\n' "$test" "$d" "$r" \
-    "$(awk -v d="$d" -v r="$r" 'BEGIN {printf "%.2fx", r / d}')" \
-    "${p95[direct-$test]}" "${p95[router-$test]}"
+  for name in direct router haproxy-tcp; do
+    printf '%-18s %-12s tps by round:' "$test" "$name"
+    for round in $(seq 1 "$ROUNDS"); do printf ' %s' "${tps[$name-$test-$round]}"; done
+    echo
+  done
 done
 echo
+printf '%-18s %11s %11s %8s %11s %8s %9s %9s %9s\n' test "direct tps" "router tps" ratio \
+  "haproxy tps" ratio "direct p95" "router p95" "haproxy p95"
 for test in oltp_point_select oltp_read_only; do
-  echo "foobar-db-router CPU during $test through it: ${cpu[router-$test]}"
+  d=$(median direct "$test") r=$(median router "$test") h=$(median haproxy-tcp "$test")
+  printf '%-18s %11s %11s %8s %11s %8s %9s %9s %9s\n' "$test" "${tps[$d]}" "${tps[$r]}" \
+    "$(awk -v d="${tps[$d]}" -v r="${tps[$r]}" 'BEGIN {printf "%.2fx", r / d}')" "${tps[$h]}" \
+    "$(awk -v d="${tps[$d]}" -v r="${tps[$h]}" 'BEGIN {printf "%.2fx", r / d}')" \
+    "${p95[$d]}" "${p95[$r]}" "${p95[$h]}"
+done
+echo "(median round of $ROUNDS, ${DURATION}s each, $THREADS threads; p95 in ms; direct = the primary;"
+echo " router = foobar-db-router, reads on the replica; haproxy = HAProxy mode tcp to the replica,"
+echo " a hop that copies bytes and parses nothing. Target: router >= 0.90x direct)"
+echo
+for test in oltp_point_select oltp_read_only; do
+  echo "CPU during $test (median round): foobar-db-router ${cpu[$(median router "$test")]};" \
+    "HAProxy ${cpu[$(median haproxy-tcp "$test")]}"
 done
 echo "foobar-db-router RSS: idle ${idle_rss} MB, after the runs ${loaded_rss} MB (target: idle < 15 MB)"
-echo "threads $THREADS, ${DURATION}s per run; direct = the primary, router = reads on the replica"
