@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::HttpsConfig;
 
@@ -26,29 +26,15 @@ const CERT_FILE: &str = "cert.pem";
 const KEY_FILE: &str = "key.pem";
 const LOCK_FILE: &str = ".generating";
 
-/// The rustls server configuration: TLS 1.3 and 1.2 only, HTTP/2 and HTTP/1.1 by ALPN.
+/// The rustls server configuration: TLS 1.3 and 1.2 only (`foobar_service::tls`), HTTP/2 and
+/// HTTP/1.1 by ALPN.
 pub fn server_config(config: &HttpsConfig) -> anyhow::Result<Arc<ServerConfig>> {
     let (cert_file, key_file) = if config.cert.as_os_str().is_empty() {
         ensure_generated(&config.generated_dir, &config.names)?
     } else {
         (config.cert.clone(), config.key.clone())
     };
-    let chain = CertificateDer::pem_file_iter(&cert_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cert_file.display()))?;
-    anyhow::ensure!(
-        !chain.is_empty(),
-        "{}: no certificate in it",
-        cert_file.display()
-    );
-    let key = PrivateKeyDer::from_pem_file(&key_file)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| anyhow::anyhow!("{} and {}: {e}", cert_file.display(), key_file.display()))?;
+    let mut server = foobar_service::tls::server_config(&cert_file, &key_file)?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(server))
 }

@@ -1,4 +1,4 @@
-//! The router's own config tables: `[router]` (listener, limits, timeouts, consistency) and
+//! The router's own config tables: `[router]` (listener, TLS, limits, timeouts, consistency) and
 //! `[[users]]` (the accounts clients log in with). `[backends]` and `[monitor]` belong to
 //! [`crate::topology`].
 //!
@@ -21,6 +21,18 @@ use crate::auth;
 pub struct RouterConfig {
     /// Where MySQL clients connect.
     pub listen: SocketAddr,
+    /// PEM certificate chain (the certificate first) offered to clients that ask for TLS;
+    /// empty: TLS is not offered and a client's SSLRequest is refused.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`; set both or neither.
+    pub tls_key: PathBuf,
+    /// Refuse a client that logs in without TLS (error 3159, before its password is
+    /// checked). Needs `tls_cert`.
+    pub require_tls: bool,
+    /// From the greeting to logged in (TLS handshake included); a client slower than this is
+    /// disconnected, as MariaDB's `connect_timeout` does.
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
     /// Client connections served at once; the next one gets error 1040.
     pub max_client_connections: usize,
     /// Connections the router opens to each backend node, over all sessions.
@@ -55,6 +67,10 @@ impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:3306".parse().expect("a valid address"),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            require_tls: false,
+            login_timeout: Duration::from_secs(10),
             max_client_connections: 1000,
             max_backend_connections: 500,
             connect_timeout: Duration::from_secs(2),
@@ -63,6 +79,24 @@ impl Default for RouterConfig {
             gtid_wait_timeout: Duration::from_millis(500),
             reader_retry_after: Duration::from_secs(2),
             max_packet_size: 64 << 20,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// The checks that need more than one key, or the certificate files: TLS settings that
+    /// go together, and a certificate and key rustls accepts.
+    pub fn validate(&self) -> Result<(), String> {
+        let (cert, key) = (&self.tls_cert, &self.tls_key);
+        match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
+            (true, true) if self.require_tls => {
+                Err("router.require_tls needs router.tls_cert and router.tls_key".into())
+            }
+            (true, true) => Ok(()),
+            (false, false) => foobar_service::tls::server_config(cert, key)
+                .map(drop)
+                .map_err(|e| format!("router.tls_cert, router.tls_key: {e:#}")),
+            _ => Err("router.tls_cert and router.tls_key go together: set both or neither".into()),
         }
     }
 }
@@ -131,6 +165,39 @@ mod tests {
         assert_eq!(password("", &file, "m.p").unwrap(), "s3cret");
         assert!(password("x", &file, "m.p").is_err());
         assert!(password("", &dir.path().join("missing"), "m.p").is_err());
+    }
+
+    #[test]
+    fn tls_keys_go_together_and_must_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let with = |cert: &Path, key: &Path, require_tls| RouterConfig {
+            tls_cert: cert.to_owned(),
+            tls_key: key.to_owned(),
+            require_tls,
+            ..RouterConfig::default()
+        };
+        let none = Path::new("");
+        assert_eq!(with(none, none, false).validate(), Ok(()));
+        assert_eq!(with(&cert, &key, false).validate(), Ok(()));
+        assert_eq!(with(&cert, &key, true).validate(), Ok(()));
+        let err = with(&cert, none, false).validate().unwrap_err();
+        assert!(err.contains("set both or neither"), "{err}");
+        let err = with(none, &key, false).validate().unwrap_err();
+        assert!(err.contains("set both or neither"), "{err}");
+        let err = with(none, none, true).validate().unwrap_err();
+        assert!(err.starts_with("router.require_tls needs"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = with(&missing, &key, false).validate().unwrap_err();
+        assert!(err.contains("missing.pem"), "{err}");
+        // A key that is not the certificate's.
+        let other = dir.path().join("other.pem");
+        let stranger = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&other, stranger.serialize_pem()).unwrap();
+        assert!(with(&cert, &other, false).validate().is_err());
     }
 
     #[test]

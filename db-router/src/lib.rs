@@ -8,7 +8,8 @@
 //! - [`packet`]: 3-byte length + sequence id framing, 16 MiB splitting and joining.
 //! - [`wire`]: capability and status flags, length-encoded values, OK / ERR / EOF packets.
 //! - [`auth`]: mysql_native_password, checked for clients and answered for backends.
-//! - [`handshake`]: the connection phase towards clients and towards backends.
+//! - [`handshake`]: the connection phase towards clients (TLS when configured) and towards
+//!   backends.
 //! - [`tokenizer`] and [`classifier`]: where a statement may run and what it changes.
 //! - [`backend`]: one logged-in backend connection, and the [`backend::Connector`] that
 //!   bounds and opens them.
@@ -78,6 +79,10 @@ impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
         &self.service
     }
+
+    fn validate(&self) -> Result<(), String> {
+        self.router.validate()
+    }
 }
 
 /// Runs the service until `ctx.shutdown` is cancelled: accepts MySQL clients, one session
@@ -101,9 +106,11 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         config.router.max_backend_connections,
         config.router.max_packet_size,
     );
+    let tls = client_tls(&config.router)?;
     let shared = Arc::new(session::Shared {
         metrics: metrics::Metrics::register(&ctx),
         config: config.router.clone(),
+        tls,
         users,
         topology,
         connector,
@@ -134,6 +141,19 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     sessions.close();
     sessions.wait().await;
     Ok(())
+}
+
+/// TLS towards clients when `router.tls_cert` is set.
+fn client_tls(router: &config::RouterConfig) -> anyhow::Result<Option<handshake::ClientTls>> {
+    if router.tls_cert.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let server = foobar_service::tls::server_config(&router.tls_cert, &router.tls_key)
+        .map_err(|e| anyhow::anyhow!("router.tls_cert, router.tls_key: {e:#}"))?;
+    Ok(Some(handshake::ClientTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        required: router.require_tls,
+    }))
 }
 
 /// Error 1040 instead of a greeting, as a server at its connection limit answers.

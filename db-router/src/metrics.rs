@@ -20,6 +20,12 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// `tls` or `plain`: how the client reached the router.
+    pub transport: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct Metrics {
     pub queries: Family<QueryLabels, Counter>,
@@ -28,6 +34,7 @@ pub struct Metrics {
     pub gtid_waits: Family<ReasonLabels, Counter>,
     pub sessions: Gauge,
     pub sessions_total: Counter,
+    pub logins: Family<TransportLabels, Counter>,
     pub backend_connections: Counter,
 }
 
@@ -61,6 +68,11 @@ impl Metrics {
             m.sessions_total.clone(),
         );
         ctx.register(
+            "logins",
+            "Client sessions logged in, by transport (tls, plain)",
+            m.logins.clone(),
+        );
+        ctx.register(
             "backend_connections_opened",
             "Connections the router opened to backends",
             m.backend_connections.clone(),
@@ -76,6 +88,12 @@ impl Metrics {
 
     pub fn error(&self, reason: &'static str) {
         self.errors.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn login(&self, transport: &'static str) {
+        self.logins
+            .get_or_create(&TransportLabels { transport })
+            .inc();
     }
 
     pub fn fallback(&self, reason: &'static str) {

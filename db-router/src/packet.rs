@@ -163,6 +163,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         }
     }
 
+    /// The next packet, read without reading a byte past it: after a client's SSLRequest the
+    /// bytes that follow are the TLS handshake's, for rustls to read. Only for a packet that
+    /// comes first (nothing buffered before it) and fits one wire packet (a handshake does).
+    pub async fn read_packet_unbuffered(&mut self) -> Result<(u8, BytesMut), PacketError> {
+        debug_assert!(self.read_buf.is_empty(), "bytes were read ahead");
+        let mut header = [0; 4];
+        self.read_exactly(&mut header, PacketError::Closed).await?;
+        let len = wire_len(&header).unwrap_or(0);
+        let limit = self.decoder.max_payload.min(MAX_CHUNK - 1);
+        if len > limit {
+            return Err(PacketError::TooLarge { size: len, limit });
+        }
+        let mut payload = BytesMut::zeroed(len);
+        self.read_exactly(&mut payload, PacketError::Truncated)
+            .await?;
+        Ok((header[3], payload))
+    }
+
+    /// Fills `buf`; `empty` is the error when the stream ends before its first byte.
+    async fn read_exactly(
+        &mut self,
+        buf: &mut [u8],
+        empty: PacketError,
+    ) -> Result<(), PacketError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = self.stream.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Err(if filled == 0 {
+                    empty
+                } else {
+                    PacketError::Truncated
+                });
+            }
+            filled += n;
+        }
+        Ok(())
+    }
+
     /// The next wire packet, unchanged.
     pub async fn read_raw(&mut self) -> Result<RawPacket, PacketError> {
         loop {
@@ -209,6 +248,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
+            // A TLS stream may hold the last record until flushed; TCP's flush does nothing.
+            self.stream.flush().await?;
             self.write_buf.clear();
         }
         Ok(())
@@ -228,6 +269,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     pub fn get_ref(&self) -> &S {
         &self.stream
+    }
+
+    /// The stream itself, for another layer over it (TLS). Whatever was queued and not
+    /// flushed, or read and not taken as packets, is dropped: call it between packets.
+    pub fn into_inner(self) -> S {
+        debug_assert!(self.read_buf.is_empty() && self.write_buf.is_empty());
+        self.stream
     }
 
     pub async fn shutdown(&mut self) {
@@ -277,6 +325,32 @@ mod tests {
         assert!(raw.continues());
         let (_, joined) = decoder().next_packet(&mut buf).unwrap().unwrap();
         assert_eq!(&joined[..], &payload[..]);
+    }
+
+    #[tokio::test]
+    async fn an_unbuffered_read_leaves_what_follows_in_the_stream() {
+        use tokio::io::AsyncWriteExt;
+        let (mut ours, theirs) = tokio::io::duplex(1024);
+        let mut bytes = BytesMut::new();
+        encode(&mut bytes, 1, b"first");
+        bytes.extend_from_slice(b"\x16\x03\x01 the TLS handshake");
+        ours.write_all(&bytes).await.unwrap();
+        drop(ours);
+        let mut stream = PacketStream::new(theirs, 1024);
+        let (seq, payload) = stream.read_packet_unbuffered().await.unwrap();
+        assert_eq!((seq, &payload[..]), (1, &b"first"[..]));
+        let mut rest = Vec::new();
+        stream.into_inner().read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"\x16\x03\x01 the TLS handshake");
+
+        let (mut ours, theirs) = tokio::io::duplex(1024);
+        ours.write_all(&[9, 0, 0, 1, b'x']).await.unwrap();
+        drop(ours);
+        let mut stream = PacketStream::new(theirs, 1024);
+        assert!(matches!(
+            stream.read_packet_unbuffered().await,
+            Err(PacketError::Truncated)
+        ));
     }
 
     #[test]

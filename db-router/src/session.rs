@@ -23,12 +23,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, Connector, PreparedOn};
 use crate::classifier::{self, Classification, Effect, Route};
 use crate::config::{Consistency, RouterConfig, Users};
-use crate::handshake::{self, ClientLogin, LoginError};
+use crate::handshake::{self, ClientConnection, ClientLogin, ClientTls, LoginError};
 use crate::metrics::Metrics;
 use crate::packet::{PacketError, PacketStream};
 use crate::prepared::{self, Statement, Statements};
@@ -39,6 +40,8 @@ use crate::wire::{self, ServerError, code, com, status};
 /// What every session shares.
 pub struct Shared {
     pub config: RouterConfig,
+    /// TLS towards clients, when a certificate is configured.
+    pub tls: Option<ClientTls>,
     pub users: Users,
     pub topology: Topology,
     pub connector: Connector,
@@ -104,49 +107,65 @@ enum NotReady {
 }
 
 /// Serves one accepted client connection to its end.
-pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
+pub async fn serve(
     shared: Arc<Shared>,
-    stream: C,
+    stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let mut client = PacketStream::new(stream, shared.config.max_packet_size);
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let peer_host = peer.ip().to_string();
-    let login = match handshake::accept_client(&mut client, &shared.users, id, &peer_host).await {
-        Ok(login) => login,
-        Err(LoginError::Denied(user)) => {
+    let accepting = handshake::accept_client(
+        stream,
+        shared.tls.as_ref(),
+        &shared.users,
+        id,
+        &peer_host,
+        shared.config.max_packet_size,
+    );
+    let (client, login) = match tokio::time::timeout(shared.config.login_timeout, accepting).await {
+        Ok(Ok(accepted)) => accepted,
+        Err(_) => {
+            shared.metrics.error("login_timeout");
+            tracing::debug!(%peer, "not logged in within router.login_timeout");
+            return;
+        }
+        Ok(Err(LoginError::Denied(user))) => {
             shared.metrics.error("access_denied");
             tracing::info!(%peer, user, "access denied");
             return;
         }
-        Err(e) => {
+        Ok(Err(LoginError::Tls(e))) => {
+            shared.metrics.error("tls_handshake");
+            tracing::warn!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Ok(Err(LoginError::InsecureTransport)) => {
+            shared.metrics.error("tls_required");
+            tracing::info!(%peer, "refused a login without TLS (router.require_tls)");
+            return;
+        }
+        Ok(Err(e)) => {
             shared.metrics.error("handshake");
             tracing::debug!(%peer, "handshake failed: {e}");
             return;
         }
     };
     tracing::debug!(%peer, user = login.user, "client logged in");
-    let mut session = Session {
-        database: login.database.clone(),
-        login,
-        shared: Arc::clone(&shared),
-        client,
-        peer: peer_host,
-        writer: None,
-        reader: None,
-        writer_status: status::AUTOCOMMIT,
-        replays: Vec::new(),
-        replay_count: 0,
-        temporary_tables: HashSet::new(),
-        tables_locked: false,
-        stays_on_writer: false,
-        last_used: None,
-        last_gtid: None,
-        statements: Statements::default(),
-    };
-    session.run(shutdown).await;
-    session.close().await;
+    match client {
+        ClientConnection::Plain(client) => {
+            shared.metrics.login("plain");
+            Session::new(shared, client, login, peer_host)
+                .serve(shutdown)
+                .await;
+        }
+        ClientConnection::Tls(client) => {
+            shared.metrics.login("tls");
+            Session::new(shared, client, login, peer_host)
+                .serve(shutdown)
+                .await;
+        }
+    }
 }
 
 struct Session<C> {
@@ -174,6 +193,33 @@ struct Session<C> {
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
+    fn new(shared: Arc<Shared>, client: PacketStream<C>, login: ClientLogin, peer: String) -> Self {
+        Self {
+            database: login.database.clone(),
+            login,
+            shared,
+            client,
+            peer,
+            writer: None,
+            reader: None,
+            writer_status: status::AUTOCOMMIT,
+            replays: Vec::new(),
+            replay_count: 0,
+            temporary_tables: HashSet::new(),
+            tables_locked: false,
+            stays_on_writer: false,
+            last_used: None,
+            last_gtid: None,
+            statements: Statements::default(),
+        }
+    }
+
+    /// Runs the session until the client leaves or the router shuts down, then closes it.
+    async fn serve(mut self, shutdown: CancellationToken) {
+        self.run(shutdown).await;
+        self.close().await;
+    }
+
     async fn run(&mut self, shutdown: CancellationToken) {
         let idle = self.shared.config.client_idle_timeout;
         loop {

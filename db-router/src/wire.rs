@@ -29,7 +29,7 @@ pub mod cap {
     pub const SESSION_TRACK: u32 = 1 << 23;
     pub const DEPRECATE_EOF: u32 = 1 << 24;
 
-    /// What the router offers clients. No SSL (no TLS is configured), no COMPRESS, no
+    /// What the router offers clients, and SSL when a certificate is configured. No COMPRESS, no
     /// LOCAL_FILES (LOAD DATA LOCAL would need the router to relay files), no CONNECT_ATTRS
     /// forwarding.
     pub const ROUTER: u32 = LONG_PASSWORD
@@ -111,6 +111,7 @@ pub mod code {
     pub const UNKNOWN_STMT: (u16, &str) = (1243, "HY000");
     pub const READ_ONLY: (u16, &str) = (1290, "HY000");
     pub const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
+    pub const INSECURE_TRANSPORT: (u16, &str) = (3159, "HY000");
     pub const BACKEND_UNREACHABLE: (u16, &str) = (2003, "HY000");
     pub const BACKEND_LOST: (u16, &str) = (2013, "HY000");
 }

@@ -1,7 +1,9 @@
 //! The router in front of a real replicated pair (the project's MariaDB image), driven by
 //! real clients. One pair is started for the whole file (a first start takes a minute on
 //! two cores), so the scenarios run in sequence inside one test, each named in the output.
-//! Routing is proven by `@@server_id`: 1 on the primary, 2 on the replica.
+//! Routing is proven by `@@server_id`: 1 on the primary, 2 on the replica. Two more routers
+//! with a certificate (TLS offered, then required) run in front of the same pair for the
+//! TLS scenarios.
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use foobar_stack_tests::ReplicatedDatabase;
 use sqlx::{Connection, Executor, Row};
 use support::raw::RawClient;
-use support::{PRIMARY_ID, REPLICA_ID, Router, mariadb};
+use support::{Certificates, PRIMARY_ID, REPLICA_ID, Router, mariadb, mariadb_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
@@ -56,6 +58,41 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     scenario!(malformed_packets_end_only_their_own_session, &router);
     scenario!(a_killed_client_rolls_back_its_transaction, &router, &db);
     scenario!(clients_beyond_the_limit_get_1040, &router);
+
+    let certificates = Certificates::generate()?;
+    let tls_config = |require_tls| {
+        let keys = certificates.router_keys(require_tls);
+        support::config(&primary, &replica, &format!("{keys}login_timeout = \"2s\""))
+    };
+    let tls_router = Router::start(&tls_config(false)).await?;
+    let tls_only_router = Router::start(&tls_config(true)).await?;
+    scenario!(
+        without_a_certificate_tls_is_refused_clearly,
+        &router,
+        &certificates
+    );
+    scenario!(
+        the_mariadb_client_verifies_the_router_and_is_routed_over_tls,
+        &tls_router,
+        &certificates
+    );
+    scenario!(
+        pymysql_verifies_the_router_and_is_routed_over_tls,
+        &tls_router,
+        &certificates
+    );
+    scenario!(
+        a_failed_tls_handshake_ends_only_its_own_session,
+        &tls_router,
+        &certificates
+    );
+    scenario!(
+        require_tls_refuses_plain_logins_before_any_backend,
+        &tls_only_router,
+        &certificates
+    );
+    drop((tls_router, tls_only_router));
+
     scenario!(an_unreachable_backend_gives_a_clear_error_fast);
     scenario!(
         reads_go_to_the_writer_while_the_replica_is_stopped,
@@ -801,6 +838,282 @@ async fn reads_go_to_the_writer_while_the_replica_is_stopped(
             .metric("foobar_db_router_reader_fallbacks_total{reason=\"no_reader\"}")
             .await?;
     anyhow::ensure!(fallbacks >= 2.0, "fallbacks counted: {fallbacks}");
+    Ok(())
+}
+
+/// A TCP connection to `router` that has read the greeting; whether it offers TLS.
+async fn greeted(router: &Router) -> anyhow::Result<(tokio::net::TcpStream, bool)> {
+    use foobar_db_router::{handshake, packet::PacketStream, wire::cap};
+    let tcp = tokio::net::TcpStream::connect(router.mysql).await?;
+    let mut stream = PacketStream::new(tcp, 1 << 20);
+    let (_, greeting) = stream.read_packet().await?;
+    let greeting = handshake::parse_greeting(&greeting).map_err(anyhow::Error::msg)?;
+    Ok((stream.into_inner(), greeting.caps & cap::SSL != 0))
+}
+
+/// The SSLRequest as a wire packet (sequence id 1).
+fn ssl_request_packet() -> Vec<u8> {
+    let mut bytes = bytes::BytesMut::new();
+    foobar_db_router::packet::encode(&mut bytes, 1, &support::raw::ssl_request());
+    bytes.to_vec()
+}
+
+async fn without_a_certificate_tls_is_refused_clearly(
+    router: &Router,
+    certificates: &Certificates,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tcp, offered) = greeted(router).await?;
+    anyhow::ensure!(!offered, "CLIENT_SSL offered without a certificate");
+    tcp.write_all(&ssl_request_packet()).await?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await?;
+    let error = foobar_db_router::wire::parse_err(answer.get(4..).unwrap_or_default());
+    anyhow::ensure!(
+        error.code == 1043
+            && error
+                .message
+                .contains("TLS is not configured on this router"),
+        "SSLRequest answered {error:?}"
+    );
+    // A client that insists on a verified TLS connection does not get a plain one.
+    let out = mariadb_with(router.mysql, &certificates.verified(), "SELECT 1").await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        !out.status.success() && stderr.to_lowercase().contains("ssl"),
+        "mariadb --ssl-verify-server-cert to a router without TLS: {:?} {stderr}",
+        out.status
+    );
+    // The client's own report of its connection, which the TLS scenarios rely on.
+    let out = mariadb_with(router.mysql, &[], "status").await?;
+    let status = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success() && status.contains("Not in use"),
+        "status without TLS: {status}"
+    );
+    Ok(())
+}
+
+async fn the_mariadb_client_verifies_the_router_and_is_routed_over_tls(
+    router: &Router,
+    certificates: &Certificates,
+) -> anyhow::Result<()> {
+    let verified = certificates.verified();
+    let out = mariadb_with(router.mysql, &verified, "status").await?;
+    let status = String::from_utf8_lossy(&out.stdout);
+    let cipher = status
+        .lines()
+        .find(|line| line.contains("Cipher in use is"))
+        .map(str::trim);
+    anyhow::ensure!(
+        out.status.success() && cipher.is_some(),
+        "status over TLS: {status}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("  mariadb over TLS: {}", cipher.unwrap_or_default());
+    let sql = "SELECT @@server_id; BEGIN; SELECT @@server_id; COMMIT; \
+               INSERT INTO items (n) VALUES (443); SELECT @@server_id, ROW_COUNT(); \
+               SELECT REPEAT('y', 300000)";
+    let out = mariadb_with(router.mysql, &verified, sql).await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mariadb over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout)?;
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('\t').collect()).collect();
+    anyhow::ensure!(
+        rows.len() == 4
+            && rows[..3] == [vec![REPLICA_ID], vec![PRIMARY_ID], vec![PRIMARY_ID, "1"]]
+            // 300 kB: many TLS records, flushed to the end.
+            && rows[3] == ["y".repeat(300000).as_str()],
+        "routed over TLS: {:?}",
+        rows.iter()
+            .map(|r| r.iter().map(|c| &c[..c.len().min(20)]).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    // Verification is real: a client trusting another CA refuses the router.
+    let stranger = Certificates::generate()?;
+    let out = mariadb_with(router.mysql, &stranger.verified(), "SELECT 1").await?;
+    anyhow::ensure!(
+        !out.status.success(),
+        "a router certificate from an untrusted CA was accepted"
+    );
+    let tls = router
+        .metric("foobar_db_router_logins_total{transport=\"tls\"}")
+        .await?;
+    anyhow::ensure!(tls >= 2.0, "TLS logins counted: {tls}");
+    Ok(())
+}
+
+async fn pymysql_verifies_the_router_and_is_routed_over_tls(
+    router: &Router,
+    certificates: &Certificates,
+) -> anyhow::Result<()> {
+    let script = format!(
+        r#"
+import pymysql
+conn = pymysql.connect(host="127.0.0.1", port={port}, user="{user}", password="{password}",
+                       database="foobar", autocommit=True, ssl={{"ca": "{ca}"}})
+print(conn._sock.version())
+with conn.cursor() as cur:
+    cur.execute("INSERT INTO items (n) VALUES (%s)", (8443,))
+    cur.execute("SELECT COUNT(*) FROM items WHERE n = %s", (8443,))
+    print(cur.fetchone()[0])
+    cur.execute("SELECT @@server_id")
+    print(cur.fetchone()[0])
+conn.begin()
+with conn.cursor() as cur:
+    cur.execute("SELECT @@server_id")
+    print(cur.fetchone()[0])
+conn.commit()
+conn.close()
+"#,
+        port = router.mysql.port(),
+        user = support::USER,
+        password = support::PASSWORD,
+        ca = certificates.ca.display(),
+    );
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "PyMySQL over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(
+        lines.len() == 4
+            && ["TLSv1.3", "TLSv1.2"].contains(&lines[0].as_str())
+            && lines[1..] == ["1", REPLICA_ID, PRIMARY_ID],
+        "PyMySQL output: {lines:?}"
+    );
+    Ok(())
+}
+
+async fn a_failed_tls_handshake_ends_only_its_own_session(
+    router: &Router,
+    certificates: &Certificates,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let errors = |reason: &str| {
+        let sample = format!("foobar_db_router_errors_total{{reason=\"{reason}\"}}");
+        async move { router.metric(&sample).await }
+    };
+    let failed_before = errors("tls_handshake").await?;
+    let timed_out_before = errors("login_timeout").await?;
+    // A TLS session in the middle of a statement while the bad clients come and go.
+    let verified = certificates.verified();
+    let busy = mariadb_with(router.mysql, &verified, "SELECT SLEEP(2), @@server_id");
+
+    let bad_clients = async {
+        // Garbage where the TLS handshake should be, in the same write as the SSLRequest.
+        let (mut tcp, offered) = greeted(router).await?;
+        anyhow::ensure!(offered, "CLIENT_SSL not offered with a certificate");
+        let mut bytes = ssl_request_packet();
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        tcp.write_all(&bytes).await?;
+        // Closed by the router (a reset too: the garbage may be left unread); not left open.
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await?;
+        // An SSLRequest and then silence: cut at router.login_timeout (2 s here).
+        let (mut tcp, _) = greeted(router).await?;
+        tcp.write_all(&ssl_request_packet()).await?;
+        let waited = Instant::now();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(6), tcp.read_to_end(&mut answer)).await?;
+        anyhow::ensure!(
+            waited.elapsed() >= Duration::from_millis(1500),
+            "cut after {:?}, before login_timeout",
+            waited.elapsed()
+        );
+        anyhow::Ok(())
+    };
+    let (busy, bad) = tokio::join!(busy, bad_clients);
+    bad?;
+    let busy = busy?;
+    anyhow::ensure!(
+        busy.status.success()
+            && String::from_utf8_lossy(&busy.stdout).trim() == format!("0\t{REPLICA_ID}"),
+        "the TLS session beside them: {}{}",
+        String::from_utf8_lossy(&busy.stdout),
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    anyhow::ensure!(
+        errors("tls_handshake").await? > failed_before,
+        "failed handshake not counted"
+    );
+    anyhow::ensure!(
+        errors("login_timeout").await? > timed_out_before,
+        "login timeout not counted"
+    );
+    // The router goes on: new TLS and plain sessions, health.
+    let rows =
+        support::mariadb_rows(mariadb_with(router.mysql, &verified, "SELECT @@server_id").await?)?;
+    anyhow::ensure!(
+        rows == [[REPLICA_ID]],
+        "TLS after the bad clients: {rows:?}"
+    );
+    let plain = ["--skip-ssl".to_owned()];
+    let rows = support::mariadb_rows(mariadb_with(router.mysql, &plain, "SELECT 1").await?)?;
+    anyhow::ensure!(
+        rows == [["1"]],
+        "a plain client where TLS is offered, not required"
+    );
+    let healthz = foobar_service::testing::http_get(router.admin, "/healthz").await?;
+    anyhow::ensure!(healthz.0 == 200, "router unhealthy after failed handshakes");
+    Ok(())
+}
+
+async fn require_tls_refuses_plain_logins_before_any_backend(
+    router: &Router,
+    certificates: &Certificates,
+) -> anyhow::Result<()> {
+    let opened = router
+        .metric("foobar_db_router_backend_connections_opened_total")
+        .await?;
+    let refused = RawClient::connect(router.mysql, support::USER, support::PASSWORD).await?;
+    anyhow::ensure!(
+        matches!(&refused, Err(e) if e.code == 3159 && e.message.contains("insecure transport")),
+        "plain login with require_tls: {:?}",
+        refused.err()
+    );
+    let out = mariadb_with(router.mysql, &["--skip-ssl".to_owned()], "SELECT 1").await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        !out.status.success() && stderr.contains("3159"),
+        "mariadb --skip-ssl with require_tls: {stderr}"
+    );
+    let after = router
+        .metric("foobar_db_router_backend_connections_opened_total")
+        .await?;
+    anyhow::ensure!(
+        after == opened,
+        "a refused plain login opened backend connections"
+    );
+    let rows = support::mariadb_rows(
+        mariadb_with(router.mysql, &certificates.verified(), "SELECT @@server_id").await?,
+    )?;
+    anyhow::ensure!(rows == [[REPLICA_ID]], "TLS with require_tls: {rows:?}");
+    let plain = router
+        .metric("foobar_db_router_logins_total{transport=\"plain\"}")
+        .await?;
+    let tls = router
+        .metric("foobar_db_router_logins_total{transport=\"tls\"}")
+        .await?;
+    let refusals = router
+        .metric("foobar_db_router_errors_total{reason=\"tls_required\"}")
+        .await?;
+    anyhow::ensure!(
+        plain == 0.0 && tls >= 1.0 && refusals >= 2.0,
+        "logins plain {plain}, tls {tls}; refused {refusals}"
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //! - [`probe`]: the status of an HTTP GET, for health checks and `--probe`.
 //! - [`telemetry`]: logs to stderr, filtered by `RUST_LOG`.
 //! - [`testing`]: starting a service binary as a process in tests, as a user would.
+//! - [`tls`] (feature `tls`): a TLS server's rustls settings from PEM files.
 //! - `allocator`: mimalloc as the process's allocator.
 
 pub mod admin;
@@ -25,6 +26,8 @@ pub mod probe;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use cli::{ServiceInfo, main};
 pub use config::{CommonConfig, ServiceConfig};

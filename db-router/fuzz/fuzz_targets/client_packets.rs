@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn parse_as_client_message(payload: &[u8]) {
-    let _ = handshake::parse_login(payload);
+    // An SSLRequest is never a login, and a login never an SSLRequest.
+    assert!(!(handshake::is_ssl_request(payload) && handshake::parse_login(payload).is_ok()));
     let _ = handshake::parse_change_user(payload, wire::cap::ROUTER);
     let _ = handshake::parse_greeting(payload);
     let _ = wire::parse_ok(payload);

@@ -4,9 +4,11 @@
 pub mod raw;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use foobar_service::testing::{self, RunningService};
 use foobar_stack_tests::{
     APP_DATABASE, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER, REPLICATION_PASSWORD,
@@ -111,23 +113,96 @@ impl Router {
 
 /// Runs `mariadb -N -B -e SQL` through `addr` in database foobar: stdout lines, tab-split.
 pub async fn mariadb(addr: SocketAddr, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
-    let out = tokio::process::Command::new("mariadb")
-        .args(["--protocol=TCP", "-h", "127.0.0.1", "-N", "-B"])
-        .arg(format!("-P{}", addr.port()))
-        .arg(format!("-u{USER}"))
-        .arg(format!("-p{PASSWORD}"))
-        .arg(APP_DATABASE)
-        .arg("-e")
-        .arg(sql)
-        .output()
-        .await?;
+    mariadb_rows(mariadb_with(addr, &[], sql).await?).with_context(|| format!("mariadb -e {sql:?}"))
+}
+
+/// A `mariadb -N -B` run's stdout lines, tab-split; its stderr when it failed.
+pub fn mariadb_rows(out: Output) -> anyhow::Result<Vec<Vec<String>>> {
     anyhow::ensure!(
         out.status.success(),
-        "mariadb -e {sql:?}: {}",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?
         .lines()
         .map(|line| line.split('\t').map(str::to_owned).collect())
         .collect())
+}
+
+/// Runs `mariadb -N -B` with `options` (TLS flags) and `-e SQL` through `addr`, as the
+/// account `USER`, in database foobar; whether it succeeded or not.
+pub async fn mariadb_with(
+    addr: SocketAddr,
+    options: &[String],
+    sql: &str,
+) -> anyhow::Result<Output> {
+    Ok(tokio::process::Command::new("mariadb")
+        .args(["--protocol=TCP", "-h", "127.0.0.1", "-N", "-B"])
+        .arg(format!("-P{}", addr.port()))
+        .arg(format!("-u{USER}"))
+        .arg(format!("-p{PASSWORD}"))
+        .args(options)
+        .arg(APP_DATABASE)
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .await?)
+}
+
+/// A local CA and a certificate for 127.0.0.1 signed by it, as PEM files: what a TLS router
+/// is configured with, and what its clients are told to trust.
+pub struct Certificates {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    pub fn generate() -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "db-router test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca_key = KeyPair::generate()?;
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, &ca_key);
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "db-router test");
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca.pem())?;
+        std::fs::write(path("cert.pem"), cert.pem())?;
+        std::fs::write(path("key.pem"), key.serialize_pem())?;
+        Ok(Self {
+            ca: path("ca.pem"),
+            cert: path("cert.pem"),
+            key: path("key.pem"),
+            _dir: dir,
+        })
+    }
+
+    /// The `[router]` keys of a router presenting this certificate.
+    pub fn router_keys(&self, require_tls: bool) -> String {
+        format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\nrequire_tls = {require_tls}\n",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+
+    /// The `mariadb` options that make it use TLS and verify the router against this CA.
+    pub fn verified(&self) -> Vec<String> {
+        vec![
+            "--ssl".to_owned(),
+            format!("--ssl-ca={}", self.ca.display()),
+            "--ssl-verify-server-cert".to_owned(),
+        ]
+    }
 }

@@ -26,6 +26,14 @@ pub const CAPS: u32 = cap::LONG_PASSWORD
 
 pub type Rows = Vec<Vec<Option<String>>>;
 
+/// An SSLRequest: the first 32 bytes of a HandshakeResponse41 with CLIENT_SSL, which a
+/// client sends (sequence id 1) before it starts TLS.
+pub fn ssl_request() -> BytesMut {
+    let mut payload = handshake::login_request(CAPS | cap::SSL, 45, "", &[], None);
+    payload.truncate(32);
+    payload
+}
+
 pub struct RawClient {
     pub stream: PacketStream<TcpStream>,
     /// The greeting's scramble, which COM_CHANGE_USER answers too.
