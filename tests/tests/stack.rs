@@ -191,7 +191,7 @@ async fn the_firewall_holds(stack: &Stack) -> anyhow::Result<()> {
     }
     let web_a = stack.addresses("web-a").await?;
     targets.extend(web_a.iter().map(|a| (*a, 8080)));
-    let probes = parse_probes(&stack.from_inside("lb-1", &probe_script(&targets)).await?)?;
+    let probes = parse_probes(&stack.run_inside("lb-1", &probe_script(&targets)).await?)?;
     ensure!(
         web_a
             .iter()

@@ -183,7 +183,7 @@ impl Stack {
 
     /// A bash script in the client image, but inside `service`'s network namespace: what
     /// that service's container can reach.
-    pub async fn from_inside(&self, service: &str, script: &str) -> anyhow::Result<String> {
+    pub async fn run_inside(&self, service: &str, script: &str) -> anyhow::Result<String> {
         let id = self.container_id(service).await?;
         let output = tokio::process::Command::new("docker")
             .args(["run", "--rm", "--network"])
