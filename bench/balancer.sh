@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # foobar-balancer against HAProxy 2.6, in the same run, in front of the same two backends
 # (nginx serving a small file): plain HTTP, keep-alive on both sides, round robin, health
-# checks on. Both balancers pinned to CPU 0 (measured in turn, in rounds); wrk and the two
-# nginx pinned to CPU 1.
-# Prints requests per second, p50 and p99 for both, the ratios, CPU per request and
+# checks on. HAProxy twice: as configured bare (`haproxy`), and doing the same job as
+# foobar-balancer (`haproxy-headers`: X-Forwarded-For, -Proto, -Host, Forwarded, Via both
+# ways, X-Request-Id kept or made and returned), since those headers cost the backends and wrk
+# on CPU 1 too. The balancers pinned to CPU 0 (measured in turn, in rounds), wrk to CPU 1, and
+# the two nginx backends to CPU 0 by default (NGINX_CPU): beside wrk they made CPU 1 the limit
+# (99% busy, the balancer's CPU 0 at 90%), so the figure measured wrk and nginx, not the
+# balancer; on CPU 0 the balancer's cost per request decides the rate.
+# Prints requests per second, p50 and p99 for each, the ratios, CPU per request and
 # foobar-balancer's idle memory (RSS).
 #
 #   bench/balancer.sh                 # 3 rounds of 20 s per balancer, in turn
 #   DURATION=10 ROUNDS=5 bench/balancer.sh
 #   CONNECTIONS=100 bench/balancer.sh # wrk's open connections (default 50)
+#   NGINX_CPU=1 bench/balancer.sh     # the backends beside wrk instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,15 +23,19 @@ source bench/lib.sh
 DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
+NGINX_CPU=${NGINX_CPU:-0}
 BACKEND_A_PORT=${BACKEND_A_PORT:-15401}
 BACKEND_B_PORT=${BACKEND_B_PORT:-15402}
 HAPROXY_PORT=${HAPROXY_PORT:-15403}
 FOOBAR_PORT=${FOOBAR_PORT:-15404}
+HAPROXY_HEADERS_PORT=${HAPROXY_HEADERS_PORT:-15406}
 bash scripts/install-tools.sh bench
 
 bench_start balancer foobar-balancer
 
-for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT"; do tcp_port_free "$port"; done
+for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$HAPROXY_HEADERS_PORT"; do
+  tcp_port_free "$port"
+done
 
 # The backends: one nginx, one worker per port, a 612-byte page (nginx's own index size).
 mkdir -p "$work/www" "$work/nginx-temp"
@@ -73,6 +83,20 @@ defaults
 frontend web
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend webs
+# The same headers as foobar-balancer adds (HAProxy 2.6 has no "option forwarded": by hand).
+frontend web-headers
+    bind 127.0.0.1:$HAPROXY_HEADERS_PORT
+    option forwardfor
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
+    http-request set-var(txn.request_id) req.hdr(x-request-id)
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Forwarded "for=%[src];proto=http;host=\\"%[req.hdr(host)]\\""
+    http-request add-header Via "1.1 haproxy"
+    http-response add-header Via "1.1 haproxy"
+    http-response set-header X-Request-Id %[var(txn.request_id)]
+    default_backend webs
 backend webs
     balance roundrobin
     option httpchk GET /readyz
@@ -110,21 +134,24 @@ cpu_seconds() {
   sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'
 }
 
-# Runs wrk against PORT, leaving its output in $work/NAME.wrk.
-run_wrk() { # name port
-  local name=$1 port=$2
-  step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk and nginx on CPU 1)"
+# Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds PID used
+# meanwhile in $work/NAME.cpu.
+run_wrk() { # name port pid
+  local name=$1 port=$2 pid=$3
+  step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk on CPU 1, nginx on CPU $NGINX_CPU)"
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/index.html" > /dev/null # warm-up
+  local before; before=$(cpu_seconds "$pid")
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/index.html" \
     > "$work/$name.wrk" 2>&1
+  awk -v a="$(cpu_seconds "$pid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
   grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
 }
 failures() { # non-2xx answers and socket errors, which must be none
   awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$work/$1.wrk"
 }
 
-step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU 1"
-setsid taskset -c 1 nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
+step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU $NGINX_CPU"
+setsid taskset -c "$NGINX_CPU" nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
 pids+=($!)
 http_answering "$BACKEND_A_PORT" /index.html
 http_answering "$BACKEND_B_PORT" /index.html
@@ -137,39 +164,45 @@ RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml
 pids+=($!)
 foobar_pid=${pids[-1]}
 http_answering "$HAPROXY_PORT" /index.html
+http_answering "$HAPROXY_HEADERS_PORT" /index.html
 http_answering "$FOOBAR_PORT" /index.html
 sleep 1 # settled: what it holds before any load is its idle memory
 idle_rss=$(rss_kb "$foobar_pid")
 
-haproxy_cpu_before=$(cpu_seconds "$haproxy_pid")
-foobar_cpu_before=$(cpu_seconds "$foobar_pid")
 # In turn, ROUNDS times; each judged by its median round (median_round, bench/lib.sh).
 for round in $(seq 1 "$ROUNDS"); do
-  run_wrk "haproxy-$round" "$HAPROXY_PORT"
-  run_wrk "foobar-balancer-$round" "$FOOBAR_PORT"
+  run_wrk "haproxy-$round" "$HAPROXY_PORT" "$haproxy_pid"
+  run_wrk "haproxy-headers-$round" "$HAPROXY_HEADERS_PORT" "$haproxy_pid"
+  run_wrk "foobar-balancer-$round" "$FOOBAR_PORT" "$foobar_pid"
 done
-haproxy_cpu=$(awk -v a="$(cpu_seconds "$haproxy_pid")" -v b="$haproxy_cpu_before" 'BEGIN { print a - b }')
-foobar_cpu=$(awk -v a="$(cpu_seconds "$foobar_pid")" -v b="$foobar_cpu_before" 'BEGIN { print a - b }')
 haproxy_rss=$(rss_kb "$haproxy_pid")
 loaded_rss=$(rss_kb "$foobar_pid")
 
-haproxy=$(median_round haproxy)
-foobar=$(median_round foobar-balancer)
-total_rps() { # name: requests per second over every round, for CPU per request
-  for round in $(seq 1 "$ROUNDS"); do rps "$1-$round"; done | awk '{ s += $1 } END { print s / NR }'
+# CPU microseconds per request over every round of NAME.
+per_request() { # name
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "$(cat "$work/$1-$round.cpu") $(awk '/requests in/ {print $1}' "$work/$1-$round.wrk")"
+  done | awk '{ cpu += $1; n += $2 } END { printf "%.1f", cpu * 1e6 / n }'
 }
-per_request() { awk -v cpu="$1" -v rps="$2" -v d="$((DURATION * ROUNDS))" 'BEGIN { printf "%.1f", cpu * 1e6 / (rps * d) }'; }
+names=(haproxy haproxy-headers foobar-balancer)
 echo
-print_rounds haproxy foobar-balancer
+print_rounds "${names[@]}"
 printf '%-16s %12s %10s %10s %10s %14s %10s\n' "balancer" "requests/s" "p50 ms" "p99 ms" "failed" "CPU us/req" "RSS MB"
-for name in haproxy foobar-balancer; do
-  if [ "$name" = haproxy ]; then run=$haproxy cpu=$haproxy_cpu rss=$haproxy_rss; else run=$foobar cpu=$foobar_cpu rss=$loaded_rss; fi
+for name in "${names[@]}"; do
+  run=$(median_round "$name")
+  rss=$haproxy_rss
+  [ "$name" = foobar-balancer ] && rss=$loaded_rss
   failed=0
   for round in $(seq 1 "$ROUNDS"); do failed=$((failed + $(failures "$name-$round"))); done
   printf '%-16s %12.0f %10s %10s %10s %14s %10s\n' "$name" "$(rps "$run")" "$(percentile "$run" 50)" \
-    "$(percentile "$run" 99)" "$failed" "$(per_request "$cpu" "$(total_rps "$name")")" "$((rss / 1024))"
+    "$(percentile "$run" 99)" "$failed" "$(per_request "$name")" "$((rss / 1024))"
 done
 echo "(median round of $ROUNDS, ${DURATION}s each; failed and CPU over every round)"
-echo "ratio foobar-balancer / haproxy, requests per second: $(awk -v a="$(rps "$foobar")" -v b="$(rps "$haproxy")" 'BEGIN { printf "%.2f", a / b }')  (target >= 1.00)"
-echo "ratio foobar-balancer / haproxy, p99 latency:         $(awk -v a="$(percentile "$foobar" 99)" -v b="$(percentile "$haproxy" 99)" 'BEGIN { printf "%.2f", a / b }')  (target <= 1.00)"
+foobar=$(median_round foobar-balancer)
+for reference in haproxy-headers haproxy; do
+  other=$(median_round "$reference")
+  printf 'ratio foobar-balancer / %-15s requests per second %s (target >= 1.00), p99 latency %s (target <= 1.00)\n' \
+    "$reference:" "$(awk -v a="$(rps "$foobar")" -v b="$(rps "$other")" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v a="$(percentile "$foobar" 99)" -v b="$(percentile "$other" 99)" 'BEGIN { printf "%.2f", a / b }')"
+done
 echo "foobar-balancer RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 15 MB)"
