@@ -280,6 +280,27 @@ impl Backend {
         self.stream.flush().await.map_err(|e| self.lost(e))
     }
 
+    /// COM_SET_OPTION: multi-statements on or off on this connection, as the client's session
+    /// has them now. The server's error, if it refused.
+    pub async fn set_multi_statements(
+        &mut self,
+        on: bool,
+    ) -> Result<Option<ServerError>, BackendError> {
+        let option: u16 = if on { 0 } else { 1 };
+        let [low, high] = option.to_le_bytes();
+        self.send_command(&[com::SET_OPTION, low, high]).await?;
+        let (_, reply) = self.read_packet().await?;
+        if reply.first() == Some(&0xFF) {
+            return Ok(Some(wire::parse_err(&reply)));
+        }
+        if on {
+            self.caps |= cap::MULTI_STATEMENTS;
+        } else {
+            self.caps &= !cap::MULTI_STATEMENTS;
+        }
+        Ok(None)
+    }
+
     /// Reads the next whole packet of a response.
     pub async fn read_packet(&mut self) -> Result<(u8, BytesMut), BackendError> {
         match self.stream.read_packet().await {

@@ -35,7 +35,7 @@ use crate::packet::{PacketError, PacketStream};
 use crate::prepared::{self, Statement, Statements};
 use crate::relay::{self, Outcome, RelayError, Shape};
 use crate::topology::{Node, Topology};
-use crate::wire::{self, ServerError, code, com, status};
+use crate::wire::{self, ServerError, cap, code, com, status};
 
 /// What every session shares.
 pub struct Shared {
@@ -331,14 +331,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             com::STMT_CLOSE => self.close_statement(&payload).await,
             com::STMT_RESET => return self.reset_statement(&payload).await,
             com::STMT_FETCH => return self.fetch(&payload).await,
-            com::SET_OPTION => {
-                self.fail(
-                    1,
-                    code::NOT_SUPPORTED,
-                    "COM_SET_OPTION is not supported by foobar-db-router",
-                )
-                .await?;
-            }
+            com::SET_OPTION => self.set_option(&payload).await?,
             other => {
                 self.shared.metrics.error("unknown_command");
                 self.fail(
@@ -499,6 +492,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             self.shared.metrics.backend_connections.inc();
             *self.slot(role) = Some(backend);
         }
+        let multi_statements = self.login.caps & cap::MULTI_STATEMENTS != 0;
         let Session {
             writer,
             reader,
@@ -513,7 +507,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(conn) = backend.as_mut() else {
             return Ok(());
         };
-        let result = sync(conn, database.as_deref(), replays).await;
+        let result = sync(conn, database.as_deref(), replays, multi_statements).await;
         if result.is_err() {
             *backend = None;
         }
@@ -1085,6 +1079,36 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         }
     }
 
+    /// COM_SET_OPTION: multi-statements on (0) or off (1) for the rest of the session. Like a
+    /// session statement, it reaches each backend connection before that connection's next
+    /// command (`sync`), and new connections log in with it.
+    async fn set_option(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let on = match payload.get(1..3) {
+            Some([0, 0]) => true,
+            Some([1, 0]) => false,
+            _ => {
+                self.shared.metrics.error("protocol");
+                return self
+                    .fail(1, code::UNKNOWN_COM, "Unknown COM_SET_OPTION option")
+                    .await;
+            }
+        };
+        if on {
+            self.login.caps |= cap::MULTI_STATEMENTS;
+        } else {
+            self.login.caps &= !cap::MULTI_STATEMENTS;
+        }
+        // The server answers EOF, an OK packet for a client that deprecated EOF.
+        let status = self.client_status();
+        let reply = if self.login.caps & cap::DEPRECATE_EOF != 0 {
+            wire::ok_packet(status, self.login.caps)
+        } else {
+            let [low, high] = status.to_le_bytes();
+            BytesMut::from(&[0xFE, 0, 0, low, high][..])
+        };
+        self.client.send(1, &reply).await.map(drop)
+    }
+
     /// Forgets all session state and closes the backend connections (the server rolls back
     /// what was open); the database stays.
     async fn reset(&mut self) {
@@ -1119,7 +1143,17 @@ async fn sync(
     backend: &mut Backend,
     database: Option<&str>,
     replays: &[(u64, Vec<u8>)],
+    multi_statements: bool,
 ) -> Result<(), NotReady> {
+    if (backend.caps & cap::MULTI_STATEMENTS != 0) != multi_statements {
+        let refused = backend
+            .set_multi_statements(multi_statements)
+            .await
+            .map_err(NotReady::Backend)?;
+        if let Some(error) = refused {
+            return Err(NotReady::Replay(error));
+        }
+    }
     if let Some(db) = database
         && backend.database.as_deref() != Some(db)
     {

@@ -187,6 +187,44 @@ async fn text_queries_are_routed_by_the_classifier(router: &Router) -> anyhow::R
         rows == [[Some(PRIMARY_ID.to_string())]],
         "multi with write: {rows:?}"
     );
+    // COM_SET_OPTION (libmariadb's mysql_set_server_option, PHP's mysqli): multi-statements
+    // off reaches both backend connections the session already has, then on again.
+    async fn set_option(raw: &mut RawClient, option: u8) -> anyhow::Result<Option<u16>> {
+        raw.send(&[0x1b, option, 0]).await?;
+        let (_, reply) = raw.stream.read_packet().await?;
+        Ok((reply.first() == Some(&0xFF)).then(|| foobar_db_router::wire::parse_err(&reply).code))
+    }
+    anyhow::ensure!(
+        set_option(&mut raw, 1).await?.is_none(),
+        "multi-statements off"
+    );
+    for sql in [
+        "SELECT 1; SELECT @@server_id",
+        "UPDATE foobar.counter SET n = n WHERE id = 1; SELECT @@server_id",
+    ] {
+        let refused = raw.query(sql).await?;
+        anyhow::ensure!(
+            matches!(&refused, Err(e) if e.code == 1064),
+            "with multi-statements off, {sql:?} is a syntax error: {refused:?}"
+        );
+    }
+    anyhow::ensure!(
+        raw.rows("SELECT @@server_id").await?.len() == 1,
+        "one statement still runs"
+    );
+    anyhow::ensure!(
+        set_option(&mut raw, 0).await?.is_none(),
+        "multi-statements on"
+    );
+    let rows = raw.rows("SELECT 1; SELECT @@server_id").await?;
+    anyhow::ensure!(
+        rows == [[Some(REPLICA_ID.to_string())]],
+        "multi read again: {rows:?}"
+    );
+    anyhow::ensure!(
+        set_option(&mut raw, 7).await? == Some(1047),
+        "an unknown option is refused"
+    );
     // SHOW WARNINGS follows the statement it is about.
     let rows = mariadb(
         router.mysql,
