@@ -37,8 +37,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::framing::{self, Chunk, Framing, READ_SIZE, invalid};
-use crate::proxy::{BoxError, ProxyBody};
+use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, invalid};
+use crate::proxy::{BoxError, Forwarding, ProxyBody};
 
 /// Most header fields in a response head, and most bytes in it.
 const MAX_HEADERS: usize = 100;
@@ -52,6 +52,8 @@ pub struct Connection {
     read: BytesMut,
     /// The next request head, built here to reuse the allocation.
     head: Vec<u8>,
+    /// Where the response head's fields lie, kept to reuse the allocation.
+    spans: Vec<Span>,
 }
 
 /// Why a request got no response head.
@@ -73,6 +75,7 @@ impl Connection {
             stream,
             read: BytesMut::with_capacity(READ_SIZE),
             head: Vec::with_capacity(1024),
+            spans: Vec::new(),
         })
     }
 
@@ -86,17 +89,18 @@ impl Connection {
     }
 
     /// Writes the request and reads the response head; the body follows as the returned
-    /// response's body is polled. `parts` must be in the form a backend gets (the proxy's
-    /// headers, hop-by-hop ones removed).
+    /// response's body is polled. `parts` must be in the form a backend gets (hop-by-hop
+    /// headers removed); `forwarding`'s headers follow them.
     pub async fn send(
         mut self,
         parts: &Parts,
+        forwarding: &Forwarding<'_>,
         body: ProxyBody,
     ) -> Result<Response<Incoming>, SendError> {
         let framing = RequestFraming::of(&parts.method, &parts.headers, &body);
         let mut head = std::mem::take(&mut self.head);
         head.clear();
-        encode_head(&mut head, parts, framing);
+        encode_head(&mut head, parts, forwarding, framing);
         let written = write_head(&mut self.stream, &head).await;
         self.head = head;
         if let Err((error, sent)) = written {
@@ -110,10 +114,10 @@ impl Connection {
         let (mut reader, mut writer) = self.stream.split();
         let mut body_sent = framing == RequestFraming::None;
         let head = if body_sent {
-            read_head(&mut reader, &mut self.read, &parts.method).await
+            read_head(&mut reader, &mut self.read, &mut self.spans, &parts.method).await
         } else {
             let sending = write_body(&mut writer, body, framing);
-            let reading = read_head(&mut reader, &mut self.read, &parts.method);
+            let reading = read_head(&mut reader, &mut self.read, &mut self.spans, &parts.method);
             tokio::pin!(sending, reading);
             loop {
                 tokio::select! {
@@ -179,8 +183,14 @@ impl RequestFraming {
     }
 }
 
-/// `METHOD /path?query HTTP/1.1`, the headers, and the framing header of our choosing.
-fn encode_head(out: &mut Vec<u8>, parts: &Parts, framing: RequestFraming) {
+/// `METHOD /path?query HTTP/1.1`, the headers but those `forwarding` replaces, its own, and
+/// the framing header of our choosing.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &Parts,
+    forwarding: &Forwarding<'_>,
+    framing: RequestFraming,
+) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -191,7 +201,10 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts, framing: RequestFraming) {
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || forwarding.replaces(name)
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -199,6 +212,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts, framing: RequestFraming) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    forwarding.write(out);
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
@@ -259,11 +273,12 @@ async fn write_body(
 async fn read_head(
     reader: &mut tokio::net::tcp::ReadHalf<'_>,
     buffer: &mut BytesMut,
+    spans: &mut Vec<Span>,
     method: &Method,
 ) -> io::Result<(Response<()>, Framing, bool)> {
     loop {
         if !buffer.is_empty() {
-            match parse_head(buffer, method)? {
+            match parse_head(buffer, spans, method)? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim => continue,
                 Parsed::Partial if buffer.len() >= MAX_HEAD_SIZE => {
@@ -290,8 +305,9 @@ enum Parsed {
 }
 
 /// Parses one response head at the start of `buffer` and consumes it when complete. Header
-/// values point into the head's bytes (no copy per value, as in hyper).
-fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
+/// values point into the head's bytes (no copy per value, as in hyper). `spans` is scratch
+/// space, kept by the caller so that no head allocates it.
+fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> io::Result<Parsed> {
     // Left uninitialised: a hundred empty fields written for every response cost more than
     // parsing the few a backend sends.
     let mut fields =
@@ -323,7 +339,7 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
     };
     // Where each field lies in the head, so the head can be frozen and shared by the values.
     let base = buffer.as_ptr() as usize;
-    let mut spans = Vec::with_capacity(parsed.headers.len());
+    spans.clear();
     for field in parsed.headers.iter() {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
@@ -332,7 +348,7 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
     let head = buffer.split_to(len).freeze();
     // Room for `Via` and `X-Request-Id`, which the proxy adds, so the map never grows.
     let mut headers = HeaderMap::with_capacity(spans.len() + 2);
-    for (name, name_len, value, value_len) in spans {
+    for &(name, name_len, value, value_len) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| invalid("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
@@ -457,9 +473,10 @@ impl Body for Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Peer;
 
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
-        parse_head(&mut BytesMut::from(text.as_bytes()), &method)
+        parse_head(&mut BytesMut::from(text.as_bytes()), &mut Vec::new(), &method)
     }
 
     fn final_head(text: &str, method: Method) -> (Response<()>, Framing, bool) {
@@ -532,11 +549,11 @@ mod tests {
         let mut buffer =
             BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n\r\n"[..]);
         assert!(matches!(
-            parse_head(&mut buffer, &Method::POST).unwrap(),
+            parse_head(&mut buffer, &mut Vec::new(), &Method::POST).unwrap(),
             Parsed::Interim
         ));
         assert!(matches!(
-            parse_head(&mut buffer, &Method::POST).unwrap(),
+            parse_head(&mut buffer, &mut Vec::new(), &Method::POST).unwrap(),
             Parsed::Final(_)
         ));
     }
@@ -551,11 +568,18 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = request.into_parts();
+        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
+        let (via, id) = (HeaderValue::from_static("1.1 lb"), HeaderValue::from_static("i"));
+        let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, RequestFraming::Length(4));
+        encode_head(&mut out, &parts, &forwarding, RequestFraming::Length(4));
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /api/posts?x=1 HTTP/1.1\r\nhost: www.foobar.com\r\ncontent-length: 4\r\n\r\n"
+            "POST /api/posts?x=1 HTTP/1.1\r\nhost: www.foobar.com\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: www.foobar.com\r\n\
+             forwarded: for=192.0.2.7;proto=http;host=\"www.foobar.com\"\r\n\
+             via: 1.1 lb\r\nx-request-id: i\r\ncontent-length: 4\r\n\r\n"
         );
 
         // An HTTP/2 request, or an HTTP/1.1 one in absolute form: origin form to the backend.
@@ -564,9 +588,10 @@ mod tests {
             ("http://www.foobar.com", "GET / HTTP/1.1\r\n"),
         ] {
             let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+            let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
             let mut out = Vec::new();
-            encode_head(&mut out, &parts, RequestFraming::None);
-            assert_eq!(String::from_utf8(out).unwrap(), format!("{line}\r\n"));
+            encode_head(&mut out, &parts, &forwarding, RequestFraming::None);
+            assert!(String::from_utf8(out).unwrap().starts_with(line));
         }
     }
 }
