@@ -30,7 +30,7 @@
 //!   connection, with what was read of it, is handed back for hyper to serve.
 
 use std::future::{Future, poll_fn};
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -595,7 +595,7 @@ async fn write_response<S: Io>(
                     continue;
                 }
                 if out_framing == Out::Chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    let _ = write!(out, "{:x}\r\n", data.len()); // into a Vec: cannot fail
                     out.extend_from_slice(&data);
                     out.extend_from_slice(b"\r\n");
                 } else if out.is_empty() {
@@ -661,7 +661,7 @@ fn encode_head(
     match (framing, length) {
         (Out::Length, Some(n)) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            let _ = write!(out, "{n}"); // into a Vec, no String: cannot fail
             out.extend_from_slice(b"\r\n");
         }
         (Out::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

@@ -201,21 +201,19 @@ impl Proxy {
                     continue;
                 }
             };
-            let sent =
-                tokio::time::timeout(
-                    config.timeouts.response,
-                    connection.send(&parts, &forwarding, outgoing),
-                )
+            let deadline = tokio::time::Instant::now() + config.timeouts.response;
+            let sent = connection
+                .send(&parts, &forwarding, outgoing, deadline)
                 .await;
             match sent {
-                Err(_) => {
+                Err(SendError::TimedOut) => {
                     self.passive_failure(&backend, &config, "no response in time");
                     break error_page(
                         StatusCode::GATEWAY_TIMEOUT,
                         "The web server took too long to answer.",
                     );
                 }
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     backend.requests.fetch_add(1, Ordering::Relaxed);
                     if response.status().is_server_error() {
                         let why = format!("answered {}", response.status());
@@ -228,19 +226,19 @@ impl Proxy {
                     break self.client_response(response, in_flight, request_id);
                 }
                 // The client's fault, not the backend's: the client's body failed on the way.
-                Ok(Err(SendError::Body(_))) if too_large() => {
+                Err(SendError::Body(_)) if too_large() => {
                     self.metrics.reject("body_too_large");
                     break body_too_large();
                 }
-                Ok(Err(SendError::Body(e))) => {
+                Err(SendError::Body(e)) => {
                     tracing::debug!(%client, "request body cut off while sent: {e}");
                     break body_cut_off();
                 }
-                Ok(Err(SendError::Unsent(error, unsent))) => {
+                Err(SendError::Unsent(error, unsent)) => {
                     self.passive_failure(&backend, &config, &format!("write: {error}"));
                     body = Some(unsent); // never written: safe anywhere
                 }
-                Ok(Err(SendError::Sent(error))) => {
+                Err(SendError::Sent(error)) => {
                     // The loop sends a replayable request again, or answers 502.
                     self.passive_failure(&backend, &config, &format!("exchange: {error}"));
                 }

@@ -23,7 +23,8 @@
 //! proxy's retry rules depend on it. A kept-alive connection is checked before it is reused
 //! ([`Connection::is_reusable`]): one the backend has closed is never written to.
 
-use std::io;
+use std::future::{Future, poll_fn};
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -36,6 +37,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, invalid};
 use crate::proxy::{BoxError, Forwarding, ProxyBody};
@@ -54,6 +56,9 @@ pub struct Connection {
     head: Vec<u8>,
     /// Where the response head's fields lie, kept to reuse the allocation.
     spans: Vec<Span>,
+    /// The response deadline's timer, kept from one request to the next (see `send`); None
+    /// until the first request, and while a request holds it.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why a request got no response head.
@@ -65,6 +70,8 @@ pub enum SendError {
     Sent(io::Error),
     /// The client's own body failed while it was being sent (cut off, or over a limit).
     Body(BoxError),
+    /// No response head by the deadline: the backend may still be working on the request.
+    TimedOut,
 }
 
 impl Connection {
@@ -76,6 +83,7 @@ impl Connection {
             read: BytesMut::with_capacity(READ_SIZE),
             head: Vec::with_capacity(1024),
             spans: Vec::new(),
+            timer: None,
         })
     }
 
@@ -88,10 +96,55 @@ impl Connection {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Writes the request and reads the response head; the body follows as the returned
-    /// response's body is polled. `parts` must be in the form a backend gets (hop-by-hop
-    /// headers removed); `forwarding`'s headers follow them.
+    /// Writes the request and reads the response head, by `deadline`; the body follows as
+    /// the returned response's body is polled. `parts` must be in the form a backend gets
+    /// (hop-by-hop headers removed); `forwarding`'s headers follow them.
+    ///
+    /// The deadline's timer stays with the connection and armed from one request to the
+    /// next, as `http1.rs` does with its header timeout: when it fires, the current deadline
+    /// is checked and the timer set again if time is left. A new timer per request (tokio's
+    /// `timeout`) cost an insert into and a removal from tokio's timer wheel every time.
     pub async fn send(
+        mut self,
+        parts: &Parts,
+        forwarding: &Forwarding<'_>,
+        body: ProxyBody,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut timer = match self.timer.take() {
+            // Set for an earlier request's deadline: past or sooner is checked when it fires,
+            // later (a reload shortened the timeout) must be brought forward.
+            Some(mut timer) => {
+                if timer.deadline() > deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let exchange = self.exchange(parts, forwarding, body);
+        tokio::pin!(exchange);
+        let exchanged = poll_fn(|cx| {
+            if let Poll::Ready(exchanged) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(exchanged));
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(None);
+                }
+                timer.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await;
+        let mut response = exchanged.ok_or(SendError::TimedOut)??;
+        if let Some(connection) = response.body_mut().connection.as_mut() {
+            connection.timer = Some(timer);
+        }
+        Ok(response)
+    }
+
+    async fn exchange(
         mut self,
         parts: &Parts,
         forwarding: &Forwarding<'_>,
@@ -217,7 +270,7 @@ fn encode_head(
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            let _ = write!(out, "{n}"); // into a Vec, no String: cannot fail
             out.extend_from_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
