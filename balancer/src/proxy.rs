@@ -708,7 +708,10 @@ mod tests {
         headers.insert("x-forwarded-host", HeaderValue::from_static("a.example"));
         let peer = Peer::new(SocketAddr::from(([192, 0, 2, 7], 5555)), "http");
         let lines = backend_headers(headers, &peer, "/");
-        assert!(lines.contains(&"x-forwarded-host: a.example".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"x-forwarded-host: a.example".to_string()),
+            "{lines:?}"
+        );
         assert!(lines.contains(&"forwarded: for=192.0.2.7;proto=http".to_string()));
     }
 
@@ -720,9 +723,15 @@ mod tests {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close, X-Mine"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Mine"),
+        );
         headers.insert("x-mine", HeaderValue::from_static("1"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
     }

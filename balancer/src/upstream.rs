@@ -529,7 +529,11 @@ mod tests {
     use crate::proxy::Peer;
 
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
-        parse_head(&mut BytesMut::from(text.as_bytes()), &mut Vec::new(), &method)
+        parse_head(
+            &mut BytesMut::from(text.as_bytes()),
+            &mut Vec::new(),
+            &method,
+        )
     }
 
     fn final_head(text: &str, method: Method) -> (Response<()>, Framing, bool) {
@@ -622,7 +626,10 @@ mod tests {
             .unwrap();
         let (parts, ()) = request.into_parts();
         let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
-        let (via, id) = (HeaderValue::from_static("1.1 lb"), HeaderValue::from_static("i"));
+        let (via, id) = (
+            HeaderValue::from_static("1.1 lb"),
+            HeaderValue::from_static("i"),
+        );
         let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
         let mut out = Vec::new();
         encode_head(&mut out, &parts, &forwarding, RequestFraming::Length(4));
