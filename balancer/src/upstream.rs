@@ -9,7 +9,8 @@
 //! same way: one event loop, no hand-offs.
 //!
 //! What it implements of RFC 9112:
-//! - the request in origin form, with the headers the proxy prepared; a body framed by its
+//! - the request in origin form, with the client's headers the proxy kept and then its own
+//!   (`proxy::Forwarding`, written straight into the head); a body framed by its
 //!   exact length when known (`Content-Length`), else chunked; written while the response
 //!   head is awaited, so a backend that answers early (a 413) is heard;
 //! - the response head parsed by httparse (hyper's parser), interim 1xx responses skipped;
