@@ -528,6 +528,7 @@ impl Body for Incoming {
 mod tests {
     use super::*;
     use crate::proxy::Peer;
+    use std::time::Duration;
 
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
         parse_head(
@@ -654,5 +655,59 @@ mod tests {
             encode_head(&mut out, &parts, &forwarding, RequestFraming::None);
             assert!(String::from_utf8(out).unwrap().starts_with(line));
         }
+    }
+
+    /// The deadline's timer outlives a request: once it has fired for an earlier deadline,
+    /// a later request with time left still gets its answer, and one without gets TimedOut.
+    #[tokio::test]
+    async fn the_kept_timer_times_out_only_past_each_requests_own_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backend = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = vec![0; 4096];
+            for delay in [0, 300, 300] {
+                if stream.read(&mut read).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
+        let (via, id) = (
+            HeaderValue::from_static("1.1 lb"),
+            HeaderValue::from_static("i"),
+        );
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
+        let empty = || http_body_util::Empty::new().map_err(|n| match n {}).boxed();
+        let send = |connection: Connection, within: u64| {
+            let deadline = Instant::now() + Duration::from_millis(within);
+            connection.send(&parts, &forwarding, empty(), deadline)
+        };
+        let reused = |response: Response<Incoming>| {
+            let mut body = response.into_body();
+            body.take_reusable().expect("kept alive")
+        };
+
+        let connection = Connection::connect(addr).await.unwrap();
+        let Ok(first) = send(connection, 100).await else {
+            panic!("the first request is answered at once");
+        };
+        let connection = reused(first);
+        tokio::time::sleep(Duration::from_millis(200)).await; // the first deadline passes
+        let Ok(second) = send(connection, 1000).await else {
+            panic!("300 ms is within the second request's deadline");
+        };
+        let connection = reused(second);
+        assert!(matches!(
+            send(connection, 100).await,
+            Err(SendError::TimedOut)
+        ));
+        backend.abort();
     }
 }
