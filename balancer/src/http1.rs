@@ -30,7 +30,7 @@
 //!   connection, with what was read of it, is handed back for hyper to serve.
 
 use std::future::{Future, poll_fn};
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::framing::{self, Chunk, Framing, READ_SIZE};
+use crate::framing::{self, Chunk, Framing, READ_SIZE, Span};
 use crate::metrics::Metrics;
 use crate::proxy::{BoxError, ProxyBody, error_page};
 
@@ -86,6 +86,8 @@ struct Conn<S> {
     continue_owed: usize,
     /// A read or write failed: the connection carries nothing more.
     broken: bool,
+    /// Where a request head's fields lie, kept to reuse the allocation.
+    spans: Vec<Span>,
 }
 
 /// Serves HTTP/1.1 requests on `io` until the client closes, a response closes the
@@ -109,6 +111,7 @@ where
         body: Framing::Done,
         continue_owed: 0,
         broken: false,
+        spans: Vec::new(),
     };
     let mut waiter = Waiter {
         timeout: settings.header_read_timeout,
@@ -277,7 +280,9 @@ async fn read_head<S: Io>(
                 if conn.read.len() >= H2_PREFACE.len() {
                     return Ok(Next::Http2);
                 }
-            } else if let Some(head) = parse_request(&mut conn.read, max_header_size)? {
+            } else if let Some(head) =
+                parse_request(&mut conn.read, &mut conn.spans, max_header_size)?
+            {
                 return Ok(Next::Request(head));
             }
             if conn.read.len() >= max_header_size {
@@ -318,8 +323,13 @@ async fn read_head<S: Io>(
 }
 
 /// Parses one request head at the start of `buffer` and consumes it when complete; Ok(None)
-/// while it is incomplete. Header values and the target point into the head's bytes.
-fn parse_request(buffer: &mut BytesMut, max_header_size: usize) -> Result<Option<Head>, Refused> {
+/// while it is incomplete. Header values and the target point into the head's bytes. `spans`
+/// is scratch space, kept by the connection so that no request allocates it.
+fn parse_request(
+    buffer: &mut BytesMut,
+    spans: &mut Vec<Span>,
+    max_header_size: usize,
+) -> Result<Option<Head>, Refused> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
     let len = match request.parse_with_uninit_headers(buffer, &mut fields) {
@@ -342,7 +352,7 @@ fn parse_request(buffer: &mut BytesMut, max_header_size: usize) -> Result<Option
     let path_span = (path.as_ptr() as usize - base, path.len());
     // Which headers need a look once the map is built; most requests have none of them.
     let (mut framing_headers, mut connection, mut expect) = (false, false, false);
-    let mut spans = Vec::with_capacity(request.headers.len());
+    spans.clear();
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
         framing_headers |= name.eq_ignore_ascii_case(b"content-length")
@@ -358,9 +368,10 @@ fn parse_request(buffer: &mut BytesMut, max_header_size: usize) -> Result<Option
         ));
     }
     let head = buffer.split_to(len).freeze();
-    // Room for the six forwarding headers the proxy adds, so the map never grows.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
-    for (name, name_len, value, value_len) in spans {
+    // Room for `Host`, which the proxy adds when the target names it and the headers do not
+    // (its forwarding headers go straight into the backend's request head).
+    let mut headers = HeaderMap::with_capacity(spans.len() + 1);
+    for &(name, name_len, value, value_len) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| Refused::Malformed("header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
@@ -584,7 +595,7 @@ async fn write_response<S: Io>(
                     continue;
                 }
                 if out_framing == Out::Chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    let _ = write!(out, "{:x}\r\n", data.len()); // into a Vec: cannot fail
                     out.extend_from_slice(&data);
                     out.extend_from_slice(b"\r\n");
                 } else if out.is_empty() {
@@ -650,7 +661,7 @@ fn encode_head(
     match (framing, length) {
         (Out::Length, Some(n)) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            let _ = write!(out, "{n}"); // into a Vec, no String: cannot fail
             out.extend_from_slice(b"\r\n");
         }
         (Out::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

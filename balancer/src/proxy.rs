@@ -129,7 +129,9 @@ impl Proxy {
             Some(id) => id.clone(),
             None => self.request_ids.next(),
         };
-        prepare_request_headers(&mut parts.headers, peer, &parts.uri, &self.via, &request_id);
+        prepare_request_headers(&mut parts.headers, &parts.uri);
+        let parts = parts; // from here on only read, and the forwarding headers borrow it
+        let forwarding = Forwarding::of(&parts.headers, peer, &self.via, &request_id);
         // Set when the body passed `max_body_size` while it streamed; no body, no limit.
         let mut too_large = None;
         let (body, replay) = if body.is_end_stream() {
@@ -199,18 +201,19 @@ impl Proxy {
                     continue;
                 }
             };
-            let sent =
-                tokio::time::timeout(config.timeouts.response, connection.send(&parts, outgoing))
-                    .await;
+            let deadline = tokio::time::Instant::now() + config.timeouts.response;
+            let sent = connection
+                .send(&parts, &forwarding, outgoing, deadline)
+                .await;
             match sent {
-                Err(_) => {
+                Err(SendError::TimedOut) => {
                     self.passive_failure(&backend, &config, "no response in time");
                     break error_page(
                         StatusCode::GATEWAY_TIMEOUT,
                         "The web server took too long to answer.",
                     );
                 }
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     backend.requests.fetch_add(1, Ordering::Relaxed);
                     if response.status().is_server_error() {
                         let why = format!("answered {}", response.status());
@@ -220,22 +223,22 @@ impl Proxy {
                         backend.record_success(u32::MAX);
                     }
                     backend.responses.count(response.status());
-                    break self.client_response(response, in_flight, &request_id);
+                    break self.client_response(response, in_flight, request_id);
                 }
                 // The client's fault, not the backend's: the client's body failed on the way.
-                Ok(Err(SendError::Body(_))) if too_large() => {
+                Err(SendError::Body(_)) if too_large() => {
                     self.metrics.reject("body_too_large");
                     break body_too_large();
                 }
-                Ok(Err(SendError::Body(e))) => {
+                Err(SendError::Body(e)) => {
                     tracing::debug!(%client, "request body cut off while sent: {e}");
                     break body_cut_off();
                 }
-                Ok(Err(SendError::Unsent(error, unsent))) => {
+                Err(SendError::Unsent(error, unsent)) => {
                     self.passive_failure(&backend, &config, &format!("write: {error}"));
                     body = Some(unsent); // never written: safe anywhere
                 }
-                Ok(Err(SendError::Sent(error))) => {
+                Err(SendError::Sent(error)) => {
                     // The loop sends a replayable request again, or answers 502.
                     self.passive_failure(&backend, &config, &format!("exchange: {error}"));
                 }
@@ -259,12 +262,12 @@ impl Proxy {
         &self,
         response: Response<upstream::Incoming>,
         in_flight: InFlight,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.append(header::VIA, self.via.clone());
-        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        parts.headers.insert(X_REQUEST_ID, request_id);
         let body = Tracked {
             inner: body,
             guard: Some(ReturnOnEnd {
@@ -389,8 +392,9 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+const HOPS: usize = 7;
 /// Headers meant for one hop only (RFC 9110 7.6.1); any the Connection header names are too.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -401,25 +405,42 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Removes the hop-by-hop headers. Runs twice per request: one pass over the names finds
-/// the usual case, none present, without a lookup per name.
+/// which are present, usually none or `Connection` alone (a backend's `keep-alive`), so only
+/// those are looked up to be removed.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+    }
+    if present == [false; HOPS] {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present[0] {
+        // The names `Connection` lists but those removed anyway: usually none, and an empty
+        // Vec allocates nothing.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|token| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| token.eq_ignore_ascii_case(hop.as_str()))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.into_iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
 }
 
@@ -451,60 +472,98 @@ impl Peer {
     }
 }
 
-/// A header value from text, without an intermediate copy.
-fn header_value(text: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+/// Readies the client's headers for a backend: the hop-by-hop ones removed, and `Host` from
+/// the target when the request has none (HTTP/2's `:authority`, an absolute-form target).
+/// The headers this hop adds are not put in the map: `Forwarding` writes them into the
+/// request head, which saves a map insert and a built value each.
+fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST) {
+        if let Some(host) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(header::HOST, host);
+        }
+    }
 }
 
-fn prepare_request_headers(
-    headers: &mut HeaderMap,
-    peer: &Peer,
-    uri: &Uri,
-    via: &HeaderValue,
-    request_id: &HeaderValue,
-) {
-    strip_hop_by_hop(headers);
-    let host = match headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => {
-            let host = uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-            if let Some(host) = &host {
-                headers.insert(header::HOST, host.clone());
-            }
-            host
+/// The headers this hop adds to a request, written by `upstream::encode_head` after the
+/// client's own, of which it leaves out those these replace (`replaces`):
+/// - `X-Forwarded-For`: the client's first one, if any, then the client's address;
+/// - `X-Forwarded-Proto`: the scheme the client used;
+/// - `X-Forwarded-Host`, when the request names a host (else the client's passes);
+/// - `Forwarded`: after the client's, `for=...;proto=...`, with `host="..."` when the host
+///   needs no escaping as a quoted string;
+/// - `Via`, after the client's;
+/// - `X-Request-Id`: the client's first one, or one made here.
+pub struct Forwarding<'a> {
+    peer: &'a Peer,
+    via: &'a HeaderValue,
+    host: Option<&'a [u8]>,
+    /// The client's `X-Forwarded-For`, when it is visible ASCII.
+    earlier_for: Option<&'a [u8]>,
+    request_id: &'a HeaderValue,
+}
+
+impl<'a> Forwarding<'a> {
+    pub fn of(
+        headers: &'a HeaderMap,
+        peer: &'a Peer,
+        via: &'a HeaderValue,
+        request_id: &'a HeaderValue,
+    ) -> Self {
+        Self {
+            peer,
+            via,
+            host: headers.get(header::HOST).map(HeaderValue::as_bytes),
+            earlier_for: headers
+                .get(X_FORWARDED_FOR)
+                .filter(|v| v.to_str().is_ok())
+                .map(HeaderValue::as_bytes),
+            request_id,
         }
-    };
-    let earlier = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    let forwarded_for = match earlier {
-        Some(earlier) => [earlier, ", ", &peer.ip].concat(),
-        None => peer.ip.clone(),
-    };
-    if let Some(value) = header_value(forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
-    let mut forwarded = String::with_capacity(peer.forwarded.len() + 48);
-    forwarded.push_str(&peer.forwarded);
-    if let Some(host) = &host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+
+    /// Whether the client's header `name` is left out, since this hop sends its own.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        name == X_FORWARDED_FOR
+            || name == X_FORWARDED_PROTO
+            || name == X_REQUEST_ID
+            || (name == X_FORWARDED_HOST && self.host.is_some())
+    }
+
+    /// Appends the headers, each as `name: value\r\n`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(earlier) = self.earlier_for {
+            out.extend_from_slice(earlier);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(self.peer.ip.as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.peer.scheme.as_bytes());
+        if let Some(host) = self.host {
+            out.extend_from_slice(b"\r\nx-forwarded-host: ");
+            out.extend_from_slice(host);
+        }
+        out.extend_from_slice(b"\r\nforwarded: ");
+        out.extend_from_slice(self.peer.forwarded.as_bytes());
         // The host is a quoted string: only when it needs no escaping.
-        if let Some(host) = host
-            .to_str()
-            .ok()
-            .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+        if let Some(host) = self
+            .host
+            .filter(|h| h.iter().all(|&b| b.is_ascii_graphic() && b != b'"'))
         {
-            forwarded.push_str(";host=\"");
-            forwarded.push_str(host);
-            forwarded.push('"');
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(host);
+            out.push(b'"');
         }
+        out.extend_from_slice(b"\r\nvia: ");
+        out.extend_from_slice(self.via.as_bytes());
+        out.extend_from_slice(b"\r\nx-request-id: ");
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    if let Some(value) = header_value(forwarded) {
-        headers.append(header::FORWARDED, value);
-    }
-    headers.append(header::VIA, via.clone());
-    headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
 /// A short page of our own, for when no backend can answer.
@@ -580,6 +639,27 @@ impl RequestIds {
 mod tests {
     use super::*;
 
+    /// The headers a backend gets: the client's left after `prepare_request_headers` but
+    /// those replaced, then this hop's, one `name: value` a line.
+    fn backend_headers(mut headers: HeaderMap, peer: &Peer, uri: &'static str) -> Vec<String> {
+        prepare_request_headers(&mut headers, &Uri::from_static(uri));
+        let via = HeaderValue::from_static("1.1 lb-1");
+        let id = HeaderValue::from_static("abc");
+        let forwarding = Forwarding::of(&headers, peer, &via, &id);
+        let mut out = Vec::new();
+        for (name, value) in &headers {
+            if !forwarding.replaces(name) {
+                out.extend_from_slice(format!("{name}: ").as_bytes());
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        forwarding.write(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\n"), "{text:?}");
+        text.trim_end().split("\r\n").map(String::from).collect()
+    }
+
     #[test]
     fn forwarding_headers_are_added_and_hop_by_hop_removed() {
         let mut headers = HeaderMap::new();
@@ -591,21 +671,69 @@ mod tests {
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("ftp"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        headers.insert("x-request-id", HeaderValue::from_static("theirs"));
+        headers.insert(header::VIA, HeaderValue::from_static("1.0 edge"));
+        headers.insert(header::FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
         let peer = Peer::new(SocketAddr::from(([192, 0, 2, 7], 5555)), "https");
-        let via = HeaderValue::from_static("1.1 lb-1");
-        let id = HeaderValue::from_static("abc");
-        prepare_request_headers(&mut headers, &peer, &Uri::from_static("/x"), &via, &id);
-        assert!(!headers.contains_key("x-secret") && !headers.contains_key("keep-alive"));
-        assert!(!headers.contains_key(header::CONNECTION));
-        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
-        assert_eq!(headers["x-forwarded-proto"], "https");
-        assert_eq!(headers["x-forwarded-host"], "www.foobar.com");
+        let mut lines = backend_headers(headers, &peer, "/x");
+        // This hop's come last, after any of the client's with the same name.
+        let ours = lines.split_off(3);
         assert_eq!(
-            headers[header::FORWARDED],
-            "for=192.0.2.7;proto=https;host=\"www.foobar.com\""
+            ours,
+            [
+                "x-forwarded-for: 203.0.113.9, 192.0.2.7",
+                "x-forwarded-proto: https",
+                "x-forwarded-host: www.foobar.com",
+                "forwarded: for=192.0.2.7;proto=https;host=\"www.foobar.com\"",
+                "via: 1.1 lb-1",
+                "x-request-id: abc",
+            ]
         );
-        assert_eq!(headers[header::VIA], "1.1 lb-1");
-        assert_eq!(headers["x-request-id"], "abc");
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "forwarded: for=1.2.3.4",
+                "host: www.foobar.com",
+                "via: 1.0 edge"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_host_the_clients_forwarded_host_passes() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-host", HeaderValue::from_static("a.example"));
+        let peer = Peer::new(SocketAddr::from(([192, 0, 2, 7], 5555)), "http");
+        let lines = backend_headers(headers, &peer, "/");
+        assert!(
+            lines.contains(&"x-forwarded-host: a.example".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"forwarded: for=192.0.2.7;proto=http".to_string()));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_from_responses() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Mine"),
+        );
+        headers.insert("x-mine", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
     }
 
     #[test]
@@ -625,23 +753,13 @@ mod tests {
     #[test]
     fn an_ipv6_client_is_bracketed_and_quoted_in_forwarded() {
         let peer = Peer::new("[2001:db8::1]:5555".parse().unwrap(), "http");
-        let mut headers = HeaderMap::new();
-        let (via, id) = (
-            HeaderValue::from_static("1.1 lb-1"),
-            HeaderValue::from_static("x"),
-        );
-        prepare_request_headers(
-            &mut headers,
-            &peer,
-            &Uri::from_static("http://a.example/"),
-            &via,
-            &id,
-        );
-        assert_eq!(
-            headers[header::FORWARDED],
-            "for=\"[2001:db8::1]\";proto=http;host=\"a.example\""
-        );
-        assert_eq!(headers["x-forwarded-for"], "2001:db8::1");
-        assert_eq!(headers[header::HOST], "a.example");
+        let lines = backend_headers(HeaderMap::new(), &peer, "http://a.example/");
+        for line in [
+            "host: a.example",
+            "forwarded: for=\"[2001:db8::1]\";proto=http;host=\"a.example\"",
+            "x-forwarded-for: 2001:db8::1",
+        ] {
+            assert!(lines.contains(&line.to_string()), "{line} in {lines:?}");
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! same way: one event loop, no hand-offs.
 //!
 //! What it implements of RFC 9112:
-//! - the request in origin form, with the headers the proxy prepared; a body framed by its
+//! - the request in origin form, with the client's headers the proxy kept and then its own
+//!   (`proxy::Forwarding`, written straight into the head); a body framed by its
 //!   exact length when known (`Content-Length`), else chunked; written while the response
 //!   head is awaited, so a backend that answers early (a 413) is heard;
 //! - the response head parsed by httparse (hyper's parser), interim 1xx responses skipped;
@@ -23,7 +24,8 @@
 //! proxy's retry rules depend on it. A kept-alive connection is checked before it is reused
 //! ([`Connection::is_reusable`]): one the backend has closed is never written to.
 
-use std::io;
+use std::future::{Future, poll_fn};
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -36,9 +38,10 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
-use crate::framing::{self, Chunk, Framing, READ_SIZE, invalid};
-use crate::proxy::{BoxError, ProxyBody};
+use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, invalid};
+use crate::proxy::{BoxError, Forwarding, ProxyBody};
 
 /// Most header fields in a response head, and most bytes in it.
 const MAX_HEADERS: usize = 100;
@@ -52,6 +55,11 @@ pub struct Connection {
     read: BytesMut,
     /// The next request head, built here to reuse the allocation.
     head: Vec<u8>,
+    /// Where the response head's fields lie, kept to reuse the allocation.
+    spans: Vec<Span>,
+    /// The response deadline's timer, kept from one request to the next (see `send`); None
+    /// until the first request, and while a request holds it.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why a request got no response head.
@@ -63,6 +71,8 @@ pub enum SendError {
     Sent(io::Error),
     /// The client's own body failed while it was being sent (cut off, or over a limit).
     Body(BoxError),
+    /// No response head by the deadline: the backend may still be working on the request.
+    TimedOut,
 }
 
 impl Connection {
@@ -73,6 +83,8 @@ impl Connection {
             stream,
             read: BytesMut::with_capacity(READ_SIZE),
             head: Vec::with_capacity(1024),
+            spans: Vec::new(),
+            timer: None,
         })
     }
 
@@ -85,18 +97,64 @@ impl Connection {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Writes the request and reads the response head; the body follows as the returned
-    /// response's body is polled. `parts` must be in the form a backend gets (the proxy's
-    /// headers, hop-by-hop ones removed).
+    /// Writes the request and reads the response head, by `deadline`; the body follows as
+    /// the returned response's body is polled. `parts` must be in the form a backend gets
+    /// (hop-by-hop headers removed); `forwarding`'s headers follow them.
+    ///
+    /// The deadline's timer stays with the connection and armed from one request to the
+    /// next, as `http1.rs` does with its header timeout: when it fires, the current deadline
+    /// is checked and the timer set again if time is left. A new timer per request (tokio's
+    /// `timeout`) cost an insert into and a removal from tokio's timer wheel every time.
     pub async fn send(
         mut self,
         parts: &Parts,
+        forwarding: &Forwarding<'_>,
+        body: ProxyBody,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut timer = match self.timer.take() {
+            // Set for an earlier request's deadline: past or sooner is checked when it fires,
+            // later (a reload shortened the timeout) must be brought forward.
+            Some(mut timer) => {
+                if timer.deadline() > deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let exchange = self.exchange(parts, forwarding, body);
+        tokio::pin!(exchange);
+        let exchanged = poll_fn(|cx| {
+            if let Poll::Ready(exchanged) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(exchanged));
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(None);
+                }
+                timer.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await;
+        let mut response = exchanged.ok_or(SendError::TimedOut)??;
+        if let Some(connection) = response.body_mut().connection.as_mut() {
+            connection.timer = Some(timer);
+        }
+        Ok(response)
+    }
+
+    async fn exchange(
+        mut self,
+        parts: &Parts,
+        forwarding: &Forwarding<'_>,
         body: ProxyBody,
     ) -> Result<Response<Incoming>, SendError> {
         let framing = RequestFraming::of(&parts.method, &parts.headers, &body);
         let mut head = std::mem::take(&mut self.head);
         head.clear();
-        encode_head(&mut head, parts, framing);
+        encode_head(&mut head, parts, forwarding, framing);
         let written = write_head(&mut self.stream, &head).await;
         self.head = head;
         if let Err((error, sent)) = written {
@@ -110,10 +168,10 @@ impl Connection {
         let (mut reader, mut writer) = self.stream.split();
         let mut body_sent = framing == RequestFraming::None;
         let head = if body_sent {
-            read_head(&mut reader, &mut self.read, &parts.method).await
+            read_head(&mut reader, &mut self.read, &mut self.spans, &parts.method).await
         } else {
             let sending = write_body(&mut writer, body, framing);
-            let reading = read_head(&mut reader, &mut self.read, &parts.method);
+            let reading = read_head(&mut reader, &mut self.read, &mut self.spans, &parts.method);
             tokio::pin!(sending, reading);
             loop {
                 tokio::select! {
@@ -179,8 +237,14 @@ impl RequestFraming {
     }
 }
 
-/// `METHOD /path?query HTTP/1.1`, the headers, and the framing header of our choosing.
-fn encode_head(out: &mut Vec<u8>, parts: &Parts, framing: RequestFraming) {
+/// `METHOD /path?query HTTP/1.1`, the headers but those `forwarding` replaces, its own, and
+/// the framing header of our choosing.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &Parts,
+    forwarding: &Forwarding<'_>,
+    framing: RequestFraming,
+) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -191,7 +255,10 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts, framing: RequestFraming) {
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || forwarding.replaces(name)
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -199,11 +266,12 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts, framing: RequestFraming) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    forwarding.write(out);
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            let _ = write!(out, "{n}"); // into a Vec, no String: cannot fail
             out.extend_from_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -259,11 +327,12 @@ async fn write_body(
 async fn read_head(
     reader: &mut tokio::net::tcp::ReadHalf<'_>,
     buffer: &mut BytesMut,
+    spans: &mut Vec<Span>,
     method: &Method,
 ) -> io::Result<(Response<()>, Framing, bool)> {
     loop {
         if !buffer.is_empty() {
-            match parse_head(buffer, method)? {
+            match parse_head(buffer, spans, method)? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim => continue,
                 Parsed::Partial if buffer.len() >= MAX_HEAD_SIZE => {
@@ -290,8 +359,9 @@ enum Parsed {
 }
 
 /// Parses one response head at the start of `buffer` and consumes it when complete. Header
-/// values point into the head's bytes (no copy per value, as in hyper).
-fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
+/// values point into the head's bytes (no copy per value, as in hyper). `spans` is scratch
+/// space, kept by the caller so that no head allocates it.
+fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> io::Result<Parsed> {
     // Left uninitialised: a hundred empty fields written for every response cost more than
     // parsing the few a backend sends.
     let mut fields =
@@ -323,7 +393,7 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
     };
     // Where each field lies in the head, so the head can be frozen and shared by the values.
     let base = buffer.as_ptr() as usize;
-    let mut spans = Vec::with_capacity(parsed.headers.len());
+    spans.clear();
     for field in parsed.headers.iter() {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
@@ -332,7 +402,7 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
     let head = buffer.split_to(len).freeze();
     // Room for `Via` and `X-Request-Id`, which the proxy adds, so the map never grows.
     let mut headers = HeaderMap::with_capacity(spans.len() + 2);
-    for (name, name_len, value, value_len) in spans {
+    for &(name, name_len, value, value_len) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| invalid("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
@@ -457,9 +527,15 @@ impl Body for Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Peer;
+    use std::time::Duration;
 
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
-        parse_head(&mut BytesMut::from(text.as_bytes()), &method)
+        parse_head(
+            &mut BytesMut::from(text.as_bytes()),
+            &mut Vec::new(),
+            &method,
+        )
     }
 
     fn final_head(text: &str, method: Method) -> (Response<()>, Framing, bool) {
@@ -532,11 +608,11 @@ mod tests {
         let mut buffer =
             BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n\r\n"[..]);
         assert!(matches!(
-            parse_head(&mut buffer, &Method::POST).unwrap(),
+            parse_head(&mut buffer, &mut Vec::new(), &Method::POST).unwrap(),
             Parsed::Interim
         ));
         assert!(matches!(
-            parse_head(&mut buffer, &Method::POST).unwrap(),
+            parse_head(&mut buffer, &mut Vec::new(), &Method::POST).unwrap(),
             Parsed::Final(_)
         ));
     }
@@ -551,11 +627,21 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = request.into_parts();
+        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
+        let (via, id) = (
+            HeaderValue::from_static("1.1 lb"),
+            HeaderValue::from_static("i"),
+        );
+        let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, RequestFraming::Length(4));
+        encode_head(&mut out, &parts, &forwarding, RequestFraming::Length(4));
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /api/posts?x=1 HTTP/1.1\r\nhost: www.foobar.com\r\ncontent-length: 4\r\n\r\n"
+            "POST /api/posts?x=1 HTTP/1.1\r\nhost: www.foobar.com\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: www.foobar.com\r\n\
+             forwarded: for=192.0.2.7;proto=http;host=\"www.foobar.com\"\r\n\
+             via: 1.1 lb\r\nx-request-id: i\r\ncontent-length: 4\r\n\r\n"
         );
 
         // An HTTP/2 request, or an HTTP/1.1 one in absolute form: origin form to the backend.
@@ -564,9 +650,64 @@ mod tests {
             ("http://www.foobar.com", "GET / HTTP/1.1\r\n"),
         ] {
             let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+            let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
             let mut out = Vec::new();
-            encode_head(&mut out, &parts, RequestFraming::None);
-            assert_eq!(String::from_utf8(out).unwrap(), format!("{line}\r\n"));
+            encode_head(&mut out, &parts, &forwarding, RequestFraming::None);
+            assert!(String::from_utf8(out).unwrap().starts_with(line));
         }
+    }
+
+    /// The deadline's timer outlives a request: once it has fired for an earlier deadline,
+    /// a later request with time left still gets its answer, and one without gets TimedOut.
+    #[tokio::test]
+    async fn the_kept_timer_times_out_only_past_each_requests_own_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backend = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = vec![0; 4096];
+            for delay in [0, 300, 300] {
+                if stream.read(&mut read).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
+        let (via, id) = (
+            HeaderValue::from_static("1.1 lb"),
+            HeaderValue::from_static("i"),
+        );
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
+        let empty = || http_body_util::Empty::new().map_err(|n| match n {}).boxed();
+        let send = |connection: Connection, within: u64| {
+            let deadline = Instant::now() + Duration::from_millis(within);
+            connection.send(&parts, &forwarding, empty(), deadline)
+        };
+        let reused = |response: Response<Incoming>| {
+            let mut body = response.into_body();
+            body.take_reusable().expect("kept alive")
+        };
+
+        let connection = Connection::connect(addr).await.unwrap();
+        let Ok(first) = send(connection, 100).await else {
+            panic!("the first request is answered at once");
+        };
+        let connection = reused(first);
+        tokio::time::sleep(Duration::from_millis(200)).await; // the first deadline passes
+        let Ok(second) = send(connection, 1000).await else {
+            panic!("300 ms is within the second request's deadline");
+        };
+        let connection = reused(second);
+        assert!(matches!(
+            send(connection, 100).await,
+            Err(SendError::TimedOut)
+        ));
+        backend.abort();
     }
 }
