@@ -538,15 +538,25 @@ async fn sqlx_pool_works_through_the_router(router: &Router) -> anyhow::Result<(
     Ok(())
 }
 
-async fn pymysql_works_through_the_router(router: &Router) -> anyhow::Result<()> {
+/// Runs PyMySQL's session against the router (`connect` adds arguments to its `connect`, and
+/// `first` Python lines to print before the session): an insert, a count of it (on the
+/// reader, which read-your-writes makes 1), `@@server_id` outside and inside a transaction.
+/// Its printed lines.
+async fn pymysql_session(
+    router: &Router,
+    connect: &str,
+    first: &str,
+    n: u32,
+) -> anyhow::Result<Vec<String>> {
     let script = format!(
         r#"
 import pymysql
 conn = pymysql.connect(host="127.0.0.1", port={port}, user="{user}", password="{password}",
-                       database="foobar", autocommit=True)
+                       database="foobar", autocommit=True{connect})
+{first}
 with conn.cursor() as cur:
-    cur.execute("INSERT INTO items (n) VALUES (%s)", (31337,))
-    cur.execute("SELECT COUNT(*) FROM items WHERE n = %s", (31337,))
+    cur.execute("INSERT INTO items (n) VALUES (%s)", ({n},))
+    cur.execute("SELECT COUNT(*) FROM items WHERE n = %s", ({n},))
     print(cur.fetchone()[0])
     cur.execute("SELECT @@server_id")
     print(cur.fetchone()[0])
@@ -571,11 +581,14 @@ conn.close()
         "PyMySQL: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<String> = String::from_utf8(out.stdout)?
+    Ok(String::from_utf8(out.stdout)?
         .lines()
         .map(str::to_owned)
-        .collect();
-    // The count reads on the reader right after the insert: read-your-writes makes it 1.
+        .collect())
+}
+
+async fn pymysql_works_through_the_router(router: &Router) -> anyhow::Result<()> {
+    let lines = pymysql_session(router, "", "", 31337).await?;
     anyhow::ensure!(
         lines == ["1", REPLICA_ID, PRIMARY_ID],
         "PyMySQL output: {lines:?}"
@@ -988,44 +1001,8 @@ async fn pymysql_verifies_the_router_and_is_routed_over_tls(
     router: &Router,
     certificates: &Certificates,
 ) -> anyhow::Result<()> {
-    let script = format!(
-        r#"
-import pymysql
-conn = pymysql.connect(host="127.0.0.1", port={port}, user="{user}", password="{password}",
-                       database="foobar", autocommit=True, ssl={{"ca": "{ca}"}})
-print(conn._sock.version())
-with conn.cursor() as cur:
-    cur.execute("INSERT INTO items (n) VALUES (%s)", (8443,))
-    cur.execute("SELECT COUNT(*) FROM items WHERE n = %s", (8443,))
-    print(cur.fetchone()[0])
-    cur.execute("SELECT @@server_id")
-    print(cur.fetchone()[0])
-conn.begin()
-with conn.cursor() as cur:
-    cur.execute("SELECT @@server_id")
-    print(cur.fetchone()[0])
-conn.commit()
-conn.close()
-"#,
-        port = router.mysql.port(),
-        user = support::USER,
-        password = support::PASSWORD,
-        ca = certificates.ca.display(),
-    );
-    let out = tokio::process::Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "PyMySQL over TLS: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<String> = String::from_utf8(out.stdout)?
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let ssl = format!(r#", ssl={{"ca": "{}"}}"#, certificates.ca.display());
+    let lines = pymysql_session(router, &ssl, "print(conn._sock.version())", 8443).await?;
     anyhow::ensure!(
         lines.len() == 4
             && ["TLSv1.3", "TLSv1.2"].contains(&lines[0].as_str())
