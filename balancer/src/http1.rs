@@ -151,6 +151,10 @@ where
                         tracing::debug!("malformed request: {why}");
                         error_page(StatusCode::BAD_REQUEST, "The request is malformed.")
                     }
+                    Refused::Tunnel => error_page(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "This site does not tunnel connections (CONNECT).",
+                    ),
                     Refused::Gone => return Ended::Closed,
                 };
                 let _ = write_response(
@@ -172,14 +176,6 @@ where
             expect_continue,
         } = head;
         let (method, version) = (parts.method.clone(), parts.version);
-        if method == Method::CONNECT {
-            let response = error_page(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "This site does not tunnel connections (CONNECT).",
-            );
-            let _ = write_response(&mut conn, response, &method, version, true, &mut out).await;
-            return Ended::Closed;
-        }
 
         let response = if matches!(body, Framing::Done) {
             handle(Request::from_parts(parts, empty())).await
@@ -209,9 +205,10 @@ where
         };
         close |= waiter.draining();
         let kept = write_response(&mut conn, response, &method, version, close, &mut out).await;
+        // Ok(false) when the response closed the connection (`close`, or a body cut short).
         match kept {
-            Ok(true) if !(close || conn.broken) => {}
-            Ok(_) => return Ended::Closed,
+            Ok(true) => {}
+            Ok(false) => return Ended::Closed,
             Err(e) => {
                 tracing::debug!("writing a response failed: {e}");
                 return Ended::Closed;
@@ -250,6 +247,8 @@ enum Refused {
     Timeout,
     TooLarge,
     Malformed(&'static str),
+    /// `CONNECT`: a reverse proxy tunnels nothing (405).
+    Tunnel,
     /// The client went away half-way through a head, or the read failed: no one to answer.
     Gone,
 }
@@ -343,6 +342,9 @@ fn parse_request(
     }
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| Refused::Malformed("method"))?;
+    if method == Method::CONNECT {
+        return Err(Refused::Tunnel);
+    }
     let version = match request.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,

@@ -190,6 +190,52 @@ impl Front {
         }
         response
     }
+
+    /// Serves a connection's HTTP/1.1 requests (`http1.rs`), or its HTTP/2 ones when it
+    /// opens with HTTP/2's preface (prior knowledge).
+    async fn serve<S: http1::Io>(
+        self,
+        io: S,
+        peer: proxy::Peer,
+        settings: http1::Settings,
+        drain: tokio_util::sync::CancellationToken,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let handle = |request| self.answer(request, &peer);
+        let ended = http1::serve(io, handle, settings, drain, &self.proxy.metrics).await;
+        if let http1::Ended::Http2(io) = ended {
+            let limits = self.proxy.config.load().limits.clone();
+            self.serve_http2(io, peer, &limits, watcher).await;
+        }
+    }
+
+    /// Serves a connection's HTTP/2 requests with hyper.
+    async fn serve_http2<S: http1::Io>(
+        self,
+        io: S,
+        peer: proxy::Peer,
+        limits: &config::LimitsConfig,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let client = peer.addr;
+        let peer = Arc::new(peer);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let front = self.clone();
+            let peer = Arc::clone(&peer);
+            async move {
+                let request = request.map(|body| body.map_err(proxy::BoxError::from).boxed());
+                Ok::<_, Infallible>(front.answer(request, &peer).await)
+            }
+        });
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(connection).await {
+            tracing::debug!(%client, "HTTP/2 connection ended: {e}");
+        }
+    }
 }
 
 /// A listening socket and what its connections get.
@@ -263,7 +309,6 @@ async fn accept(
         let acceptor = listener.tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let metrics = front.proxy.metrics.clone();
             let Some(acceptor) = acceptor else {
                 return front.serve(stream, peer, settings, drain, watcher).await;
             };
@@ -273,7 +318,7 @@ async fn accept(
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
                 Err(_) => {
-                    metrics.reject("header_timeout");
+                    front.proxy.metrics.reject("header_timeout");
                     return tracing::debug!(%client, "TLS handshake too slow");
                 }
             };
@@ -283,55 +328,6 @@ async fn accept(
                 front.serve(stream, peer, settings, drain, watcher).await;
             }
         });
-    }
-}
-
-impl Front {
-    /// Serves a connection's HTTP/1.1 requests (`http1.rs`), or its HTTP/2 ones when it
-    /// opens with HTTP/2's preface (prior knowledge).
-    async fn serve<S: http1::Io>(
-        self,
-        io: S,
-        peer: proxy::Peer,
-        settings: http1::Settings,
-        drain: tokio_util::sync::CancellationToken,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
-        let metrics = self.proxy.metrics.clone();
-        let handle = |request| self.answer(request, &peer);
-        let ended = http1::serve(io, handle, settings, drain, &metrics).await;
-        if let http1::Ended::Http2(io) = ended {
-            let limits = self.proxy.config.load().limits.clone();
-            self.serve_http2(io, peer, &limits, watcher).await;
-        }
-    }
-
-    /// Serves a connection's HTTP/2 requests with hyper.
-    async fn serve_http2<S: http1::Io>(
-        self,
-        io: S,
-        peer: proxy::Peer,
-        limits: &config::LimitsConfig,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
-        let client = peer.addr;
-        let peer = Arc::new(peer);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let front = self.clone();
-            let peer = Arc::clone(&peer);
-            async move {
-                let request = request.map(|body| body.map_err(proxy::BoxError::from).boxed());
-                Ok::<_, Infallible>(front.answer(request, &peer).await)
-            }
-        });
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-        let connection = builder.serve_connection(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(connection).await {
-            tracing::debug!(%client, "HTTP/2 connection ended: {e}");
-        }
     }
 }
 

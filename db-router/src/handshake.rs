@@ -565,34 +565,34 @@ mod tests {
                 .expect("logged in within 10 s");
         }
 
-        #[tokio::test]
-        async fn a_plain_login_is_refused_when_tls_is_required() {
-            let (tls, _) = tls(true);
+        /// A login without an SSLRequest to a router with TLS configured (`required` or only
+        /// offered): the router's answer, and how its side ended.
+        async fn plain_login(
+            required: bool,
+        ) -> (BytesMut, Result<(bool, ClientLogin), LoginError>) {
+            let (tls, _) = tls(required);
             let (ours, theirs) = tokio::io::duplex(64 * 1024);
             let router = router(theirs, Some(tls));
             let mut client = PacketStream::new(ours, 1 << 20);
             let (seq, greeting) = client.read_packet().await.unwrap();
             let scramble = parse_greeting(&greeting).unwrap().scramble;
             let reply = log_in(&mut client, &scramble, cap::BACKEND_BASE, seq + 1).await;
+            (reply, router.await.unwrap())
+        }
+
+        #[tokio::test]
+        async fn a_plain_login_is_refused_when_tls_is_required() {
+            let (reply, ended) = plain_login(true).await;
             let error = wire::parse_err(&reply);
             assert_eq!(error.code, 3159, "{error:?}");
-            assert!(matches!(
-                router.await.unwrap(),
-                Err(LoginError::InsecureTransport)
-            ));
+            assert!(matches!(ended, Err(LoginError::InsecureTransport)));
         }
 
         #[tokio::test]
         async fn a_plain_login_is_served_when_tls_is_offered_not_required() {
-            let (tls, _) = tls(false);
-            let (ours, theirs) = tokio::io::duplex(64 * 1024);
-            let router = router(theirs, Some(tls));
-            let mut client = PacketStream::new(ours, 1 << 20);
-            let (seq, greeting) = client.read_packet().await.unwrap();
-            let scramble = parse_greeting(&greeting).unwrap().scramble;
-            let reply = log_in(&mut client, &scramble, cap::BACKEND_BASE, seq + 1).await;
+            let (reply, ended) = plain_login(false).await;
             assert_eq!(reply.first(), Some(&0x00), "OK: {reply:?}");
-            let (over_tls, _) = router.await.unwrap().unwrap();
+            let (over_tls, _) = ended.unwrap();
             assert!(!over_tls);
         }
 
