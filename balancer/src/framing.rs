@@ -30,10 +30,19 @@ pub fn invalid(what: &str) -> io::Error {
 /// The `Content-Length` of a message: None when absent; an error when malformed or when
 /// several values disagree.
 pub fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
+    length_of(
+        headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// `content_length` over the raw values of every `Content-Length` field.
+pub fn length_of<'a>(values: impl Iterator<Item = &'a [u8]>) -> io::Result<Option<u64>> {
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let n = value
-            .to_str()
+    for value in values {
+        let n = std::str::from_utf8(value)
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| invalid("bad Content-Length"))?;
@@ -47,17 +56,19 @@ pub fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
 
 /// Whether the last of the message's transfer codings is chunked; None without any.
 pub fn chunked(headers: &HeaderMap) -> Option<bool> {
-    let codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()?;
-    Some(
-        codings
-            .to_str()
-            .ok()
-            .and_then(|c| c.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")),
+    ends_chunked(
+        headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()?
+            .as_bytes(),
     )
+}
+
+/// `chunked` from the last `Transfer-Encoding` field's raw value.
+pub fn ends_chunked(codings: &[u8]) -> Option<bool> {
+    let last = codings.rsplit(|&b| b == b',').next().unwrap_or_default();
+    Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// How a response body is delimited, and where reading it has got to.

@@ -48,6 +48,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::framing::{self, Chunk, Framing, READ_SIZE, Span};
 use crate::metrics::Metrics;
 use crate::proxy::{BoxError, ProxyBody, error_page};
+use crate::upstream::RawHead;
 
 /// Most header fields in a request head (hyper's limit too); more: 431.
 const MAX_HEADERS: usize = 100;
@@ -508,7 +509,7 @@ impl<S: Io> Body for ClientBody<S> {
 
 /// How a response body goes on the wire to the client.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Out {
+pub(crate) enum Out {
     /// None at all: HEAD, 1xx, 204, 304.
     Bodiless,
     Length,
@@ -624,7 +625,7 @@ async fn write_response<S: Io>(
 }
 
 /// `HTTP/1.1 200 OK`, the headers but the framing ones, ours, and the blank line.
-fn encode_head(
+pub(crate) fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
     framing: Out,
@@ -644,6 +645,31 @@ fn encode_head(
     );
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
+    // A backend's head as it came (`upstream::RawHead`): its fields first, but those the
+    // map overrides (HSTS), then this hop's.
+    if let Some(head) = parts.extensions.get::<RawHead>() {
+        for (name, value) in head.fields() {
+            let framing_header = name.eq_ignore_ascii_case(b"content-length");
+            let overridden = !parts.headers.is_empty()
+                && std::str::from_utf8(name).is_ok_and(|name| parts.headers.contains_key(name));
+            if (framing_header && framing != Out::Bodiless) || overridden {
+                continue;
+            }
+            dated |= name.eq_ignore_ascii_case(b"date");
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in [("via", &head.via), ("x-request-id", &head.request_id)] {
+            if let Some(value) = value {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
     for (name, value) in &parts.headers {
         let framing_header = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
         if (framing_header && framing != Out::Bodiless) || name == header::CONNECTION {
@@ -663,7 +689,7 @@ fn encode_head(
     match (framing, length) {
         (Out::Length, Some(n)) => {
             out.extend_from_slice(b"content-length: ");
-            let _ = write!(out, "{n}"); // into a Vec, no String: cannot fail
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         (Out::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

@@ -224,7 +224,9 @@ impl Front {
             let peer = Arc::clone(&peer);
             async move {
                 let request = request.map(|body| body.map_err(proxy::BoxError::from).boxed());
-                Ok::<_, Infallible>(front.answer(request, &peer).await)
+                let mut response = front.answer(request, &peer).await;
+                upstream::merge_raw_head(&mut response);
+                Ok::<_, Infallible>(response)
             }
         });
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -43,7 +43,7 @@ use crate::limits::{CappedBody, ConnectionLimit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::pool::Backend;
 use crate::replay;
-use crate::sites::{Pools, request_host};
+use crate::sites::Pools;
 use crate::upstream::{self, Connection, SendError};
 
 /// An error from either side: a connection's, or a limit's (`limits::BodyTooLarge`).
@@ -120,11 +120,7 @@ impl Proxy {
             self.metrics.reject("body_too_large");
             return body_too_large();
         }
-        let pool = Arc::clone(
-            self.pools
-                .load()
-                .for_host(request_host(&parts.uri, &parts.headers)),
-        );
+        let pool = Arc::clone(self.pools.load().for_request(&parts.uri, &parts.headers));
         let request_id = match parts.headers.get(X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => self.request_ids.next(),
@@ -265,9 +261,12 @@ impl Proxy {
         request_id: HeaderValue,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.append(header::VIA, self.via.clone());
-        parts.headers.insert(X_REQUEST_ID, request_id);
+        // The backend's fields, hop-by-hop ones left out, are in its raw head; this hop adds
+        // its own there too (see `upstream::RawHead`).
+        if let Some(head) = parts.extensions.get_mut::<upstream::RawHead>() {
+            head.via = Some(self.via.clone());
+            head.request_id = Some(request_id);
+        }
         let body = Tracked {
             inner: body,
             guard: Some(ReturnOnEnd {
@@ -404,9 +403,9 @@ const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::UPGRADE,
 ];
 
-/// Removes the hop-by-hop headers. Runs twice per request: one pass over the names finds
-/// which are present, usually none or `Connection` alone (a backend's `keep-alive`), so only
-/// those are looked up to be removed.
+/// Removes the hop-by-hop headers from a client's request (a backend's response loses them
+/// as it is parsed, `upstream::parse_head`). One pass over the names finds which are present,
+/// usually none, so only those are looked up to be removed.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOPS];
     for name in headers.keys() {
@@ -716,7 +715,7 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_headers_are_removed_from_responses() {
+    fn hop_by_hop_headers_are_removed_from_requests() {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));

@@ -37,6 +37,15 @@ impl Pools {
         Self { all, hosts }
     }
 
+    /// The pool for a request: by its host (`request_host`) when there are sites, else the
+    /// default pool without looking at the request.
+    pub fn for_request(&self, uri: &Uri, headers: &HeaderMap) -> &Arc<Pool> {
+        if self.hosts.is_empty() {
+            return &self.all[0];
+        }
+        self.for_host(request_host(uri, headers))
+    }
+
     /// The pool for a request to `host` (without port): its site's, else `[pool]`.
     pub fn for_host(&self, host: Option<&str>) -> &Arc<Pool> {
         let site = host.and_then(|host| {

@@ -25,7 +25,7 @@
 //! ([`Connection::is_reusable`]): one the backend has closed is never written to.
 
 use std::future::{Future, poll_fn};
-use std::io::{self, Write as _};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -271,7 +271,7 @@ fn encode_head(
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            let _ = write!(out, "{n}"); // into a Vec, no String: cannot fail
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -358,9 +358,99 @@ enum Parsed {
     Partial,
 }
 
-/// Parses one response head at the start of `buffer` and consumes it when complete. Header
-/// values point into the head's bytes (no copy per value, as in hyper). `spans` is scratch
-/// space, kept by the caller so that no head allocates it.
+/// A backend's response head as it arrived: its bytes, and where each field the client gets
+/// lies in them. `parse_head` leaves out the hop-by-hop fields (RFC 9110 section 7.6.1), so
+/// the rest passes as it is. It travels in the response's extensions, with an empty
+/// `HeaderMap` beside it for what the balancer adds or overrides: an HTTP/1 client's head is
+/// written from both (`http1::encode_head`), a writer that knows only the map gets them
+/// merged first ([`RawHead::merge_into`]). Building that map for every response, then
+/// stripping, extending and walking it, was a third of the balancer's own instructions per
+/// request (callgrind under bench/balancer.sh's load).
+#[derive(Clone, Debug)]
+pub struct RawHead {
+    bytes: Bytes,
+    fields: Vec<Span>,
+    /// This hop's `Via`, written after the backend's.
+    pub via: Option<HeaderValue>,
+    /// This hop's `X-Request-Id`, which replaces the backend's.
+    pub request_id: Option<HeaderValue>,
+}
+
+impl RawHead {
+    /// The backend's end-to-end fields, names as the backend spelled them, in order; without
+    /// those this hop replaces (`X-Request-Id` when it has its own).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|&(name, name_len, value, value_len)| {
+                (
+                    &self.bytes[name..name + name_len],
+                    &self.bytes[value..value + value_len],
+                )
+            })
+            .filter(|(name, _)| {
+                self.request_id.is_none() || !name.eq_ignore_ascii_case(b"x-request-id")
+            })
+    }
+
+    /// Puts the backend's fields and this hop's in `headers`, whose own entries win.
+    pub fn merge_into(&self, headers: &mut HeaderMap) {
+        let overrides = std::mem::take(headers);
+        headers.reserve(self.fields.len() + overrides.len() + 2);
+        for (name, value) in self.fields() {
+            // httparse accepted the name as a token and the value's bytes, which is what
+            // HeaderName and HeaderValue accept: neither fails.
+            let Ok(name) = HeaderName::from_bytes(name) else {
+                continue;
+            };
+            let start = value.as_ptr() as usize - self.bytes.as_ptr() as usize;
+            let value = self.bytes.slice(start..start + value.len());
+            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+                if !overrides.contains_key(&name) {
+                    headers.append(name, value);
+                }
+            }
+        }
+        if let Some(via) = &self.via {
+            headers.append(header::VIA, via.clone());
+        }
+        if let Some(id) = &self.request_id {
+            headers.insert(HeaderName::from_static("x-request-id"), id.clone());
+        }
+        for (name, value) in overrides {
+            if let Some(name) = name {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
+/// Moves a backend's raw head into the response's `HeaderMap`, for a writer that knows only
+/// the map (hyper's HTTP/2).
+pub fn merge_raw_head<B>(response: &mut Response<B>) {
+    if let Some(head) = response.extensions_mut().remove::<RawHead>() {
+        head.merge_into(response.headers_mut());
+    }
+}
+
+/// The hop-by-hop fields of RFC 9110 section 7.6.1, and `Proxy-Connection`; `Connection`'s
+/// own tokens are read, the others dropped.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOPS: [&[u8]; 6] = [
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+    ];
+    HOPS.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+/// Parses one response head at the start of `buffer` and consumes it when complete: one pass
+/// over the fields finds the framing and the `Connection` options and keeps the end-to-end
+/// fields' places (`RawHead`). `spans` is scratch space, kept by the caller so that no head
+/// allocates it.
 fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> io::Result<Parsed> {
     // Left uninitialised: a hundred empty fields written for every response cost more than
     // parsing the few a backend sends.
@@ -391,55 +481,93 @@ fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> 
     } else {
         Version::HTTP_11
     };
-    // Where each field lies in the head, so the head can be frozen and shared by the values.
     let base = buffer.as_ptr() as usize;
-    spans.clear();
-    for field in parsed.headers.iter() {
+    let span = |field: &httparse::Header<'_>| {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
-        spans.push((name, field.name.len(), value, field.value.len()));
+        (name, field.name.len(), value, field.value.len())
+    };
+    let mut kept = Vec::with_capacity(parsed.headers.len());
+    let mut options = ConnectionOptions::default();
+    let mut last_coding = None;
+    spans.clear(); // the Content-Length fields
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            options.read(field.value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            last_coding = Some(field.value);
+        } else if !is_hop_by_hop(name) {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                spans.push(span(field));
+            }
+            kept.push(span(field));
+        }
     }
-    let head = buffer.split_to(len).freeze();
-    // Room for `Via` and `X-Request-Id`, which the proxy adds, so the map never grows.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
-    for &(name, name_len, value, value_len) in spans.iter() {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
-            .map_err(|_| invalid("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-            .map_err(|_| invalid("bad header value"))?;
-        headers.append(name, value);
+    if options.names_others {
+        // `Connection: close, X-Mine`: X-Mine is hop-by-hop too (rare: a second pass).
+        let named = |name: &[u8]| {
+            parsed
+                .headers
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|f| f.value.split(|&b| b == b','))
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+        };
+        kept.retain(|&(name, name_len, _, _)| !named(&buffer[name..name + name_len]));
     }
-    let (framing, delimited) = response_framing(method, status, &headers)?;
-    let keep_alive = delimited && keeps_alive(version, &headers);
+    let chunked = last_coding.and_then(framing::ends_chunked);
+    let (framing, delimited) = response_framing(method, status, chunked, || {
+        framing::length_of(spans.iter().map(|&(_, _, v, n)| &buffer[v..v + n]))
+    })?;
+    let keep_alive = delimited
+        && match version {
+            Version::HTTP_10 => options.keep_alive,
+            _ => !options.close,
+        };
+    let head = RawHead {
+        bytes: buffer.split_to(len).freeze(),
+        fields: kept,
+        via: None,
+        request_id: None,
+    };
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
+    response.extensions_mut().insert(head);
     Ok(Parsed::Final((response, framing, keep_alive)))
 }
 
-/// HTTP/1.1 keeps the connection unless told to close it; HTTP/1.0 only when told to keep it.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let says = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    match version {
-        Version::HTTP_10 => says("keep-alive"),
-        _ => !says("close"),
+/// What a message's `Connection` fields say.
+#[derive(Default)]
+struct ConnectionOptions {
+    close: bool,
+    keep_alive: bool,
+    /// Names other fields, which are then hop-by-hop.
+    names_others: bool,
+}
+
+impl ConnectionOptions {
+    fn read(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                self.names_others = true;
+            }
+        }
     }
 }
 
 /// How a response to `method` is delimited, and whether its end is known without the
-/// connection closing.
+/// connection closing. `length` is asked for only when it decides.
 fn response_framing(
     method: &Method,
     status: StatusCode,
-    headers: &HeaderMap,
+    chunked: Option<bool>,
+    length: impl FnOnce() -> io::Result<Option<u64>>,
 ) -> io::Result<(Framing, bool)> {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -447,15 +575,14 @@ fn response_framing(
     {
         return Ok((Framing::Done, true));
     }
-    if let Some(chunked) = framing::chunked(headers) {
+    if let Some(chunked) = chunked {
         return Ok(if chunked {
             (Framing::Chunked(Chunk::Size), true)
         } else {
             (Framing::UntilClose, false)
         });
     }
-    let length = framing::content_length(headers)?;
-    Ok(match length {
+    Ok(match length()? {
         Some(0) => (Framing::Done, true),
         Some(n) => (Framing::Length(n), true),
         None => (Framing::UntilClose, false),
@@ -551,7 +678,13 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-Served-By: web-a\r\n\r\n",
             Method::GET,
         );
-        assert_eq!(response.headers()["x-served-by"], "web-a");
+        let mut headers = HeaderMap::new();
+        response
+            .extensions()
+            .get::<RawHead>()
+            .unwrap()
+            .merge_into(&mut headers);
+        assert_eq!(headers["x-served-by"], "web-a");
         assert!(matches!(framing, Framing::Length(12)) && keep);
 
         let (_, framing, keep) = final_head(
@@ -589,6 +722,66 @@ mod tests {
             Method::GET,
         );
         assert!(keep);
+    }
+
+    /// What a client gets of a backend's head: its end-to-end fields as they came, none of the
+    /// hop-by-hop ones (those `Connection` names too), this hop's `Via` after the backend's,
+    /// its `X-Request-Id` instead of the backend's, and the balancer's overrides (HSTS) instead
+    /// of the backend's; the same over HTTP/1 (written from the raw head) and HTTP/2 (merged).
+    #[test]
+    fn a_relayed_head_keeps_end_to_end_fields_and_adds_this_hops() {
+        let (response, _, keep) = final_head(
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive, X-Mine\r\n\
+             Keep-Alive: timeout=5\r\nX-Mine: 1\r\nVia: 1.1 app\r\nX-Request-Id: theirs\r\n\
+             Strict-Transport-Security: max-age=1\r\nTransfer-Encoding: chunked\r\n\
+             Date: Mon, 23 Nov 2026 10:00:00 GMT\r\n\r\n",
+            Method::GET,
+        );
+        assert!(keep);
+        let (mut parts, ()) = response.into_parts();
+        let head = parts.extensions.get_mut::<RawHead>().unwrap();
+        head.via = Some(HeaderValue::from_static("1.1 lb"));
+        head.request_id = Some(HeaderValue::from_static("ours"));
+        parts.headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=2"),
+        );
+
+        let mut out = Vec::new();
+        crate::http1::encode_head(
+            &mut out,
+            &parts,
+            crate::http1::Out::Chunked,
+            None,
+            false,
+            Version::HTTP_11,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nVia: 1.1 app\r\n\
+             Date: Mon, 23 Nov 2026 10:00:00 GMT\r\nvia: 1.1 lb\r\nx-request-id: ours\r\n\
+             strict-transport-security: max-age=2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+
+        let mut response = Response::from_parts(parts, ());
+        merge_raw_head(&mut response);
+        let headers = response.headers();
+        let names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "server",
+                "via",
+                "date",
+                "x-request-id",
+                "strict-transport-security"
+            ]
+        );
+        let vias: Vec<_> = headers.get_all(header::VIA).iter().collect();
+        assert_eq!(vias, ["1.1 app", "1.1 lb"]);
+        assert_eq!(headers["x-request-id"], "ours");
+        assert_eq!(headers[header::STRICT_TRANSPORT_SECURITY], "max-age=2");
+        assert!(response.extensions().get::<RawHead>().is_none());
     }
 
     #[test]

@@ -712,9 +712,14 @@ async fn https_with_http2_and_the_generated_ca_and_a_redirect_from_http() {
     .await;
     assert!(ok, "{err}");
     assert!(out.starts_with("HTTP/2 200"), "HTTP/2 by ALPN: {out}");
+    let lower = out.to_ascii_lowercase();
     assert!(
-        out.to_ascii_lowercase()
-            .contains("strict-transport-security: max-age=31536000"),
+        lower.contains("strict-transport-security: max-age=31536000"),
+        "{out}"
+    );
+    // The backend's head reaches an HTTP/2 client merged with this hop's fields.
+    assert!(
+        lower.contains("\r\nvia: 1.1 ") && lower.contains("\r\nx-request-id: "),
         "{out}"
     );
     assert!(out.ends_with('a'), "the backend's answer: {out}");
