@@ -31,7 +31,10 @@ for fuzz_dir in dns/fuzz db-router/fuzz; do
     mkdir -p "$scratch"
     step "fuzzing $fuzz_dir $target for ${seconds}s (sanitizer: $sanitizer)"
     # libFuzzer prints a status line per new coverage; keep the last few and the verdict.
-    if ! cargo fuzz run --fuzz-dir "$fuzz_dir" --sanitizer "$sanitizer" "$target" "$scratch" "$fuzz_dir/corpus/$target" \
+    # One target folder for every fuzz crate: they share most dependencies (foobar-service's),
+    # built once with the fuzzer's instrumentation.
+    if ! cargo fuzz run --fuzz-dir "$fuzz_dir" --target-dir target/fuzz --sanitizer "$sanitizer" \
+        "$target" "$scratch" "$fuzz_dir/corpus/$target" \
         -- -max_total_time="$seconds" -print_final_stats=1 > "dist/fuzz-$target.log" 2>&1; then
       tail -n 60 "dist/fuzz-$target.log" >&2
       echo "fuzz target $target failed (whole log: dist/fuzz-$target.log)" >&2
