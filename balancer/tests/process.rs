@@ -178,12 +178,26 @@ struct Spec<'a> {
     algorithm: &'a str,
 }
 
+/// A test's folder (config, generated certificates): `foobar-balancer-test-PID-PORT` in the
+/// temporary folder. A test process cannot clean up after its last test, so the first call
+/// removes the folders of test processes that have ended.
 fn test_dir(spec: &Spec<'_>) -> std::path::PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    const PREFIX: &str = "foobar-balancer-test-";
+    let temp = std::env::temp_dir();
+    SWEPT.call_once(|| {
+        for entry in std::fs::read_dir(&temp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(PREFIX)
+                .and_then(|rest| rest.split('-').next());
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
     let port = spec.backends[0].0.addr.port();
-    let dir = std::env::temp_dir().join(format!(
-        "foobar-balancer-test-{}-{port}",
-        std::process::id()
-    ));
+    let dir = temp.join(format!("{PREFIX}{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
