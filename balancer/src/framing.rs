@@ -56,19 +56,35 @@ pub fn length_of<'a>(values: impl Iterator<Item = &'a [u8]>) -> io::Result<Optio
 
 /// Whether the last of the message's transfer codings is chunked; None without any.
 pub fn chunked(headers: &HeaderMap) -> Option<bool> {
-    ends_chunked(
-        headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()?
-            .as_bytes(),
-    )
+    let last = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()?;
+    Some(ends_chunked(last.as_bytes()))
 }
 
-/// `chunked` from the last `Transfer-Encoding` field's raw value.
-pub fn ends_chunked(codings: &[u8]) -> Option<bool> {
+/// Whether the last coding of a `Transfer-Encoding` field's raw value is chunked.
+pub fn ends_chunked(codings: &[u8]) -> bool {
     let last = codings.rsplit(|&b| b == b',').next().unwrap_or_default();
-    Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// The options of a `Connection` field's raw value (`close`, `keep-alive`, or the names of
+/// other hop-by-hop fields), trimmed, empty ones left out.
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+}
+
+/// Appends one header field to a head being written: `name: value` and its line end.
+#[inline]
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response body is delimited, and where reading it has got to.

@@ -45,9 +45,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::framing::{self, Chunk, Framing, READ_SIZE, Span};
+use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, push_field};
 use crate::metrics::Metrics;
-use crate::proxy::{BoxError, ProxyBody, error_page};
+use crate::proxy::{BoxError, ProxyBody, X_REQUEST_ID, error_page};
 use crate::upstream::RawHead;
 
 /// Most header fields in a request head (hyper's limit too); more: 431.
@@ -656,17 +656,11 @@ pub(crate) fn encode_head(
                 continue;
             }
             dated |= name.eq_ignore_ascii_case(b"date");
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            push_field(out, name, value);
         }
-        for (name, value) in [("via", &head.via), ("x-request-id", &head.request_id)] {
+        for (name, value) in [(&header::VIA, &head.via), (&X_REQUEST_ID, &head.request_id)] {
             if let Some(value) = value {
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                push_field(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
     }
@@ -676,10 +670,7 @@ pub(crate) fn encode_head(
             continue;
         }
         dated |= name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !dated {
         out.extend_from_slice(b"date: ");

@@ -39,6 +39,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::config::Config;
+use crate::framing;
 use crate::limits::{CappedBody, ConnectionLimit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::pool::Backend;
@@ -384,24 +385,44 @@ impl Body for Tracked {
     }
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const HOPS: usize = 7;
 /// Headers meant for one hop only (RFC 9110 7.6.1); any the Connection header names are too.
-const HOP_BY_HOP: [HeaderName; HOPS] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// As text, for a backend's raw response head (`is_hop_by_hop`)...
+const HOP_BY_HOP_NAMES: [&str; HOPS] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
+/// ...and as `HeaderName`s, for a client's request in a `HeaderMap` (`strip_hop_by_hop`).
+const HOP_BY_HOP: [HeaderName; HOPS] = {
+    let n = HOP_BY_HOP_NAMES;
+    [
+        HeaderName::from_static(n[0]),
+        HeaderName::from_static(n[1]),
+        HeaderName::from_static(n[2]),
+        HeaderName::from_static(n[3]),
+        HeaderName::from_static(n[4]),
+        HeaderName::from_static(n[5]),
+        HeaderName::from_static(n[6]),
+    ]
+};
+
+/// Whether a field name (any case) is one of `HOP_BY_HOP`. Compared as bytes: a
+/// `HeaderName`'s text costs a lookup for each standard one.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP_NAMES
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+}
 
 /// Removes the hop-by-hop headers from a client's request (a backend's response loses them
 /// as it is parsed, `upstream::parse_head`). One pass over the names finds which are present,
@@ -422,15 +443,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|token| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|hop| token.eq_ignore_ascii_case(hop.as_str()))
-            })
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .flat_map(|v| framing::connection_tokens(v.as_bytes()))
+            .filter(|token| !is_hop_by_hop(token))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -645,18 +660,18 @@ mod tests {
         let via = HeaderValue::from_static("1.1 lb-1");
         let id = HeaderValue::from_static("abc");
         let forwarding = Forwarding::of(&headers, peer, &via, &id);
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.headers = headers.clone();
         let mut out = Vec::new();
-        for (name, value) in &headers {
-            if !forwarding.replaces(name) {
-                out.extend_from_slice(format!("{name}: ").as_bytes());
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        forwarding.write(&mut out);
+        upstream::encode_head(
+            &mut out,
+            &parts,
+            &forwarding,
+            upstream::RequestFraming::None,
+        );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.ends_with("\r\n"), "{text:?}");
-        text.trim_end().split("\r\n").map(String::from).collect()
+        let fields = text.strip_suffix("\r\n\r\n").expect("a whole head");
+        fields.split("\r\n").skip(1).map(String::from).collect()
     }
 
     #[test]

@@ -40,8 +40,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, invalid};
-use crate::proxy::{BoxError, Forwarding, ProxyBody};
+use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, invalid, push_field};
+use crate::proxy::{BoxError, Forwarding, ProxyBody, X_REQUEST_ID, is_hop_by_hop};
 
 /// Most header fields in a response head, and most bytes in it.
 const MAX_HEADERS: usize = 100;
@@ -55,8 +55,6 @@ pub struct Connection {
     read: BytesMut,
     /// The next request head, built here to reuse the allocation.
     head: Vec<u8>,
-    /// Where the response head's fields lie, kept to reuse the allocation.
-    spans: Vec<Span>,
     /// The response deadline's timer, kept from one request to the next (see `send`); None
     /// until the first request, and while a request holds it.
     timer: Option<Pin<Box<Sleep>>>,
@@ -83,7 +81,6 @@ impl Connection {
             stream,
             read: BytesMut::with_capacity(READ_SIZE),
             head: Vec::with_capacity(1024),
-            spans: Vec::new(),
             timer: None,
         })
     }
@@ -168,10 +165,10 @@ impl Connection {
         let (mut reader, mut writer) = self.stream.split();
         let mut body_sent = framing == RequestFraming::None;
         let head = if body_sent {
-            read_head(&mut reader, &mut self.read, &mut self.spans, &parts.method).await
+            read_head(&mut reader, &mut self.read, &parts.method).await
         } else {
             let sending = write_body(&mut writer, body, framing);
-            let reading = read_head(&mut reader, &mut self.read, &mut self.spans, &parts.method);
+            let reading = read_head(&mut reader, &mut self.read, &parts.method);
             tokio::pin!(sending, reading);
             loop {
                 tokio::select! {
@@ -211,7 +208,7 @@ async fn write_head(stream: &mut TcpStream, head: &[u8]) -> Result<(), (io::Erro
 
 /// How a request's body is delimited on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum RequestFraming {
+pub(crate) enum RequestFraming {
     /// No body, and none expected by the method.
     None,
     Length(u64),
@@ -239,7 +236,7 @@ impl RequestFraming {
 
 /// `METHOD /path?query HTTP/1.1`, the headers but those `forwarding` replaces, its own, and
 /// the framing header of our choosing.
-fn encode_head(
+pub(crate) fn encode_head(
     out: &mut Vec<u8>,
     parts: &Parts,
     forwarding: &Forwarding<'_>,
@@ -261,10 +258,7 @@ fn encode_head(
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     forwarding.write(out);
     match framing {
@@ -327,12 +321,11 @@ async fn write_body(
 async fn read_head(
     reader: &mut tokio::net::tcp::ReadHalf<'_>,
     buffer: &mut BytesMut,
-    spans: &mut Vec<Span>,
     method: &Method,
 ) -> io::Result<(Response<()>, Framing, bool)> {
     loop {
         if !buffer.is_empty() {
-            match parse_head(buffer, spans, method)? {
+            match parse_head(buffer, method)? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim => continue,
                 Parsed::Partial if buffer.len() >= MAX_HEAD_SIZE => {
@@ -380,42 +373,44 @@ impl RawHead {
     /// The backend's end-to-end fields, names as the backend spelled them, in order; without
     /// those this hop replaces (`X-Request-Id` when it has its own).
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
-            .iter()
-            .map(|&(name, name_len, value, value_len)| {
-                (
-                    &self.bytes[name..name + name_len],
-                    &self.bytes[value..value + value_len],
-                )
-            })
-            .filter(|(name, _)| {
-                self.request_id.is_none() || !name.eq_ignore_ascii_case(b"x-request-id")
-            })
+        self.passed().map(|&(name, name_len, value, value_len)| {
+            (
+                &self.bytes[name..name + name_len],
+                &self.bytes[value..value + value_len],
+            )
+        })
+    }
+
+    /// The places of the fields `fields` yields.
+    fn passed(&self) -> impl Iterator<Item = &Span> {
+        self.fields.iter().filter(|&&(name, name_len, _, _)| {
+            self.request_id.is_none()
+                || !self.bytes[name..name + name_len].eq_ignore_ascii_case(b"x-request-id")
+        })
     }
 
     /// Puts the backend's fields and this hop's in `headers`, whose own entries win.
     pub fn merge_into(&self, headers: &mut HeaderMap) {
         let overrides = std::mem::take(headers);
         headers.reserve(self.fields.len() + overrides.len() + 2);
-        for (name, value) in self.fields() {
+        for &(name, name_len, value, value_len) in self.passed() {
             // httparse accepted the name as a token and the value's bytes, which is what
             // HeaderName and HeaderValue accept: neither fails.
-            let Ok(name) = HeaderName::from_bytes(name) else {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.bytes[name..name + name_len]),
+                HeaderValue::from_maybe_shared(self.bytes.slice(value..value + value_len)),
+            ) else {
                 continue;
             };
-            let start = value.as_ptr() as usize - self.bytes.as_ptr() as usize;
-            let value = self.bytes.slice(start..start + value.len());
-            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-                if !overrides.contains_key(&name) {
-                    headers.append(name, value);
-                }
+            if !overrides.contains_key(&name) {
+                headers.append(name, value);
             }
         }
         if let Some(via) = &self.via {
             headers.append(header::VIA, via.clone());
         }
         if let Some(id) = &self.request_id {
-            headers.insert(HeaderName::from_static("x-request-id"), id.clone());
+            headers.insert(X_REQUEST_ID, id.clone());
         }
         for (name, value) in overrides {
             if let Some(name) = name {
@@ -433,25 +428,10 @@ pub fn merge_raw_head<B>(response: &mut Response<B>) {
     }
 }
 
-/// The hop-by-hop fields of RFC 9110 section 7.6.1, and `Proxy-Connection`; `Connection`'s
-/// own tokens are read, the others dropped.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOPS: [&[u8]; 6] = [
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"transfer-encoding",
-    ];
-    HOPS.iter().any(|hop| name.eq_ignore_ascii_case(hop))
-}
-
 /// Parses one response head at the start of `buffer` and consumes it when complete: one pass
-/// over the fields finds the framing and the `Connection` options and keeps the end-to-end
-/// fields' places (`RawHead`). `spans` is scratch space, kept by the caller so that no head
-/// allocates it.
-fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> io::Result<Parsed> {
+/// over the fields finds the framing and the `Connection` options, drops the hop-by-hop
+/// fields (`proxy::is_hop_by_hop`) and keeps the others' places (`RawHead`).
+fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
     // Left uninitialised: a hundred empty fields written for every response cost more than
     // parsing the few a backend sends.
     let mut fields =
@@ -490,7 +470,6 @@ fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> 
     let mut kept = Vec::with_capacity(parsed.headers.len());
     let mut options = ConnectionOptions::default();
     let mut last_coding = None;
-    spans.clear(); // the Content-Length fields
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
@@ -498,9 +477,6 @@ fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> 
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             last_coding = Some(field.value);
         } else if !is_hop_by_hop(name) {
-            if name.eq_ignore_ascii_case(b"content-length") {
-                spans.push(span(field));
-            }
             kept.push(span(field));
         }
     }
@@ -511,14 +487,21 @@ fn parse_head(buffer: &mut BytesMut, spans: &mut Vec<Span>, method: &Method) -> 
                 .headers
                 .iter()
                 .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|f| f.value.split(|&b| b == b','))
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+                .flat_map(|f| framing::connection_tokens(f.value))
+                .any(|token| token.eq_ignore_ascii_case(name))
         };
         kept.retain(|&(name, name_len, _, _)| !named(&buffer[name..name + name_len]));
     }
-    let chunked = last_coding.and_then(framing::ends_chunked);
+    let chunked = last_coding.map(framing::ends_chunked);
     let (framing, delimited) = response_framing(method, status, chunked, || {
-        framing::length_of(spans.iter().map(|&(_, _, v, n)| &buffer[v..v + n]))
+        let lengths = kept
+            .iter()
+            .filter_map(|&(name, name_len, value, value_len)| {
+                let name = &buffer[name..name + name_len];
+                name.eq_ignore_ascii_case(b"content-length")
+                    .then(|| &buffer[value..value + value_len])
+            });
+        framing::length_of(lengths)
     })?;
     let keep_alive = delimited
         && match version {
@@ -549,12 +532,12 @@ struct ConnectionOptions {
 
 impl ConnectionOptions {
     fn read(&mut self, value: &[u8]) {
-        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        for token in framing::connection_tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else if !token.is_empty() {
+            } else {
                 self.names_others = true;
             }
         }
@@ -658,11 +641,7 @@ mod tests {
     use std::time::Duration;
 
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
-        parse_head(
-            &mut BytesMut::from(text.as_bytes()),
-            &mut Vec::new(),
-            &method,
-        )
+        parse_head(&mut BytesMut::from(text.as_bytes()), &method)
     }
 
     fn final_head(text: &str, method: Method) -> (Response<()>, Framing, bool) {
@@ -801,11 +780,11 @@ mod tests {
         let mut buffer =
             BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n\r\n"[..]);
         assert!(matches!(
-            parse_head(&mut buffer, &mut Vec::new(), &Method::POST).unwrap(),
+            parse_head(&mut buffer, &Method::POST).unwrap(),
             Parsed::Interim
         ));
         assert!(matches!(
-            parse_head(&mut buffer, &mut Vec::new(), &Method::POST).unwrap(),
+            parse_head(&mut buffer, &Method::POST).unwrap(),
             Parsed::Final(_)
         ));
     }
