@@ -712,6 +712,7 @@ mod tests {
         let (response, _, keep) = final_head(
             "HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive, X-Mine\r\n\
              Keep-Alive: timeout=5\r\nX-Mine: 1\r\nVia: 1.1 app\r\nX-Request-Id: theirs\r\n\
+             Proxy-Connection: keep-alive\r\nTrailer: Expires\r\n\
              Strict-Transport-Security: max-age=1\r\nTransfer-Encoding: chunked\r\n\
              Date: Mon, 23 Nov 2026 10:00:00 GMT\r\n\r\n",
             Method::GET,
