@@ -416,4 +416,10 @@ export RES_OPTIONS="timeout:1 attempts:1"
 # The server needs none of the secrets; keep them out of its environment (/proc/1/environ).
 # (The healthcheck runs with the container's environment, not this one.)
 unset DB_ROOT_PASSWORD DB_REPLICATION_PASSWORD DB_APP_PASSWORD DB_MONITOR_PASSWORD
-exec mariadbd "$@"
+# Transactional tables only: a MyISAM, Aria or MEMORY table cannot keep the promise that no
+# acknowledged write is lost (its writes are not in a transaction semi-sync waits for, and
+# a MEMORY table is empty on the replica after a restart: replication then stops on it).
+# With the server's default NO_ENGINE_SUBSTITUTION, a CREATE TABLE naming another engine is
+# refused with an error rather than silently made InnoDB. Given here, not in the config file,
+# so that mariadb-install-db's first start still makes the system tables as it needs them.
+exec mariadbd --enforce-storage-engine=InnoDB "$@"

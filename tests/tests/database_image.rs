@@ -29,6 +29,20 @@ async fn replica_follows_the_primary_and_refuses_writes() -> anyhow::Result<()> 
     );
     assert_eq!(read_only, (0, 1));
 
+    // Transactional tables only: a table of another engine is refused, not made InnoDB.
+    for engine in ["MyISAM", "MEMORY", "Aria"] {
+        let refused = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE loose (id INT PRIMARY KEY) ENGINE={engine}"
+        )))
+        .execute(&primary)
+        .await
+        .expect_err("a non-transactional table was created");
+        println!("ENGINE={engine}: {refused}");
+    }
+    let engine: String = sqlx::query_scalar("SELECT @@enforce_storage_engine")
+        .fetch_one(&primary)
+        .await?;
+    assert_eq!(engine, "InnoDB");
     sqlx::query("CREATE TABLE greeting (id INT PRIMARY KEY, text VARCHAR(40) NOT NULL)")
         .execute(&primary)
         .await?;
