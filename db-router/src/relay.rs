@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::backend::{Backend, BackendError};
 use crate::packet::{PacketStream, RawPacket};
+use crate::topology::ledger::Ledger;
 use crate::wire::{self, ServerError, cap};
 
 /// The shape of the response to expect.
@@ -54,6 +55,8 @@ pub enum RelayError {
 struct Relay<'a, C> {
     backend: &'a mut Backend,
     client: &'a mut PacketStream<C>,
+    /// On the writer: where each commit's GTID is recorded before its OK goes out.
+    ledger: Option<&'a Ledger>,
     client_caps: u32,
     forwarded: bool,
     outcome: Outcome,
@@ -98,6 +101,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
     /// forward it, rewritten when the client has no SESSION_TRACK.
     async fn forward_ok(&mut self, packet: RawPacket) -> Result<u16, RelayError> {
         let info = wire::parse_ok(packet.payload()).unwrap_or_default();
+        if let (Some(gtid), Some(ledger)) = (&info.last_gtid, self.ledger)
+            && !ledger.acknowledge(&self.backend.node, gtid)
+        {
+            return Err(self.withhold(&packet, gtid).await);
+        }
         if info.last_gtid.is_some() {
             self.outcome.last_gtid = info.last_gtid;
         }
@@ -117,6 +125,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         }
         self.forward(&packet).await?;
         Ok(info.status)
+    }
+
+    /// A commit on a node that is no longer the writer (it was replaced, or a promotion is
+    /// being prepared): the client gets an error instead of the OK, and the connection ends
+    /// (the session's state on the writer is gone with it). Its write is not acknowledged,
+    /// so a failover may give it up.
+    async fn withhold(&mut self, ok: &RawPacket, gtid: &str) -> RelayError {
+        let node = self.backend.node.name.clone();
+        let message = format!(
+            "foobar-db-router: the database is failing over; this write (GTID {gtid} on \
+             {node}) was not acknowledged and may be lost: run it again"
+        );
+        self.client
+            .queue(ok.seq(), &wire::err_packet(wire::code::WITHHELD, &message));
+        if let Err(e) = self.client.flush().await {
+            return RelayError::Client(e);
+        }
+        RelayError::Backend {
+            error: BackendError::Lost {
+                node,
+                why: format!("its commit {gtid} was withheld: it is no longer the writer"),
+            },
+            forwarded: true,
+        }
     }
 
     async fn forward_err(&mut self, packet: RawPacket) -> Result<(), RelayError> {
@@ -183,12 +215,14 @@ const CURSOR_EXISTS: u16 = 0x0040;
 pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     backend: &mut Backend,
     client: &mut PacketStream<C>,
+    ledger: Option<&Ledger>,
     client_caps: u32,
     shape: Shape,
 ) -> Result<Outcome, RelayError> {
     let mut relay = Relay {
         backend,
         client,
+        ledger,
         client_caps,
         forwarded: false,
         outcome: Outcome::default(),
@@ -270,6 +304,7 @@ pub async fn relay_prepare<C: AsyncRead + AsyncWrite + Unpin>(
     let mut relay = Relay {
         backend,
         client,
+        ledger: None,
         client_caps: 0,
         forwarded: false,
         outcome: Outcome::default(),

@@ -579,13 +579,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             };
             self.shared.metrics.query(role.label(), kind);
             let caps = self.login.caps;
+            let shared = Arc::clone(&self.shared);
+            let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
             let (slot, client) = self.slot_and_client(role);
             let Some(backend) = slot.as_mut() else {
                 return Ok(None);
             };
             let sent = backend.send_command(payload).await;
             let result = match sent {
-                Ok(()) => relay::relay(backend, client, caps, shape).await,
+                Ok(()) => relay::relay(backend, client, ledger, caps, shape).await,
                 Err(error) => Err(RelayError::Backend {
                     error,
                     forwarded: false,
@@ -919,13 +921,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         self.shared.metrics.query(role.label(), kind);
         let caps = self.login.caps;
+        let shared = Arc::clone(&self.shared);
+        let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
         let (slot, client) = self.slot_and_client(role);
         let Some(backend) = slot.as_mut() else {
             return Ok(Attempt::Done(Flow::Continue));
         };
         let sent = backend.send_command(&execute).await;
         let result = match sent {
-            Ok(()) => relay::relay(backend, client, caps, Shape::Results).await,
+            Ok(()) => relay::relay(backend, client, ledger, caps, Shape::Results).await,
             Err(error) => Err(RelayError::Backend {
                 error,
                 forwarded: false,
@@ -1035,7 +1039,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let fetch = prepared::with_id(payload, on.id);
         let result = match backend.send_command(&fetch).await {
-            Ok(()) => relay::relay(backend, &mut self.client, caps, Shape::Rows).await,
+            Ok(()) => {
+                let ledger = (role == Role::Writer).then(|| self.shared.topology.ledger());
+                relay::relay(backend, &mut self.client, ledger, caps, Shape::Rows).await
+            }
             Err(error) => Err(RelayError::Backend {
                 error,
                 forwarded: false,

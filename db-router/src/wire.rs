@@ -114,6 +114,8 @@ pub mod code {
     pub const INSECURE_TRANSPORT: (u16, &str) = (3159, "HY000");
     pub const BACKEND_UNREACHABLE: (u16, &str) = (2003, "HY000");
     pub const BACKEND_LOST: (u16, &str) = (2013, "HY000");
+    /// ER_ERROR_DURING_COMMIT: a commit whose OK the router withheld (a failover).
+    pub const WITHHELD: (u16, &str) = (1180, "HY000");
 }
 
 /// The default collation the router announces: utf8mb4_general_ci.

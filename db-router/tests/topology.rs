@@ -171,35 +171,43 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         .execute("INSERT INTO note VALUES (3, 'written on the new primary')")
         .await?;
 
-    // The old primary comes back writable (its DB_ROLE says primary) and is fenced.
+    // The old primary comes back writable (its DB_ROLE says primary): it is fenced, marked,
+    // and, its history being a prefix of the new primary's, rejoined by itself as the
+    // replica: full redundancy again with no command.
     restart(&db, &db.primary, db.primary_addr).await?;
-    let took = wait_report(&a, "the old primary fenced", RESTART_LIMIT, |r| {
-        r.nodes
-            .iter()
-            .any(|n| n.name == primary.name && n.role == "fenced")
-    })
-    .await?;
-    println!("old primary restarted: fenced after {took:?}");
-    assert_eq!(a.snapshot().writer.as_ref(), Some(&replica));
-    assert_eq!(b.snapshot().writer.as_ref(), Some(&replica));
-    let mut on_old = app_conn(db.primary_addr).await?;
-    let refused = on_old
-        .execute("INSERT INTO note VALUES (4, 'written on the fenced node')")
-        .await
-        .expect_err("a fenced node must refuse the app's writes");
-    assert!(refused.to_string().contains("read-only"), "{refused}");
-
-    // Rejoin: the documented admin action makes it a replica of the new primary.
-    let (status, body) = admin_post(&a, "/rejoin").await?;
-    assert_eq!(status, 200, "{body}");
     let took = wait(
         &a,
-        "the old primary reads again",
-        Duration::from_secs(30),
+        "the old primary rejoined by itself",
+        RESTART_LIMIT,
         |s| s.reader.as_ref() == Some(&primary) && s.writer.as_ref() == Some(&replica),
     )
     .await?;
-    println!("rejoined: the old primary is the reader after {took:?}");
+    println!("old primary restarted: fenced and rejoined by itself, reading after {took:?}");
+    assert_eq!(b.snapshot().writer.as_ref(), Some(&replica));
+    assert!(
+        a.report().fencings + b.report().fencings >= 1,
+        "it came back writable: one router fenced it first"
+    );
+    let mut on_old = app_conn(db.primary_addr).await?;
+    let refused = on_old
+        .execute("INSERT INTO note VALUES (4, 'written on the old primary')")
+        .await
+        .expect_err("the old primary must refuse the app's writes");
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+    // The fence mark the router left there, outside the binary log: the record of the
+    // primary that replaced it.
+    let mut monitor_on_old = monitor_conn(db.primary_addr).await?;
+    let mark: (u64, u32) =
+        sqlx::query_as("SELECT epoch, server_id FROM foobar_router.fence ORDER BY epoch DESC")
+            .fetch_one(&mut monitor_on_old)
+            .await?;
+    assert_eq!(mark, (1, 2), "the fence mark names epoch 1, server 2");
+    // Nothing of it reached the new primary's binary log (it would be an errant transaction).
+    let mut monitor_on_new = monitor_conn(db.replica_addr).await?;
+    let marks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM foobar_router.fence")
+        .fetch_one(&mut monitor_on_new)
+        .await?;
+    assert_eq!(marks, 0, "the fence mark replicated");
 
     // What an operator sees on the admin listener: GET /topology and /metrics.
     let (status, body) = admin_get(&admin_a, "/topology").await?;
@@ -274,7 +282,9 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
     let (primary, replica) = nodes(&db);
     // Two routers, as in the stack: the binary, which the client writes through, and this
     // process's topology half, watched here.
-    let (router, admin) = router(&db).await?;
+    // The old primary's rejoin is left to the operator here (auto_rejoin off), so the
+    // operator's command and its refusal are what is tested.
+    let (router, admin) = router_with(&db, |m| m.auto_rejoin = false).await?;
     let proxy = support::Router::start(&support::config(&primary.name, &replica.name, "")).await?;
     wait(
         &router,
@@ -409,6 +419,61 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
         .await?;
     assert_eq!(read_only, 1, "refused, but no longer fenced");
     assert_eq!(router.snapshot().writer.as_ref(), Some(&replica));
+
+    // A router with auto_rejoin on leaves it fenced too, and says why: in its topology JSON
+    // and a metric (which the stack's alert rule reads).
+    let (auto, auto_admin) = router_with(&db, |_| {}).await?;
+    wait_report(&auto, "the errant node reported", FAILOVER_LIMIT, |r| {
+        r.nodes
+            .iter()
+            .any(|n| n.name == primary.name && n.role == "fenced" && n.errant.is_some())
+    })
+    .await?;
+    let (_, metrics) = admin_get(&auto_admin, "/metrics").await?;
+    let errant = format!(
+        "foobar_db_router_backend_errant{{node=\"{}\"}}",
+        primary.name
+    );
+    assert_eq!(metric(&metrics, &errant), Some(1.0), "{metrics}");
+    assert!(
+        root_on_old
+            .fetch_optional("SHOW REPLICA STATUS")
+            .await?
+            .is_none()
+    );
+    drop((auto, auto_admin));
+
+    // The new primary dies, and the old one restarts (writable again: its DB_ROLE says
+    // primary). A router started now never saw the failover, but the fence mark on the old
+    // primary names the newer epoch: it fences the node again and gives writes nowhere.
+    drop(router);
+    drop(admin);
+    drop(root_on_old);
+    kill(&db.replica).await?;
+    docker(&["restart", "--time", "0", db.primary.id()]).await?;
+    let now = db.address(&db.primary).await?;
+    anyhow::ensure!(now == db.primary_addr, "restarted at {now}");
+    let (fresh, _fresh_admin) = router_with(&db, |_| {}).await?;
+    wait_report(&fresh, "the old primary fenced again", RESTART_LIMIT, |r| {
+        r.nodes
+            .iter()
+            .any(|n| n.name == primary.name && n.role == "fenced")
+    })
+    .await?;
+    assert_eq!(
+        fresh.snapshot().writer,
+        None,
+        "a fresh router wrote to a fenced node"
+    );
+    assert_eq!(fresh.report().epoch, 1, "the mark's epoch was not learned");
+    let mut on_old = app_conn(db.primary_addr).await?;
+    assert!(
+        on_old
+            .execute("INSERT INTO counter VALUES (-4)")
+            .await
+            .is_err(),
+        "the fenced node took a write"
+    );
     Ok(())
 }
 
@@ -643,6 +708,193 @@ impl WriteClient {
     }
 }
 
+/// The double fault that lost acknowledged writes: the replica cut off (semi-sync falls back
+/// to asynchronous replication after its timeout), writes acknowledged through a router,
+/// the primary killed, the replica back. Neither router may promote the replica (it lacks
+/// the writes one of them acknowledged); writes fail fast, reads go on; when the primary
+/// returns, it is the writer again with every acknowledged write, and the replica catches up.
+#[tokio::test]
+async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_loses_nothing()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start_internal().await?;
+    let (primary, replica) = nodes(&db);
+    // Two routers that know each other, as router-a and router-b in the stack: this
+    // process's topology half (a), and the binary (b), which the client writes through.
+    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let a_admin = a_listener.local_addr()?;
+    let config =
+        support::config(&primary.name, &replica.name, "") + &format!("peers = [\"{a_admin}\"]\n");
+    let b = support::Router::start(&config).await?;
+    let b_admin = b.admin.to_string();
+    let (a, a_guard) = router_with(&db, |m| m.peers = vec![b_admin]).await?;
+    serve_admin(&a_guard, a_listener);
+    wait(
+        &a,
+        "writer primary, reader replica",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+    )
+    .await?;
+    app_conn(db.primary_addr)
+        .await?
+        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
+        .await?;
+    let mut through_b = MySqlConnection::connect_with(&b.options()).await?;
+    wait_rows(db.replica_addr, 0).await?;
+
+    // The replica cut off from the primary (both ways; the routers still reach both, a
+    // partial partition): the primary waits for it once (the semi-sync timeout), then
+    // acknowledges every write without it.
+    let primary_ip = db.primary_addr.ip().to_string();
+    partition(&db.replica, &primary_ip, true).await?;
+    for id in 1..=40 {
+        sqlx::query("INSERT INTO counter VALUES (?)")
+            .bind(id)
+            .execute(&mut through_b)
+            .await?;
+    }
+    println!("40 writes acknowledged through router b while the replica was cut off");
+    kill(&db.primary).await?;
+    partition(&db.replica, &primary_ip, false).await?;
+
+    // Both routers see the replica again, the primary down past failover_after: no
+    // promotion, the reason said, writes fail at once, reads answered by the replica.
+    // (The replica notices it lost the primary within slave_net_timeout.)
+    wait_report(&a, "router a refuses the promotion", RESTART_LIMIT, |r| {
+        r.failover_blocked
+            .as_deref()
+            .is_some_and(|why| why.contains("lacks"))
+    })
+    .await?;
+    let blocked = b.metric("foobar_db_router_failover_blocked").await?.max(
+        metric(
+            &admin_get(&a_guard, "/metrics").await?.1,
+            "foobar_db_router_failover_blocked",
+        )
+        .unwrap_or(0.0),
+    );
+    assert_eq!(blocked, 1.0, "failover_blocked is 1 on a router");
+    println!(
+        "refused: {}",
+        a.report().failover_blocked.unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.snapshot().epoch, 0, "a router promoted the stale replica");
+    assert_eq!(a.snapshot().writer, None);
+    let mut monitor_on_replica = monitor_conn(db.replica_addr).await?;
+    let epoch: u64 = sqlx::query_scalar("SELECT MAX(epoch) FROM foobar_router.promotion")
+        .fetch_one(&mut monitor_on_replica)
+        .await?;
+    assert_eq!(epoch, 0, "the replica was promoted");
+    let mut client = MySqlConnection::connect_with(&b.options()).await?;
+    let started = Instant::now();
+    let refused = sqlx::query("INSERT INTO counter VALUES (41)")
+        .execute(&mut client)
+        .await
+        .expect_err("a write was taken with no primary");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the write waited {:?} instead of failing at once: {refused}",
+        started.elapsed()
+    );
+    let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter")
+        .fetch_one(&mut client)
+        .await?;
+    println!("write refused at once ({refused}); a read answered ({seen} rows on the replica)");
+
+    // The primary returns: the writer again at epoch 0, every acknowledged write there, and
+    // the replica catches up from it.
+    restart(&db, &db.primary, db.primary_addr).await?;
+    wait(&a, "the old primary writes again", RESTART_LIMIT, |s| {
+        s.writer.as_ref() == Some(&primary) && s.epoch == 0
+    })
+    .await?;
+    let mut on_primary = app_conn(db.primary_addr).await?;
+    let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter WHERE id BETWEEN 1 AND 40")
+        .fetch_one(&mut on_primary)
+        .await?;
+    assert_eq!(present, 40, "acknowledged writes lost");
+    wait_rows(db.replica_addr, 40).await?;
+    let deadline = Instant::now() + FAILOVER_LIMIT;
+    loop {
+        let mut client = MySqlConnection::connect_with(&b.options()).await?;
+        match sqlx::query("INSERT INTO counter VALUES (42)")
+            .execute(&mut client)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                println!("write through b after the primary's return: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("primary back: 40 of 40 acknowledged writes on it, the replica caught up");
+    Ok(())
+}
+
+/// Drops (`cut`) or lets through again every packet between `node` and `peer_ip`, with
+/// iptables in the node's network namespace: a partition of that one link.
+async fn partition(
+    node: &ContainerAsync<GenericImage>,
+    peer_ip: &str,
+    cut: bool,
+) -> anyhow::Result<()> {
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", node.id()]).await?;
+    let pid = pid.trim();
+    let op = if cut { "-A" } else { "-D" };
+    for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
+        let out = tokio::process::Command::new("nsenter")
+            .args([
+                "-t", pid, "-n", "iptables", op, rule[0], rule[1], peer_ip, "-j", "DROP",
+            ])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "iptables {op} {}: {}",
+            rule[0],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Waits until the `counter` table on the node at `addr` holds at least `rows` rows.
+async fn wait_rows(addr: SocketAddr, rows: i64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + RESTART_LIMIT;
+    loop {
+        let count = match app_conn(addr).await {
+            Ok(mut conn) => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM counter")
+                .fetch_one(&mut conn)
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        if count.is_some_and(|c| c >= rows) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{addr} has {count:?} rows of counter, not {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Serves a router's whole admin listener on `listener` until the router's shutdown.
+fn serve_admin(router: &Guard, listener: tokio::net::TcpListener) {
+    let app = foobar_service::admin::router(&router.0);
+    let shutdown = router.0.shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    });
+}
+
 /// The nodes as the routers in these tests name them.
 fn nodes(db: &ReplicatedDatabase) -> (Node, Node) {
     (
@@ -658,6 +910,14 @@ fn nodes(db: &ReplicatedDatabase) -> (Node, Node) {
 /// A router's topology half with the stack's default monitor settings. Keep the Context:
 /// dropping it does not stop the monitor, but cancelling it does.
 async fn router(db: &ReplicatedDatabase) -> anyhow::Result<(Topology, Guard)> {
+    router_with(db, |_| {}).await
+}
+
+/// [`router`] with its `[monitor]` settings changed by `tweak`.
+async fn router_with(
+    db: &ReplicatedDatabase,
+    tweak: impl FnOnce(&mut MonitorConfig),
+) -> anyhow::Result<(Topology, Guard)> {
     let (primary, replica) = nodes(db);
     let backends = BackendsConfig {
         primary: primary.name,
@@ -666,11 +926,12 @@ async fn router(db: &ReplicatedDatabase) -> anyhow::Result<(Topology, Guard)> {
         password: APP_PASSWORD.into(),
         ..BackendsConfig::default()
     };
-    let monitor = MonitorConfig {
+    let mut monitor = MonitorConfig {
         password: MONITOR_PASSWORD.into(),
         replication_password: REPLICATION_PASSWORD.into(),
         ..MonitorConfig::default()
     };
+    tweak(&mut monitor);
     // The monitor's log, to read beside a failure (`cargo test -- --nocapture`).
     let _ = tracing_subscriber::fmt()
         .with_env_filter("foobar_db_router=info")
@@ -777,12 +1038,6 @@ async fn app_conn(addr: SocketAddr) -> anyhow::Result<MySqlConnection> {
     Ok(MySqlConnection::connect_with(&options).await?)
 }
 
-/// A POST to the router's admin routes, as `curl -X POST` on the admin port would send it.
-async fn admin_post(topology: &Topology, path: &str) -> anyhow::Result<(u16, String)> {
-    let request = axum::http::Request::post(path).body(axum::body::Body::empty())?;
-    send(topology::admin_routes(topology), request).await
-}
-
 /// A GET to a router's whole admin listener (health, metrics, the topology's routes), as
 /// the service serves it.
 async fn admin_get(router: &Guard, path: &str) -> anyhow::Result<(u16, String)> {
@@ -807,13 +1062,7 @@ async fn send(
 async fn rejoin_command(router: &Guard) -> anyhow::Result<(bool, String)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = foobar_service::admin::router(&router.0);
-    let shutdown = router.0.shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
+    serve_admin(router, listener);
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("db-router.toml");
     std::fs::write(&config, format!("[service]\nadmin_listen = \"{addr}\"\n"))?;

@@ -330,6 +330,15 @@ CREATE TABLE foobar_router.promotion (
 );
 INSERT INTO foobar_router.promotion (epoch, server_id, host, promoted_by)
   VALUES (0, $DB_SERVER_ID, '$DB_REPORT_HOST:3306', 'foobar-db-entrypoint');
+-- A fence mark: the record of the primary that replaced this node, left here by the router
+-- that fenced it, outside the binary log (never replicated). A router that starts while the
+-- primary is down and sees only this node reads it and does not make the node the writer.
+CREATE TABLE foobar_router.fence (
+  epoch       BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  server_id   INT UNSIGNED NOT NULL,
+  host        VARCHAR(255) NOT NULL,
+  fenced_at   TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+);
 EOF
     if [ -n "$DB_MONITOR_PASSWORD" ]; then
       # The router's monitor: exactly what watching and failing over needs, on MariaDB 10.11.
@@ -342,7 +351,9 @@ EOF
       #                            REPLICATION SLAVE ADMIN)
       #   PROCESS, CONNECTION ADMIN  list and KILL the app account's connections on a node
       #                            it fences, so open sessions cannot keep writing there
-      #   SELECT, INSERT on foobar_router.*  the promotion record
+      #   SELECT, INSERT on foobar_router.*  the promotion record and the fence mark
+      #   BINLOG ADMIN             SET SESSION sql_log_bin=0 for the fence mark, which must
+      #                            not replicate (it would be a transaction the primary lacks)
       # The app account has none of these (only its own database): read_only stops it.
       log "primary: creating ${DB_MONITOR_USER}@% for foobar-db-router's monitor"
       local monitor_hash
@@ -350,7 +361,7 @@ EOF
       sql <<EOF
 CREATE USER '$DB_MONITOR_USER'@'%' IDENTIFIED BY PASSWORD '$monitor_hash';
 GRANT REPLICA MONITOR, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, RELOAD, PROCESS,
-  CONNECTION ADMIN ON *.* TO '$DB_MONITOR_USER'@'%';
+  CONNECTION ADMIN, BINLOG ADMIN ON *.* TO '$DB_MONITOR_USER'@'%';
 GRANT SELECT, INSERT ON foobar_router.* TO '$DB_MONITOR_USER'@'%';
 EOF
     else

@@ -26,6 +26,7 @@ use anyhow::{anyhow, bail};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
 
+use super::gtid::GtidSet;
 use super::node::{self, Probe, Record, SqlContext, Status, exec, read_record, text};
 
 /// The longest one step of an action may take (`STOP SLAVE` waits for the event group the
@@ -43,19 +44,25 @@ pub enum Promotion {
     Promoted(Record),
     /// Another router already had: its record is adopted.
     Adopted(Record),
+    /// Not promoted, and replication resumed: it lacks writes some router acknowledged or
+    /// saw on the primary, or not every router answered. The reason, for the operator.
+    Refused(String),
 }
 
 /// Promotes the node behind `probe` to primary at `epoch` (see the module's steps).
+/// `required`, awaited under the promotion lock, is every write the node must hold (what
+/// the routers acknowledged and saw on the primary), or why it cannot be known.
 pub async fn promote(
     probe: &mut Probe,
     epoch: u64,
     promoted_by: &str,
     catch_up: Duration,
+    required: impl Future<Output = Result<GtidSet, String>>,
 ) -> anyhow::Result<Promotion> {
     let result = async {
         let conn = connect(probe).await?;
         lock(conn).await?;
-        let outcome = promote_locked(conn, epoch, promoted_by, catch_up).await;
+        let outcome = promote_locked(conn, epoch, promoted_by, catch_up, required).await;
         exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
         outcome
     }
@@ -86,13 +93,90 @@ pub async fn complete_promotion(probe: &mut Probe) -> anyhow::Result<()> {
 /// Makes a node that must not take writes read-only, and ends the sessions of `app_user`
 /// there before and after, so none keeps writing through an open connection or blocks
 /// `SET GLOBAL read_only` with an open transaction. Returns how many were killed.
-pub async fn fence(probe: &mut Probe, app_user: &str) -> anyhow::Result<usize> {
+///
+/// First it leaves `superseded_by` (the record of the primary that replaced it) on the node
+/// as a fence mark, outside the binary log (a replicated row would be a transaction the
+/// primary lacks, and block the node's rejoin): a router that starts later and sees only
+/// this node reads the mark and knows it is not the primary, even after a restart made it
+/// writable again. A node whose data predates the mark's table is fenced without it.
+pub async fn fence(
+    probe: &mut Probe,
+    app_user: &str,
+    superseded_by: Option<&Record>,
+) -> anyhow::Result<usize> {
     let result = async {
         let conn = connect(probe).await?;
         let mut killed = kill_sessions(conn, app_user).await?;
+        if let Some(record) = superseded_by
+            && let Err(e) = mark_fenced(conn, record).await
+        {
+            tracing::warn!(
+                "fencing without a mark ({e:#}): a router started while the primary is down \
+                 may not know this node was replaced (a data volume made before the mark; \
+                 recreate it)"
+            );
+        }
         exec(conn, "SET GLOBAL read_only = ON", STEP_TIMEOUT).await?;
         killed += kill_sessions(conn, app_user).await?;
         Ok(killed)
+    }
+    .await;
+    if result.is_err() {
+        probe.reset();
+    }
+    result
+}
+
+async fn mark_fenced(conn: &mut MySqlConnection, record: &Record) -> anyhow::Result<()> {
+    exec(conn, "SET SESSION sql_log_bin = 0", STEP_TIMEOUT).await?;
+    let marked = tokio::time::timeout(
+        STEP_TIMEOUT,
+        sqlx::query(
+            "INSERT IGNORE INTO foobar_router.fence (epoch, server_id, host) VALUES (?, ?, ?)",
+        )
+        .bind(record.epoch)
+        .bind(record.server_id)
+        .bind(&record.host)
+        .execute(&mut *conn),
+    )
+    .await
+    .map_err(|_| anyhow!("fence mark: no answer within {STEP_TIMEOUT:?}"))
+    .and_then(|r| r.sql_context("write the fence mark in foobar_router.fence"));
+    exec(conn, "SET SESSION sql_log_bin = 1", STEP_TIMEOUT).await?;
+    marked.map(|_| ())
+}
+
+/// Takes the node's rejoin lock on the probe's connection, without waiting: false when
+/// another router holds it (it is rejoining the node). Held until the connection closes.
+pub async fn rejoin_lock(probe: &mut Probe) -> anyhow::Result<bool> {
+    let conn = connect(probe).await?;
+    let row = tokio::time::timeout(
+        STEP_TIMEOUT,
+        conn.fetch_one("SELECT GET_LOCK('foobar_router.rejoin', 0)"),
+    )
+    .await
+    .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
+    .sql_context("GET_LOCK")?;
+    Ok(text(&row, 0) == "1")
+}
+
+/// Whether no promotion can be under way on the node: its promotion lock is free (taken and
+/// released at once). A promoter holds it from before it asks the routers until it is done.
+pub async fn promotion_idle(probe: &mut Probe) -> anyhow::Result<bool> {
+    let result = async {
+        let conn = connect(probe).await?;
+        let row = tokio::time::timeout(
+            STEP_TIMEOUT,
+            conn.fetch_one("SELECT GET_LOCK('foobar_router.promote', 0)"),
+        )
+        .await
+        .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
+        .sql_context("GET_LOCK")?;
+        let free = text(&row, 0) == "1";
+        if free {
+            exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
+        }
+        Ok(free)
     }
     .await;
     if result.is_err() {
@@ -123,7 +207,11 @@ pub async fn rejoin(
             }
         );
     }
-    let errant = node::errant_gtids(&node.gtid_binlog_pos, &primary.gtid_binlog_pos);
+    let errant = node::errant_gtids(
+        &node.gtid_binlog_pos,
+        &primary.gtid_binlog_pos,
+        &primary.gtid_slave_pos,
+    );
     if !errant.is_empty() {
         bail!(errant_message(node, primary, &errant.join(",")));
     }
@@ -218,12 +306,17 @@ async fn promote_locked(
     epoch: u64,
     promoted_by: &str,
     catch_up: Duration,
+    required: impl Future<Output = Result<GtidSet, String>>,
 ) -> anyhow::Result<Promotion> {
     if let Some(record) = read_record(conn).await?
         && record.epoch >= epoch
     {
         return Ok(Promotion::Adopted(record));
     }
+    let required = match required.await {
+        Ok(required) => required,
+        Err(why) => return Ok(Promotion::Refused(why)),
+    };
     let row = conn
         .fetch_one("SELECT @@server_id, @@report_host, @@hostname, @@port")
         .await
@@ -252,7 +345,26 @@ async fn promote_locked(
             }
             return Err(e);
         }
+        let missing = required.missing_from(&held_gtids(conn).await?);
+        if !missing.is_empty() {
+            exec(conn, "START SLAVE IO_THREAD", STEP_TIMEOUT).await?;
+            return Ok(Promotion::Refused(format!(
+                "it lacks {} that a router acknowledged to a client or saw on the primary \
+                 (the primary had fallen back to asynchronous replication): promoting it would \
+                 lose them. Writes fail until the old primary returns or this replica \
+                 receives them",
+                missing.join(",")
+            )));
+        }
         exec(conn, "STOP SLAVE", STEP_TIMEOUT).await?;
+    } else {
+        let missing = required.missing_from(&held_gtids(conn).await?);
+        if !missing.is_empty() {
+            return Ok(Promotion::Refused(format!(
+                "it lacks {} that a router acknowledged or saw on the primary",
+                missing.join(",")
+            )));
+        }
     }
     let record = Record {
         epoch,
@@ -303,6 +415,18 @@ async fn apply_relay_log(conn: &mut MySqlConnection, catch_up: Duration) -> anyh
         );
     }
     Ok(())
+}
+
+/// Every transaction the node holds: applied (`gtid_slave_pos`) or its own
+/// (`gtid_binlog_pos`).
+async fn held_gtids(conn: &mut MySqlConnection) -> anyhow::Result<GtidSet> {
+    let row = conn
+        .fetch_one("SELECT @@gtid_slave_pos, @@gtid_binlog_pos")
+        .await
+        .sql_context("read GTID positions")?;
+    let mut held = GtidSet::parse(&text(&row, 0));
+    held.insert_pos(&text(&row, 1));
+    Ok(held)
 }
 
 /// The last step of a promotion: no replication left, writable.

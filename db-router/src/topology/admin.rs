@@ -8,6 +8,11 @@
 //!   the reason, when the node holds transactions the primary lacks (errant GTIDs). Without
 //!   `node`, the one fenced node is meant.
 //!
+//! - `POST /seal?epoch=E&by=ROUTER`: another router is about to promote past epoch `E`:
+//!   this router stops acknowledging writes (and routing them) until it sees the new primary
+//!   or `POST /release?by=ROUTER` calls the promotion off, and answers what it acknowledged
+//!   and last saw on the primary ([`super::ledger::Holdings`], JSON).
+//!
 //! The service adds these with `Context::add_admin_routes`; a service with more admin routes
 //! merges [`admin_routes`] into its own router first.
 
@@ -30,6 +35,8 @@ pub fn admin_routes(topology: &Topology) -> Router {
     Router::new()
         .route("/topology", get(topology_json))
         .route("/rejoin", post(rejoin))
+        .route("/seal", post(seal))
+        .route("/release", post(release))
         .with_state(topology.clone())
 }
 
@@ -136,6 +143,35 @@ async fn rejoin(State(topology): State<Topology>, Query(query): Query<RejoinQuer
             message(StatusCode::CONFLICT, &format!("{e:#}"))
         }
     }
+}
+
+#[derive(Deserialize)]
+struct SealQuery {
+    epoch: u64,
+    by: String,
+}
+
+async fn seal(State(topology): State<Topology>, Query(query): Query<SealQuery>) -> Response {
+    let router = topology
+        .shared
+        .access
+        .as_ref()
+        .map_or("foobar-db-router", |a| a.router.as_str());
+    let held = topology.ledger().seal(query.epoch, &query.by, router);
+    topology.withdraw_writer();
+    json(StatusCode::OK, &held)
+}
+
+#[derive(Deserialize)]
+struct ReleaseQuery {
+    by: String,
+}
+
+async fn release(State(topology): State<Topology>, Query(query): Query<ReleaseQuery>) -> Response {
+    topology.ledger().release(&query.by);
+    // The next round decides the writer again.
+    topology.shared.wake.notify_one();
+    message(StatusCode::OK, "released")
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

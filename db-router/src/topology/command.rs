@@ -10,7 +10,7 @@
 //! and which is fenced, and a second monitor would only race it. In the stack:
 //! `docker compose exec router-a foobar-db-router rejoin --config /etc/foobar/db-router.toml`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -83,7 +83,7 @@ pub fn run() -> ExitCode {
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|rt| rt.block_on(ask(admin, method, &path)));
+        .and_then(|rt| rt.block_on(ask(&admin.to_string(), method, &path, None, ANSWER_TIMEOUT)));
     match answer {
         Ok((200, body)) => {
             print!("{body}");
@@ -102,22 +102,32 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// `METHOD path` on `peer`: the status and the body.
-async fn ask(peer: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+/// `METHOD path` on `peer` (`host:port`), with the admin token when given: the status and
+/// the body, within `timeout`.
+pub(crate) async fn ask(
+    peer: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(peer).await?;
+        let authorization = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: {peer}\r\nContent-Length: 0\r\n\
-             User-Agent: foobar-db-router\r\n\r\n"
+             {authorization}User-Agent: foobar-db-router\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
     };
-    let answer = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+    let answer = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| std::io::Error::other(format!("no answer within {ANSWER_TIMEOUT:?}")))??;
+        .map_err(|_| std::io::Error::other(format!("no answer within {timeout:?}")))??;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     let status = head
         .strip_prefix("HTTP/1.")

@@ -78,6 +78,26 @@ pub struct MonitorConfig {
     pub replication_user: String,
     pub replication_password: String,
     pub replication_password_file: PathBuf,
+    /// The other routers' admin listeners (`router-b:9306`). Before promoting, a router asks
+    /// each what it acknowledged to clients and last saw on the primary, and promotes only a
+    /// replica that holds all of it; a router that does not answer within `peer_timeout`
+    /// stops the promotion (writes keep failing: the data is kept, the write refused).
+    pub peers: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub peer_timeout: Duration,
+    /// The admin token the peers' state-changing routes require (`Authorization: Bearer`),
+    /// read from this file; empty: none sent.
+    pub peer_token_file: PathBuf,
+    /// A router that answered a promoter acknowledges no writes until it sees the new
+    /// primary or the promoter calls the promotion off. Past this, it checks whether that
+    /// promotion can still be under way (the replica's promotion lock free, no newer record)
+    /// and, if not, ends the promise itself.
+    #[serde(with = "humantime_serde")]
+    pub seal_timeout: Duration,
+    /// Make a fenced node a replica of the primary by itself when its GTID history is a
+    /// prefix of the primary's (no errant transactions); a node with errant transactions
+    /// stays fenced, with the reason in the log, `GET /topology` and a metric.
+    pub auto_rejoin: bool,
 }
 
 impl Default for MonitorConfig {
@@ -95,6 +115,11 @@ impl Default for MonitorConfig {
             replication_user: "repl".into(),
             replication_password: String::new(),
             replication_password_file: PathBuf::new(),
+            peers: Vec::new(),
+            peer_timeout: Duration::from_secs(1),
+            peer_token_file: PathBuf::new(),
+            seal_timeout: Duration::from_secs(30),
+            auto_rejoin: true,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub epoch: Gauge,
     pub failovers: Counter,
     pub fencings: Counter,
+    pub failovers_refused: Counter,
+    pub failover_blocked: Gauge,
+    pub errant: Family<NodeLabels, Gauge>,
 }
 
 impl Metrics {
@@ -81,6 +84,23 @@ impl Metrics {
             "fencings",
             "nodes this router made read-only",
             self.fencings.clone(),
+        );
+        ctx.register(
+            "failovers_refused",
+            "Promotions this router did not make: the replica lacked writes a router \
+             acknowledged or saw on the primary, or a router did not answer",
+            self.failovers_refused.clone(),
+        );
+        ctx.register(
+            "failover_blocked",
+            "1 while the primary is down and its replacement is refused (writes fail)",
+            self.failover_blocked.clone(),
+        );
+        ctx.register(
+            "backend_errant",
+            "1 while a fenced node holds transactions the primary lacks: it is not rejoined \
+             by itself and must be rebuilt",
+            self.errant.clone(),
         );
     }
 }

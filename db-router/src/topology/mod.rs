@@ -15,8 +15,12 @@
 //! - [`node`]: the monitor's connection to a node and what a check reads;
 //! - [`decide`]: the routing rules, a pure function of the checks (unit-tested);
 //! - [`actions`]: promote, finish a promotion, fence, rejoin;
+//! - [`gtid`]: GTID positions as sets, and what a node lacks of them;
+//! - [`ledger`]: what this router acknowledged to clients, and its promise to a promoter;
+//! - [`peers`]: the other routers, asked before a promotion;
 //! - [`monitor`]: the loop that checks, decides, acts and publishes;
-//! - [`admin`]: `GET /topology` and `POST /rejoin` for the admin listener;
+//! - [`admin`]: `GET /topology`, `POST /rejoin`, `POST /seal` and `POST /release` for the
+//!   admin listener;
 //! - [`command`]: `foobar-db-router rejoin` and `topology`, through the running router;
 //! - [`metrics`]: the Prometheus metrics.
 
@@ -25,9 +29,12 @@ pub mod admin;
 pub mod command;
 pub mod config;
 pub mod decide;
+pub mod gtid;
+pub mod ledger;
 pub mod metrics;
 pub mod monitor;
 pub mod node;
+pub mod peers;
 
 use std::sync::{Arc, Mutex};
 
@@ -86,6 +93,8 @@ struct Shared {
     access: Option<monitor::Access>,
     /// One admin action at a time.
     admin_action: tokio::sync::Mutex<()>,
+    /// What this router acknowledged, and whether it may acknowledge more.
+    ledger: ledger::Ledger,
 }
 
 impl Topology {
@@ -105,6 +114,8 @@ impl Topology {
                 name: backends.replica.clone(),
             }),
         };
+        // Until a monitor says otherwise, the configured primary's commits are acknowledged.
+        shared.ledger.observe(snapshot.writer.clone(), 0, None);
         Self {
             current: Arc::new(watch::channel(Arc::new(snapshot)).0),
             shared: Arc::new(shared),
@@ -126,6 +137,27 @@ impl Topology {
     pub fn report_failure(&self, node: &Node, why: &str) {
         tracing::debug!(node = %node.name, "session reports a failure, checking now: {why}");
         self.shared.wake.notify_one();
+    }
+
+    /// What this router acknowledged: a session records each write's GTID here before the
+    /// client sees its OK ([`ledger::Ledger::acknowledge`]).
+    pub fn ledger(&self) -> &ledger::Ledger {
+        &self.shared.ledger
+    }
+
+    /// Stops writes at once (no writer in the snapshot) until the monitor's next round
+    /// decides again: this router promised a promoter to acknowledge no more of them.
+    fn withdraw_writer(&self) {
+        self.current.send_if_modified(|current| {
+            if current.writer.is_none() {
+                return false;
+            }
+            *current = Arc::new(Snapshot {
+                writer: None,
+                ..(**current).clone()
+            });
+            true
+        });
     }
 
     /// The monitor's last round in full (what `GET /topology` shows).

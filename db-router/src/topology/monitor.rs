@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use serde::Serialize;
 
 use super::actions::{self, Promotion};
@@ -19,6 +20,7 @@ use super::config::{BackendsConfig, MonitorConfig};
 use super::decide::{self, Action, Observed, Plan};
 use super::metrics::{Metrics, NodeLabels, RoleLabels};
 use super::node::{Probe, Record, Status};
+use super::peers::{self, Peers};
 use super::{Node, Snapshot, Topology};
 
 /// Rounds run back to back after actions, at most: a state that does not settle is then
@@ -37,6 +39,8 @@ pub struct Access {
     pub app_user: String,
     /// This router, as the promotion record names it (`promoted_by`).
     pub router: String,
+    /// The other routers, asked before a promotion.
+    pub peers: Peers,
 }
 
 impl Access {
@@ -63,12 +67,27 @@ impl Access {
             )?,
             app_user: backends.user.clone(),
             router: format!("{router} (pid {})", std::process::id()),
+            peers: Peers {
+                addresses: monitor.peers.clone(),
+                timeout: monitor.peer_timeout,
+                token: peer_token(&monitor.peer_token_file)?,
+            },
         })
     }
 
     pub fn probe(&self, node: &Node) -> anyhow::Result<Probe> {
         Probe::new(node.clone(), &self.monitor_user, &self.monitor_password)
     }
+}
+
+/// The admin token sent to the peers, from `monitor.peer_token_file` (none when unset).
+fn peer_token(path: &std::path::Path) -> anyhow::Result<Option<String>> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("monitor.peer_token_file {}: {e}", path.display()))?;
+    Ok(Some(token.trim().to_owned()))
 }
 
 /// The monitor's last round, as `GET /topology` shows it.
@@ -86,6 +105,14 @@ pub struct Report {
     pub failovers: u64,
     /// Nodes this router fenced since it started.
     pub fencings: u64,
+    /// Why the last promotion this router tried did not happen, while the primary stays
+    /// down: a replica lacking acknowledged writes, a router that did not answer.
+    pub failover_blocked: Option<String>,
+    /// This router promised another one (named) to acknowledge no writes: a promotion is
+    /// being prepared.
+    pub sealed_by: Option<String>,
+    /// The highest GTID per domain this router acknowledged to a client.
+    pub acknowledged: String,
     pub nodes: Vec<NodeReport>,
 }
 
@@ -101,6 +128,9 @@ pub struct NodeReport {
     pub last_check_unix_ms: u64,
     pub last_error: Option<String>,
     pub consecutive_failures: u64,
+    /// Why a fenced node is not rejoined by itself: the transactions it holds that the
+    /// primary lacks (it must be rebuilt: README.md, "Rebuilding a node").
+    pub errant: Option<String>,
 }
 
 #[derive(Default)]
@@ -110,6 +140,17 @@ struct NodeState {
     last_check: Option<SystemTime>,
     last_error: Option<String>,
     failures: u64,
+    /// The transactions it holds that the primary lacks, while it is fenced.
+    errant: Option<String>,
+    /// Its `gtid_binlog_pos` when a rejoin was refused: not tried again at that position.
+    errant_at: Option<String>,
+}
+
+/// An automatic rejoin under way.
+struct Rejoining {
+    index: usize,
+    position: String,
+    task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
 pub struct Monitor {
@@ -123,6 +164,10 @@ pub struct Monitor {
     primary_down_since: Option<Instant>,
     failovers: u64,
     fencings: u64,
+    failover_blocked: Option<String>,
+    /// A rejoin running beside the loop (it waits for the node to catch up): the node, its
+    /// position then, and what it ended with.
+    rejoining: Option<Rejoining>,
     /// Conditions logged this round and the round before: one that persists (a failover
     /// that cannot happen, an action that keeps failing) is logged when it starts, not
     /// every round.
@@ -153,6 +198,8 @@ impl Monitor {
             primary_down_since: None,
             failovers: 0,
             fencings: 0,
+            failover_blocked: None,
+            rejoining: None,
             notes: Default::default(),
         })
     }
@@ -205,6 +252,8 @@ impl Monitor {
         for action in &plan.actions {
             acted |= self.act(action).await;
         }
+        self.rejoin_fenced(&plan);
+        self.expire_seal().await;
 
         let now = Instant::now();
         if plan.primary_down {
@@ -222,6 +271,7 @@ impl Monitor {
         }
         if !plan.primary_down {
             self.primary_down_since = None;
+            self.failover_blocked = None;
         }
         self.publish(&plan);
         acted
@@ -320,7 +370,7 @@ impl Monitor {
             Action::Fence(index) => {
                 let probe = &mut self.probes[index];
                 let node = probe.node.name.clone();
-                match actions::fence(probe, &self.access.app_user).await {
+                match actions::fence(probe, &self.access.app_user, self.known.as_ref()).await {
                     Ok(killed) => {
                         self.fencings += 1;
                         self.metrics.fencings.inc();
@@ -417,14 +467,39 @@ impl Monitor {
              its relay log is applied, read_only=OFF, record epoch {epoch})"
         );
         let started = Instant::now();
-        match actions::promote(
+        let router = self.access.router.clone();
+        let ledger = self.topology.clone();
+        let peers = self.access.peers.clone();
+        // Asked under the promotion lock: every router's acknowledged writes and the
+        // primary's last position it saw, each router promising to acknowledge no more.
+        let required = async move {
+            let own = ledger.ledger().seal(epoch - 1, &router, &router);
+            let mut held = peers.seal(epoch - 1, &router).await?;
+            held.push(own);
+            Ok(peers::required(&held))
+        };
+        let outcome = actions::promote(
             probe,
             epoch,
             &self.access.router,
             self.config.catch_up_timeout,
+            required,
         )
-        .await
-        {
+        .await;
+        if !matches!(outcome, Ok(Promotion::Promoted(_) | Promotion::Adopted(_))) {
+            self.topology.ledger().release(&self.access.router);
+            self.access.peers.release(&self.access.router).await;
+        }
+        if let Ok(Promotion::Refused(why)) = &outcome {
+            self.metrics.failovers_refused.inc();
+            self.failover_blocked = Some(why.clone());
+            let message = format!("not promoting {}: {why}", self.probes[index].node.name);
+            self.note(Level::Error, message);
+            return false;
+        }
+        let probe = &mut self.probes[index];
+        match outcome {
+            Ok(Promotion::Refused(_)) => false,
             Ok(Promotion::Promoted(record)) => {
                 self.failovers += 1;
                 self.metrics.failovers.inc();
@@ -472,6 +547,124 @@ impl Monitor {
         }
     }
 
+    /// Makes a fenced node a replica of the writer, beside the loop (it waits for the node
+    /// to catch up), when its history is a prefix of the writer's. One router does it: the
+    /// rejoin takes a lock on the node, and the other router, finding it taken, leaves it.
+    /// A node with errant transactions stays fenced; why is in the report and a metric.
+    fn rejoin_fenced(&mut self, plan: &Plan) {
+        if !self.config.auto_rejoin {
+            return;
+        }
+        if let Some(rejoining) = self.rejoining.take_if(|r| r.task.is_finished()) {
+            // Refused by the server (gtid_strict_mode found what the positions hid): not
+            // tried again while the node's position stays the same.
+            if let Some(Ok(Err(why))) = rejoining.task.now_or_never() {
+                self.nodes[rejoining.index].errant = Some(why);
+                self.nodes[rejoining.index].errant_at = Some(rejoining.position);
+            }
+        }
+        if self.rejoining.is_some() {
+            return;
+        }
+        let Some(writer) = plan.writer.and_then(|i| self.nodes[i].status.clone()) else {
+            return;
+        };
+        let fenced = self.nodes.iter().position(|n| {
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.read_only && s.replication.is_none())
+                && n.server_id != plan.primary_server
+        });
+        let Some(index) = fenced else { return };
+        let Some(status) = self.nodes[index].status.clone() else {
+            return;
+        };
+        if self.nodes[index].errant_at.as_deref() == Some(status.gtid_binlog_pos.as_str()) {
+            return;
+        }
+        let errant = super::node::errant_gtids(
+            &status.gtid_binlog_pos,
+            &writer.gtid_binlog_pos,
+            &writer.gtid_slave_pos,
+        );
+        let node = self.access.nodes[index].clone();
+        if !errant.is_empty() {
+            let errant = errant.join(",");
+            self.note(
+                Level::Error,
+                format!(
+                    "{} stays fenced: it holds transactions the primary (server {}) lacks \
+                     ({errant}), written after the failover began and never acknowledged \
+                     through a router; rejoining it would replicate past them. Rebuild it \
+                     from the primary (README.md, \"Rebuilding a node\")",
+                    node.name, writer.server_id
+                ),
+            );
+            self.nodes[index].errant = Some(errant);
+            return;
+        }
+        self.nodes[index].errant = None;
+        self.nodes[index].errant_at = None;
+        let access = self.access.clone();
+        let wake = self.topology.clone();
+        let task = tokio::spawn(async move {
+            let outcome = match rejoin_once(&access, &node, &writer).await {
+                Ok(Some(done)) => {
+                    tracing::warn!(node = %node.name, "rejoined by itself: {done}");
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    tracing::error!(node = %node.name, "rejoin refused: {e:#}; it stays fenced");
+                    Err(format!("{e:#}"))
+                }
+            };
+            wake.shared.wake.notify_one();
+            outcome
+        });
+        self.rejoining = Some(Rejoining {
+            index,
+            position: status.gtid_binlog_pos,
+            task,
+        });
+    }
+
+    /// Ends this router's promise to a promoter that has gone quiet: past
+    /// `monitor.seal_timeout`, when no node that is up holds a newer record and every one's
+    /// promotion lock is free (no promotion can be under way).
+    async fn expire_seal(&mut self) {
+        let Some((by, epoch, age)) = self.topology.ledger().sealed() else {
+            return;
+        };
+        if age < self.config.seal_timeout {
+            return;
+        }
+        for (index, state) in self.nodes.iter().enumerate() {
+            let Some(status) = &state.status else {
+                continue;
+            };
+            if status.record.as_ref().is_some_and(|r| r.epoch > epoch) {
+                return;
+            }
+            match actions::promotion_idle(&mut self.probes[index]).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return,
+            }
+        }
+        if self
+            .topology
+            .ledger()
+            .expire_seal(self.config.seal_timeout)
+            .is_some()
+        {
+            tracing::warn!(
+                "{by} prepared a promotion past epoch {epoch} {age:.0?} ago and neither \
+                 finished nor called it off, and none is under way: acknowledging writes \
+                 again"
+            );
+        }
+    }
+
     /// Logs `message` unless the round before logged it too.
     fn note(&mut self, level: Level, message: String) {
         let [previous, current] = &mut self.notes;
@@ -486,9 +679,18 @@ impl Monitor {
 
     fn publish(&mut self, plan: &Plan) {
         let node = |index: Option<usize>| index.map(|i| self.access.nodes[i].clone());
+        let epoch = plan.record.as_ref().map_or(0, |r| r.epoch);
+        let primary_seen = plan
+            .writer
+            .and_then(|i| self.nodes[i].status.as_ref())
+            .map(|s| s.gtid_binlog_pos.as_str());
+        let ledger = self.topology.ledger();
+        ledger.observe(node(plan.writer), epoch, primary_seen);
+        // A router that promised a promoter to acknowledge nothing more routes no writes.
+        let sealed = ledger.sealed();
         let snapshot = Snapshot {
-            epoch: plan.record.as_ref().map_or(0, |r| r.epoch),
-            writer: node(plan.writer),
+            epoch,
+            writer: node(plan.writer).filter(|_| sealed.is_none()),
             reader: node(plan.reader),
         };
         let previous = self.topology.snapshot();
@@ -574,7 +776,12 @@ impl Monitor {
                     .map_or(0, |d| d.as_millis() as u64),
                 last_error: state.last_error.clone(),
                 consecutive_failures: state.failures,
+                errant: state.errant.clone().filter(|_| role == "fenced"),
             });
+            self.metrics
+                .errant
+                .get_or_create(&labels)
+                .set(i64::from(role == "fenced" && state.errant.is_some()));
         }
         let report = Report {
             epoch: snapshot.epoch,
@@ -587,8 +794,14 @@ impl Monitor {
             auto_failover: self.config.auto_failover,
             failovers: self.failovers,
             fencings: self.fencings,
+            failover_blocked: self.failover_blocked.clone(),
+            sealed_by: sealed.map(|(by, _, _)| by),
+            acknowledged: self.topology.ledger().holdings("").acknowledged,
             nodes,
         };
+        self.metrics
+            .failover_blocked
+            .set(i64::from(self.failover_blocked.is_some()));
         *self
             .topology
             .shared
@@ -597,6 +810,41 @@ impl Monitor {
             .unwrap_or_else(|e| e.into_inner()) = report;
         self.topology.publish(snapshot);
     }
+}
+
+/// One automatic rejoin: the node's rejoin lock, both nodes read afresh, then
+/// [`actions::rejoin`]. `Ok(None)`: another router is rejoining it.
+async fn rejoin_once(
+    access: &Access,
+    node: &Node,
+    writer: &Status,
+) -> anyhow::Result<Option<String>> {
+    let mut probe = access.probe(node)?;
+    if !actions::rejoin_lock(&mut probe).await? {
+        return Ok(None);
+    }
+    let status = probe.check(actions::STEP_TIMEOUT).await?;
+    let primary = Node {
+        name: format!("{}:{}", writer.host, writer.port),
+    };
+    let primary = match access.nodes.iter().find(|n| n.name == primary.name) {
+        Some(configured) => {
+            access
+                .probe(configured)?
+                .check(actions::STEP_TIMEOUT)
+                .await?
+        }
+        None => writer.clone(),
+    };
+    let done = actions::rejoin(
+        &mut probe,
+        &status,
+        &primary,
+        &access.replication_user,
+        &access.replication_password,
+    )
+    .await?;
+    Ok(Some(done))
 }
 
 enum Level {

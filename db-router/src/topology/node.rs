@@ -163,14 +163,30 @@ impl Probe {
     }
 }
 
-/// The highest promotion record on the node; `None` on a node made before the table existed.
+/// The highest record on the node: a promotion record (`foobar_router.promotion`, written
+/// by the promoter and replicated), or a fence mark (`foobar_router.fence`, the record that
+/// superseded this node, written here by the router that fenced it and never replicated).
+/// The mark is how a router that starts later, seeing only this node, still knows a newer
+/// primary exists. `None` on a node made before the tables existed.
 pub async fn read_record(conn: &mut MySqlConnection) -> anyhow::Result<Option<Record>> {
-    let row = conn
+    let with_fence = conn
         .fetch_optional(
             "SELECT epoch, server_id, host FROM foobar_router.promotion \
+             UNION ALL SELECT epoch, server_id, host FROM foobar_router.fence \
              ORDER BY epoch DESC LIMIT 1",
         )
         .await;
+    let row = match with_fence {
+        // ER_NO_SUCH_TABLE: a data directory made before the fence table.
+        Err(e) if error_code(&e) == Some(1146) => {
+            conn.fetch_optional(
+                "SELECT epoch, server_id, host FROM foobar_router.promotion \
+                 ORDER BY epoch DESC LIMIT 1",
+            )
+            .await
+        }
+        other => other,
+    };
     match row {
         Ok(Some(row)) => Ok(Some(Record {
             epoch: number(&row, 0)?,
@@ -255,16 +271,25 @@ pub fn parse_gtid_pos(pos: &str) -> BTreeMap<u32, (u32, u64)> {
 }
 
 /// The transactions of `node_pos` the primary at `primary_pos` cannot have: per domain, a
-/// later sequence number, or the same one from another server. (The same sequence number
-/// from the same server is the same transaction; an earlier one may still be errant, which
-/// the server itself reports with `gtid_strict_mode` when replication starts.)
-pub fn errant_gtids(node_pos: &str, primary_pos: &str) -> Vec<String> {
+/// later sequence number, or the same one from another server; or, when the primary last
+/// applied this domain from the node's server up to `primary_slave_pos` and has written its
+/// own since, a later one from that server (written on the old primary after the new one
+/// stopped receiving from it: the new primary's own numbers have passed it, so comparing
+/// sequence numbers alone would miss it).
+pub fn errant_gtids(node_pos: &str, primary_pos: &str, primary_slave_pos: &str) -> Vec<String> {
     let primary = parse_gtid_pos(primary_pos);
+    let applied = parse_gtid_pos(primary_slave_pos);
     parse_gtid_pos(node_pos)
         .into_iter()
         .filter(|(domain, (server, seq))| match primary.get(domain) {
             None => true,
-            Some((p_server, p_seq)) => seq > p_seq || (seq == p_seq && server != p_server),
+            Some((p_server, p_seq)) if seq > p_seq || (seq == p_seq && server != p_server) => true,
+            Some((p_server, _)) => {
+                p_server != server
+                    && applied
+                        .get(domain)
+                        .is_some_and(|(a_server, a_seq)| a_server == server && seq > a_seq)
+            }
         })
         .map(|(domain, (server, seq))| format!("{domain}-{server}-{seq}"))
         .collect()
@@ -305,12 +330,15 @@ mod tests {
     #[test]
     fn errant_transactions_are_the_ones_the_primary_lacks() {
         // Caught up, or behind: nothing errant.
-        assert!(errant_gtids("0-1-100", "0-1-100").is_empty());
-        assert!(errant_gtids("0-1-90", "0-2-101").is_empty());
+        assert!(errant_gtids("0-1-100", "0-1-100", "").is_empty());
+        assert!(errant_gtids("0-1-90", "0-2-101", "0-1-90").is_empty());
         // Written on the old primary after the new one stopped receiving.
-        assert_eq!(errant_gtids("0-1-101", "0-2-101"), ["0-1-101"]);
-        assert_eq!(errant_gtids("0-1-105", "0-2-101"), ["0-1-105"]);
+        assert_eq!(errant_gtids("0-1-101", "0-2-101", "0-1-100"), ["0-1-101"]);
+        assert_eq!(errant_gtids("0-1-105", "0-2-101", "0-1-100"), ["0-1-105"]);
+        // The new primary has written past it since: its last from server 1 tells.
+        assert_eq!(errant_gtids("0-1-58", "0-2-80", "0-1-57"), ["0-1-58"]);
+        assert!(errant_gtids("0-1-57", "0-2-80", "0-1-57").is_empty());
         // A domain the primary never saw.
-        assert_eq!(errant_gtids("0-1-5,3-1-1", "0-1-5"), ["3-1-1"]);
+        assert_eq!(errant_gtids("0-1-5,3-1-1", "0-1-5", ""), ["3-1-1"]);
     }
 }
