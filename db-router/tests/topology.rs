@@ -478,7 +478,7 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
 }
 
 #[tokio::test]
-async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable_node_is_fenced_lagging_replica_gets_no_reads()
+async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rejoined_stray_writable_node_is_fenced_lagging_replica_gets_no_reads()
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let db = ReplicatedDatabase::start_internal().await?;
@@ -503,43 +503,37 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
     )
     .await?;
     println!("primary frozen: no writer after {took:?}");
-    // Past failover_after, the replica still holds its connection to the primary (it
-    // notices only after slave_net_timeout, 10 s): no promotion, no second primary.
-    let config = MonitorConfig::default();
-    let waited = wait_report(
+    // The replica notices the silence within slave_net_timeout (3 s, heartbeats every
+    // second): only then is it promoted, never while it still streams from the primary.
+    let took = wait(
         &router,
-        "primary down past failover_after",
-        Duration::from_secs(8),
-        |r| {
-            r.primary_down_ms.is_some_and(|ms| {
-                Duration::from_millis(ms) > config.failover_after + Duration::from_secs(1)
-            })
-        },
+        "the replica promoted while the primary is frozen",
+        FAILOVER_LIMIT,
+        |s| s.writer.as_ref() == Some(&replica) && s.epoch == 1,
     )
     .await?;
-    let report = router.report();
-    assert_eq!(
-        report.epoch, 0,
-        "promoted although the replica still streams: {report:?}"
-    );
-    assert_eq!(report.failovers, 0);
-    println!("primary frozen {waited:?} more: not replaced (the replica still streams from it)");
+    println!("primary frozen: the replica promoted after {took:?} more");
 
+    // It thaws writable, finds itself fenced (the higher epoch), and is rejoined by itself.
     docker(&["unpause", db.primary.id()]).await?;
     let took = wait(
         &router,
-        "the primary back as writer",
-        Duration::from_secs(10),
-        |s| s.writer.as_ref() == Some(&primary) && s.epoch == 0,
+        "the thawed primary fenced and rejoined",
+        RESTART_LIMIT,
+        |s| s.writer.as_ref() == Some(&replica) && s.reader.as_ref() == Some(&primary),
     )
     .await?;
-    println!("primary thawed: writer again after {took:?}, epoch 0");
+    println!("primary thawed: fenced and rejoined as the reader after {took:?}");
+    assert_eq!(router.report().fencings, 1, "the thawed primary was not fenced");
+    // From here on the roles are swapped.
+    let (primary, replica) = (replica, primary);
+    let (primary_addr, replica_addr) = (db.replica_addr, db.primary_addr);
 
     // Someone makes the replica writable by hand while the app has a session open there:
     // the router fences it again and ends that session, so it cannot write through it.
-    let mut app_on_replica = app_conn(db.replica_addr).await?;
+    let mut app_on_replica = app_conn(replica_addr).await?;
     app_on_replica.execute("SELECT 1").await?;
-    monitor_conn(db.replica_addr)
+    monitor_conn(replica_addr)
         .await?
         .execute("SET GLOBAL read_only = OFF")
         .await?;
@@ -548,7 +542,7 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
         "the stray writable replica fenced",
         Duration::from_secs(5),
         |r| {
-            r.fencings == 1
+            r.fencings == 2
                 && r.nodes.iter().any(|n| {
                     n.name == replica.name && n.status.as_ref().is_some_and(|s| s.read_only)
                 })
@@ -564,7 +558,7 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
 
     // The replica falls behind (delayed replication: it applies each event 8 s late), past
     // max_replication_lag (5 s): no reads there until it has caught up.
-    let mut admin_on_replica = monitor_conn(db.replica_addr).await?;
+    let mut admin_on_replica = monitor_conn(replica_addr).await?;
     admin_on_replica.execute("STOP SLAVE").await?;
     admin_on_replica
         .execute("CHANGE MASTER TO MASTER_DELAY = 8")
@@ -577,7 +571,7 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
         |s| s.reader.as_ref() == Some(&replica),
     )
     .await?;
-    app_conn(db.primary_addr)
+    app_conn(primary_addr)
         .await?
         .execute("CREATE TABLE lag_probe (id INT PRIMARY KEY)")
         .await?;
@@ -602,7 +596,7 @@ async fn frozen_primary_is_not_replaced_while_the_replica_streams_stray_writable
         written.elapsed()
     );
     assert!(
-        lagging_after >= config.max_replication_lag,
+        lagging_after >= MonitorConfig::default().max_replication_lag,
         "{lagging_after:?}"
     );
     Ok(())

@@ -196,11 +196,14 @@ rpl_semi_sync_master_timeout = $DB_SEMI_SYNC_TIMEOUT_MS
 # a crash lose it). The replica then holds every write a client saw acknowledged, and the
 # router promotes it only once it has applied its whole relay log.
 rpl_semi_sync_master_wait_point = AFTER_SYNC
-# A primary that vanishes without closing its connections (power loss, a dropped link) is
-# noticed by the replica within this (heartbeats every half of it), not the default 60 s:
-# the router fails over only once the replica has lost its primary too. (A killed container
-# does close them: the replica sees the loss at once, measured within 50 ms.)
-slave_net_timeout            = 10
+# A primary that vanishes without closing its connections (frozen, power loss, a dropped
+# link) is noticed by the replica within this, not the default 60 s: the router fails over
+# only once the replica has lost its primary too, so this bounds a frozen primary's write
+# outage (about 1 s to notice + this + the promotion: the target is 5 s). The primary
+# sends a heartbeat every quarter second (MASTER_HEARTBEAT_PERIOD, set with the replication)
+# while idle, so a live link never goes quiet this long. (A killed container closes its connections: the
+# replica sees the loss at once, measured within 50 ms.)
+slave_net_timeout            = 1
 # With no semi-sync replica connected, commit without waiting (the server's default, ON,
 # waits the timeout once, then falls back): a replica with no replica of its own would
 # otherwise stall its own SQL thread, a primary whose replica is down its first commit.
@@ -372,6 +375,8 @@ EOF
     # MASTER_USE_GTID=slave_pos with an empty gtid_slave_pos: from the primary's first event.
     # MASTER_CONNECT_RETRY=1: a primary that is not up yet (or restarts) is retried every
     # second, 100000 times (master_retry_count), so the containers can start in any order.
+    # MASTER_HEARTBEAT_PERIOD=0.25: an idle primary still sends something four times a second,
+    # well inside slave_net_timeout (1 s, the least it takes), which a frozen one exceeds.
     # Replication starts with the real server (no skip_slave_start on a replica).
     sql <<EOF
 CHANGE MASTER TO
@@ -380,7 +385,8 @@ CHANGE MASTER TO
   MASTER_USER='$DB_REPLICATION_USER',
   MASTER_PASSWORD=$(sql_str "$DB_REPLICATION_PASSWORD"),
   MASTER_USE_GTID=slave_pos,
-  MASTER_CONNECT_RETRY=1;
+  MASTER_CONNECT_RETRY=1,
+  MASTER_HEARTBEAT_PERIOD=0.25;
 EOF
   fi
 

@@ -231,7 +231,8 @@ pub async fn rejoin(
             conn,
             AssertSqlSafe(format!(
                 "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, \
-                 MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+                 MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, \
+                 MASTER_HEARTBEAT_PERIOD = 0.25",
                 quote(&primary.host),
                 primary.port,
                 quote(replication_user),

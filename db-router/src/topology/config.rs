@@ -36,12 +36,14 @@ impl Default for BackendsConfig {
 
 /// The `[monitor]` table: how the nodes are watched and when the router fails over.
 ///
-/// The defaults keep writes failing for at most about 4 s after the primary dies (the target
-/// is 5 s): a dead node is seen within `interval` + `timeout` (1 s; at once when its
-/// connections are reset, as a killed container's are), failover starts `failover_after`
-/// (2 s) later, and promotion takes about a second at most when the replica is caught up
-/// (`STOP SLAVE` waits for the replica's reconnect attempt in progress, whose name lookup of
-/// the dead node the database image bounds to 1 s).
+/// The defaults keep writes failing for at most about 4 s after the primary dies or freezes
+/// (the target is 5 s): a dead node is seen within `interval` + `timeout` (1 s; at once when
+/// its connections are reset, as a killed container's are), failover starts `failover_after`
+/// (1 s) later once the replica has lost the primary too (a frozen one: within the image's
+/// `slave_net_timeout`, 1 s), and promotion takes about a second (`STOP SLAVE` waits for
+/// the replica's reconnect attempt in progress: a name lookup of a dead node, which the
+/// database image bounds to 1 s, or a connect to a frozen one, bounded by
+/// `slave_net_timeout`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorConfig {
@@ -107,7 +109,7 @@ impl Default for MonitorConfig {
             timeout: Duration::from_millis(500),
             max_replication_lag: Duration::from_secs(5),
             auto_failover: true,
-            failover_after: Duration::from_secs(2),
+            failover_after: Duration::from_secs(1),
             catch_up_timeout: Duration::from_secs(30),
             user: "monitor".into(),
             password: String::new(),
