@@ -524,7 +524,11 @@ async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rej
     )
     .await?;
     println!("primary thawed: fenced and rejoined as the reader after {took:?}");
-    assert_eq!(router.report().fencings, 1, "the thawed primary was not fenced");
+    assert_eq!(
+        router.report().fencings,
+        1,
+        "the thawed primary was not fenced"
+    );
     // From here on the roles are swapped.
     let (primary, replica) = (replica, primary);
     let (primary_addr, replica_addr) = (db.replica_addr, db.primary_addr);
@@ -826,7 +830,74 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
         }
     }
     println!("primary back: 40 of 40 acknowledged writes on it, the replica caught up");
+
+    // The same again, and this time an operator forces the promotion. Naming less than the
+    // missing writes forces nothing; naming them gives exactly those up.
+    partition(&db.replica, &primary_ip, true).await?;
+    let mut through_b = MySqlConnection::connect_with(&b.options()).await?;
+    for id in 101..=105 {
+        sqlx::query("INSERT INTO counter VALUES (?)")
+            .bind(id)
+            .execute(&mut through_b)
+            .await?;
+    }
+    kill(&db.primary).await?;
+    partition(&db.replica, &primary_ip, false).await?;
+    let blocked = |r: &topology::Report| r.failover_blocked.clone().unwrap_or_default();
+    wait_report(
+        &a,
+        "router a refuses the promotion again",
+        RESTART_LIMIT,
+        |r| blocked(r).contains("lacks"),
+    )
+    .await?;
+    let missing = blocked(&a.report())
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_owned();
+    let (status, said) = promote_command(&a_guard, "0-1-1").await?;
+    assert!(status, "{said}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.snapshot().epoch, 0, "promoted past writes nobody gave up");
+    let (status, said) = promote_command(&a_guard, &missing).await?;
+    assert!(status, "{said}");
+    wait(&a, "the replica promoted by force", FAILOVER_LIMIT, |s| {
+        s.writer.as_ref() == Some(&replica) && s.epoch == 1
+    })
+    .await?;
+    let mut on_new = app_conn(db.replica_addr).await?;
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter WHERE id BETWEEN 1 AND 42")
+        .fetch_one(&mut on_new)
+        .await?;
+    assert_eq!(
+        kept, 41,
+        "1 to 40 and 42 (41 was refused) are not all there"
+    );
+    println!("forced past {missing}: promoted, the writes before the second fault all kept");
     Ok(())
+}
+
+/// `foobar-db-router promote --give-up GTIDS` (the binary, as an operator runs it) against
+/// this router's admin listener: success, and what it said.
+async fn promote_command(router: &Guard, give_up: &str) -> anyhow::Result<(bool, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    serve_admin(router, listener);
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("db-router.toml");
+    std::fs::write(&config, format!("[service]\nadmin_listen = \"{addr}\"\n"))?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_foobar-db-router"))
+        .args(["promote", "--give-up", give_up, "--config"])
+        .arg(&config)
+        .output()
+        .await?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), said))
 }
 
 /// Drops (`cut`) or lets through again every packet between `node` and `peer_ip`, with

@@ -13,6 +13,10 @@
 //!   or `POST /release?by=ROUTER` calls the promotion off, and answers what it acknowledged
 //!   and last saw on the primary ([`super::ledger::Holdings`], JSON).
 //!
+//! - `POST /promote?give_up=GTIDS`: an operator forces the promotion a router refused, giving
+//!   up the transactions named (the highest missing GTID per domain, as `failover_blocked`
+//!   says them): the next attempt goes ahead without them. Nothing else is given up.
+//!
 //! The service adds these with `Context::add_admin_routes`; a service with more admin routes
 //! merges [`admin_routes`] into its own router first.
 
@@ -37,6 +41,7 @@ pub fn admin_routes(topology: &Topology) -> Router {
         .route("/rejoin", post(rejoin))
         .route("/seal", post(seal))
         .route("/release", post(release))
+        .route("/promote", post(force_promote))
         .with_state(topology.clone())
 }
 
@@ -172,6 +177,48 @@ async fn release(State(topology): State<Topology>, Query(query): Query<ReleaseQu
     // The next round decides the writer again.
     topology.shared.wake.notify_one();
     message(StatusCode::OK, "released")
+}
+
+#[derive(Deserialize)]
+struct PromoteQuery {
+    give_up: String,
+}
+
+async fn force_promote(
+    State(topology): State<Topology>,
+    Query(query): Query<PromoteQuery>,
+) -> Response {
+    let report = topology.report();
+    if report.failover_blocked.is_none() {
+        return message(
+            StatusCode::CONFLICT,
+            "no promotion is being refused right now: nothing to force",
+        );
+    }
+    let given_up = super::gtid::GtidSet::parse(&query.give_up);
+    if given_up.is_empty() {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "give_up must name the transactions given up, as domain-server-sequence \
+             (e.g. 0-1-56), as failover_blocked lists them",
+        );
+    }
+    tracing::error!(
+        "an operator forces the promotion, giving up the transactions up to {given_up}"
+    );
+    *topology
+        .shared
+        .give_up
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = given_up.clone();
+    topology.shared.wake.notify_one();
+    message(
+        StatusCode::ACCEPTED,
+        &format!(
+            "the next promotion attempt goes ahead without the transactions up to {given_up} \
+             (GET /topology shows whether it did; it refuses again if more are missing)"
+        ),
+    )
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

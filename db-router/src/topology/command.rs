@@ -4,6 +4,8 @@
 //!   of the current primary. Exit 0 when rejoined; 1 with the router's reason otherwise
 //!   (errant transactions, no fenced node, no primary).
 //! - `foobar-db-router topology [--config FILE]`: prints the router's `GET /topology`.
+//! - `foobar-db-router promote --give-up GTIDS [--config FILE]`: forces the promotion the
+//!   router refuses (`failover_blocked`), giving up the transactions named.
 //!
 //! Both ask the running router through its admin listener (as `--probe` asks `/readyz`)
 //! rather than act themselves: the running router's monitor knows which node is the primary
@@ -24,27 +26,33 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn requested() -> bool {
     matches!(
         std::env::args().nth(1).as_deref(),
-        Some("rejoin" | "topology")
+        Some("rejoin" | "topology" | "promote")
     )
 }
 
 /// Runs the command the command line names.
 pub fn run() -> ExitCode {
-    let rejoin = std::env::args().nth(1).as_deref() == Some("rejoin");
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let rejoin = command == "rejoin";
     let mut config = None;
     let mut node = None;
+    let mut give_up = None;
     let mut args = std::env::args().skip(2);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config = args.next().map(PathBuf::from),
+            "--give-up" if command == "promote" => give_up = args.next(),
             "-h" | "--help" => {
                 println!(
                     "usage: foobar-db-router rejoin [--config FILE] [NODE]\n       \
-                     foobar-db-router topology [--config FILE]\n\n\
+                     foobar-db-router topology [--config FILE]\n       \
+                     foobar-db-router promote --give-up GTIDS [--config FILE]\n\n\
                      rejoin asks the running router (its admin listener, from FILE) to make \
                      the fenced node\nNODE (default: the only fenced one) a replica of the \
                      current primary.\ntopology prints the router's view: epoch, writer, \
-                     reader, each node's health."
+                     reader, each node's health.\npromote forces the promotion the router refuses \
+                     (failover_blocked in topology),\ngiving up the transactions GTIDS names \
+                     (e.g. 0-1-56): they are lost."
                 );
                 return ExitCode::SUCCESS;
             }
@@ -75,17 +83,22 @@ pub fn run() -> ExitCode {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
-    let (method, path) = match (rejoin, &node) {
-        (true, Some(node)) => ("POST", format!("/rejoin?node={node}")),
-        (true, None) => ("POST", "/rejoin".to_owned()),
-        (false, _) => ("GET", "/topology".to_owned()),
+    let (method, path) = match (command.as_str(), &node, &give_up) {
+        ("rejoin", Some(node), _) => ("POST", format!("/rejoin?node={node}")),
+        ("rejoin", None, _) => ("POST", "/rejoin".to_owned()),
+        ("promote", _, Some(gtids)) => ("POST", format!("/promote?give_up={gtids}")),
+        ("promote", _, None) => {
+            eprintln!("foobar-db-router: promote needs --give-up GTIDS (see --help)");
+            return ExitCode::from(2);
+        }
+        _ => ("GET", "/topology".to_owned()),
     };
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .and_then(|rt| rt.block_on(ask(&admin.to_string(), method, &path, None, ANSWER_TIMEOUT)));
     match answer {
-        Ok((200, body)) => {
+        Ok((200 | 202, body)) => {
             print!("{body}");
             ExitCode::SUCCESS
         }

@@ -52,6 +52,18 @@ impl GtidSet {
             .collect()
     }
 
+    /// This set less the domains `given_up` reaches: what an operator who gave those
+    /// transactions up (`POST /promote?give_up=`) still requires.
+    pub fn without(&self, given_up: &GtidSet) -> GtidSet {
+        GtidSet(
+            self.0
+                .iter()
+                .filter(|(domain, (_, seq))| given_up.0.get(domain).is_none_or(|(_, g)| g < seq))
+                .map(|(domain, at)| (*domain, *at))
+                .collect(),
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -106,5 +118,17 @@ mod tests {
             "a domain the node never saw"
         );
         assert_eq!(need.missing_from(&GtidSet::default()).len(), 2);
+    }
+
+    #[test]
+    fn giving_up_a_domain_needs_its_highest_gtid_named() {
+        let need = GtidSet::parse("0-1-42,1-3-7");
+        assert_eq!(need.without(&GtidSet::parse("0-1-42")).to_string(), "1-3-7");
+        assert_eq!(
+            need.without(&GtidSet::parse("0-1-41")).to_string(),
+            "0-1-42,1-3-7",
+            "naming less than the missing writes gives up nothing"
+        );
+        assert!(need.without(&GtidSet::parse("0-1-50,1-3-7")).is_empty());
     }
 }

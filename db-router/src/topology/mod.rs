@@ -95,6 +95,9 @@ struct Shared {
     admin_action: tokio::sync::Mutex<()>,
     /// What this router acknowledged, and whether it may acknowledge more.
     ledger: ledger::Ledger,
+    /// Transactions an operator gave up (`POST /promote?give_up=`): the next promotion may
+    /// go ahead without them.
+    give_up: Mutex<gtid::GtidSet>,
 }
 
 impl Topology {

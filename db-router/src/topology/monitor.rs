@@ -472,11 +472,18 @@ impl Monitor {
         let peers = self.access.peers.clone();
         // Asked under the promotion lock: every router's acknowledged writes and the
         // primary's last position it saw, each router promising to acknowledge no more.
+        let given_up = self
+            .topology
+            .shared
+            .give_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let required = async move {
             let own = ledger.ledger().seal(epoch - 1, &router, &router);
             let mut held = peers.seal(epoch - 1, &router).await?;
             held.push(own);
-            Ok(peers::required(&held))
+            Ok(peers::required(&held).without(&given_up))
         };
         let outcome = actions::promote(
             probe,
@@ -501,6 +508,22 @@ impl Monitor {
         match outcome {
             Ok(Promotion::Refused(_)) => false,
             Ok(Promotion::Promoted(record)) => {
+                let given_up = std::mem::take(
+                    &mut *self
+                        .topology
+                        .shared
+                        .give_up
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()),
+                );
+                if !given_up.is_empty() {
+                    tracing::error!(
+                        node = %probe.node.name,
+                        "promoted as an operator forced it: the transactions up to {given_up} \
+                         that it lacked are given up (they stay on the old primary, which \
+                         will not rejoin: rebuild it)"
+                    );
+                }
                 self.failovers += 1;
                 self.metrics.failovers.inc();
                 // Each step of the promotion succeeded on the node: it replicates no more,
