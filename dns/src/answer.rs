@@ -15,7 +15,7 @@ use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponse, ZoneType};
@@ -214,31 +214,45 @@ async fn general(
         (Some(edns), false) => edns.max_payload().max(512),
         (None, false) => 512,
     };
-    if qtype == Some(u16::from(RecordType::ANY)) {
-        if let Some(answer) = minimal_any(served, &request, max_size) {
-            *out = answer;
-            return;
-        }
-    }
-    let capture = Capture {
-        max_size,
-        encoded: Arc::new(Mutex::new(Vec::new())),
+    let whole = if let Some(answer) = (qtype == Some(u16::from(RecordType::ANY)))
+        .then(|| minimal_any(served, &request))
+        .flatten()
+    {
+        answer
+    } else {
+        let capture = Capture {
+            encoded: Arc::new(Mutex::new(Vec::new())),
+        };
+        served
+            .catalog
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        std::mem::take(&mut *capture.encoded.lock().unwrap_or_else(|e| e.into_inner()))
     };
-    served
-        .catalog
-        .handle_request::<_, TokioTime>(&request, capture.clone())
-        .await;
-    let encoded = std::mem::take(&mut *capture.encoded.lock().unwrap_or_else(|e| e.into_inner()));
-    *out = if encoded.is_empty() {
+    *out = if whole.is_empty() {
         server_failure(packet)
     } else {
-        encoded
+        finish(whole, max_size).unwrap_or_else(|| server_failure(packet))
     };
+}
+
+/// The answer as sent, from the whole answer encoded without a size limit: an answer longer
+/// than `max_size` (the client's UDP buffer) cut to the header, the question and the OPT
+/// record, with TC set and nothing else (RFC 2181 9: a resolver retries over TCP and never uses part of a set).
+/// hickory's own truncation stops at the record that does not fit but leaves the bytes of that
+/// record behind the counted ones, which clients report as trailing garbage. `None` when the
+/// answer cannot be read back (never expected: hickory encoded it).
+fn finish(whole: Vec<u8>, max_size: u16) -> Option<Vec<u8>> {
+    if whole.len() <= usize::from(max_size) {
+        return Some(whole);
+    }
+    let message = Message::from_vec(&whole).ok()?;
+    message.truncate().to_vec().ok()
 }
 
 /// RFC 8482: an ANY query for a name that exists gets one synthesized HINFO record, not
 /// every record set the name has.
-fn minimal_any(served: &Served, request: &Request, max_size: u16) -> Option<Vec<u8>> {
+fn minimal_any(served: &Served, request: &Request) -> Option<Vec<u8>> {
     let query = request.queries.queries().first()?;
     let ttl = *served.owners.get(query.name())?;
     let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
@@ -257,11 +271,7 @@ fn minimal_any(served: &Served, request: &Request, max_size: u16) -> Option<Vec<
         ours.set_max_payload(edns.max_payload().max(512));
         response.set_edns(ours);
     }
-    let mut bytes = Vec::with_capacity(128);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max_size);
-    response.emit(&mut encoder).ok()?;
-    Some(bytes)
+    response.to_vec().ok()
 }
 
 fn server_failure(packet: &[u8]) -> Vec<u8> {
@@ -270,11 +280,10 @@ fn server_failure(packet: &[u8]) -> Vec<u8> {
     answer.to_vec()
 }
 
-/// A response handler that keeps the encoded answer instead of sending it, so the caller
-/// can cache it and send it the way its transport needs.
+/// A response handler that keeps the whole encoded answer instead of sending it, so the
+/// caller can fit it to the transport ([`finish`]) and cache it.
 #[derive(Clone)]
 struct Capture {
-    max_size: u16,
     encoded: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -293,7 +302,6 @@ impl ResponseHandler for Capture {
     ) -> Result<ResponseInfo, NetError> {
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(self.max_size);
         let info = response.destructive_emit(&mut encoder)?;
         *self.encoded.lock().unwrap_or_else(|e| e.into_inner()) = bytes;
         Ok(info)

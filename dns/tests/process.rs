@@ -358,6 +358,98 @@ async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
     fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
+/// A raw query for `name` `qtype` with, when `edns` is given, an OPT record of that buffer
+/// size and DO bit.
+fn raw_query(id: u16, name: &str, qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0]);
+    query.extend_from_slice(&qtype.to_be_bytes());
+    query.extend_from_slice(&1u16.to_be_bytes());
+    if let Some((size, dnssec_ok)) = edns {
+        query.extend_from_slice(&[0, 0, 41]);
+        query.extend_from_slice(&size.to_be_bytes());
+        query.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    }
+    query
+}
+
+async fn ask_udp(addr: SocketAddr, query: &[u8]) -> Vec<u8> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(addr).await.unwrap();
+    socket.send(query).await.unwrap();
+    let mut answer = vec![0u8; 65_535];
+    let len = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut answer))
+        .await
+        .expect("an answer within 2 s")
+        .unwrap();
+    answer.truncate(len);
+    answer
+}
+
+/// RFC 2181 9: an answer that does not fit the client's UDP buffer (512 bytes without EDNS)
+/// is the header and the question, plus the OPT record when the query had one, with TC set
+/// and nothing else: no records, no bytes of a record cut half way. Asked twice, so both the
+/// first answer and the cached one are checked; over TCP the whole answer comes.
+#[tokio::test]
+async fn truncated_answers_are_the_header_and_question_only() {
+    let fx = start(18_007).await;
+    const TXT: u16 = 16;
+    let question_end = 12 + "big.foobar.com".len() + 2 + 4;
+    for round in 0..2 {
+        let answer = ask_udp(
+            fx.addr,
+            &raw_query(0x1234 + round, "big.foobar.com", TXT, None),
+        )
+        .await;
+        assert_eq!(&answer[..2], &(0x1234 + round).to_be_bytes());
+        assert_eq!(answer[2] & 0x82, 0x82, "QR and TC: {answer:?}");
+        assert_eq!(
+            &answer[4..12],
+            &[0, 1, 0, 0, 0, 0, 0, 0],
+            "one question, no records"
+        );
+        assert_eq!(
+            answer.len(),
+            question_end,
+            "nothing after the question: {answer:?}"
+        );
+
+        let with_edns = raw_query(0x2345, "big.foobar.com", TXT, Some((512, true)));
+        let answer = ask_udp(fx.addr, &with_edns).await;
+        assert_eq!(answer[2] & 0x82, 0x82, "QR and TC: {answer:?}");
+        assert_eq!(
+            &answer[4..12],
+            &[0, 1, 0, 0, 0, 0, 0, 1],
+            "question and OPT only"
+        );
+        assert_eq!(answer.len(), question_end + 11, "{answer:?}");
+        let opt = &answer[question_end..];
+        assert_eq!(&opt[..3], &[0, 0, 41], "an OPT record: {opt:?}");
+
+        let dig_no_edns = dig(
+            fx.addr,
+            &["+notcp", "+ignore", "+noedns", "big.foobar.com", "TXT"],
+        )
+        .await;
+        assert!(dig_no_edns.has_flag("tc"), "{}", dig_no_edns.raw);
+        assert!(dig_no_edns.answer.is_empty(), "{}", dig_no_edns.raw);
+        assert!(
+            !dig_no_edns.raw.contains("WARNING: Message has"),
+            "no trailing bytes: {}",
+            dig_no_edns.raw
+        );
+    }
+    let over_tcp = dig(fx.addr, &["+tcp", "+noedns", "big.foobar.com", "TXT"]).await;
+    assert!(!over_tcp.has_flag("tc"), "{}", over_tcp.raw);
+    assert_eq!(over_tcp.answer_data("TXT").len(), 8, "{}", over_tcp.raw);
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
 /// Only healthy balancers are answered; none healthy means all (fail open); a recovered one
 /// comes back. Each change within interval x fall (+ timeout) of the balancer changing.
 #[tokio::test]
