@@ -214,6 +214,10 @@ async fn general(
         (Some(edns), false) => edns.max_payload().max(512),
         (None, false) => 512,
     };
+    let dnssec_ok = request
+        .edns
+        .as_ref()
+        .is_some_and(|edns| edns.flags().dnssec_ok);
     let whole = if let Some(answer) = (qtype == Some(u16::from(RecordType::ANY)))
         .then(|| minimal_any(served, &request))
         .flatten()
@@ -232,22 +236,30 @@ async fn general(
     *out = if whole.is_empty() {
         server_failure(packet)
     } else {
-        finish(whole, max_size).unwrap_or_else(|| server_failure(packet))
+        finish(whole, dnssec_ok, max_size).unwrap_or_else(|| server_failure(packet))
     };
 }
 
-/// The answer as sent, from the whole answer encoded without a size limit: an answer longer
-/// than `max_size` (the client's UDP buffer) cut to the header, the question and the OPT
-/// record, with TC set and nothing else (RFC 2181 9: a resolver retries over TCP and never uses part of a set).
+/// The answer as sent, from the whole answer encoded without a size limit: the query's DO bit
+/// copied into its OPT record (RFC 3225 3), and an answer longer than `max_size` (the
+/// client's UDP buffer) cut to the header, the question and the OPT record, with TC set and
+/// nothing else (RFC 2181 9: a resolver retries over TCP and never uses part of a set).
 /// hickory's own truncation stops at the record that does not fit but leaves the bytes of that
 /// record behind the counted ones, which clients report as trailing garbage. `None` when the
 /// answer cannot be read back (never expected: hickory encoded it).
-fn finish(whole: Vec<u8>, max_size: u16) -> Option<Vec<u8>> {
-    if whole.len() <= usize::from(max_size) {
+fn finish(whole: Vec<u8>, dnssec_ok: bool, max_size: u16) -> Option<Vec<u8>> {
+    if !dnssec_ok && whole.len() <= usize::from(max_size) {
         return Some(whole);
     }
-    let message = Message::from_vec(&whole).ok()?;
-    message.truncate().to_vec().ok()
+    let mut message = Message::from_vec(&whole).ok()?;
+    if let Some(edns) = message.edns.as_mut() {
+        edns.set_dnssec_ok(dnssec_ok);
+    }
+    let mut bytes = message.to_vec().ok()?;
+    if bytes.len() > usize::from(max_size) {
+        bytes = message.truncate().to_vec().ok()?;
+    }
+    Some(bytes)
 }
 
 /// RFC 8482: an ANY query for a name that exists gets one synthesized HINFO record, not

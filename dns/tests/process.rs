@@ -430,6 +430,7 @@ async fn truncated_answers_are_the_header_and_question_only() {
         assert_eq!(answer.len(), question_end + 11, "{answer:?}");
         let opt = &answer[question_end..];
         assert_eq!(&opt[..3], &[0, 0, 41], "an OPT record: {opt:?}");
+        assert_eq!(opt[7] & 0x80, 0x80, "with the query's DO bit: {opt:?}");
 
         let dig_no_edns = dig(
             fx.addr,
@@ -447,6 +448,36 @@ async fn truncated_answers_are_the_header_and_question_only() {
     let over_tcp = dig(fx.addr, &["+tcp", "+noedns", "big.foobar.com", "TXT"]).await;
     assert!(!over_tcp.has_flag("tc"), "{}", over_tcp.raw);
     assert_eq!(over_tcp.answer_data("TXT").len(), 8, "{}", over_tcp.raw);
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// RFC 3225 3: the DO bit of a query's OPT record comes back in the answer's, whether the
+/// answer is made by the catalog, the ANY synthesis, or taken from the cache; a query
+/// without DO gets none.
+#[tokio::test]
+async fn the_do_bit_is_copied_into_the_answer() {
+    let fx = start(18_008).await;
+    for transport in ["+notcp", "+tcp"] {
+        for (name, rtype) in [
+            ("www.foobar.com", "A"),
+            ("www.foobar.com", "A"),
+            ("nope.foobar.com", "A"),
+            ("foobar.com", "ANY"),
+        ] {
+            let with_do = dig(fx.addr, &[transport, "+dnssec", name, rtype]).await;
+            assert!(
+                with_do.raw.contains("; EDNS: version: 0, flags: do;"),
+                "{}",
+                with_do.raw
+            );
+            let without = dig(fx.addr, &[transport, name, rtype]).await;
+            assert!(
+                without.raw.contains("; EDNS: version: 0, flags:;"),
+                "{}",
+                without.raw
+            );
+        }
+    }
     fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
