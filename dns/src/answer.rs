@@ -218,7 +218,9 @@ async fn general(
         .edns
         .as_ref()
         .is_some_and(|edns| edns.flags().dnssec_ok);
-    let whole = if let Some(answer) = (qtype == Some(u16::from(RecordType::ANY)))
+    let whole = if let Some(refusal) = refused_transfer(&request) {
+        refusal
+    } else if let Some(answer) = (qtype == Some(u16::from(RecordType::ANY)))
         .then(|| minimal_any(served, &request))
         .flatten()
     {
@@ -260,6 +262,28 @@ fn finish(whole: Vec<u8>, dnssec_ok: bool, max_size: u16) -> Option<Vec<u8>> {
         bytes = message.truncate().to_vec().ok()?;
     }
     Some(bytes)
+}
+
+/// Zone transfers: foobar-dns serves no secondaries (every server of the stack reads the same
+/// zone files), so AXFR and IXFR are both REFUSED, over UDP and TCP alike, before the catalog
+/// sees them (hickory refuses AXFR under `AxfrPolicy::Deny` but answers IXFR as an ordinary
+/// query with no data).
+fn refused_transfer(request: &Request) -> Option<Vec<u8>> {
+    let query = request.queries.queries().first()?;
+    if !matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        return None;
+    }
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.op_code = request.metadata.op_code;
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.response_code = ResponseCode::Refused;
+    response.add_query(query.original().clone());
+    if let Some(edns) = &request.edns {
+        let mut ours = hickory_proto::op::Edns::new();
+        ours.set_max_payload(edns.max_payload().max(512));
+        response.set_edns(ours);
+    }
+    response.to_vec().ok()
 }
 
 /// RFC 8482: an ANY query for a name that exists gets one synthesized HINFO record, not

@@ -481,6 +481,50 @@ async fn the_do_bit_is_copied_into_the_answer() {
     fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
+/// Zone transfers: both servers of the stack read the same zone files, so none is a
+/// secondary and foobar-dns refuses AXFR and IXFR alike (kdig, over TCP and UDP).
+#[tokio::test]
+async fn ixfr_is_refused_as_axfr_is() {
+    let fx = start(18_009).await;
+    let kdig = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("kdig")
+            .args(args)
+            .output()
+            .await
+            .expect("kdig is installed by scripts/install-tools.sh");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    };
+    let server = [
+        format!("@{}", fx.addr.ip()),
+        "-p".to_owned(),
+        fx.addr.port().to_string(),
+    ];
+    for (transport, rtype) in [
+        ("+tcp", "AXFR"),
+        ("+tcp", "IXFR=0"),
+        ("+notcp", "IXFR=0"),
+        ("+tcp", "IXFR=1"),
+    ] {
+        let mut args = server.to_vec();
+        args.extend([
+            transport.to_owned(),
+            "foobar.com".to_owned(),
+            rtype.to_owned(),
+        ]);
+        let out = kdig(args).await;
+        assert!(
+            out.contains("server replied with error 'REFUSED'"),
+            "{transport} {rtype}: {out}"
+        );
+    }
+    const IXFR: u16 = 251;
+    let answer = ask_udp(fx.addr, &raw_query(7, "foobar.com", IXFR, None)).await;
+    assert_eq!(answer[3] & 0x0F, 5, "REFUSED: {answer:?}");
+    assert_eq!(&answer[4..12], &[0, 1, 0, 0, 0, 0, 0, 0], "{answer:?}");
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
 /// Only healthy balancers are answered; none healthy means all (fail open); a recovered one
 /// comes back. Each change within interval x fall (+ timeout) of the balancer changing.
 #[tokio::test]
