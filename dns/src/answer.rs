@@ -35,6 +35,8 @@ pub struct Served {
     catalog: Catalog,
     /// Every owner name in the zones, for RFC 8482 answers to ANY.
     owners: HashMap<LowerName, u32>,
+    /// The A and AAAA records of each name (health-filtered), for additional sections.
+    addresses: HashMap<LowerName, Vec<Record>>,
     cache: AnswerCache,
 }
 
@@ -48,6 +50,7 @@ impl Served {
     ) -> Result<Self, String> {
         let mut catalog = Catalog::new();
         let mut owners = HashMap::new();
+        let mut addresses: HashMap<LowerName, Vec<Record>> = HashMap::new();
         for zone in zones {
             let mut records = zone.records.clone();
             for (name, (healthy, ttl)) in &health.names {
@@ -60,6 +63,12 @@ impl Served {
             }
             for (key, set) in &records {
                 owners.entry(key.name.clone()).or_insert(set.ttl());
+                if matches!(key.record_type, RecordType::A | RecordType::AAAA) {
+                    addresses
+                        .entry(key.name.clone())
+                        .or_default()
+                        .extend(set.records_without_rrsigs().cloned());
+                }
             }
             let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
                 zone.origin.clone(),
@@ -72,6 +81,7 @@ impl Served {
         Ok(Self {
             catalog,
             owners,
+            addresses,
             cache: AnswerCache::new(cache_entries),
         })
     }
@@ -233,13 +243,53 @@ async fn general(
             .catalog
             .handle_request::<_, TokioTime>(&request, capture.clone())
             .await;
-        std::mem::take(&mut *capture.encoded.lock().unwrap_or_else(|e| e.into_inner()))
+        let whole = std::mem::take(&mut *capture.encoded.lock().unwrap_or_else(|e| e.into_inner()));
+        if matches!(
+            qtype.map(RecordType::from),
+            Some(RecordType::NS | RecordType::MX)
+        ) {
+            with_every_address(served, whole)
+        } else {
+            whole
+        }
     };
     *out = if whole.is_empty() {
         server_failure(packet)
     } else {
         finish(whole, dnssec_ok, max_size).unwrap_or_else(|| server_failure(packet))
     };
+}
+
+/// RFC 1034 4.3.2 step 6: the additional section holds the addresses of every name server
+/// and mail exchanger the answer names, where our zones have them (the NS records' glue).
+/// hickory adds those of the first record only, so `dig foobar.com NS` lacked ns2's address.
+fn with_every_address(served: &Served, whole: Vec<u8>) -> Vec<u8> {
+    let Ok(mut message) = Message::from_vec(&whole) else {
+        return whole;
+    };
+    let targets: Vec<LowerName> = message
+        .answers
+        .iter()
+        .chain(&message.authorities)
+        .filter_map(|record| match &record.data {
+            RData::NS(ns) => Some(LowerName::from(&ns.0)),
+            RData::MX(mx) => Some(LowerName::from(&mx.exchange)),
+            _ => None,
+        })
+        .collect();
+    let mut added = false;
+    for target in &targets {
+        for record in served.addresses.get(target).into_iter().flatten() {
+            if !message.additionals.contains(record) {
+                message.additionals.push(record.clone());
+                added = true;
+            }
+        }
+    }
+    match added.then(|| message.to_vec()) {
+        Some(Ok(bytes)) => bytes,
+        _ => whole,
+    }
 }
 
 /// The answer as sent, from the whole answer encoded without a size limit: the query's DO bit

@@ -29,9 +29,11 @@ fn zone(extra: &str) -> String {
         "$ORIGIN foobar.com.\n$TTL 300\n\
          @ IN SOA ns1.foobar.com. hostmaster.foobar.com. (\n  1 ; serial\n  3600 600 604800 60 )\n\
          @ IN NS ns1.foobar.com.\n\
+         @ IN NS ns2.foobar.com.\n\
          @ IN MX 10 mail.foobar.com.\n\
          @ IN TXT \"v=spf1 -all\"\n\
          ns1 IN A 127.0.0.10\n\
+         ns2 IN A 127.0.0.13\n\
          www IN A {LB1}\nwww IN A {LB2}\n\
          status IN CNAME alias\nalias IN CNAME www\n\
          mail IN A 127.0.0.25\n\
@@ -128,6 +130,7 @@ struct Dig {
     question: String,
     answer: Vec<Vec<String>>,
     authority: Vec<Vec<String>>,
+    additional: Vec<Vec<String>>,
     raw: String,
 }
 
@@ -168,6 +171,7 @@ async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
         question: String::new(),
         answer: vec![],
         authority: vec![],
+        additional: vec![],
         raw: raw.clone(),
     };
     let mut section = "";
@@ -188,6 +192,8 @@ async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
             section = "answer";
         } else if line.starts_with(";; AUTHORITY SECTION") {
             section = "authority";
+        } else if line.starts_with(";; ADDITIONAL SECTION") {
+            section = "additional";
         } else if line.starts_with(";;") || line.trim().is_empty() {
             if line.trim().is_empty() {
                 section = "";
@@ -198,6 +204,7 @@ async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
                 "question" => dig.question = line.trim_start_matches(';').to_owned(),
                 "answer" => dig.answer.push(fields),
                 "authority" => dig.authority.push(fields),
+                "additional" => dig.additional.push(fields),
                 _ => {}
             }
         }
@@ -267,13 +274,30 @@ async fn answers_as_an_authoritative_server_over_udp_and_tcp() {
         let outside = dig(fx.addr, &[transport, "example.org", "A"]).await;
         assert_eq!(outside.status, "REFUSED", "{}", outside.raw);
 
-        for (rtype, expected) in [
-            ("MX", "10 mail.foobar.com."),
-            ("TXT", "\"v=spf1 -all\""),
-            ("NS", "ns1.foobar.com."),
-        ] {
+        for (rtype, expected) in [("MX", "10 mail.foobar.com."), ("TXT", "\"v=spf1 -all\"")] {
             let got = dig(fx.addr, &[transport, "foobar.com", rtype]).await;
             assert_eq!(got.answer_data(rtype), vec![expected], "{}", got.raw);
+        }
+        // Both name servers, and the address of each in the additional section (glue).
+        for _ in 0..2 {
+            let ns = dig(fx.addr, &[transport, "foobar.com", "NS"]).await;
+            assert_eq!(
+                ns.answer_data("NS"),
+                vec!["ns1.foobar.com.", "ns2.foobar.com."],
+                "{}",
+                ns.raw
+            );
+            let mut glue = ns.additional.clone();
+            glue.sort();
+            assert_eq!(
+                glue,
+                vec![
+                    vec!["ns1.foobar.com.", "300", "IN", "A", "127.0.0.10"],
+                    vec!["ns2.foobar.com.", "300", "IN", "A", "127.0.0.13"],
+                ],
+                "{}",
+                ns.raw
+            );
         }
         let soa = dig(fx.addr, &[transport, "foobar.com", "SOA"]).await;
         assert!(
