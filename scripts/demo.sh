@@ -30,7 +30,7 @@ fi
 port=$(sed -n '/^\[https\]/,/^\[/s/^listen *= *"[^"]*:\([0-9][0-9]*\)".*/\1/p' config/balancer.toml)
 step "building foobar-demo"
 cargo build --release --quiet -p foobar-demo
-step "failover demo: kills web-a, lb-1, router-a, db-replica, db-primary under load (a few minutes)"
+step "failover demo: kills dns-1, dns-2, web-a, lb-1, router-a, db-replica, db-primary under load (a few minutes)"
 # shellcheck disable=SC2086 # DEMO_ARGS is a list of arguments
-exec target/release/foobar-demo --dns "127.0.0.1:${DNS_PORT:-5353}" --port "${port:-443}" \
+exec target/release/foobar-demo --dns "127.0.0.1:${DNS_PORT:-5353},127.0.0.1:${DNS2_PORT:-5354}" --port "${port:-443}" \
   --ca tls/ca.pem --svg dist/demo-timeline.svg ${DEMO_ARGS:-} "$@"

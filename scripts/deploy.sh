@@ -57,13 +57,16 @@ up_everywhere() {
   done
 }
 
-# foobar-dns answers www.foobar.com with balancer $1's address.
+# Both DNS servers (dns-1, dns-2) answer www.foobar.com with balancer $1's address.
 in_dns() {
-  local address dns
+  local address server dns
   address=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' \
     "$(compose ps --quiet "$1")")
-  dns=$(compose port --protocol udp dns 53)
-  dig +short +time=1 +tries=1 -p "${dns##*:}" @127.0.0.1 www.foobar.com | grep -qxF -f <(tr ' ' '\n' <<<"$address" | grep .)
+  for server in dns-1 dns-2; do
+    dns=$(compose port --protocol udp "$server" 53)
+    dig +short +time=1 +tries=1 -p "${dns##*:}" @127.0.0.1 www.foobar.com \
+      | grep -qxF -f <(tr ' ' '\n' <<<"$address" | grep .) || return 1
+  done
 }
 
 # wait_until WHAT SECONDS COMMAND...: runs COMMAND every 250 ms until it succeeds.

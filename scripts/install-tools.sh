@@ -18,6 +18,7 @@ SUDO=$(need_root)
 declare -A PACKAGES=(
   [debootstrap]=debootstrap
   [dig]=bind9-dnsutils
+  [kdig]=knot-dnsutils
   [curl]=curl
   [chromium]=chromium
   [brotli]=brotli

@@ -17,7 +17,8 @@ docker compose cp lb-1:/var/lib/foobar/tls/ca.pem tls/ca.pem >/dev/null
 step "the stack is up and healthy; its CA certificate is in tls/ca.pem"
 cat <<INFO
 
-  dig @127.0.0.1 -p ${DNS_PORT:-5353} www.foobar.com +short       # the healthy balancers
+  dig @127.0.0.1 -p ${DNS_PORT:-5353} www.foobar.com +short       # the healthy balancers (dns-1)
+  dig @127.0.0.1 -p ${DNS2_PORT:-5354} www.foobar.com +short       # the same from dns-2
   curl -si --cacert tls/ca.pem --resolve www.foobar.com:${LB1_HTTPS_PORT:-8443}:127.0.0.1 https://www.foobar.com:${LB1_HTTPS_PORT:-8443}/
   curl -si http://127.0.0.1:${LB2_HTTP_PORT:-8081}/ | head -3        # plain HTTP: 308 to HTTPS
   docker compose run --rm client curl -s https://www.foobar.com/      # as a visitor: DNS, lb, web, router, db

@@ -19,9 +19,17 @@ use foobar_demo::{Config, Scenario};
 #[derive(Debug, Parser)]
 #[command(name = "foobar-demo", version)]
 struct Args {
-    /// foobar-dns, asked for www.foobar.com before every new connection.
-    #[arg(long, default_value = "127.0.0.1:5353")]
-    dns: SocketAddr,
+    /// The DNS servers (dns-1, dns-2), asked for www.foobar.com before every new connection:
+    /// the one that answered last first, the next when it does not answer in --dns-timeout.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:5353,127.0.0.1:5354"
+    )]
+    dns: Vec<SocketAddr>,
+    /// How long one DNS server has to answer before the next is asked.
+    #[arg(long, default_value = "0.3", value_parser = seconds)]
+    dns_timeout: Duration,
     /// The site's name (DNS, TLS SNI, Host).
     #[arg(long, default_value = "www.foobar.com")]
     host: String,
@@ -31,7 +39,7 @@ struct Args {
     /// CA certificate the balancers' certificate is signed by (make up copies it there).
     #[arg(long, default_value = "tls/ca.pem")]
     ca: PathBuf,
-    /// A connect (or DNS query) slower than this moves on to the next address.
+    /// A connect slower than this moves on to the next address.
     #[arg(long, default_value = "1", value_parser = seconds)]
     connect_timeout: Duration,
     /// The longest one request may take, connecting included.
@@ -61,7 +69,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "web-a,lb-1,router-a,db-replica,db-primary"
+        default_value = "dns-1,dns-2,web-a,lb-1,router-a,db-replica,db-primary"
     )]
     components: Vec<String>,
     /// Load before the first kill.
@@ -117,7 +125,8 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let config = Config {
         visitor: VisitorConfig {
-            dns_server: args.dns,
+            dns_servers: args.dns,
+            dns_timeout: args.dns_timeout,
             host: args.host,
             port: args.port,
             ca_file: args.ca,

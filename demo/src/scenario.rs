@@ -58,9 +58,17 @@ impl Default for Config {
             compose_dir: PathBuf::from("."),
             compose_file: None,
             compose_env_file: None,
-            components: ["web-a", "lb-1", "router-a", "db-replica", "db-primary"]
-                .map(String::from)
-                .to_vec(),
+            components: [
+                "dns-1",
+                "dns-2",
+                "web-a",
+                "lb-1",
+                "router-a",
+                "db-replica",
+                "db-primary",
+            ]
+            .map(String::from)
+            .to_vec(),
             warmup: Duration::from_secs(5),
             hold: Duration::from_secs(10),
             settle: Duration::from_secs(5),
@@ -131,6 +139,12 @@ impl Report {
     }
 }
 
+/// The DNS servers a visitor asks, for progress lines.
+fn servers(visitor: &VisitorConfig) -> String {
+    let servers: Vec<String> = visitor.dns_servers.iter().map(|s| s.to_string()).collect();
+    servers.join(", ")
+}
+
 /// The kill-restore sequence around the load.
 pub struct Scenario;
 
@@ -170,8 +184,9 @@ impl Scenario {
         let mut checker = Visitor::new(Arc::clone(&visitor_config))?;
         let before_run = newest_post_id(&mut checker).await.map_err(|e| {
             e.context(format!(
-                "https://{} does not answer through the DNS server at {}",
-                config.visitor.host, config.visitor.dns_server
+                "https://{} does not answer through the DNS servers at {}",
+                config.visitor.host,
+                servers(&config.visitor)
             ))
         })?;
 
@@ -194,7 +209,7 @@ impl Scenario {
             load_config.writers,
             load_config.write_rate,
             config.visitor.host,
-            config.visitor.dns_server
+            servers(&config.visitor)
         ));
         let load = Load::start(Arc::clone(&visitor_config), &load_config, t0)?;
         let phase = Arc::new(Mutex::new("warm-up".to_owned()));

@@ -2,7 +2,8 @@
 //! them, so that the demo sees what they would see.
 //!
 //! - Every new connection asks foobar-dns again ([`crate::resolve`]), so a balancer taken out
-//!   of DNS stops getting new connections within the TTL.
+//!   of DNS stops getting new connections within the TTL; a DNS server that does not answer
+//!   within `dns_timeout` is left for the next one.
 //! - The addresses are tried in order; a refused connection or a connect timeout moves on to
 //!   the next one (a dead balancer's address may not refuse at all: its IP is simply gone).
 //! - TLS trusts only the stack's CA, with SNI www.foobar.com; HTTP/1.1 with keep-alive, a
@@ -34,15 +35,18 @@ use crate::resolve::Resolver;
 /// Where the site is and how a visitor connects to it.
 #[derive(Debug, Clone)]
 pub struct VisitorConfig {
-    /// foobar-dns, asked for every new connection.
-    pub dns_server: SocketAddr,
+    /// The stack's DNS servers (dns-1, dns-2), asked for every new connection: the one that
+    /// answered last first, the next when it does not answer within `dns_timeout`.
+    pub dns_servers: Vec<SocketAddr>,
+    /// How long one DNS server has to answer before the next is asked.
+    pub dns_timeout: Duration,
     /// The site's name: asked in DNS, sent as SNI and `Host`.
     pub host: String,
     /// The HTTPS port on every address DNS gives.
     pub port: u16,
     /// The CA certificate (PEM) that signed the balancers' certificate.
     pub ca_file: PathBuf,
-    /// A TCP connect or a DNS query slower than this moves on.
+    /// A TCP connect slower than this moves on to the next address.
     pub connect_timeout: Duration,
     /// The longest a request may take, connecting included.
     pub request_timeout: Duration,
@@ -55,7 +59,11 @@ pub struct VisitorConfig {
 impl Default for VisitorConfig {
     fn default() -> Self {
         Self {
-            dns_server: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            dns_servers: vec![
+                SocketAddr::from(([127, 0, 0, 1], 5353)),
+                SocketAddr::from(([127, 0, 0, 1], 5354)),
+            ],
+            dns_timeout: Duration::from_millis(300),
             host: "www.foobar.com".into(),
             port: 443,
             ca_file: PathBuf::from("tls/ca.pem"),
@@ -119,7 +127,7 @@ impl Connection {
 
 impl Visitor {
     pub fn new(config: Arc<VisitorConfig>) -> anyhow::Result<Self> {
-        let resolver = Resolver::new(config.dns_server, &config.host, config.connect_timeout)?;
+        let resolver = Resolver::new(&config.dns_servers, &config.host, config.dns_timeout)?;
         Ok(Self {
             tls: tls_connector(&config)?,
             server_name: ServerName::try_from(config.host.clone())

@@ -15,7 +15,7 @@ use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponse, ZoneType};
@@ -35,6 +35,8 @@ pub struct Served {
     catalog: Catalog,
     /// Every owner name in the zones, for RFC 8482 answers to ANY.
     owners: HashMap<LowerName, u32>,
+    /// The A and AAAA records of each name (health-filtered), for additional sections.
+    addresses: HashMap<LowerName, Vec<Record>>,
     cache: AnswerCache,
 }
 
@@ -48,6 +50,7 @@ impl Served {
     ) -> Result<Self, String> {
         let mut catalog = Catalog::new();
         let mut owners = HashMap::new();
+        let mut addresses: HashMap<LowerName, Vec<Record>> = HashMap::new();
         for zone in zones {
             let mut records = zone.records.clone();
             for (name, (healthy, ttl)) in &health.names {
@@ -60,6 +63,12 @@ impl Served {
             }
             for (key, set) in &records {
                 owners.entry(key.name.clone()).or_insert(set.ttl());
+                if matches!(key.record_type, RecordType::A | RecordType::AAAA) {
+                    addresses
+                        .entry(key.name.clone())
+                        .or_default()
+                        .extend(set.records_without_rrsigs().cloned());
+                }
             }
             let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
                 zone.origin.clone(),
@@ -72,6 +81,7 @@ impl Served {
         Ok(Self {
             catalog,
             owners,
+            addresses,
             cache: AnswerCache::new(cache_entries),
         })
     }
@@ -214,31 +224,121 @@ async fn general(
         (Some(edns), false) => edns.max_payload().max(512),
         (None, false) => 512,
     };
-    if qtype == Some(u16::from(RecordType::ANY)) {
-        if let Some(answer) = minimal_any(served, &request, max_size) {
-            *out = answer;
-            return;
+    let dnssec_ok = request
+        .edns
+        .as_ref()
+        .is_some_and(|edns| edns.flags().dnssec_ok);
+    let whole = if let Some(refusal) = refused_transfer(&request) {
+        refusal
+    } else if let Some(answer) = (qtype == Some(u16::from(RecordType::ANY)))
+        .then(|| minimal_any(served, &request))
+        .flatten()
+    {
+        answer
+    } else {
+        let capture = Capture {
+            encoded: Arc::new(Mutex::new(Vec::new())),
+        };
+        served
+            .catalog
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        let whole = std::mem::take(&mut *capture.encoded.lock().unwrap_or_else(|e| e.into_inner()));
+        if matches!(
+            qtype.map(RecordType::from),
+            Some(RecordType::NS | RecordType::MX)
+        ) {
+            with_every_address(served, whole)
+        } else {
+            whole
         }
-    }
-    let capture = Capture {
-        max_size,
-        encoded: Arc::new(Mutex::new(Vec::new())),
     };
-    served
-        .catalog
-        .handle_request::<_, TokioTime>(&request, capture.clone())
-        .await;
-    let encoded = std::mem::take(&mut *capture.encoded.lock().unwrap_or_else(|e| e.into_inner()));
-    *out = if encoded.is_empty() {
+    *out = if whole.is_empty() {
         server_failure(packet)
     } else {
-        encoded
+        finish(whole, dnssec_ok, max_size).unwrap_or_else(|| server_failure(packet))
     };
+}
+
+/// RFC 1034 4.3.2 step 6: the additional section holds the addresses of every name server
+/// and mail exchanger the answer names, where our zones have them (the NS records' glue).
+/// hickory adds those of the first record only, so `dig foobar.com NS` lacked ns2's address.
+fn with_every_address(served: &Served, whole: Vec<u8>) -> Vec<u8> {
+    let Ok(mut message) = Message::from_vec(&whole) else {
+        return whole;
+    };
+    let targets: Vec<LowerName> = message
+        .answers
+        .iter()
+        .chain(&message.authorities)
+        .filter_map(|record| match &record.data {
+            RData::NS(ns) => Some(LowerName::from(&ns.0)),
+            RData::MX(mx) => Some(LowerName::from(&mx.exchange)),
+            _ => None,
+        })
+        .collect();
+    let mut added = false;
+    for target in &targets {
+        for record in served.addresses.get(target).into_iter().flatten() {
+            if !message.additionals.contains(record) {
+                message.additionals.push(record.clone());
+                added = true;
+            }
+        }
+    }
+    match added.then(|| message.to_vec()) {
+        Some(Ok(bytes)) => bytes,
+        _ => whole,
+    }
+}
+
+/// The answer as sent, from the whole answer encoded without a size limit: the query's DO bit
+/// copied into its OPT record (RFC 3225 3), and an answer longer than `max_size` (the
+/// client's UDP buffer) cut to the header, the question and the OPT record, with TC set and
+/// nothing else (RFC 2181 9: a resolver retries over TCP and never uses part of a set).
+/// hickory's own truncation stops at the record that does not fit but leaves the bytes of that
+/// record behind the counted ones, which clients report as trailing garbage. `None` when the
+/// answer cannot be read back (never expected: hickory encoded it).
+fn finish(whole: Vec<u8>, dnssec_ok: bool, max_size: u16) -> Option<Vec<u8>> {
+    if !dnssec_ok && whole.len() <= usize::from(max_size) {
+        return Some(whole);
+    }
+    let mut message = Message::from_vec(&whole).ok()?;
+    if let Some(edns) = message.edns.as_mut() {
+        edns.set_dnssec_ok(dnssec_ok);
+    }
+    let mut bytes = message.to_vec().ok()?;
+    if bytes.len() > usize::from(max_size) {
+        bytes = message.truncate().to_vec().ok()?;
+    }
+    Some(bytes)
+}
+
+/// Zone transfers: foobar-dns serves no secondaries (every server of the stack reads the same
+/// zone files), so AXFR and IXFR are both REFUSED, over UDP and TCP alike, before the catalog
+/// sees them (hickory refuses AXFR under `AxfrPolicy::Deny` but answers IXFR as an ordinary
+/// query with no data).
+fn refused_transfer(request: &Request) -> Option<Vec<u8>> {
+    let query = request.queries.queries().first()?;
+    if !matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        return None;
+    }
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.op_code = request.metadata.op_code;
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.response_code = ResponseCode::Refused;
+    response.add_query(query.original().clone());
+    if let Some(edns) = &request.edns {
+        let mut ours = hickory_proto::op::Edns::new();
+        ours.set_max_payload(edns.max_payload().max(512));
+        response.set_edns(ours);
+    }
+    response.to_vec().ok()
 }
 
 /// RFC 8482: an ANY query for a name that exists gets one synthesized HINFO record, not
 /// every record set the name has.
-fn minimal_any(served: &Served, request: &Request, max_size: u16) -> Option<Vec<u8>> {
+fn minimal_any(served: &Served, request: &Request) -> Option<Vec<u8>> {
     let query = request.queries.queries().first()?;
     let ttl = *served.owners.get(query.name())?;
     let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
@@ -257,11 +357,7 @@ fn minimal_any(served: &Served, request: &Request, max_size: u16) -> Option<Vec<
         ours.set_max_payload(edns.max_payload().max(512));
         response.set_edns(ours);
     }
-    let mut bytes = Vec::with_capacity(128);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max_size);
-    response.emit(&mut encoder).ok()?;
-    Some(bytes)
+    response.to_vec().ok()
 }
 
 fn server_failure(packet: &[u8]) -> Vec<u8> {
@@ -270,11 +366,10 @@ fn server_failure(packet: &[u8]) -> Vec<u8> {
     answer.to_vec()
 }
 
-/// A response handler that keeps the encoded answer instead of sending it, so the caller
-/// can cache it and send it the way its transport needs.
+/// A response handler that keeps the whole encoded answer instead of sending it, so the
+/// caller can fit it to the transport ([`finish`]) and cache it.
 #[derive(Clone)]
 struct Capture {
-    max_size: u16,
     encoded: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -293,7 +388,6 @@ impl ResponseHandler for Capture {
     ) -> Result<ResponseInfo, NetError> {
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(self.max_size);
         let info = response.destructive_emit(&mut encoder)?;
         *self.encoded.lock().unwrap_or_else(|e| e.into_inner()) = bytes;
         Ok(info)

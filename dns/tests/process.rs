@@ -29,9 +29,11 @@ fn zone(extra: &str) -> String {
         "$ORIGIN foobar.com.\n$TTL 300\n\
          @ IN SOA ns1.foobar.com. hostmaster.foobar.com. (\n  1 ; serial\n  3600 600 604800 60 )\n\
          @ IN NS ns1.foobar.com.\n\
+         @ IN NS ns2.foobar.com.\n\
          @ IN MX 10 mail.foobar.com.\n\
          @ IN TXT \"v=spf1 -all\"\n\
          ns1 IN A 127.0.0.10\n\
+         ns2 IN A 127.0.0.13\n\
          www IN A {LB1}\nwww IN A {LB2}\n\
          status IN CNAME alias\nalias IN CNAME www\n\
          mail IN A 127.0.0.25\n\
@@ -128,6 +130,7 @@ struct Dig {
     question: String,
     answer: Vec<Vec<String>>,
     authority: Vec<Vec<String>>,
+    additional: Vec<Vec<String>>,
     raw: String,
 }
 
@@ -168,6 +171,7 @@ async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
         question: String::new(),
         answer: vec![],
         authority: vec![],
+        additional: vec![],
         raw: raw.clone(),
     };
     let mut section = "";
@@ -188,6 +192,8 @@ async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
             section = "answer";
         } else if line.starts_with(";; AUTHORITY SECTION") {
             section = "authority";
+        } else if line.starts_with(";; ADDITIONAL SECTION") {
+            section = "additional";
         } else if line.starts_with(";;") || line.trim().is_empty() {
             if line.trim().is_empty() {
                 section = "";
@@ -198,6 +204,7 @@ async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
                 "question" => dig.question = line.trim_start_matches(';').to_owned(),
                 "answer" => dig.answer.push(fields),
                 "authority" => dig.authority.push(fields),
+                "additional" => dig.additional.push(fields),
                 _ => {}
             }
         }
@@ -267,13 +274,30 @@ async fn answers_as_an_authoritative_server_over_udp_and_tcp() {
         let outside = dig(fx.addr, &[transport, "example.org", "A"]).await;
         assert_eq!(outside.status, "REFUSED", "{}", outside.raw);
 
-        for (rtype, expected) in [
-            ("MX", "10 mail.foobar.com."),
-            ("TXT", "\"v=spf1 -all\""),
-            ("NS", "ns1.foobar.com."),
-        ] {
+        for (rtype, expected) in [("MX", "10 mail.foobar.com."), ("TXT", "\"v=spf1 -all\"")] {
             let got = dig(fx.addr, &[transport, "foobar.com", rtype]).await;
             assert_eq!(got.answer_data(rtype), vec![expected], "{}", got.raw);
+        }
+        // Both name servers, and the address of each in the additional section (glue).
+        for _ in 0..2 {
+            let ns = dig(fx.addr, &[transport, "foobar.com", "NS"]).await;
+            assert_eq!(
+                ns.answer_data("NS"),
+                vec!["ns1.foobar.com.", "ns2.foobar.com."],
+                "{}",
+                ns.raw
+            );
+            let mut glue = ns.additional.clone();
+            glue.sort();
+            assert_eq!(
+                glue,
+                vec![
+                    vec!["ns1.foobar.com.", "300", "IN", "A", "127.0.0.10"],
+                    vec!["ns2.foobar.com.", "300", "IN", "A", "127.0.0.13"],
+                ],
+                "{}",
+                ns.raw
+            );
         }
         let soa = dig(fx.addr, &[transport, "foobar.com", "SOA"]).await;
         assert!(
@@ -355,6 +379,173 @@ async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
     );
     let over_tcp = dig(fx.addr, &["+tcp", "huge.foobar.com", "TXT"]).await;
     assert_eq!(over_tcp.answer_data("TXT").len(), 14, "{}", over_tcp.raw);
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A raw query for `name` `qtype` with, when `edns` is given, an OPT record of that buffer
+/// size and DO bit.
+fn raw_query(id: u16, name: &str, qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0]);
+    query.extend_from_slice(&qtype.to_be_bytes());
+    query.extend_from_slice(&1u16.to_be_bytes());
+    if let Some((size, dnssec_ok)) = edns {
+        query.extend_from_slice(&[0, 0, 41]);
+        query.extend_from_slice(&size.to_be_bytes());
+        query.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    }
+    query
+}
+
+async fn ask_udp(addr: SocketAddr, query: &[u8]) -> Vec<u8> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(addr).await.unwrap();
+    socket.send(query).await.unwrap();
+    let mut answer = vec![0u8; 65_535];
+    let len = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut answer))
+        .await
+        .expect("an answer within 2 s")
+        .unwrap();
+    answer.truncate(len);
+    answer
+}
+
+/// RFC 2181 9: an answer that does not fit the client's UDP buffer (512 bytes without EDNS)
+/// is the header and the question, plus the OPT record when the query had one, with TC set
+/// and nothing else: no records, no bytes of a record cut half way. Asked twice, so both the
+/// first answer and the cached one are checked; over TCP the whole answer comes.
+#[tokio::test]
+async fn truncated_answers_are_the_header_and_question_only() {
+    let fx = start(18_007).await;
+    const TXT: u16 = 16;
+    let question_end = 12 + "big.foobar.com".len() + 2 + 4;
+    for round in 0..2 {
+        let answer = ask_udp(
+            fx.addr,
+            &raw_query(0x1234 + round, "big.foobar.com", TXT, None),
+        )
+        .await;
+        assert_eq!(&answer[..2], &(0x1234 + round).to_be_bytes());
+        assert_eq!(answer[2] & 0x82, 0x82, "QR and TC: {answer:?}");
+        assert_eq!(
+            &answer[4..12],
+            &[0, 1, 0, 0, 0, 0, 0, 0],
+            "one question, no records"
+        );
+        assert_eq!(
+            answer.len(),
+            question_end,
+            "nothing after the question: {answer:?}"
+        );
+
+        let with_edns = raw_query(0x2345, "big.foobar.com", TXT, Some((512, true)));
+        let answer = ask_udp(fx.addr, &with_edns).await;
+        assert_eq!(answer[2] & 0x82, 0x82, "QR and TC: {answer:?}");
+        assert_eq!(
+            &answer[4..12],
+            &[0, 1, 0, 0, 0, 0, 0, 1],
+            "question and OPT only"
+        );
+        assert_eq!(answer.len(), question_end + 11, "{answer:?}");
+        let opt = &answer[question_end..];
+        assert_eq!(&opt[..3], &[0, 0, 41], "an OPT record: {opt:?}");
+        assert_eq!(opt[7] & 0x80, 0x80, "with the query's DO bit: {opt:?}");
+
+        let dig_no_edns = dig(
+            fx.addr,
+            &["+notcp", "+ignore", "+noedns", "big.foobar.com", "TXT"],
+        )
+        .await;
+        assert!(dig_no_edns.has_flag("tc"), "{}", dig_no_edns.raw);
+        assert!(dig_no_edns.answer.is_empty(), "{}", dig_no_edns.raw);
+        assert!(
+            !dig_no_edns.raw.contains("WARNING: Message has"),
+            "no trailing bytes: {}",
+            dig_no_edns.raw
+        );
+    }
+    let over_tcp = dig(fx.addr, &["+tcp", "+noedns", "big.foobar.com", "TXT"]).await;
+    assert!(!over_tcp.has_flag("tc"), "{}", over_tcp.raw);
+    assert_eq!(over_tcp.answer_data("TXT").len(), 8, "{}", over_tcp.raw);
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// RFC 3225 3: the DO bit of a query's OPT record comes back in the answer's, whether the
+/// answer is made by the catalog, the ANY synthesis, or taken from the cache; a query
+/// without DO gets none.
+#[tokio::test]
+async fn the_do_bit_is_copied_into_the_answer() {
+    let fx = start(18_008).await;
+    for transport in ["+notcp", "+tcp"] {
+        for (name, rtype) in [
+            ("www.foobar.com", "A"),
+            ("www.foobar.com", "A"),
+            ("nope.foobar.com", "A"),
+            ("foobar.com", "ANY"),
+        ] {
+            let with_do = dig(fx.addr, &[transport, "+dnssec", name, rtype]).await;
+            assert!(
+                with_do.raw.contains("; EDNS: version: 0, flags: do;"),
+                "{}",
+                with_do.raw
+            );
+            let without = dig(fx.addr, &[transport, name, rtype]).await;
+            assert!(
+                without.raw.contains("; EDNS: version: 0, flags:;"),
+                "{}",
+                without.raw
+            );
+        }
+    }
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Zone transfers: both servers of the stack read the same zone files, so none is a
+/// secondary and foobar-dns refuses AXFR and IXFR alike (kdig, over TCP and UDP).
+#[tokio::test]
+async fn ixfr_is_refused_as_axfr_is() {
+    let fx = start(18_009).await;
+    let kdig = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("kdig")
+            .args(args)
+            .output()
+            .await
+            .expect("kdig is installed by scripts/install-tools.sh");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    };
+    let server = [
+        format!("@{}", fx.addr.ip()),
+        "-p".to_owned(),
+        fx.addr.port().to_string(),
+    ];
+    for (transport, rtype) in [
+        ("+tcp", "AXFR"),
+        ("+tcp", "IXFR=0"),
+        ("+notcp", "IXFR=0"),
+        ("+tcp", "IXFR=1"),
+    ] {
+        let mut args = server.to_vec();
+        args.extend([
+            transport.to_owned(),
+            "foobar.com".to_owned(),
+            rtype.to_owned(),
+        ]);
+        let out = kdig(args).await;
+        assert!(
+            out.contains("server replied with error 'REFUSED'"),
+            "{transport} {rtype}: {out}"
+        );
+    }
+    const IXFR: u16 = 251;
+    let answer = ask_udp(fx.addr, &raw_query(7, "foobar.com", IXFR, None)).await;
+    assert_eq!(answer[3] & 0x0F, 5, "REFUSED: {answer:?}");
+    assert_eq!(&answer[4..12], &[0, 1, 0, 0, 0, 0, 0, 0], "{answer:?}");
     fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
 }
 

@@ -1,6 +1,7 @@
 //! The whole stack, started from the repository's docker-compose.yml and the images `make
 //! images` built, tested the way a visitor and an attacker on the outside would: published
-//! ports, the firewall between the networks, DNS answers that follow the balancers' health,
+//! ports, the firewall between the networks, DNS answers that follow the balancers' health
+//! from both DNS servers, one DNS server killed or frozen without a failed lookup,
 //! round robin, read-your-writes through the whole chain, a rolling deploy under load, and
 //! the failover demo's kills, each asserted. One stack serves every check (starting one takes a minute or two), so this
 //! is one test that runs the checks in order and reports each; a failed check does not stop
@@ -21,7 +22,7 @@ use foobar_demo::{Config, Scenario};
 use stack_support::{Stack, parse_probes, probe_script, progress};
 
 /// The services that may publish ports, and only on the host's loopback.
-const PUBLISHERS: [&str; 3] = ["dns", "lb-1", "lb-2"];
+const PUBLISHERS: [&str; 4] = ["dns-1", "dns-2", "lb-1", "lb-2"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_stack() {
@@ -31,7 +32,7 @@ async fn the_whole_stack() {
     let mut failures = Vec::new();
     check(
         &mut failures,
-        "only dns and the balancers publish ports, on 127.0.0.1",
+        "only the DNS servers and the balancers publish ports, on 127.0.0.1",
         only_the_edge_publishes(&stack),
     )
     .await;
@@ -69,6 +70,12 @@ async fn the_whole_stack() {
         &mut failures,
         "the DNS answer is the healthy balancers",
         dns_answers_the_healthy_balancers(&stack),
+    )
+    .await;
+    check(
+        &mut failures,
+        "one DNS server killed or frozen fails no lookup",
+        a_dns_server_down_fails_no_lookup(&stack),
     )
     .await;
     check(
@@ -112,7 +119,7 @@ async fn check(
 async fn only_the_edge_publishes(stack: &Stack) -> anyhow::Result<()> {
     let containers = stack.ps().await?;
     ensure!(
-        containers.len() >= 10,
+        containers.len() >= 11,
         "only {} containers",
         containers.len()
     );
@@ -226,19 +233,28 @@ fn expect_closed(
 }
 
 /// `docker compose run --rm client curl -s https://www.foobar.com/`, as the README says: the
-/// client's resolver is foobar-dns, its CA the balancers'. Plain HTTP redirects to HTTPS.
+/// client's resolvers are dns-1 and dns-2, its CA the balancers'. Plain HTTP redirects to
+/// HTTPS.
 async fn a_visitor_gets_the_site(stack: &Stack) -> anyhow::Result<()> {
     let out = stack
         .client(
             "dig +short www.foobar.com | sort; \
              curl -s -o /dev/null -w 'https %{http_code} %{http_version}\\n' https://www.foobar.com/; \
-             curl -s -o /dev/null -w 'http %{http_code} %{redirect_url}\\n' http://www.foobar.com/guestbook",
+             curl -s -o /dev/null -w 'http %{http_code} %{redirect_url}\\n' http://www.foobar.com/guestbook; \
+             grep '^nameserver' /etc/resolv.conf",
         )
         .await?;
     let lines: Vec<&str> = out.lines().collect();
     let balancers = [Stack::edge_address(11), Stack::edge_address(12)].map(|a| a.to_string());
+    let resolvers =
+        [Stack::edge_address(10), Stack::edge_address(13)].map(|a| format!("nameserver {a}"));
     ensure!(
-        lines.len() == 4 && lines[..2] == balancers,
+        lines.len() == 6 && lines[4..] == resolvers,
+        "the client container's resolvers are {:?}, not {resolvers:?}",
+        lines.get(4..)
+    );
+    ensure!(
+        lines[..2] == balancers,
         "dig www.foobar.com in the client container answered {:?}, not {balancers:?}",
         &lines[..lines.len().min(2)]
     );
@@ -261,7 +277,8 @@ async fn a_visitor_gets_the_site(stack: &Stack) -> anyhow::Result<()> {
 /// Prometheus scrapes every 2 s; the page may need a few scrapes after the start.
 async fn the_status_page_shows_the_stack(stack: &Stack) -> anyhow::Result<()> {
     let wanted: Vec<String> = [
-        "<td>dns</td>",
+        "<td>dns-1</td>",
+        "<td>dns-2</td>",
         "<td>lb-1</td>",
         "<td>web-b</td>",
         "<td>router-a</td>",
@@ -403,6 +420,58 @@ async fn wait_for_answer(
     }
 }
 
+/// RFC 2182: two DNS servers, so one down is no outage. dns-1 killed, then dns-2 frozen
+/// (`docker compose pause`): the client container (glibc, both servers in resolv.conf) and
+/// the demo's visitor (both servers, 300 ms each) still resolve www.foobar.com every time, and
+/// curl gets the site; the server is restored and the stack waited for after each.
+async fn a_dns_server_down_fails_no_lookup(stack: &Stack) -> anyhow::Result<()> {
+    let balancers = vec![Stack::edge_address(11), Stack::edge_address(12)];
+    for (service, fault, undo) in [
+        ("dns-1", ["kill", "--signal", "SIGKILL"].as_slice(), "start"),
+        ("dns-2", ["pause"].as_slice(), "unpause"),
+    ] {
+        let mut args = fault.to_vec();
+        args.push(service);
+        stack.compose_ok(&args).await?;
+        let outcome = async {
+            let out = stack
+                .client(
+                    "for i in 1 2 3 4 5; do \
+                       if getent ahostsv4 www.foobar.com > /dev/null; then echo resolved; \
+                       else echo unresolved; fi; \
+                       curl -s -o /dev/null -w '%{http_code}\\n' https://www.foobar.com/; \
+                     done",
+                )
+                .await?;
+            let lines: Vec<&str> = out.lines().collect();
+            ensure!(
+                lines == ["resolved", "200"].repeat(5),
+                "with {service} down, the client container got {lines:?}"
+            );
+            let resolver = foobar_demo::resolve::Resolver::new(
+                &stack.dns_servers(),
+                stack_support::SITE,
+                Duration::from_millis(300),
+            )?;
+            for _ in 0..5 {
+                let mut addresses = resolver
+                    .lookup()
+                    .await
+                    .with_context(|| format!("the visitor's lookup with {service} down"))?;
+                addresses.sort();
+                ensure!(addresses == balancers, "with {service} down: {addresses:?}");
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        stack.compose_ok(&[undo, service]).await?;
+        outcome?;
+        stack.wait_healthy(Duration::from_secs(60)).await?;
+        progress(&format!("{} {service}: every lookup answered", fault[0]));
+    }
+    Ok(())
+}
+
 /// `make deploy` (scripts/deploy.sh) recreates web-a, web-b, lb-1 and lb-2 one at a time
 /// while the demo's visitors read and write: not one request fails.
 async fn a_rolling_deploy_fails_nothing(stack: &Stack) -> anyhow::Result<()> {
@@ -453,7 +522,8 @@ async fn a_rolling_deploy_fails_nothing(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's scenario, shortened: web-a, lb-1, router-a, db-replica and db-primary killed
+/// The demo's scenario, shortened: dns-1, dns-2, web-a, lb-1, router-a, db-replica and
+/// db-primary killed
 /// under load and restored, one at a time. No request fails but while the primary is down,
 /// and writes fail for at most 10 s then; no acknowledged write is lost; each restore ends all-healthy.
 async fn the_demo_kills(stack: &Stack) -> anyhow::Result<()> {

@@ -269,7 +269,7 @@ impl Stack {
 
     pub fn visitor_config(&self, max_requests_per_connection: u32) -> VisitorConfig {
         VisitorConfig {
-            dns_server: self.dns.addr("dns-udp"),
+            dns_servers: vec![self.dns.addr("dns-udp")],
             port: self.https_port,
             ca_file: self.dir.join("tls").join("ca.pem"),
             max_requests_per_connection,

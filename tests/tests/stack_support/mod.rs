@@ -35,7 +35,8 @@ pub struct Stack {
     /// Holds the env file, the config copy and the balancers' CA while the stack runs.
     _dir: tempfile::TempDir,
     pub env_file: PathBuf,
-    pub dns_port: u16,
+    /// The published ports of dns-1 and dns-2 (udp and tcp), on 127.0.0.1.
+    pub dns_ports: [u16; 2],
     pub ca_file: PathBuf,
     /// How long `up` took to reach all-healthy.
     pub up_time: Duration,
@@ -55,14 +56,15 @@ impl Stack {
         // The containers run as their own users: the copy must be readable by them.
         make_readable(dir.path())?;
 
-        let dns_port = free_port()?;
+        let dns_ports = [free_port()?, free_port()?];
         // The compose file's variables: for testcontainers' `up`, and as an env file for the
         // compose commands a test runs itself (which is also how they name the project).
         let mut env: BTreeMap<String, String> = [
             ("COMPOSE_PROJECT_NAME", PROJECT.to_owned()),
             ("FOOBAR_EDGE_NET", EDGE_NET.to_owned()),
             ("FOOBAR_CONFIG_DIR", config.display().to_string()),
-            ("DNS_PORT", dns_port.to_string()),
+            ("DNS_PORT", dns_ports[0].to_string()),
+            ("DNS2_PORT", dns_ports[1].to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -86,7 +88,7 @@ impl Stack {
             repo,
             _dir: dir,
             env_file,
-            dns_port,
+            dns_ports,
             ca_file,
             up_time: Duration::ZERO,
             compose: None,
@@ -166,7 +168,7 @@ impl Stack {
     }
 
     /// A bash script in a fresh `client` container (the visitor's machine on `edge`,
-    /// resolving through foobar-dns); its stdout.
+    /// resolving through dns-1 and dns-2); its stdout.
     pub async fn client(&self, script: &str) -> anyhow::Result<String> {
         self.compose_ok(&[
             "run",
@@ -242,14 +244,32 @@ impl Stack {
             .collect()
     }
 
-    /// foobar-dns's answer for www.foobar.com, as a resolver asking it directly gets it.
+    /// The answer for www.foobar.com that dns-1 and dns-2 both give, each asked directly;
+    /// an error when they differ (each health-checks the balancers on its own).
     pub async fn www_addresses(&self) -> anyhow::Result<Vec<IpAddr>> {
-        let server = SocketAddr::from(([127, 0, 0, 1], self.dns_port));
-        let mut addresses = Resolver::new(server, SITE, Duration::from_secs(2))?
-            .lookup()
-            .await?;
-        addresses.sort();
-        Ok(addresses)
+        let mut answers = Vec::new();
+        for server in self.dns_servers() {
+            let mut addresses = Resolver::new(&[server], SITE, Duration::from_secs(2))?
+                .lookup()
+                .await?;
+            addresses.sort();
+            answers.push(addresses);
+        }
+        ensure!(
+            answers[0] == answers[1],
+            "dns-1 answers {:?}, dns-2 {:?}",
+            answers[0],
+            answers[1]
+        );
+        Ok(answers.swap_remove(0))
+    }
+
+    /// dns-1 and dns-2 as the host reaches them (their published ports).
+    pub fn dns_servers(&self) -> Vec<SocketAddr> {
+        self.dns_ports
+            .iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect()
     }
 
     /// Waits until every long-running service is healthy again.
@@ -273,7 +293,7 @@ impl Stack {
     /// addresses on `edge` (which the host reaches), trusting the stack's CA.
     pub fn visitor_config(&self) -> VisitorConfig {
         VisitorConfig {
-            dns_server: SocketAddr::from(([127, 0, 0, 1], self.dns_port)),
+            dns_servers: self.dns_servers(),
             host: SITE.into(),
             port: 443,
             ca_file: self.ca_file.clone(),
@@ -281,7 +301,7 @@ impl Stack {
         }
     }
 
-    /// A balancer's address on `edge` (lb-1 is .11, lb-2 .12).
+    /// An address on `edge`: dns-1 is .10, lb-1 .11, lb-2 .12, dns-2 .13.
     pub fn edge_address(host: u8) -> IpAddr {
         format!("{EDGE_NET}.{host}")
             .parse()
@@ -434,6 +454,10 @@ mod tests {
         let zone = std::fs::read_to_string(dir.path().join("zones/foobar.com.zone")).unwrap();
         assert!(
             zone.contains(&format!("www     IN A    {EDGE_NET}.11")),
+            "{zone}"
+        );
+        assert!(
+            zone.contains(&format!("ns2     IN A    {EDGE_NET}.13")),
             "{zone}"
         );
         assert!(!zone.contains("10.153.53."), "{zone}");
