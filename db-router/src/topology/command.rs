@@ -7,7 +7,9 @@
 //!
 //! Both ask the running router through its admin listener (as `--probe` asks `/readyz`)
 //! rather than act themselves: the running router's monitor knows which node is the primary
-//! and which is fenced, and a second monitor would only race it. In the stack:
+//! and which is fenced, and a second monitor would only race it. A rejoin carries the admin
+//! token (`Authorization: Bearer`) read from `service.admin_token_file`, the file the router
+//! itself checks it against. In the stack:
 //! `docker compose exec router-a foobar-db-router rejoin --config /etc/foobar/db-router.toml`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -80,10 +82,23 @@ pub fn run() -> ExitCode {
         (true, None) => ("POST", "/rejoin".to_owned()),
         (false, _) => ("GET", "/topology".to_owned()),
     };
+    // Without the file, the request goes without a token and the router says why it refuses.
+    let token = match std::fs::read_to_string(&config.service.admin_token_file) {
+        Ok(token) => Some(token.trim().to_owned()),
+        Err(e) if rejoin => {
+            eprintln!(
+                "foobar-db-router: the admin token file {} cannot be read ({e}); asking \
+                 without a token",
+                config.service.admin_token_file.display()
+            );
+            None
+        }
+        Err(_) => None,
+    };
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|rt| rt.block_on(ask(admin, method, &path)));
+        .and_then(|rt| rt.block_on(ask(admin, method, &path, token.as_deref())));
     match answer {
         Ok((200, body)) => {
             print!("{body}");
@@ -102,13 +117,21 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// `METHOD path` on `peer`: the status and the body.
-async fn ask(peer: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+/// `METHOD path` on `peer`, with the admin `token` if any: the status and the body.
+async fn ask(
+    peer: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(peer).await?;
+        let authorization = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: {peer}\r\nContent-Length: 0\r\n\
-             User-Agent: foobar-db-router\r\n\r\n"
+             {authorization}User-Agent: foobar-db-router\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
