@@ -73,6 +73,12 @@ async fn the_whole_stack() {
     .await;
     check(
         &mut failures,
+        "admin actions only from the host's loopback, with the token",
+        admin_actions_only_for_operators(&stack),
+    )
+    .await;
+    check(
+        &mut failures,
         "a rolling deploy under load fails no request",
         a_rolling_deploy_fails_nothing(&stack),
     )
@@ -401,6 +407,161 @@ async fn wait_for_answer(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Every admin action is refused to a visitor: from the `client` container on `edge`, each
+/// balancer's drain and enable, foobar-dns's admin port, and Prometheus's write endpoints
+/// through the balancers (reload, quit, the admin API) change nothing, even with the right
+/// token; Prometheus still answers after `/-/quit`. From the host's loopback, through the
+/// published admin port, drain needs the token and works with it, and enable undoes it.
+async fn admin_actions_only_for_operators(stack: &Stack) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(stack.repo.join("secrets/admin_token"))
+        .context("secrets/admin_token")?;
+    let token = token.trim();
+    let dns = stack
+        .addresses("dns")
+        .await?
+        .into_iter()
+        .find(|a| a.to_string().starts_with(stack_support::EDGE_NET))
+        .context("dns has no address on edge")?;
+    let mut attempts = Vec::new();
+    for lb in [11, 12].map(Stack::edge_address) {
+        for action in ["drain", "enable"] {
+            attempts.push(format!("http://{lb}:9100/backends/web-a:8080/{action}"));
+        }
+    }
+    attempts.push(format!("http://{dns}:9153/reload"));
+    let prometheus = [
+        "/-/reload",
+        "/-/quit",
+        "/api/v1/admin/tsdb/snapshot",
+        "/api/v1/admin/tsdb/clean_tombstones",
+        "/api/v1/admin/tsdb/delete_series?match[]=up",
+    ];
+    for path in prometheus {
+        attempts.push(format!("https://status.foobar.com{path}"));
+    }
+    // Each attempt twice: without a token, and with the operator's (a leaked token alone
+    // must not be enough from here). `-g`: the brackets are the URL's, not a curl glob; an
+    // empty `Authorization:` makes curl send none.
+    let script: String = attempts
+        .iter()
+        .map(|url| {
+            format!(
+                "for auth in none token; do \
+                   value=''; [ $auth = token ] && value='Bearer {token}'; \
+                   printf '%s %s ' $auth '{url}'; \
+                   curl -gs -o /dev/null -w '%{{http_code}}\\n' --max-time 5 -X POST \
+                     -H \"Authorization:${{value:+ $value}}\" '{url}'; \
+                 done; "
+            )
+        })
+        .collect::<String>()
+        + "curl -s -o /dev/null -w 'after %{http_code}\\n' --max-time 5 https://status.foobar.com/-/ready";
+    let out = stack.client(&script).await?;
+    let mut answered = 0;
+    for line in out.lines() {
+        let Some(status) = line.rsplit(' ').next() else {
+            continue;
+        };
+        if let Some(rest) = line.strip_prefix("after ") {
+            ensure!(
+                rest == "200",
+                "Prometheus after the attempts to stop it: {rest}"
+            );
+            continue;
+        }
+        answered += 1;
+        // An answer that refuses; 000 (no answer) would prove nothing.
+        let refused = matches!(status, "401" | "403" | "404" | "405") || status.starts_with('5');
+        ensure!(
+            refused,
+            "from the client container: {} (done, not refused)",
+            line.replace(token, "TOKEN")
+        );
+    }
+    ensure!(
+        answered == attempts.len() * 2 && out.contains("after "),
+        "the client container's attempts did not all run:\n{}",
+        out.replace(token, "TOKEN")
+    );
+    // The balancers' and foobar-dns's admin listeners must have answered, not merely been
+    // unreachable: the refusal is theirs.
+    ensure!(
+        out.lines()
+            .filter(|l| l.contains(":9100/") || l.contains(":9153/"))
+            .all(|l| l.ends_with(" 403")),
+        "an admin port did not answer 403 to the client container:\n{}",
+        out.replace(token, "TOKEN")
+    );
+
+    // The host's loopback, through lb-1's published admin port.
+    let admin = stack.compose_ok(&["port", "lb-1", "9100"]).await?;
+    let admin = admin.trim();
+    let post = |action: &'static str, auth: Option<String>| {
+        let url = format!("http://{admin}/backends/web-a:8080/{action}");
+        async move {
+            let mut curl = tokio::process::Command::new("curl");
+            curl.args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(["-X", "POST", &url]);
+            if let Some(auth) = auth {
+                curl.args(["-H", &auth]);
+            }
+            let out = curl.output().await?;
+            Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let bearer = format!("Authorization: Bearer {token}");
+    ensure!(
+        post("drain", None).await? == "401",
+        "the host's loopback without the token: not 401"
+    );
+    ensure!(
+        post("drain", Some(bearer.clone())).await? == "200",
+        "drain from the host's loopback with the token: not 200"
+    );
+    let status = |admin: String| async move {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                &format!("http://{admin}/status.json"),
+            ])
+            .output()
+            .await?;
+        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let json = status(admin.to_owned()).await?;
+    ensure!(
+        json.contains("\"state\":\"DRAIN\""),
+        "drained, but lb-1's status.json shows no DRAIN: {json}"
+    );
+    ensure!(
+        post("enable", Some(bearer)).await? == "200",
+        "enable from the host's loopback with the token: not 200"
+    );
+    // Back in service before the next check sends traffic.
+    let started = Instant::now();
+    while status(admin.to_owned())
+        .await?
+        .contains("\"state\":\"DRAIN\"")
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "web-a still drained on lb-1 10 s after enable"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
 }
 
 /// `make deploy` (scripts/deploy.sh) recreates web-a, web-b, lb-1 and lb-2 one at a time
