@@ -262,7 +262,8 @@ async fn a_visitor_gets_the_site(stack: &Stack) -> anyhow::Result<()> {
 }
 
 /// https://status.foobar.com/consoles/stack.html from the client container: Prometheus's
-/// console, served through a balancer (Prometheus publishes no port), with live data: every
+/// console, served through a balancer (Prometheus publishes no port), refused without the
+/// login (as its APIs are) and with it showing live data: every
 /// service UP, both balancers in foobar-dns's answer, each router's view of both databases.
 /// Prometheus scrapes every 2 s; the page may need a few scrapes after the start.
 async fn the_status_page_shows_the_stack(stack: &Stack) -> anyhow::Result<()> {
@@ -277,21 +278,45 @@ async fn the_status_page_shows_the_stack(stack: &Stack) -> anyhow::Result<()> {
     .map(String::from)
     .chain([11, 12].map(|host| format!("<td>{}</td>", Stack::edge_address(host))))
     .collect();
+    let login = prometheus_login(stack)?;
     let started = Instant::now();
     loop {
         let page = stack
-            .client("curl -s https://status.foobar.com/consoles/stack.html")
+            .client(&format!(
+                "curl -s -u '{login}' https://status.foobar.com/consoles/stack.html"
+            ))
             .await?;
         let missing: Vec<&String> = wanted.iter().filter(|w| !page.contains(*w)).collect();
         let down = page.contains(">DOWN<");
         if missing.is_empty() && !down {
-            return Ok(());
+            break;
         }
         if started.elapsed() > Duration::from_secs(30) {
             bail!("after 30 s the status page lacks {missing:?} (a DOWN on it: {down}):\n{page}");
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    // The site is up (the page came). Without the login: 401, the APIs that list every
+    // internal address too.
+    let refused = stack
+        .client(
+            "for p in /consoles/stack.html /api/v1/targets '/api/v1/query?query=up' \
+               /api/v1/status/config; do \
+               curl -gs -o /dev/null -w '%{http_code} ' \"https://status.foobar.com$p\"; done",
+        )
+        .await?;
+    ensure!(
+        refused.trim() == "401 401 401 401",
+        "status.foobar.com without a login answered {refused}, not 401 each"
+    );
+    Ok(())
+}
+
+/// `operator:PASSWORD`, status.foobar.com's login (scripts/secrets.sh).
+fn prometheus_login(stack: &Stack) -> anyhow::Result<String> {
+    let password = std::fs::read_to_string(stack.repo.join("secrets/prometheus_password"))
+        .context("secrets/prometheus_password")?;
+    Ok(format!("operator:{}", password.trim()))
 }
 
 /// One curl, 100 requests on one connection through one balancer: round robin alternates.
@@ -411,8 +436,8 @@ async fn wait_for_answer(
 
 /// Every admin action is refused to a visitor: from the `client` container on `edge`, each
 /// balancer's drain and enable, foobar-dns's admin port, and Prometheus's write endpoints
-/// through the balancers (reload, quit, the admin API) change nothing, even with the right
-/// token; Prometheus still answers after `/-/quit`. From the host's loopback, through the
+/// through the balancers (reload, quit, the admin API: 401 without its login) change
+/// nothing, even with the admin token; Prometheus still answers after `/-/quit`. From the host's loopback, through the
 /// published admin port, drain needs the token and works with it, and enable undoes it.
 async fn admin_actions_only_for_operators(stack: &Stack) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(stack.repo.join("secrets/admin_token"))
@@ -457,7 +482,11 @@ async fn admin_actions_only_for_operators(stack: &Stack) -> anyhow::Result<()> {
             )
         })
         .collect::<String>()
-        + "curl -s -o /dev/null -w 'after %{http_code}\\n' --max-time 5 https://status.foobar.com/-/ready";
+        + &format!(
+            "curl -s -o /dev/null -w 'after %{{http_code}}\\n' --max-time 5 -u '{}' \
+             https://status.foobar.com/-/ready",
+            prometheus_login(stack)?
+        );
     let out = stack.client(&script).await?;
     let mut answered = 0;
     for line in out.lines() {
