@@ -81,10 +81,13 @@ wait_until() {
   exit 1
 }
 
+# Drain or enable: state-changing, so it carries the admin token (scripts/secrets.sh), which
+# curl reads from a file (-H @FILE) so it never appears on a command line.
 balancer_action() {
   local lb
   for lb in "${balancers[@]}"; do
-    curl -fsS --max-time 5 -X POST "http://$(admin "$lb")/backends/$1:8080/$2" >/dev/null
+    curl -fsS --max-time 5 -X POST -H @<(printf 'Authorization: Bearer %s\n' "$(cat secrets/admin_token)") \
+      "http://$(admin "$lb")/backends/$1:8080/$2" >/dev/null
   done
 }
 

@@ -24,6 +24,8 @@ declare -A PACKAGES=(
   [brotli]=brotli
   [mariadb]=mariadb-client
   [sysbench]=sysbench
+  # scripts/secrets.sh: the bcrypt hash of the Prometheus login.
+  [htpasswd]=apache2-utils
 )
 # `install-tools.sh bench` adds what the benchmarks in bench/ run against.
 if [ "${1:-}" = bench ]; then

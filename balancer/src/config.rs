@@ -189,6 +189,8 @@ pub struct SiteHealthConfig {
     pub rise: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fall: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_statuses: Option<Vec<u16>>,
 }
 
 /// One pool as the config describes it: `[pool]` or a site's.
@@ -231,6 +233,10 @@ impl Config {
             timeout: own.timeout.unwrap_or(base.timeout),
             rise: own.rise.unwrap_or(base.rise),
             fall: own.fall.unwrap_or(base.fall),
+            healthy_statuses: own
+                .healthy_statuses
+                .clone()
+                .unwrap_or(base.healthy_statuses),
         }
     }
 }
@@ -360,9 +366,22 @@ pub struct HealthConfig {
     /// Consecutive failures (checks, or connections that fail under traffic) that take an up
     /// backend down.
     pub fall: u32,
+    /// The statuses that count as healthy; empty: any 2xx. A backend behind its own login
+    /// (Prometheus with basic auth answers 401 to a check without one) is alive when it
+    /// answers that.
+    pub healthy_statuses: Vec<u16>,
 }
 
 impl HealthConfig {
+    /// Whether a check that got `status` passed.
+    pub fn healthy(&self, status: u16) -> bool {
+        if self.healthy_statuses.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.healthy_statuses.contains(&status)
+        }
+    }
+
     /// What `validate` asks of `[health]` and of each site's checks.
     fn check(&self) -> Result<(), String> {
         if self.rise == 0 || self.fall == 0 {
@@ -373,6 +392,15 @@ impl HealthConfig {
         }
         if !self.path.starts_with('/') {
             return Err("health.path must start with /".into());
+        }
+        if let Some(status) = self
+            .healthy_statuses
+            .iter()
+            .find(|status| !(100..=599).contains(*status))
+        {
+            return Err(format!(
+                "health.healthy_statuses: {status} is not an HTTP status (100 to 599)"
+            ));
         }
         Ok(())
     }
@@ -473,6 +501,7 @@ impl Default for HealthConfig {
             timeout: Duration::from_millis(500),
             rise: 2,
             fall: 2,
+            healthy_statuses: Vec::new(),
         }
     }
 }
@@ -606,6 +635,33 @@ mod tests {
         let rendered = foobar_service::config::render(&config);
         let again = parse(&rendered).unwrap();
         assert_eq!(again.health_of("status").path, "/-/ready", "{rendered}");
+    }
+
+    #[test]
+    fn a_site_behind_a_login_is_healthy_when_it_answers_its_status() {
+        let config = parse(&SITE.replace(
+            "path = \"/-/ready\"\n",
+            "path = \"/-/ready\"\nhealthy_statuses = [401]\n",
+        ))
+        .unwrap();
+        let status = config.health_of("status");
+        assert!(status.healthy(401) && !status.healthy(200) && !status.healthy(503));
+        let default = config.health_of(DEFAULT_POOL);
+        assert!(default.healthy(200) && default.healthy(204) && !default.healthy(401));
+        assert!(!default.healthy(302) && !default.healthy(500));
+        let rendered = foobar_service::config::render(&config);
+        assert!(
+            parse(&rendered).unwrap().health_of("status").healthy(401),
+            "{rendered}"
+        );
+        for bad in ["[0]", "[99]", "[600]"] {
+            let text = SITE.replace(
+                "path = \"/-/ready\"\n",
+                &format!("path = \"/-/ready\"\nhealthy_statuses = {bad}\n"),
+            );
+            let error = parse(&text).expect_err(bad);
+            assert!(error.contains("healthy_statuses"), "{bad}: {error}");
+        }
     }
 
     #[test]

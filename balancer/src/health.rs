@@ -36,7 +36,7 @@ pub async fn check_backend(proxy: Arc<Proxy>, backend: Arc<Backend>, shutdown: C
             return;
         }
         match result {
-            Ok(status) if (200..300).contains(&status) => {
+            Ok(status) if config.healthy(status) => {
                 if backend.record_success(config.rise) {
                     tracing::info!(pool = %backend.pool, backend = %backend.name, "up: {} good checks of {}", config.rise, config.path);
                     proxy.metrics.set_up(&backend.pool, &backend.name, true);

@@ -19,6 +19,11 @@ use tokio::task::JoinHandle;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_foobar-balancer");
 
+/// The admin token of every test balancer (`service.admin_token_file` in its folder), and the
+/// header its admin actions carry.
+const ADMIN_TOKEN: &str = "process-test-token";
+const ADMIN_AUTH: (&str, &str) = ("Authorization", "Bearer process-test-token");
+
 /// A body sent in pieces with no length announced: HTTP/1.1 frames it chunked.
 struct Chunks(std::collections::VecDeque<Bytes>);
 
@@ -199,6 +204,7 @@ fn test_dir(spec: &Spec<'_>) -> std::path::PathBuf {
     let port = spec.backends[0].0.addr.port();
     let dir = temp.join(format!("{PREFIX}{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin_token"), ADMIN_TOKEN).unwrap();
     dir
 }
 
@@ -224,12 +230,14 @@ fn write_config(spec: &Spec<'_>, http_table: &str, extra: &str) -> std::path::Pa
 fn config_text(spec: &Spec<'_>, http_table: &str, extra: &str) -> String {
     let dir = test_dir(spec);
     let mut config = format!(
-        "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\n\
+        "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
+         admin_token_file = \"{}\"\n\n\
          {http_table}\n\
          [https]\nlisten = \"127.0.0.1:0\"\ngenerated_dir = \"{}\"\n\n\
          [health]\npath = \"/readyz\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\n\n\
          [timeouts]\nconnect = \"500ms\"\nresponse = \"5s\"\n\n{extra}\n\
          [pool]\nalgorithm = \"{}\"\nresolve_interval = \"200ms\"\n",
+        dir.join("admin_token").display(),
         dir.join("tls").display(),
         spec.algorithm
     );
@@ -826,7 +834,7 @@ async fn status_page_and_drain() {
     let slow = tokio::spawn(async move { get(http, "/slow").await }); // goes to b (weight 2)
     tokio::time::sleep(Duration::from_millis(50)).await;
     let drain = format!("/backends/{}/drain", b.addr);
-    let (status, _, answer) = testing::http_request(admin, "POST", &drain, &[], "")
+    let (status, _, answer) = testing::http_request(admin, "POST", &drain, &[ADMIN_AUTH], "")
         .await
         .unwrap();
     assert_eq!(status, 200, "{answer}");
@@ -843,7 +851,7 @@ async fn status_page_and_drain() {
 
     let enable = format!("/backends/{}/enable", b.addr);
     assert_eq!(
-        testing::http_request(admin, "POST", &enable, &[], "")
+        testing::http_request(admin, "POST", &enable, &[ADMIN_AUTH], "")
             .await
             .unwrap()
             .0,
@@ -855,7 +863,7 @@ async fn status_page_and_drain() {
     }
     assert!(answers.contains(&"b".to_owned()), "{answers:?}");
     assert_eq!(
-        testing::http_request(admin, "POST", "/backends/nope/drain", &[], "")
+        testing::http_request(admin, "POST", "/backends/nope/drain", &[ADMIN_AUTH], "")
             .await
             .unwrap()
             .0,
@@ -1286,7 +1294,7 @@ async fn a_backend_given_by_name_is_resolved_and_keeps_its_state() {
         "{pool:?}"
     );
     let drain = format!("/backends/{by_name}/drain");
-    let (status, _, answer) = testing::http_request(admin, "POST", &drain, &[], "")
+    let (status, _, answer) = testing::http_request(admin, "POST", &drain, &[ADMIN_AUTH], "")
         .await
         .unwrap();
     assert!(
@@ -1360,7 +1368,7 @@ async fn draining_a_backend_under_load_loses_no_request() {
     }
     let drain = format!("/backends/{}/drain", a.addr);
     assert_eq!(
-        testing::http_request(admin, "POST", &drain, &[], "")
+        testing::http_request(admin, "POST", &drain, &[ADMIN_AUTH], "")
             .await
             .unwrap()
             .0,
@@ -1485,7 +1493,7 @@ async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
     assert_eq!(metric(admin, &up).await, 1.0);
 
     let drain = format!("/backends/{by_name}/drain");
-    let (status, _, _) = testing::http_request(admin, "POST", &drain, &[], "")
+    let (status, _, _) = testing::http_request(admin, "POST", &drain, &[ADMIN_AUTH], "")
         .await
         .unwrap();
     assert_eq!(status, 200);

@@ -719,13 +719,30 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
     let (primary, replica) = nodes(&db);
     // Two routers that know each other, as router-a and router-b in the stack: this
     // process's topology half (a), and the binary (b), which the client writes through.
+    // The binary's admin listener takes state-changing requests only with the admin token,
+    // which both send to each other, as the stack's routers do.
+    let secrets = tempfile::tempdir()?;
+    let token = secrets.path().join("admin_token");
+    std::fs::write(&token, "double-fault-test-token\n")?;
     let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let a_admin = a_listener.local_addr()?;
-    let config =
-        support::config(&primary.name, &replica.name, "") + &format!("peers = [\"{a_admin}\"]\n");
+    let config = support::config(&primary.name, &replica.name, "")
+        + &format!(
+            "peers = [\"{a_admin}\"]\npeer_token_file = \"{}\"\n",
+            token.display()
+        );
+    let config = config.replacen(
+        "[service]\n",
+        &format!("[service]\nadmin_token_file = \"{}\"\n", token.display()),
+        1,
+    );
     let b = support::Router::start(&config).await?;
     let b_admin = b.admin.to_string();
-    let (a, a_guard) = router_with(&db, |m| m.peers = vec![b_admin]).await?;
+    let (a, a_guard) = router_with(&db, |m| {
+        m.peers = vec![b_admin];
+        m.peer_token_file = token.clone();
+    })
+    .await?;
     serve_admin(&a_guard, a_listener);
     wait(
         &a,

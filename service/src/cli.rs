@@ -151,10 +151,22 @@ where
         }
     };
     let admin_router = admin::router(&ctx);
+    let admin_access = admin::AdminAccess::new(&common);
     let admin = tokio::spawn({
         let ctx = ctx.clone();
         let done = stop_all_on_exit(ctx.clone(), "admin listener");
-        async move { done(admin::serve("admin", common.admin_listen, admin_router, ctx).await) }
+        async move {
+            done(
+                admin::serve(
+                    "admin",
+                    common.admin_listen,
+                    admin_router,
+                    admin_access,
+                    ctx,
+                )
+                .await,
+            )
+        }
     });
     let service = tokio::spawn({
         let done = stop_all_on_exit(ctx.clone(), "service");

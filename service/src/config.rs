@@ -12,6 +12,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,7 +51,19 @@ pub struct CommonConfig {
     /// on a single-threaded scheduler, which does less per task switch than a work-stealing
     /// one with one worker: the way HAProxy's `nbthread 1` or nginx's `worker_processes 1` run.
     pub worker_threads: usize,
+    /// The file holding the token every state-changing admin request (any method but GET and
+    /// HEAD: drain, enable, rejoin) must carry as `Authorization: Bearer TOKEN`. Read on each
+    /// such request, so a new token applies at once. Missing or empty: every such request is
+    /// refused (403), never let through.
+    pub admin_token_file: PathBuf,
+    /// The source addresses (CIDR) state-changing admin requests may come from; any other gets
+    /// 403 whatever its token. Reading pages (`/healthz`, `/metrics`, a status page) is open to
+    /// whoever reaches the port.
+    pub admin_allow: Vec<IpNet>,
 }
+
+/// Where the admin token is by default: the Docker secret `admin_token`.
+pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "/run/secrets/admin_token";
 
 impl CommonConfig {
     /// The defaults, with the admin port each service documents as its own.
@@ -68,6 +82,11 @@ impl Default for CommonConfig {
             shutdown_timeout: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
             worker_threads: 0,
+            admin_token_file: PathBuf::from(DEFAULT_ADMIN_TOKEN_FILE),
+            // The loopback: an operator inside the container (`docker compose exec`).
+            admin_allow: ["127.0.0.0/8", "::1/128"]
+                .map(|net| net.parse().expect("a valid CIDR"))
+                .to_vec(),
         }
     }
 }

@@ -80,6 +80,12 @@ async fn the_whole_stack() {
     .await;
     check(
         &mut failures,
+        "admin actions only from the host's loopback, with the token",
+        admin_actions_only_for_operators(&stack),
+    )
+    .await;
+    check(
+        &mut failures,
         "a rolling deploy under load fails no request",
         a_rolling_deploy_fails_nothing(&stack),
     )
@@ -272,7 +278,8 @@ async fn a_visitor_gets_the_site(stack: &Stack) -> anyhow::Result<()> {
 }
 
 /// https://status.foobar.com/consoles/stack.html from the client container: Prometheus's
-/// console, served through a balancer (Prometheus publishes no port), with live data: every
+/// console, served through a balancer (Prometheus publishes no port), refused without the
+/// login (as its APIs are) and with it showing live data: every
 /// service UP, both balancers in foobar-dns's answer, each router's view of both databases.
 /// Prometheus scrapes every 2 s; the page may need a few scrapes after the start.
 async fn the_status_page_shows_the_stack(stack: &Stack) -> anyhow::Result<()> {
@@ -288,21 +295,45 @@ async fn the_status_page_shows_the_stack(stack: &Stack) -> anyhow::Result<()> {
     .map(String::from)
     .chain([11, 12].map(|host| format!("<td>{}</td>", Stack::edge_address(host))))
     .collect();
+    let login = prometheus_login(stack)?;
     let started = Instant::now();
     loop {
         let page = stack
-            .client("curl -s https://status.foobar.com/consoles/stack.html")
+            .client(&format!(
+                "curl -s -u '{login}' https://status.foobar.com/consoles/stack.html"
+            ))
             .await?;
         let missing: Vec<&String> = wanted.iter().filter(|w| !page.contains(*w)).collect();
         let down = page.contains(">DOWN<");
         if missing.is_empty() && !down {
-            return Ok(());
+            break;
         }
         if started.elapsed() > Duration::from_secs(30) {
             bail!("after 30 s the status page lacks {missing:?} (a DOWN on it: {down}):\n{page}");
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    // The site is up (the page came). Without the login: 401, the APIs that list every
+    // internal address too.
+    let refused = stack
+        .client(
+            "for p in /consoles/stack.html /api/v1/targets '/api/v1/query?query=up' \
+               /api/v1/status/config; do \
+               curl -gs -o /dev/null -w '%{http_code} ' \"https://status.foobar.com$p\"; done",
+        )
+        .await?;
+    ensure!(
+        refused.trim() == "401 401 401 401",
+        "status.foobar.com without a login answered {refused}, not 401 each"
+    );
+    Ok(())
+}
+
+/// `operator:PASSWORD`, status.foobar.com's login (scripts/secrets.sh).
+fn prometheus_login(stack: &Stack) -> anyhow::Result<String> {
+    let password = std::fs::read_to_string(stack.repo.join("secrets/prometheus_password"))
+        .context("secrets/prometheus_password")?;
+    Ok(format!("operator:{}", password.trim()))
 }
 
 /// One curl, 100 requests on one connection through one balancer: round robin alternates.
@@ -468,6 +499,171 @@ async fn a_dns_server_down_fails_no_lookup(stack: &Stack) -> anyhow::Result<()> 
         outcome?;
         stack.wait_healthy(Duration::from_secs(60)).await?;
         progress(&format!("{} {service}: every lookup answered", fault[0]));
+    }
+    Ok(())
+}
+
+/// Every admin action is refused to a visitor: from the `client` container on `edge`, each
+/// balancer's drain and enable, foobar-dns's admin port, and Prometheus's write endpoints
+/// through the balancers (reload, quit, the admin API: 401 without its login) change
+/// nothing, even with the admin token; Prometheus still answers after `/-/quit`. From the host's loopback, through the
+/// published admin port, drain needs the token and works with it, and enable undoes it.
+async fn admin_actions_only_for_operators(stack: &Stack) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(stack.repo.join("secrets/admin_token"))
+        .context("secrets/admin_token")?;
+    let token = token.trim();
+    let mut dns_servers = Vec::new();
+    for service in ["dns-1", "dns-2"] {
+        let address = stack
+            .addresses(service)
+            .await?
+            .into_iter()
+            .find(|a| a.to_string().starts_with(stack_support::EDGE_NET))
+            .with_context(|| format!("{service} has no address on edge"))?;
+        dns_servers.push(address);
+    }
+    let mut attempts = Vec::new();
+    for lb in [11, 12].map(Stack::edge_address) {
+        for action in ["drain", "enable"] {
+            attempts.push(format!("http://{lb}:9100/backends/web-a:8080/{action}"));
+        }
+    }
+    for dns in &dns_servers {
+        attempts.push(format!("http://{dns}:9153/reload"));
+    }
+    let prometheus = [
+        "/-/reload",
+        "/-/quit",
+        "/api/v1/admin/tsdb/snapshot",
+        "/api/v1/admin/tsdb/clean_tombstones",
+        "/api/v1/admin/tsdb/delete_series?match[]=up",
+    ];
+    for path in prometheus {
+        attempts.push(format!("https://status.foobar.com{path}"));
+    }
+    // Each attempt twice: without a token, and with the operator's (a leaked token alone
+    // must not be enough from here). `-g`: the brackets are the URL's, not a curl glob; an
+    // empty `Authorization:` makes curl send none.
+    let script: String = attempts
+        .iter()
+        .map(|url| {
+            format!(
+                "for auth in none token; do \
+                   value=''; [ $auth = token ] && value='Bearer {token}'; \
+                   printf '%s %s ' $auth '{url}'; \
+                   curl -gs -o /dev/null -w '%{{http_code}}\\n' --max-time 5 -X POST \
+                     -H \"Authorization:${{value:+ $value}}\" '{url}'; \
+                 done; "
+            )
+        })
+        .collect::<String>()
+        + &format!(
+            "curl -s -o /dev/null -w 'after %{{http_code}}\\n' --max-time 5 -u '{}' \
+             https://status.foobar.com/-/ready",
+            prometheus_login(stack)?
+        );
+    let out = stack.client(&script).await?;
+    let mut answered = 0;
+    for line in out.lines() {
+        let Some(status) = line.rsplit(' ').next() else {
+            continue;
+        };
+        if let Some(rest) = line.strip_prefix("after ") {
+            ensure!(
+                rest == "200",
+                "Prometheus after the attempts to stop it: {rest}"
+            );
+            continue;
+        }
+        answered += 1;
+        // An answer that refuses; 000 (no answer) would prove nothing.
+        let refused = matches!(status, "401" | "403" | "404" | "405") || status.starts_with('5');
+        ensure!(
+            refused,
+            "from the client container: {} (done, not refused)",
+            line.replace(token, "TOKEN")
+        );
+    }
+    ensure!(
+        answered == attempts.len() * 2 && out.contains("after "),
+        "the client container's attempts did not all run:\n{}",
+        out.replace(token, "TOKEN")
+    );
+    // The balancers' and foobar-dns's admin listeners must have answered, not merely been
+    // unreachable: the refusal is theirs.
+    ensure!(
+        out.lines()
+            .filter(|l| l.contains(":9100/") || l.contains(":9153/"))
+            .all(|l| l.ends_with(" 403")),
+        "an admin port did not answer 403 to the client container:\n{}",
+        out.replace(token, "TOKEN")
+    );
+
+    // The host's loopback, through lb-1's published admin port.
+    let admin = stack.compose_ok(&["port", "lb-1", "9100"]).await?;
+    let admin = admin.trim();
+    let post = |action: &'static str, auth: Option<String>| {
+        let url = format!("http://{admin}/backends/web-a:8080/{action}");
+        async move {
+            let mut curl = tokio::process::Command::new("curl");
+            curl.args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(["-X", "POST", &url]);
+            if let Some(auth) = auth {
+                curl.args(["-H", &auth]);
+            }
+            let out = curl.output().await?;
+            Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let bearer = format!("Authorization: Bearer {token}");
+    ensure!(
+        post("drain", None).await? == "401",
+        "the host's loopback without the token: not 401"
+    );
+    ensure!(
+        post("drain", Some(bearer.clone())).await? == "200",
+        "drain from the host's loopback with the token: not 200"
+    );
+    let status = |admin: String| async move {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                &format!("http://{admin}/status.json"),
+            ])
+            .output()
+            .await?;
+        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let json = status(admin.to_owned()).await?;
+    ensure!(
+        json.contains("\"state\":\"DRAIN\""),
+        "drained, but lb-1's status.json shows no DRAIN: {json}"
+    );
+    ensure!(
+        post("enable", Some(bearer)).await? == "200",
+        "enable from the host's loopback with the token: not 200"
+    );
+    // Back in service before the next check sends traffic.
+    let started = Instant::now();
+    while status(admin.to_owned())
+        .await?
+        .contains("\"state\":\"DRAIN\"")
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "web-a still drained on lb-1 10 s after enable"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }

@@ -9,7 +9,9 @@
 //!
 //! Both ask the running router through its admin listener (as `--probe` asks `/readyz`)
 //! rather than act themselves: the running router's monitor knows which node is the primary
-//! and which is fenced, and a second monitor would only race it. In the stack:
+//! and which is fenced, and a second monitor would only race it. A rejoin carries the admin
+//! token (`Authorization: Bearer`) read from `service.admin_token_file`, the file the router
+//! itself checks it against. In the stack:
 //! `docker compose exec router-a foobar-db-router rejoin --config /etc/foobar/db-router.toml`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -93,10 +95,31 @@ pub fn run() -> ExitCode {
         }
         _ => ("GET", "/topology".to_owned()),
     };
+    // Without the file, the request goes without a token and the router says why it refuses.
+    let token = match std::fs::read_to_string(&config.service.admin_token_file) {
+        Ok(token) => Some(token.trim().to_owned()),
+        Err(e) if rejoin => {
+            eprintln!(
+                "foobar-db-router: the admin token file {} cannot be read ({e}); asking \
+                 without a token",
+                config.service.admin_token_file.display()
+            );
+            None
+        }
+        Err(_) => None,
+    };
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|rt| rt.block_on(ask(&admin.to_string(), method, &path, None, ANSWER_TIMEOUT)));
+        .and_then(|rt| {
+            rt.block_on(ask(
+                &admin.to_string(),
+                method,
+                &path,
+                token.as_deref(),
+                ANSWER_TIMEOUT,
+            ))
+        });
     match answer {
         Ok((200 | 202, body)) => {
             print!("{body}");
@@ -115,7 +138,7 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// `METHOD path` on `peer` (`host:port`), with the admin token when given: the status and
+/// `METHOD path` on `peer` (`host:port`), with the admin `token` if any: the status and
 /// the body, within `timeout`.
 pub(crate) async fn ask(
     peer: &str,
@@ -127,7 +150,7 @@ pub(crate) async fn ask(
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(peer).await?;
         let authorization = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
             .unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: {peer}\r\nContent-Length: 0\r\n\
