@@ -405,7 +405,7 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
         .execute("INSERT INTO foobar.counter VALUES (-3)")
         .await?;
     // Through the operator's command, against the admin listener served over TCP.
-    let (rejoined, said) = rejoin_command(&admin).await?;
+    let (rejoined, said) = operator_command(&admin, &["rejoin"]).await?;
     println!("`foobar-db-router rejoin` with an errant transaction: {said}");
     assert!(!rejoined, "{said}");
     assert!(
@@ -873,11 +873,11 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
         .nth(2)
         .unwrap_or_default()
         .to_owned();
-    let (status, said) = promote_command(&a_guard, "0-1-1").await?;
+    let (status, said) = operator_command(&a_guard, &["promote", "--give-up", "0-1-1"]).await?;
     assert!(status, "{said}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(a.snapshot().epoch, 0, "promoted past writes nobody gave up");
-    let (status, said) = promote_command(&a_guard, &missing).await?;
+    let (status, said) = operator_command(&a_guard, &["promote", "--give-up", &missing]).await?;
     assert!(status, "{said}");
     wait(&a, "the replica promoted by force", FAILOVER_LIMIT, |s| {
         s.writer.as_ref() == Some(&replica) && s.epoch == 1
@@ -893,28 +893,6 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
     );
     println!("forced past {missing}: promoted, the writes before the second fault all kept");
     Ok(())
-}
-
-/// `foobar-db-router promote --give-up GTIDS` (the binary, as an operator runs it) against
-/// this router's admin listener: success, and what it said.
-async fn promote_command(router: &Guard, give_up: &str) -> anyhow::Result<(bool, String)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    serve_admin(router, listener);
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("db-router.toml");
-    std::fs::write(&config, format!("[service]\nadmin_listen = \"{addr}\"\n"))?;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_foobar-db-router"))
-        .args(["promote", "--give-up", give_up, "--config"])
-        .arg(&config)
-        .output()
-        .await?;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), said))
 }
 
 /// Drops (`cut`) or lets through again every packet between `node` and `peer_ip`, with
@@ -1139,9 +1117,10 @@ async fn send(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// `foobar-db-router rejoin --config FILE` (the binary, as an operator runs it) against
-/// this router's admin listener, served on a port of 127.0.0.1: success, and what it said.
-async fn rejoin_command(router: &Guard) -> anyhow::Result<(bool, String)> {
+/// `foobar-db-router COMMAND ARGS --config FILE` (the binary, as an operator runs it)
+/// against this router's admin listener, served on a port of 127.0.0.1: success, and what
+/// it said.
+async fn operator_command(router: &Guard, args: &[&str]) -> anyhow::Result<(bool, String)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     serve_admin(router, listener);
@@ -1149,7 +1128,7 @@ async fn rejoin_command(router: &Guard) -> anyhow::Result<(bool, String)> {
     let config = dir.path().join("db-router.toml");
     std::fs::write(&config, format!("[service]\nadmin_listen = \"{addr}\"\n"))?;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_foobar-db-router"))
-        .arg("rejoin")
+        .args(args)
         .arg("--config")
         .arg(&config)
         .output()
