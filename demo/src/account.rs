@@ -1,6 +1,6 @@
 //! The demo's verdict per killed component, from the client's records: failed reads and
-//! writes, the write outage, the time back to all-healthy, acknowledged writes lost; and the
-//! targets each is held to.
+//! writes and why, the write outage, the time back to all-healthy, acknowledged writes lost,
+//! the p99 latency; and the targets each is held to.
 //!
 //! A component is charged with what happened from its kill until the next component's kill
 //! (or the end of the load): the damage of a crash includes the recovery after the restore.
@@ -66,12 +66,30 @@ pub struct ComponentResult {
     /// The outage was still open when the window ended.
     pub outage_open: bool,
     pub max_write_latency: Duration,
+    /// 99th percentile of the latency, failures included (what a stall costs).
+    pub p99_read: Duration,
+    pub p99_write: Duration,
     pub to_healthy: Option<Duration>,
     /// Acknowledged writes of this window that are not in the database at the end.
     pub acked_lost: u64,
     /// The database node that answered the acknowledged writes, and from when: a failover
     /// shows as a second entry.
     pub write_nodes: Vec<(Duration, String)>,
+    /// Why requests failed: each reason with how many reads and writes it failed, the most
+    /// frequent first (at most [`MAX_REASONS`]).
+    pub failure_reasons: Vec<FailureReason>,
+}
+
+/// Reasons listed per row.
+pub const MAX_REASONS: usize = 4;
+
+/// One way requests of a row failed, as the visitor saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureReason {
+    pub kind: Kind,
+    pub count: u64,
+    /// The status and what the answer said, or the client's error.
+    pub reason: String,
 }
 
 /// PASS or FAIL of each target for one component.
@@ -133,6 +151,12 @@ pub fn account(
                 .filter(|r| r.kind == Kind::Write)
                 .collect();
             let (write_outage, outage_open) = write_outage(&writes, window.end, targets.stall);
+            let p99 = |kind: Kind| {
+                percentile(
+                    inside.iter().filter(|r| r.kind == kind).map(|r| r.latency),
+                    0.99,
+                )
+            };
             ComponentResult {
                 component: window.component.clone(),
                 reads: count(Kind::Read, false),
@@ -143,6 +167,8 @@ pub fn account(
                 write_outage,
                 outage_open,
                 max_write_latency: writes.iter().map(|r| r.latency).max().unwrap_or_default(),
+                p99_read: p99(Kind::Read),
+                p99_write: p99(Kind::Write),
                 to_healthy: window
                     .healthy
                     .map(|healthy| healthy.saturating_sub(window.restored)),
@@ -151,9 +177,45 @@ pub fn account(
                     .filter(|r| r.ok() && r.marker.as_ref().is_some_and(|m| lost.contains(m)))
                     .count() as u64,
                 write_nodes: write_nodes(&writes),
+                failure_reasons: failure_reasons(&inside),
             }
         })
         .collect()
+}
+
+/// The `q` quantile (nearest rank) of `latencies`; zero when there are none.
+pub fn percentile(latencies: impl Iterator<Item = Duration>, q: f64) -> Duration {
+    let mut sorted: Vec<Duration> = latencies.collect();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted.sort();
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The failed requests among `records`, grouped by kind and reason, the largest groups first.
+fn failure_reasons(records: &[&Record]) -> Vec<FailureReason> {
+    let mut groups: Vec<FailureReason> = Vec::new();
+    for record in records {
+        let Some(reason) = record.failure() else {
+            continue;
+        };
+        match groups
+            .iter_mut()
+            .find(|g| g.kind == record.kind && g.reason == reason)
+        {
+            Some(group) => group.count += 1,
+            None => groups.push(FailureReason {
+                kind: record.kind,
+                count: 1,
+                reason,
+            }),
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    groups.truncate(MAX_REASONS);
+    groups
 }
 
 /// Each change of the node that answered acknowledged writes, in the order they ended.
@@ -198,13 +260,14 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:>13} {:>14} {:>14} {:>13} {:>11} {:>12}",
+        "{:<12} {:>13} {:>14} {:>14} {:>13} {:>11} {:>13} {:>10}",
         "component",
         "failed reads",
         "failed writes",
         "write outage",
         "to healthy",
         "acked lost",
+        "p99 read/wr",
         "max write"
     );
     let mark = |pass: bool| if pass { "PASS" } else { "FAIL" };
@@ -230,13 +293,18 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<12} {:>13} {:>14} {:>14} {:>13} {:>11} {:>11.1}s",
+            "{:<12} {:>13} {:>14} {:>14} {:>13} {:>11} {:>13} {:>9.1}s",
             result.component,
             failed(result.failed_reads, verdict.failed_reads),
             failed(result.failed_writes, verdict.failed_writes),
             outage,
             healthy,
             format!("{} {}", result.acked_lost, mark(verdict.acked_lost)),
+            format!(
+                "{:.2}/{:.2}s",
+                result.p99_read.as_secs_f64(),
+                result.p99_write.as_secs_f64()
+            ),
             result.max_write_latency.as_secs_f64(),
         );
     }
@@ -266,6 +334,19 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
                 nodes.join(", then ")
             }
         );
+        for reason in &result.failure_reasons {
+            let _ = writeln!(
+                out,
+                "{:<12}   {} failed {}: {}",
+                "",
+                reason.count,
+                match reason.kind {
+                    Kind::Read => "reads",
+                    Kind::Write => "writes",
+                },
+                reason.reason
+            );
+        }
     }
     let excepted = if targets.may_fail.is_empty() {
         String::new()
@@ -314,7 +395,7 @@ mod tests {
             outcome: if ok {
                 Outcome::Ok(200)
             } else {
-                Outcome::Status(502)
+                Outcome::Status(502, "bad gateway".into())
             },
             marker: None,
             ..write(start_ms, 5, true, "")
@@ -323,6 +404,16 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn p99_is_the_nearest_rank() {
+        let latencies = |n: u64| (1..=n).map(ms);
+        assert_eq!(percentile(latencies(100), 0.99), ms(99));
+        assert_eq!(percentile(latencies(1000), 0.99), ms(990));
+        assert_eq!(percentile(latencies(10), 0.99), ms(10));
+        assert_eq!(percentile([ms(7)].into_iter(), 0.99), ms(7));
+        assert_eq!(percentile(std::iter::empty(), 0.99), Duration::ZERO);
     }
 
     #[test]
@@ -393,6 +484,7 @@ mod tests {
         assert_eq!((lb.reads, lb.failed_reads, lb.retried_reads), (2, 1, 1));
         assert_eq!((lb.writes, lb.failed_writes, lb.acked_lost), (1, 0, 0));
         assert_eq!(lb.to_healthy, Some(ms(1500)));
+        assert_eq!((lb.p99_read, lb.p99_write), (ms(5), ms(10)));
         let verdict = lb.verdict(&targets);
         assert!(!verdict.failed_reads && verdict.failed_writes && verdict.to_healthy);
         assert!(!verdict.passed());
@@ -419,6 +511,7 @@ mod tests {
             "{table}"
         );
         assert!(lines[1].contains("1.5s PASS"), "{table}");
+        assert!(lines[1].contains("0.01/0.01s"), "{table}");
         assert!(
             lines[2].contains("1 (any)") && lines[2].contains("never FAIL"),
             "{table}"
@@ -433,11 +526,22 @@ mod tests {
         );
         assert_eq!(
             lines[4],
+            format!("{:15}1 failed reads: 502 bad gateway", "")
+        );
+        assert_eq!(
+            lines[5],
             "db-primary   reads 0 (0 sent again on a new connection), writes 3, answered by \
              db-primary, then db-replica from 6.1s"
         );
+        assert_eq!(
+            lines[6],
+            format!(
+                "{:15}1 failed writes: connection died before answering: closed",
+                ""
+            )
+        );
         assert!(
-            lines[5].starts_with("targets: 0 failed requests"),
+            lines[7].starts_with("targets: 0 failed requests"),
             "{table}"
         );
     }

@@ -191,7 +191,16 @@ impl Worker {
                 record.outcome = if (200..300).contains(&response.status) {
                     Outcome::Ok(response.status)
                 } else {
-                    Outcome::Status(response.status)
+                    let said = body["detail"]
+                        .as_str()
+                        .or_else(|| body["error"].as_str())
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| {
+                            String::from_utf8_lossy(&response.body[..response.body.len().min(120)])
+                                .trim()
+                                .to_owned()
+                        });
+                    Outcome::Status(response.status, said)
                 };
                 if self.kind == Kind::Write && record.ok() {
                     record.post_id = body["post"]["id"].as_u64();

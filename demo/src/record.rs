@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The longest failure reason kept for the table.
+const FAILURE_CHARS: usize = 160;
+
 /// A read (`GET /api/posts`) or a write (`POST /api/posts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -15,8 +18,9 @@ pub enum Kind {
 pub enum Outcome {
     /// A 2xx answer.
     Ok(u16),
-    /// Any other HTTP status (502, 503 ...).
-    Status(u16),
+    /// Any other HTTP status (502, 503 ...), with what the answer said: its JSON `detail` or
+    /// `error`, else the start of its body.
+    Status(u16, String),
     /// No answer: refused everywhere, connection died, timeout, TLS or DNS failure.
     Error(String),
 }
@@ -44,6 +48,16 @@ pub struct Record {
 impl Record {
     pub fn ok(&self) -> bool {
         matches!(self.outcome, Outcome::Ok(_))
+    }
+
+    /// Why it failed, in one short line; `None` when it did not.
+    pub fn failure(&self) -> Option<String> {
+        let text = match &self.outcome {
+            Outcome::Ok(_) => return None,
+            Outcome::Status(status, said) => format!("{status} {said}"),
+            Outcome::Error(error) => error.clone(),
+        };
+        Some(text.chars().take(FAILURE_CHARS).collect())
     }
 
     /// When the answer (or the failure) came, since the start of the run.

@@ -107,7 +107,7 @@ mod tests {
             outcome: if ok {
                 Outcome::Ok(200)
             } else {
-                Outcome::Status(503)
+                Outcome::Status(503, String::new())
             },
             web: web.map(Into::into),
             database: database.map(Into::into),
