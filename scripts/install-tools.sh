@@ -23,6 +23,10 @@ declare -A PACKAGES=(
   [brotli]=brotli
   [mariadb]=mariadb-client
   [sysbench]=sysbench
+  [jq]=jq
+  # The demo's partition faults: iptables in a container's network namespace (nsenter).
+  [iptables]=iptables
+  [nsenter]=util-linux
 )
 # `install-tools.sh bench` adds what the benchmarks in bench/ run against.
 if [ "${1:-}" = bench ]; then

@@ -1,6 +1,7 @@
 //! The timeline as an SVG picture a person can open in a browser: answered and failed
-//! requests per second as bars, a vertical mark at each kill, restore and return to health.
-//! Hand-written SVG: a few rectangles and lines need no plotting library. A label that would run past the right edge is drawn to the left
+//! requests per second as bars, a shaded band from each fault to its restore, a vertical mark
+//! at each fault, restore and return to health. Hand-written SVG: a few rectangles and lines
+//! need no plotting library. A label that would run past the right edge is drawn to the left
 //! of its mark instead, its width estimated from its characters ([`text_width`]).
 
 use std::fmt::Write as _;
@@ -115,11 +116,31 @@ pub fn render(seconds: &[Second], events: &[Event], title: &str) -> String {
             );
         }
     }
+    // A band from each fault to its restore, behind the marks.
+    for (i, event) in events.iter().enumerate() {
+        if event.kind != EventKind::Fault {
+            continue;
+        }
+        let Some(restore) = events[i + 1..]
+            .iter()
+            .find(|e| e.kind == EventKind::Restored && e.component == event.component)
+        else {
+            continue;
+        };
+        let (from, to) = (x(event.at.as_secs_f64()), x(restore.at.as_secs_f64()));
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{from:.1}\" y=\"{TOP:.1}\" width=\"{:.1}\" height=\"{plot_h:.1}\" \
+             fill=\"#d0021b\" fill-opacity=\"0.08\"><title>{}</title></rect>",
+            (to - from).max(1.0),
+            escape(&event.label())
+        );
+    }
     // Event marks, their labels staggered on three rows so neighbours do not overlap.
     for (i, event) in events.iter().enumerate() {
         let ex = x(event.at.as_secs_f64());
         let colour = match event.kind {
-            EventKind::Killed => "#d0021b",
+            EventKind::Fault => "#d0021b",
             EventKind::Restored => "#f5a623",
             EventKind::Healthy => "#417505",
         };
@@ -184,6 +205,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::Fault;
     use std::time::Duration;
 
     #[test]
@@ -199,12 +221,14 @@ mod tests {
         let events = [
             Event {
                 at: Duration::from_secs(10),
-                kind: EventKind::Killed,
+                kind: EventKind::Fault,
+                fault: Fault::Kill,
                 component: "db-primary".into(),
             },
             Event {
                 at: Duration::from_secs(20),
                 kind: EventKind::Restored,
+                fault: Fault::Kill,
                 component: "db-primary".into(),
             },
         ];
@@ -216,6 +240,12 @@ mod tests {
         assert!(svg.contains("<title>12s: 7 failed</title>"));
         assert!(svg.contains(">kill db-primary (10s)</text>"));
         assert!(svg.contains(">restore db-primary (20s)</text>"));
+        // One band, from the kill to its restore.
+        assert_eq!(
+            svg.matches("fill-opacity=\"0.08\"><title>kill db-primary</title>")
+                .count(),
+            1
+        );
         // Every bar is closed; the background is the one self-closed rectangle.
         assert_eq!(
             svg.matches("<rect").count(),
@@ -255,19 +285,20 @@ mod tests {
         let event = |at: u64, kind: EventKind, component: &str| Event {
             at: Duration::from_secs(at),
             kind,
+            fault: Fault::Partition,
             component: component.into(),
         };
         let events = [
-            event(2, EventKind::Killed, "lb-1"),
-            event(97, EventKind::Killed, "db-replica-with-a-long-name"),
+            event(2, EventKind::Fault, "lb-1"),
+            event(97, EventKind::Fault, "db-replica-with-a-long-name"),
             event(99, EventKind::Restored, "db-replica-with-a-long-name"),
         ];
         let svg = render(&seconds, &events, "edge");
-        let (x, anchor, text) = label(&svg, "kill lb-1 (2s)");
+        let (x, anchor, text) = label(&svg, "partition lb-1 (2s)");
         assert_eq!(anchor, "start");
         assert!(x + text_width(&text) <= WIDTH, "{x} {text}");
         for ends in [
-            "kill db-replica-with-a-long-name (97s)",
+            "partition db-replica-with-a-long-name (97s)",
             "restore db-replica-with-a-long-name (99s)",
         ] {
             let (x, anchor, text) = label(&svg, ends);
