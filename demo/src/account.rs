@@ -390,10 +390,10 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
         } else {
             format!(" (node {})", result.node)
         };
+        let name = format!("{}{hit}", result.label());
         let _ = writeln!(
             out,
-            "{:<width$}{hit} reads {} ({} sent again on a new connection), writes {}, answered by {}",
-            result.label(),
+            "{name:<width$} reads {} ({} sent again on a new connection), writes {}, answered by {}",
             result.reads,
             result.retried_reads,
             result.writes,
