@@ -20,6 +20,17 @@ pub struct Topology {
     pub writer: Option<String>,
     /// The replica reads go to (replicating, not lagging), or none.
     pub reader: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<NodeView>,
+}
+
+/// What the demo reads of one node in the topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    /// The transactions it holds that the primary lacks: the router never rejoins it.
+    #[serde(default)]
+    pub errant: Option<String>,
 }
 
 impl Topology {
@@ -54,6 +65,19 @@ impl Topology {
     /// A writer and a replicating reader, two nodes: the stack survives the next fault.
     pub fn redundant(&self) -> bool {
         matches!((self.writer_node(), self.reader_node()), (Some(w), Some(r)) if w != r)
+    }
+
+    /// Why redundancy cannot come back by itself: a node with errant transactions stays
+    /// fenced until an operator rebuilds it.
+    pub fn errant(&self) -> Option<String> {
+        self.nodes.iter().find_map(|node| {
+            let errant = node.errant.as_deref().filter(|e| !e.is_empty())?;
+            Some(format!(
+                "{} holds transactions the primary lacks ({errant}): it stays fenced until \
+                 rebuilt (README.md, \"Rebuilding a node\")",
+                node.name
+            ))
+        })
     }
 
     /// The service a component means now: the writer for `db-primary`, the reader for
@@ -100,6 +124,7 @@ mod tests {
         assert_eq!(swapped.resolve("db-replica").unwrap(), "db-primary");
         assert_eq!(swapped.resolve("lb-1").unwrap(), "lb-1");
         assert!(swapped.redundant());
+        assert_eq!(swapped.errant(), None);
     }
 
     #[test]
@@ -118,6 +143,18 @@ mod tests {
                 .to_string()
                 .contains("replicating reader")
         );
+        let errant = Topology::parse(
+            r#"{"writer":"db-primary:3306","reader":null,"nodes":[
+                {"name":"db-primary:3306","role":"writer","errant":null},
+                {"name":"db-replica:3306","role":"fenced","errant":"0-2-3018"}]}"#,
+        )
+        .unwrap();
+        let why = errant.errant().unwrap();
+        assert!(
+            why.starts_with("db-replica:3306 holds transactions the primary lacks (0-2-3018)"),
+            "{why}"
+        );
+        assert!(!errant.redundant());
         let same = Topology::parse(r#"{"writer":"db-a:3306","reader":"db-a:3306"}"#).unwrap();
         assert!(!same.redundant());
         for bad in ["", "[]", "{\"writer\":3}", "not json", "{\"writer\":\"a\""] {

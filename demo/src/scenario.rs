@@ -85,6 +85,9 @@ pub struct Report {
     /// Faults not applied (`pause lb-1`) because the stack did not get healthy and
     /// redundant again before them.
     pub skipped: Vec<String>,
+    /// Why the faults stopped early, when the router said (a node left with errant
+    /// transactions).
+    pub stopped: Option<String>,
     pub verification: Verification,
     pub seconds: Vec<Second>,
     pub events: Vec<Event>,
@@ -113,6 +116,9 @@ impl Report {
                 "not applied (stack not healthy and redundant): {} FAIL\n",
                 self.skipped.join(", ")
             ));
+        }
+        if let Some(why) = &self.stopped {
+            text.push_str(&format!("stopped: {why}\n"));
         }
         text.push_str(&self.verification.summary());
         text.push('\n');
@@ -235,6 +241,7 @@ impl Scenario {
         let mut events = Vec::new();
         let mut windows: Vec<Window> = Vec::new();
         let mut skipped = Vec::new();
+        let mut stopped = None;
         for (i, step) in steps.iter().enumerate() {
             if windows
                 .last()
@@ -303,12 +310,17 @@ impl Scenario {
                     events.push(event(at, EventKind::Healthy, step));
                     if has_router {
                         let within = config.healthy_timeout.saturating_sub(at - restored);
-                        redundant = wait_redundant(&compose, within, t0).await;
-                        match redundant {
-                            Redundancy::At(at) => progress(&format!(
+                        let why;
+                        (redundant, why) = wait_redundant(&compose, within, t0).await;
+                        match (redundant, why) {
+                            (Redundancy::At(at), _) => progress(&format!(
                                 "a writer and a replicating reader again, {:.1}s after the restore",
                                 (at - restored).as_secs_f64()
                             )),
+                            (_, Some(why)) => {
+                                progress(&format!("no full redundancy: {why}; stopping"));
+                                stopped = Some(why);
+                            }
                             _ => progress(&format!(
                                 "no writer and replicating reader {:?} after the restore: stopping",
                                 config.healthy_timeout
@@ -360,6 +372,7 @@ impl Scenario {
         Ok(Report {
             components,
             skipped,
+            stopped,
             verification,
             seconds: timeline::seconds(&records),
             events,
@@ -393,15 +406,24 @@ fn describe(fault: Fault, peer: Option<&str>) -> String {
     }
 }
 
-/// Polls router-a's topology every second until it shows a writer and a replicating reader.
-async fn wait_redundant(compose: &Compose, within: Duration, t0: Instant) -> Redundancy {
+/// Polls router-a's topology every second until it shows a writer and a replicating reader;
+/// gives up at once, saying why, when a node has errant transactions (never rejoined by itself).
+async fn wait_redundant(
+    compose: &Compose,
+    within: Duration,
+    t0: Instant,
+) -> (Redundancy, Option<String>) {
     let deadline = Instant::now() + within;
     loop {
-        if Topology::ask(compose).await.is_ok_and(|t| t.redundant()) {
-            return Redundancy::At(t0.elapsed());
+        match Topology::ask(compose).await {
+            Ok(topology) if topology.redundant() => return (Redundancy::At(t0.elapsed()), None),
+            Ok(topology) if topology.errant().is_some() => {
+                return (Redundancy::Never, topology.errant());
+            }
+            _ => {}
         }
         if Instant::now() >= deadline {
-            return Redundancy::Never;
+            return (Redundancy::Never, None);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
