@@ -17,6 +17,8 @@ const TOP: f64 = 110.0;
 const BOTTOM: f64 = 40.0;
 /// The labels' font size.
 const FONT_SIZE: f64 = 11.0;
+/// Rows the fault labels are staggered on, above the plot.
+const LABEL_ROWS: usize = 4;
 
 /// The picture of `seconds`, with `events` marked; `title` on top.
 pub fn render(seconds: &[Second], events: &[Event], title: &str) -> String {
@@ -53,7 +55,8 @@ pub fn render(seconds: &[Second], events: &[Event], title: &str) -> String {
     let _ = writeln!(
         svg,
         "<text x=\"{}\" y=\"18\" text-anchor=\"end\"><tspan fill=\"#4a90d9\">■ answered</tspan> \
-         <tspan fill=\"#d0021b\">■ failed</tspan> per second</text>",
+         <tspan fill=\"#d0021b\">■ failed</tspan> per second; marks: <tspan fill=\"#d0021b\">fault</tspan> \
+         <tspan fill=\"#f5a623\">restore</tspan> <tspan fill=\"#417505\">healthy</tspan></text>",
         WIDTH - RIGHT
     );
     // Axes and a few grid lines with their values.
@@ -136,16 +139,29 @@ pub fn render(seconds: &[Second], events: &[Event], title: &str) -> String {
             escape(&event.label())
         );
     }
-    // Event marks, their labels staggered on three rows so neighbours do not overlap.
-    for (i, event) in events.iter().enumerate() {
+    // Event marks. Only faults carry a label, staggered on four rows so neighbours do not
+    // overlap; a restore or a return to health is a mark whose label shows on hover.
+    let mut faults_seen = 0;
+    for event in events {
         let ex = x(event.at.as_secs_f64());
         let colour = match event.kind {
             EventKind::Fault => "#d0021b",
             EventKind::Restored => "#f5a623",
             EventKind::Healthy => "#417505",
         };
-        let label_y = 40.0 + (i % 3) as f64 * 22.0;
         let label = format!("{} ({:.0}s)", event.label(), event.at.as_secs_f64());
+        if event.kind != EventKind::Fault {
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{ex:.1}\" y1=\"{TOP:.1}\" x2=\"{ex:.1}\" y2=\"{:.1}\" stroke=\"{colour}\" \
+                 stroke-dasharray=\"4 3\"><title>{}</title></line>",
+                y(0.0),
+                escape(&label),
+            );
+            continue;
+        }
+        let label_y = 34.0 + (faults_seen % LABEL_ROWS) as f64 * 19.0;
+        faults_seen += 1;
         // Right of the mark, unless it would leave the picture: then left of it.
         let (label_x, anchor) = if ex + 3.0 + text_width(&label) <= WIDTH - 2.0 {
             (ex + 3.0, "start")
@@ -239,7 +255,7 @@ mod tests {
         assert_eq!(svg.matches("fill=\"#4a90d9\"><title>").count(), 30);
         assert!(svg.contains("<title>12s: 7 failed</title>"));
         assert!(svg.contains(">kill db-primary (10s)</text>"));
-        assert!(svg.contains(">restore db-primary (20s)</text>"));
+        assert!(svg.contains("<title>restore db-primary (20s)</title></line>"));
         // One band, from the kill to its restore.
         assert_eq!(
             svg.matches("fill-opacity=\"0.08\"><title>kill db-primary</title>")
@@ -297,14 +313,11 @@ mod tests {
         let (x, anchor, text) = label(&svg, "partition lb-1 (2s)");
         assert_eq!(anchor, "start");
         assert!(x + text_width(&text) <= WIDTH, "{x} {text}");
-        for ends in [
-            "partition db-replica-with-a-long-name (97s)",
-            "restore db-replica-with-a-long-name (99s)",
-        ] {
-            let (x, anchor, text) = label(&svg, ends);
-            assert_eq!(anchor, "end", "{ends}");
-            assert!(x <= WIDTH && x - text_width(&text) >= 0.0, "{x} {text}");
-        }
+        let (x, anchor, text) = label(&svg, "partition db-replica-with-a-long-name (97s)");
+        assert_eq!(anchor, "end");
+        assert!(x <= WIDTH && x - text_width(&text) >= 0.0, "{x} {text}");
+        // A restore is a mark with a tooltip, not a label.
+        assert!(svg.contains("<title>restore db-replica-with-a-long-name (99s)</title></line>"));
         // The estimate is not below a real font's: 30 'm' in 11 px DejaVu Sans are 320 px.
         assert!(text_width(&"m".repeat(30)) >= 320.0);
         assert!(text_width("kill lb-1 (10s)") > 60.0);
