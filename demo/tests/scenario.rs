@@ -183,11 +183,18 @@ async fn each_balancer_killed_under_load_is_reported_as_the_visitor_saw_it() {
     assert!(report.seconds.iter().any(|s| s.web.contains_key("web-x")));
 
     let lines = lines.lock().unwrap();
-    assert!(lines.iter().any(|l| l.contains("] kill lb-a (SIGKILL)")));
+    assert!(lines.iter().any(|l| l.contains("] kill lb-a: SIGKILL")));
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("killed lb-b") && l.contains("rps"))
+            .any(|l| l.contains("] kill lb-b ") && l.contains("rps"))
+    );
+    // Without a database router there is no redundancy to ask about.
+    assert!(
+        report
+            .components
+            .iter()
+            .all(|c| c.to_redundant == foobar_demo::account::Redundancy::NotChecked)
     );
     let svg = report.svg();
     assert!(svg.contains(">kill lb-b ("));
