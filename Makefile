@@ -23,8 +23,8 @@ images:
 fuzz:
 	SECONDS_PER_TARGET=600 bash scripts/fuzz.sh
 
-## The failover demo (issue 7): kill each component under load, print the table, draw
-## dist/demo-timeline.svg. Needs the stack up (make up). Options: DEMO_ARGS="--hold 5".
+## The failover demo (issues 7, 15): faults on each component under load, the table, and
+## dist/demo-timeline.svg. Needs the stack up. DEMO_ARGS="--faults kill,pause,partition".
 .PHONY: demo
 demo:
 	bash scripts/demo.sh

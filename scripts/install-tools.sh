@@ -26,6 +26,10 @@ declare -A PACKAGES=(
   [sysbench]=sysbench
   # scripts/secrets.sh: the bcrypt hash of the Prometheus login.
   [htpasswd]=apache2-utils
+  [jq]=jq
+  # The demo's partition faults: iptables in a container's network namespace (nsenter).
+  [iptables]=iptables
+  [nsenter]=util-linux
 )
 # `install-tools.sh bench` adds what the benchmarks in bench/ run against.
 if [ "${1:-}" = bench ]; then

@@ -1,6 +1,7 @@
-//! The failover demo (issue 7): a steady load of reads and writes against
-//! https://www.foobar.com, as a visitor sends it, while the stack's components are killed one
-//! at a time; then a table of what the visitor saw per kill, and a timeline picture.
+//! The failover demo (issues 7 and 15): a steady load of reads and writes against
+//! https://www.foobar.com, as a visitor sends it, while faults (kill, pause, partition, a
+//! partial partition of the database pair) hit the stack's components one at a time; then a
+//! table of what the visitor saw per fault, and a timeline picture.
 //!
 //! A library with a thin binary, so that the stack's tests run the same code and assert on the
 //! same [`Report`] a person reads. Every number comes from what the client saw.
@@ -11,19 +12,24 @@
 //!   stack's CA, keep-alive), and the one retry a browser allows itself.
 //! - [`record`]: what one request saw.
 //! - [`load`]: the readers and writers, at a bounded rate.
-//! - [`compose`]: kills, starts and asks the health of the stack's containers.
-//! - [`account`]: per killed component, failures, write outage, time to healthy; the targets.
+//! - [`compose`]: kills, pauses, starts, partitions and asks the health of the containers.
+//! - [`faults`]: each [`faults::Fault`]'s apply and restore, and the run's plan of steps.
+//! - [`roles`]: which node is the primary and which the replica now, from router-a.
+//! - [`account`]: per fault, failures, write outage, p99 latency, time to healthy and to full
+//!   redundancy; the targets.
 //! - [`timeline`]: requests per second, the live line and its phases.
 //! - [`svg`]: the timeline as a picture.
 //! - [`verify`]: every acknowledged write still there; where unknown-outcome writes landed.
-//! - [`scenario`]: the kill-restore sequence around the load, producing the [`Report`].
+//! - [`scenario`]: the fault-restore sequence around the load, producing the [`Report`].
 
 pub mod account;
 pub mod compose;
+pub mod faults;
 pub mod http1;
 pub mod load;
 pub mod record;
 pub mod resolve;
+pub mod roles;
 pub mod scenario;
 pub mod svg;
 pub mod timeline;

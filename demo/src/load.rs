@@ -117,6 +117,20 @@ impl Load {
     }
 }
 
+/// What a non-JSON error answer says: an HTML page's title (the balancer's own 503 page),
+/// else the start of the body.
+fn said_by_page(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(2048)]);
+    let title = text
+        .split_once("<title>")
+        .and_then(|(_, rest)| rest.split_once("</title>"))
+        .map(|(title, _)| title.trim());
+    match title {
+        Some(title) => format!("page: {title}"),
+        None => text.chars().take(120).collect(),
+    }
+}
+
 struct Worker {
     kind: Kind,
     index: usize,
@@ -191,7 +205,12 @@ impl Worker {
                 record.outcome = if (200..300).contains(&response.status) {
                     Outcome::Ok(response.status)
                 } else {
-                    Outcome::Status(response.status)
+                    let said = body["detail"]
+                        .as_str()
+                        .or_else(|| body["error"].as_str())
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| said_by_page(&response.body));
+                    Outcome::Status(response.status, said)
                 };
                 if self.kind == Kind::Write && record.ok() {
                     record.post_id = body["post"]["id"].as_u64();
@@ -200,5 +219,21 @@ impl Worker {
             Err(error) => record.outcome = Outcome::Error(error),
         }
         record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_page_is_named_by_its_title() {
+        let page = b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+            <title>503 Service Unavailable</title></head>\n<body><h1>503</h1></body></html>";
+        assert_eq!(said_by_page(page), "page: 503 Service Unavailable");
+        assert_eq!(said_by_page(b"upstream gone"), "upstream gone");
+        assert_eq!(said_by_page(b"<title>never closed"), "<title>never closed");
+        assert_eq!(said_by_page(&[b'x'; 5000]).len(), 120);
+        assert_eq!(said_by_page(&[0xff, 0xfe]), "\u{fffd}\u{fffd}");
     }
 }

@@ -1,4 +1,4 @@
-//! `foobar-demo`: the failover demo of issue 7 against the running stack (`make demo`).
+//! `foobar-demo`: the failover demo of issues 7 and 15 against the running stack (`make demo`).
 //! Exit 0 when every target is met, 1 when one is missed, 2 when the demo could not run.
 
 use std::net::SocketAddr;
@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use foobar_demo::account::Targets;
+use foobar_demo::faults::{self, Fault};
 use foobar_demo::load::LoadConfig;
 use foobar_demo::visitor::VisitorConfig;
 use foobar_demo::{Config, Scenario};
 
-/// Kills the stack's components one at a time under a steady load of reads and writes sent
-/// as a visitor sends them (DNS through foobar-dns, HTTPS through the balancers), restores
-/// each, and reports what the visitor saw: a line per second, a table per component with
-/// the targets, and an SVG timeline. Needs the stack up (make up). Durations are in seconds.
+/// Applies faults (kill, pause, partition; partial for the database pair) to the stack's
+/// components one at a time under a steady load of reads and writes sent as a visitor sends
+/// them (DNS through foobar-dns, HTTPS through the balancers), restores each, and reports
+/// what the visitor saw: a line per second, a table row per fault and component with the
+/// targets, and an SVG timeline. Needs the stack up (make up). Durations are in seconds.
 #[derive(Debug, Parser)]
 #[command(name = "foobar-demo", version)]
 struct Args {
@@ -65,20 +67,26 @@ struct Args {
     write_rate: f64,
     #[arg(long, default_value = "/api/posts?limit=5")]
     read_path: String,
-    /// Killed in this order, each restored before the next.
+    /// Each fault hits these in this order, each restored before the next. db-primary and
+    /// db-replica are roles: the node router-a calls the writer, or the reader, at that moment.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "dns-1,dns-2,web-a,lb-1,router-a,db-replica,db-primary"
     )]
     components: Vec<String>,
+    /// kill (SIGKILL), pause (docker pause), partition (every packet dropped), partial (the
+    /// primary cut from the replica): each applied to every component, in this order.
+    /// partition and partial need root (iptables in the container's network namespace).
+    #[arg(long, default_value = "kill", value_parser = fault_list)]
+    faults: FaultList,
     /// Load before the first kill.
     #[arg(long, default_value = "5", value_parser = seconds)]
     warmup: Duration,
-    /// How long each killed component stays down.
+    /// How long each fault lasts.
     #[arg(long, default_value = "10", value_parser = seconds)]
     hold: Duration,
-    /// Load between all-healthy and the next kill.
+    /// Load between all-healthy and the next fault.
     #[arg(long, default_value = "5", value_parser = seconds)]
     settle: Duration,
     /// Longest wait for every service to be healthy after a restore.
@@ -96,21 +104,35 @@ struct Args {
     /// Where the SVG timeline goes.
     #[arg(long, default_value = "dist/demo-timeline.svg")]
     svg: PathBuf,
-    /// Target: failed requests allowed per kill.
+    /// Target: failed requests allowed per fault.
     #[arg(long, default_value_t = 0)]
     max_failed: u64,
-    /// Components whose kill may fail requests.
+    /// Components whose faults may fail reads (none: reads go to the replica).
+    #[arg(long, value_delimiter = ',')]
+    may_fail_reads: Vec<String>,
+    /// Components whose faults may fail writes (bounded by the write outage).
     #[arg(long, value_delimiter = ',', default_value = "db-primary")]
-    may_fail: Vec<String>,
+    may_fail_writes: Vec<String>,
     /// Target: longest write outage.
     #[arg(long, default_value = "5", value_parser = seconds)]
     max_write_outage: Duration,
-    /// Target: from a restore to every service healthy.
+    /// Target: from a restore to every service healthy and to full redundancy (a writer and
+    /// a replicating reader).
     #[arg(long, default_value = "30", value_parser = seconds)]
     max_to_healthy: Duration,
     /// A write slower than this counts toward the write outage.
     #[arg(long, default_value = "2", value_parser = seconds)]
     stall: Duration,
+}
+
+/// The parsed `--faults` (a newtype: clap would split a bare `Vec` itself).
+#[derive(Debug, Clone)]
+struct FaultList(Vec<Fault>);
+
+fn fault_list(text: &str) -> Result<FaultList, String> {
+    faults::parse_faults(text)
+        .map(FaultList)
+        .map_err(|e| e.to_string())
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -147,13 +169,15 @@ async fn main() -> ExitCode {
         compose_file: args.compose_file,
         compose_env_file: args.compose_env_file,
         components: args.components,
+        faults: args.faults.0,
         warmup: args.warmup,
         hold: args.hold,
         settle: args.settle,
         healthy_timeout: args.healthy_timeout,
         targets: Targets {
             max_failed: args.max_failed,
-            may_fail: args.may_fail,
+            may_fail_reads: args.may_fail_reads,
+            may_fail_writes: args.may_fail_writes,
             max_write_outage: args.max_write_outage,
             max_to_healthy: args.max_to_healthy,
             stall: args.stall,

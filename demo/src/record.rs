@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The longest failure reason kept for the table.
+const FAILURE_CHARS: usize = 160;
+
 /// A read (`GET /api/posts`) or a write (`POST /api/posts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -15,8 +18,9 @@ pub enum Kind {
 pub enum Outcome {
     /// A 2xx answer.
     Ok(u16),
-    /// Any other HTTP status (502, 503 ...).
-    Status(u16),
+    /// Any other HTTP status (502, 503 ...), with what the answer said: its JSON `detail` or
+    /// `error`, an HTML page's title, else the start of its body.
+    Status(u16, String),
     /// No answer: refused everywhere, connection died, timeout, TLS or DNS failure.
     Error(String),
 }
@@ -46,8 +50,50 @@ impl Record {
         matches!(self.outcome, Outcome::Ok(_))
     }
 
+    /// Why it failed, in one short line; `None` when it did not.
+    pub fn failure(&self) -> Option<String> {
+        let text = match &self.outcome {
+            Outcome::Ok(_) => return None,
+            Outcome::Status(status, said) => format!("{status} {said}"),
+            Outcome::Error(error) => error.clone(),
+        };
+        // One line: an error page's line breaks would break the table.
+        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        Some(line.chars().take(FAILURE_CHARS).collect())
+    }
+
     /// When the answer (or the failure) came, since the start of the run.
     pub fn end(&self) -> Duration {
         self.start + self.latency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_one_bounded_line() {
+        let mut record = Record {
+            kind: Kind::Read,
+            start: Duration::ZERO,
+            latency: Duration::ZERO,
+            outcome: Outcome::Ok(200),
+            web: None,
+            database: None,
+            post_id: None,
+            marker: None,
+            retried: false,
+        };
+        assert_eq!(record.failure(), None);
+        record.outcome = Outcome::Status(503, "page: 503 Service\r\n  Unavailable\n".into());
+        assert_eq!(
+            record.failure().as_deref(),
+            Some("503 page: 503 Service Unavailable")
+        );
+        record.outcome = Outcome::Error("x\n".repeat(500));
+        let failure = record.failure().unwrap();
+        assert_eq!(failure.chars().count(), FAILURE_CHARS);
+        assert!(!failure.contains('\n'));
     }
 }

@@ -1,5 +1,7 @@
-//! The demo itself: a steady load, and under it each component killed, held down, restored,
-//! and waited for until the whole stack is healthy again; then the verdict.
+//! The demo itself: a steady load, and under it each fault applied to each component in turn
+//! (a [`Step`]), held, restored, and waited for until the whole stack is healthy and fully
+//! redundant again; then the verdict. `db-primary` and `db-replica` are resolved to the nodes
+//! that hold those roles at the moment of each fault ([`Topology`]).
 //!
 //! [`Scenario::run`] is what `make demo` runs and what the stack's tests call: it prints its
 //! progress and a line per second through the `out` function it is given, and returns a
@@ -13,17 +15,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure};
 use tokio::task::JoinSet;
 
-use crate::account::{self, ComponentResult, Targets, Window};
+use crate::account::{self, ComponentResult, Redundancy, Targets, Window};
 use crate::compose::{self, Compose};
+use crate::faults::{self, Fault, PRIMARY, REPLICA, Step};
 use crate::load::{Load, LoadConfig, Records};
 use crate::record::Record;
+use crate::roles::{self, Topology};
 use crate::svg;
 use crate::timeline::{self, Event, EventKind, Second};
 use crate::verify::newest_post_id;
 use crate::verify::{self, Verification};
 use crate::visitor::{Visitor, VisitorConfig};
 
-/// Time for the compose commands of one kill, on top of the waits.
+/// Time for the compose commands of one fault, on top of the waits.
 const COMMANDS_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// Everything the demo can be told.
@@ -37,15 +41,17 @@ pub struct Config {
     pub compose_file: Option<PathBuf>,
     /// An environment file for compose (`--env-file`): the project's name, ports, addresses.
     pub compose_env_file: Option<PathBuf>,
-    /// Killed in this order, each restored before the next.
+    /// Each fault is applied to each component in this order, each restored before the next.
     pub components: Vec<String>,
+    /// Applied in this order, each to every component.
+    pub faults: Vec<Fault>,
     /// Load before the first kill.
     pub warmup: Duration,
-    /// How long a killed component stays down.
+    /// How long a fault lasts.
     pub hold: Duration,
-    /// Load between all-healthy and the next kill.
+    /// Load between all-healthy and the next fault.
     pub settle: Duration,
-    /// Longest wait for all-healthy after a restore, before the demo gives up.
+    /// Longest wait for all-healthy and redundant after a restore, before the demo gives up.
     pub healthy_timeout: Duration,
     pub targets: Targets,
 }
@@ -69,6 +75,7 @@ impl Default for Config {
             ]
             .map(String::from)
             .to_vec(),
+            faults: vec![Fault::Kill],
             warmup: Duration::from_secs(5),
             hold: Duration::from_secs(10),
             settle: Duration::from_secs(5),
@@ -81,10 +88,14 @@ impl Default for Config {
 /// The demo's results.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// One per component killed, in order.
+    /// One per fault and component, in order.
     pub components: Vec<ComponentResult>,
-    /// Components not killed because the stack did not get healthy again before them.
+    /// Faults not applied (`pause lb-1`) because the stack did not get healthy and
+    /// redundant again before them.
     pub skipped: Vec<String>,
+    /// Why the faults stopped early, when the router said (a node left with errant
+    /// transactions).
+    pub stopped: Option<String>,
     pub verification: Verification,
     pub seconds: Vec<Second>,
     pub events: Vec<Event>,
@@ -95,7 +106,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// Every target met, every component killed, nothing lost or doubled.
+    /// Every target met, every fault applied, nothing lost or doubled.
     pub fn passed(&self) -> bool {
         self.skipped.is_empty()
             && self.verification.passed()
@@ -110,9 +121,12 @@ impl Report {
         let mut text = account::table(&self.components, &self.targets);
         if !self.skipped.is_empty() {
             text.push_str(&format!(
-                "not killed (stack not healthy): {} FAIL\n",
+                "not applied (stack not healthy and redundant): {} FAIL\n",
                 self.skipped.join(", ")
             ));
+        }
+        if let Some(why) = &self.stopped {
+            text.push_str(&format!("stopped: {why}\n"));
         }
         text.push_str(&self.verification.summary());
         text.push('\n');
@@ -145,7 +159,7 @@ fn servers(visitor: &VisitorConfig) -> String {
     servers.join(", ")
 }
 
-/// The kill-restore sequence around the load.
+/// The fault-restore sequence around the load.
 pub struct Scenario;
 
 impl Scenario {
@@ -164,11 +178,16 @@ impl Scenario {
         let progress = |text: &str| out(&format!("==> [{:>3}s] {text}", t0.elapsed().as_secs()));
 
         progress("checking that every service of the stack is up and healthy");
+        let steps = faults::plan(&config.faults, &config.components)?;
+        faults::check_root(&config.faults)?;
         let states = compose.states().await?;
         let services = compose::long_running(&compose.services().await?, &states);
+        // The database roles are asked of the router; without one, every component is a service.
+        let has_router = services.iter().any(|s| s == roles::ROUTER);
         for component in &config.components {
+            let role = has_router && (component == PRIMARY || component == REPLICA);
             ensure!(
-                services.contains(component),
+                role || services.contains(component),
                 "{component} is not a service of the stack ({})",
                 services.join(", ")
             );
@@ -178,6 +197,17 @@ impl Scenario {
             bail!(
                 "not healthy: {} (start the stack first: make up)",
                 not_healthy.join(", ")
+            );
+        }
+        if has_router {
+            let topology = Topology::ask(&compose).await?;
+            ensure!(
+                topology.redundant(),
+                "{} sees writer {}, reader {}: wait until it shows a writer and a replicating \
+                 reader (a failed-over node is rejoined by itself)",
+                roles::ROUTER,
+                topology.writer.as_deref().unwrap_or("none"),
+                topology.reader.as_deref().unwrap_or("none"),
             );
         }
         let visitor_config = Arc::new(config.visitor.clone());
@@ -195,7 +225,7 @@ impl Scenario {
         let phases = config.hold + config.healthy_timeout + config.settle + COMMANDS_ALLOWANCE;
         load_config.max_duration = load_config
             .max_duration
-            .min(config.warmup + phases * config.components.len() as u32 + COMMANDS_ALLOWANCE);
+            .min(config.warmup + phases * steps.len() as u32 + COMMANDS_ALLOWANCE);
         if load_config.run_id.is_empty() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -226,47 +256,111 @@ impl Scenario {
         let mut events = Vec::new();
         let mut windows: Vec<Window> = Vec::new();
         let mut skipped = Vec::new();
-        for (i, component) in config.components.iter().enumerate() {
-            if windows.last().is_some_and(|w| w.healthy.is_none()) {
-                skipped.extend(config.components[i..].iter().cloned());
+        let mut stopped = None;
+        for (i, step) in steps.iter().enumerate() {
+            if windows
+                .last()
+                .is_some_and(|w| w.healthy.is_none() || w.redundant == Redundancy::Never)
+            {
+                skipped.extend(steps[i..].iter().map(Step::label));
                 break;
             }
-            let killed = t0.elapsed();
-            progress(&format!("kill {component} (SIGKILL)"));
-            set_phase(format!("killed {component}"));
-            compose.kill(component).await?;
-            events.push(event(killed, EventKind::Killed, component));
+            let (fault, component) = (step.fault, step.component.as_str());
+            let label = step.label();
+            // The roles of the moment: a failover earlier in the run (or before it) swapped them.
+            let (node, peer) = if component == PRIMARY || component == REPLICA {
+                let topology = Topology::ask(&compose).await?;
+                let node = topology.resolve(component)?;
+                let peer = match fault {
+                    Fault::Partial => Some(topology.resolve(REPLICA)?),
+                    _ => None,
+                };
+                (node, peer)
+            } else {
+                (component.to_owned(), None)
+            };
+            for service in [Some(&node), peer.as_ref()].into_iter().flatten() {
+                ensure!(
+                    services.contains(service),
+                    "{} names {service}, which is not a service of the stack",
+                    roles::ROUTER
+                );
+            }
+            let applied = t0.elapsed();
+            let on = if node == component {
+                String::new()
+            } else {
+                format!(" (now {node})")
+            };
+            progress(&format!(
+                "{label}{on}: {}",
+                describe(fault, peer.as_deref())
+            ));
+            set_phase(label.clone());
+            fault.apply(&compose, &node, peer.as_deref()).await?;
+            events.push(event(applied, EventKind::Fault, step));
             tokio::time::sleep(config.hold).await;
 
-            progress(&format!("restore {component}"));
-            compose.start(component).await?;
+            progress(&format!("restore {component}{on}"));
+            fault
+                .restore(&compose, &node, peer.as_deref())
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "{node} may still be under {label}: mend it by hand"
+                    ))
+                })?;
             let restored = t0.elapsed();
-            events.push(event(restored, EventKind::Restored, component));
+            events.push(event(restored, EventKind::Restored, step));
             set_phase(format!("restored {component}"));
 
             let healthy = wait_healthy(&compose, &services, config.healthy_timeout, t0).await?;
+            let mut redundant = Redundancy::NotChecked;
             match healthy {
                 Some(at) => {
                     progress(&format!(
                         "every service healthy again, {:.1}s after the restore",
                         (at - restored).as_secs_f64()
                     ));
-                    events.push(event(at, EventKind::Healthy, component));
+                    events.push(event(at, EventKind::Healthy, step));
+                    if has_router {
+                        let within = config.healthy_timeout.saturating_sub(at - restored);
+                        let why;
+                        (redundant, why) = wait_redundant(&compose, within, t0).await;
+                        match (redundant, why) {
+                            (Redundancy::At(at), _) => progress(&format!(
+                                "a writer and a replicating reader again, {:.1}s after the restore",
+                                (at - restored).as_secs_f64()
+                            )),
+                            (_, Some(why)) => {
+                                progress(&format!("no full redundancy: {why}; stopping"));
+                                stopped = Some(why);
+                            }
+                            _ => progress(&format!(
+                                "no writer and replicating reader {:?} after the restore: stopping",
+                                config.healthy_timeout
+                            )),
+                        }
+                    }
                 }
                 None => progress(&format!(
-                    "the stack is not healthy {:?} after restoring {component}: stopping the kills",
+                    "the stack is not healthy {:?} after restoring {component}: stopping the faults",
                     config.healthy_timeout
                 )),
             }
-            set_phase(format!("after {component}"));
+            set_phase(format!("after {label}"));
+            let settle = healthy.is_some() && redundant != Redundancy::Never;
             windows.push(Window {
-                component: component.clone(),
-                killed,
+                fault,
+                component: component.to_owned(),
+                node,
+                killed: applied,
                 restored,
                 healthy,
+                redundant,
                 end: Duration::MAX,
             });
-            if healthy.is_some() {
+            if settle {
                 tokio::time::sleep(config.settle).await;
             }
         }
@@ -293,6 +387,7 @@ impl Scenario {
         Ok(Report {
             components,
             skipped,
+            stopped,
             verification,
             seconds: timeline::seconds(&records),
             events,
@@ -304,11 +399,48 @@ impl Scenario {
     }
 }
 
-fn event(at: Duration, kind: EventKind, component: &str) -> Event {
+fn event(at: Duration, kind: EventKind, step: &Step) -> Event {
     Event {
         at,
         kind,
-        component: component.to_owned(),
+        fault: step.fault,
+        component: step.component.clone(),
+    }
+}
+
+/// What a fault does, for the progress line.
+fn describe(fault: Fault, peer: Option<&str>) -> String {
+    match fault {
+        Fault::Kill => "SIGKILL".into(),
+        Fault::Pause => "frozen (docker pause)".into(),
+        Fault::Partition => "every packet dropped (iptables in its namespace)".into(),
+        Fault::Partial => format!(
+            "cut from {} both ways (iptables), the routers still reach both",
+            peer.unwrap_or(REPLICA)
+        ),
+    }
+}
+
+/// Polls router-a's topology every second until it shows a writer and a replicating reader;
+/// gives up at once, saying why, when a node has errant transactions (never rejoined by itself).
+async fn wait_redundant(
+    compose: &Compose,
+    within: Duration,
+    t0: Instant,
+) -> (Redundancy, Option<String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        match Topology::ask(compose).await {
+            Ok(topology) if topology.redundant() => return (Redundancy::At(t0.elapsed()), None),
+            Ok(topology) if topology.errant().is_some() => {
+                return (Redundancy::Never, topology.errant());
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return (Redundancy::Never, None);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

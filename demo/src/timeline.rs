@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::faults::Fault;
 use crate::record::Record;
 
 /// What ended within one second of the run.
@@ -50,25 +51,29 @@ impl Second {
     }
 }
 
-/// A moment the picture and the table mark: a kill, a restore, all healthy again.
+/// A moment the picture and the table mark: a fault, its restore, all healthy again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub at: Duration,
     pub kind: EventKind,
+    /// The fault of the row this event belongs to.
+    pub fault: Fault,
     pub component: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    Killed,
+    /// The fault was applied.
+    Fault,
     Restored,
     Healthy,
 }
 
 impl Event {
+    /// `pause lb-1`, `restore lb-1`, `healthy lb-1`.
     pub fn label(&self) -> String {
         let verb = match self.kind {
-            EventKind::Killed => "kill",
+            EventKind::Fault => self.fault.name(),
             EventKind::Restored => "restore",
             EventKind::Healthy => "healthy",
         };
@@ -107,7 +112,7 @@ mod tests {
             outcome: if ok {
                 Outcome::Ok(200)
             } else {
-                Outcome::Status(503)
+                Outcome::Status(503, String::new())
             },
             web: web.map(Into::into),
             database: database.map(Into::into),

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::{LB_A, LB_B, Stack, free_port, sibling_binary};
 use foobar_demo::account::Targets;
+use foobar_demo::faults::Fault;
 use foobar_demo::load::LoadConfig;
 use foobar_demo::timeline::EventKind;
 use foobar_demo::{Config, Scenario};
@@ -112,12 +113,13 @@ async fn each_balancer_killed_under_load_is_reported_as_the_visitor_saw_it() {
         compose_file: Some(file),
         compose_env_file: None,
         components: vec!["lb-a".into(), "lb-b".into()],
+        faults: vec![Fault::Kill],
         warmup: Duration::from_secs(2),
         hold: Duration::from_secs(3),
         settle: Duration::from_secs(2),
         healthy_timeout: Duration::from_secs(30),
         targets: Targets {
-            may_fail: Vec::new(),
+            may_fail_writes: Vec::new(),
             ..Targets::default()
         },
     };
@@ -153,10 +155,10 @@ async fn each_balancer_killed_under_load_is_reported_as_the_visitor_saw_it() {
     assert_eq!(
         kinds,
         [
-            (EventKind::Killed, "lb-a"),
+            (EventKind::Fault, "lb-a"),
             (EventKind::Restored, "lb-a"),
             (EventKind::Healthy, "lb-a"),
-            (EventKind::Killed, "lb-b"),
+            (EventKind::Fault, "lb-b"),
             (EventKind::Restored, "lb-b"),
             (EventKind::Healthy, "lb-b"),
         ]
@@ -181,11 +183,18 @@ async fn each_balancer_killed_under_load_is_reported_as_the_visitor_saw_it() {
     assert!(report.seconds.iter().any(|s| s.web.contains_key("web-x")));
 
     let lines = lines.lock().unwrap();
-    assert!(lines.iter().any(|l| l.contains("] kill lb-a (SIGKILL)")));
+    assert!(lines.iter().any(|l| l.contains("] kill lb-a: SIGKILL")));
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("killed lb-b") && l.contains("rps"))
+            .any(|l| l.contains("] kill lb-b ") && l.contains("rps"))
+    );
+    // Without a database router there is no redundancy to ask about.
+    assert!(
+        report
+            .components
+            .iter()
+            .all(|c| c.to_redundant == foobar_demo::account::Redundancy::NotChecked)
     );
     let svg = report.svg();
     assert!(svg.contains(">kill lb-b ("));
