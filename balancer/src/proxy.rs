@@ -160,6 +160,9 @@ impl Proxy {
         // usual request allocates nothing for it.
         let mut tried = Vec::new();
         let mut attempt: Option<usize> = None;
+        // A backend got the request and failed it (no answer, or a malformed one): with no
+        // backend left to try, that is 502, not 503 (none could be reached).
+        let mut reached = false;
         let response = loop {
             if let Some(failed) = attempt.take() {
                 tried.push(failed);
@@ -179,6 +182,12 @@ impl Proxy {
                 },
             };
             let Some(index) = pool.pick(&tried) else {
+                if reached {
+                    break error_page(
+                        StatusCode::BAD_GATEWAY,
+                        "The web server failed while handling this request.",
+                    );
+                }
                 break error_page(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "No web server is available right now. Please try again in a moment.",
@@ -237,6 +246,7 @@ impl Proxy {
                 }
                 Err(SendError::Sent(error)) => {
                     // The loop sends a replayable request again, or answers 502.
+                    reached = true;
                     self.passive_failure(&backend, &config, &format!("exchange: {error}"));
                 }
             }
