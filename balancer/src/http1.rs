@@ -26,8 +26,10 @@
 //! - keep-alive: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
 //!   `Connection: keep-alive`; pipelined requests answered in order;
 //! - responses framed by `Content-Length` when the body's size is known, else chunked, or by
-//!   the connection's end for an HTTP/1.0 client; none for HEAD, 204 and 304, whose headers
-//!   pass as the backend sent them; `Date` added when missing;
+//!   the connection's end for an HTTP/1.0 client; none for HEAD, 1xx, 204 and 304, whose
+//!   headers pass as the backend sent them but Content-Length and Transfer-Encoding on 1xx
+//!   and 204; a backend's 103 (`framing::Interim`) written just before the final head to an
+//!   HTTP/1.1 client; `Date` added when missing;
 //! - the connection closes after a response when the client asked, when the request's body
 //!   was not read to its end, when the response body failed, and once the balancer drains;
 //!   an idle connection closes at once when the balancer drains;
@@ -51,7 +53,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::framing::{self, Chunk, CodingRefused, Framing, READ_SIZE, Span, push_field};
+use crate::framing::{self, Chunk, CodingRefused, Framing, Interim, READ_SIZE, Span, push_field};
 use crate::metrics::Metrics;
 use crate::proxy::{BoxError, ProxyBody, X_REQUEST_ID, error_page};
 use crate::upstream::RawHead;
@@ -647,6 +649,13 @@ async fn write_response<S: Io>(
         Out::UntilClose
     };
     out.clear();
+    // 1xx heads the backend sent first (103 Early Hints), in the same write; an HTTP/1.0
+    // client gets none (RFC 9110 15.2).
+    if version == Version::HTTP_11 {
+        if let Some(interim) = parts.extensions.get::<Interim>() {
+            out.extend_from_slice(&interim.0);
+        }
+    }
     encode_head(
         out,
         &parts,
@@ -747,6 +756,9 @@ pub(crate) fn encode_head(
     );
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
+    // RFC 9110 8.6, RFC 9112 6.1: never a length or a coding on 1xx and 204 (a 304 and a
+    // response to HEAD may say what a GET would have had).
+    let no_framing = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
     // A backend's head as it came (`upstream::RawHead`): its fields first, but those the
     // map overrides (HSTS), then this hop's.
     if let Some(head) = parts.extensions.get::<RawHead>() {
@@ -754,7 +766,7 @@ pub(crate) fn encode_head(
             let framing_header = name.eq_ignore_ascii_case(b"content-length");
             let overridden = !parts.headers.is_empty()
                 && std::str::from_utf8(name).is_ok_and(|name| parts.headers.contains_key(name));
-            if (framing_header && framing != Out::Bodiless) || overridden {
+            if (framing_header && (framing != Out::Bodiless || no_framing)) || overridden {
                 continue;
             }
             dated |= name.eq_ignore_ascii_case(b"date");
@@ -768,7 +780,9 @@ pub(crate) fn encode_head(
     }
     for (name, value) in &parts.headers {
         let framing_header = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
-        if (framing_header && framing != Out::Bodiless) || name == header::CONNECTION {
+        if (framing_header && (framing != Out::Bodiless || no_framing))
+            || name == header::CONNECTION
+        {
             continue;
         }
         dated |= name == header::DATE;
