@@ -18,8 +18,8 @@
 //! - the response body framed by the method and status (HEAD, 204, 304: none), else
 //!   `Transfer-Encoding: chunked`, else `Content-Length`, else the connection's end;
 //! - a connection is kept for another request only after a complete, delimited response
-//!   that did not ask to close, with nothing left over, and whose request body was sent in
-//!   full.
+//!   that did not ask to close, with nothing left over (in its buffer or, as far as the
+//!   socket's readiness knows, in the socket), and whose request body was sent in full.
 //!
 //! Failures say whether the request may have reached the backend ([`SendError`]): the
 //! proxy's retry rules depend on it. A kept-alive connection is checked before it is reused
@@ -612,9 +612,16 @@ pub struct Incoming {
 impl Incoming {
     /// The connection, once the body has been read to its end and the connection may carry
     /// another request.
+    ///
+    /// Checked here, as the response ends, and again at checkout: a connection with
+    /// anything left to read (bytes after the response, which no request asked for, or the
+    /// backend's close) is never reused, so no request gets another's answer.
     pub fn take_reusable(&mut self) -> Option<Connection> {
         let done = matches!(self.framing, Framing::Done);
-        let clean = self.connection.as_ref().is_some_and(|c| c.read.is_empty());
+        let clean = self
+            .connection
+            .as_ref()
+            .is_some_and(Connection::is_reusable);
         if done && clean && self.keep_alive {
             self.connection.take()
         } else {
@@ -869,6 +876,50 @@ mod tests {
             encode_head(&mut out, &parts, &forwarding, RequestFraming::None);
             assert!(String::from_utf8(out).unwrap().starts_with(line));
         }
+    }
+
+    /// Bytes a backend sends after a complete response, which no request asked for: the
+    /// connection is not given back for reuse, or the next request would read them as its
+    /// answer.
+    #[tokio::test]
+    async fn a_connection_with_bytes_after_its_response_is_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (answered, wait) = tokio::sync::oneshot::channel::<()>();
+        let backend = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = vec![0; 4096];
+            let _ = stream.read(&mut read).await;
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            stream.write_all(answer).await.unwrap();
+            let _ = wait.await;
+            let unasked = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nEVIL";
+            stream.write_all(unasked).await.unwrap();
+            stream
+        });
+        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
+        let (via, id) = (
+            HeaderValue::from_static("1.1 lb"),
+            HeaderValue::from_static("i"),
+        );
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
+        let empty = http_body_util::Empty::new().map_err(|n| match n {}).boxed();
+        let connection = Connection::connect(addr).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let Ok(response) = connection.send(&parts, &forwarding, empty, deadline).await else {
+            panic!("answered");
+        };
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+        let connection = body.connection.as_ref().unwrap();
+        assert!(connection.is_reusable(), "nothing unread yet");
+        answered.send(()).unwrap();
+        connection.stream.readable().await.unwrap();
+        assert!(body.take_reusable().is_none(), "unread bytes: not reused");
+        drop(backend.await.unwrap());
     }
 
     /// The deadline's timer outlives a request: once it has fired for an earlier deadline,
