@@ -226,6 +226,9 @@ pub fn decode_chunked(
                 if line.is_empty() {
                     return Ok(Some(None));
                 }
+                if !is_field_line(&line) {
+                    return Err(invalid("bad trailer field"));
+                }
             }
         }
     }
@@ -248,6 +251,20 @@ pub fn chunk_size(line: &[u8]) -> Option<u64> {
     }
     let digits = std::str::from_utf8(&line[..hex]).ok()?;
     u64::from_str_radix(digits, 16).ok()
+}
+
+/// Whether a trailer line is a field line (RFC 9112 5): a token, a colon, then a value of
+/// visible characters, spaces and tabs. Trailers are dropped, not forwarded, but a line that
+/// is no field is refused, as httparse and the backends behind would refuse it.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon].iter().all(|&b| is_tchar(b))
+        && line[colon + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
 /// The next CRLF-ended line, without its CRLF; Ok(None) until one is complete. A bare LF or
@@ -409,7 +426,14 @@ mod tests {
         ] {
             assert_eq!(chunk_size(bad.as_bytes()), None, "{bad:?}");
         }
-        for bad in [&b"5\nhello\r\n"[..], b"5\r\r\n", b"\n"] {
+        for bad in [
+            &b"5\nhello\r\n"[..],
+            b"5\r\r\n",
+            b"\n",
+            b"0\r\nhello\r\n\r\n",
+            b"0\r\n: x\r\n\r\n",
+            b"0\r\nT : x\r\n\r\n",
+        ] {
             let mut state = Chunk::Size;
             assert!(decode_chunked(&mut state, &mut BytesMut::from(bad)).is_err());
         }
