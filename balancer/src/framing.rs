@@ -22,6 +22,9 @@ pub type Span = (usize, usize, usize, usize);
 pub const READ_SIZE: usize = 16 * 1024;
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer fields after a chunked body, as many as header fields in a head (httparse's
+/// parsers, and the backends behind, refuse more).
+const MAX_TRAILERS: usize = 100;
 
 pub fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
@@ -173,8 +176,8 @@ pub enum Chunk {
     Data(u64),
     /// After a chunk's data: its CRLF.
     DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
+    /// After the last chunk: trailer lines until an empty one; how many came so far.
+    Trailers(usize),
 }
 
 /// One step of decoding a chunked body from `buffer`: data, the end, or Ok(None) when more
@@ -191,7 +194,7 @@ pub fn decode_chunked(
                 };
                 let size = chunk_size(&line).ok_or_else(|| invalid("bad chunk size"))?;
                 *state = if size == 0 {
-                    Chunk::Trailers
+                    Chunk::Trailers(0)
                 } else {
                     Chunk::Data(size)
                 };
@@ -219,7 +222,7 @@ pub fn decode_chunked(
                 buffer.advance(2);
                 *state = Chunk::Size;
             }
-            Chunk::Trailers => {
+            Chunk::Trailers(count) => {
                 let Some(line) = take_line(buffer)? else {
                     return Ok(None);
                 };
@@ -229,6 +232,10 @@ pub fn decode_chunked(
                 if !is_field_line(&line) {
                     return Err(invalid("bad trailer field"));
                 }
+                if count >= MAX_TRAILERS {
+                    return Err(invalid("too many trailer fields"));
+                }
+                *state = Chunk::Trailers(count + 1);
             }
         }
     }
@@ -437,6 +444,16 @@ mod tests {
             let mut state = Chunk::Size;
             assert!(decode_chunked(&mut state, &mut BytesMut::from(bad)).is_err());
         }
+        let trailers = |n: usize| format!("0\r\n{}\r\n", "T: 1\r\n".repeat(n));
+        let mut state = Chunk::Size;
+        let mut many = BytesMut::from(trailers(MAX_TRAILERS).as_bytes());
+        assert!(matches!(
+            decode_chunked(&mut state, &mut many),
+            Ok(Some(None))
+        ));
+        let mut state = Chunk::Size;
+        let mut too_many = BytesMut::from(trailers(MAX_TRAILERS + 1).as_bytes());
+        assert!(decode_chunked(&mut state, &mut too_many).is_err());
     }
 
     #[test]
