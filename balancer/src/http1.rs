@@ -541,6 +541,45 @@ fn request_framing(
     }
 }
 
+/// How this server frames the first request in some bytes ([`frame_request`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// The request, head and body, is this many bytes long.
+    Ends(usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// Refused (a 4xx or 5xx, and the connection closed).
+    Refused,
+}
+
+/// Where the first request in `bytes` ends, by exactly the rules a connection applies
+/// (`parse_request`, then `framing`'s body decoding), without a connection: for the fuzz
+/// targets (`balancer/fuzz`) and the differential test against httparse.
+pub fn frame_request(bytes: &[u8], max_header_size: usize) -> Framed {
+    let mut buffer = BytesMut::from(bytes);
+    let head = match parse_request(&mut buffer, &mut Vec::new(), max_header_size) {
+        Ok(Some(head)) => head,
+        Ok(None) if bytes.len() >= max_header_size => return Framed::Refused,
+        Ok(None) => return Framed::Incomplete,
+        Err(_) => return Framed::Refused,
+    };
+    let head_len = bytes.len() - buffer.len();
+    match head.body {
+        Framing::Done => Framed::Ends(head_len),
+        Framing::Length(n) if buffer.len() as u64 >= n => Framed::Ends(head_len + n as usize),
+        Framing::Length(_) => Framed::Incomplete,
+        Framing::Chunked(mut state) => loop {
+            match framing::decode_chunked(&mut state, &mut buffer) {
+                Ok(Some(Some(_))) => {}
+                Ok(Some(None)) => return Framed::Ends(bytes.len() - buffer.len()),
+                Ok(None) => return Framed::Incomplete,
+                Err(_) => return Framed::Refused,
+            }
+        },
+        Framing::UntilClose => Framed::Refused,
+    }
+}
+
 fn empty() -> ProxyBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
