@@ -406,7 +406,14 @@ fn table() -> Vec<Row> {
             CLOSED,
             Nothing,
         ),
-        // Content-Length: digits only; repeats only when equal.
+        row(
+            "TE: chunked, (empty element)",
+            post("Transfer-Encoding: chunked,\r\n", chunked_hello),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+                // Content-Length: digits only; repeats only when equal.
         row(
             "CL: +5",
             post("Content-Length: +5\r\n", "hello"),
@@ -526,7 +533,17 @@ fn table() -> Vec<Row> {
             CLOSED,
             Nothing,
         ),
-        // Host (RFC 9112 3.2): one, and the one routed by is the one forwarded.
+        row(
+            "trailer line that is no field",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "5\r\nhello\r\n0\r\nhello\r\n\r\n",
+            ),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+                // Host (RFC 9112 3.2): one, and the one routed by is the one forwarded.
         row(
             "HTTP/1.1 without Host",
             b"GET / HTTP/1.1\r\n\r\n",
