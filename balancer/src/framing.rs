@@ -248,7 +248,12 @@ pub fn chunk_size(line: &[u8]) -> Option<u64> {
     if hex == 0 || hex > 16 {
         return None;
     }
-    let rest = line[hex..].trim_ascii_start();
+    // Only spaces and tabs (BWS) before `;`: `trim_ascii_start` would also skip a form feed.
+    let blank = line[hex..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest = &line[hex + blank..];
     if !(hex == line.len() || rest.first() == Some(&b';')) {
         return None;
     }
@@ -426,6 +431,7 @@ mod tests {
             "0x5",
             " 5",
             "5\0",
+            "5\x0c;x",
             "10000000000000000",
         ] {
             assert_eq!(chunk_size(bad.as_bytes()), None, "{bad:?}");
