@@ -23,7 +23,7 @@ if ! rustc --version | grep -q nightly; then sanitizer=none; fi
 
 # Each fuzz folder: a crate beside the code it fuzzes, with seed inputs kept in git.
 mkdir -p dist
-for fuzz_dir in dns/fuzz db-router/fuzz; do
+for fuzz_dir in dns/fuzz db-router/fuzz balancer/fuzz; do
   for target in $(cargo fuzz list --fuzz-dir "$fuzz_dir"); do
     # libFuzzer adds what it finds to the first folder (scratch, in dist/) and only reads the
     # committed seeds in the second.

@@ -22,13 +22,15 @@ pub type Span = (usize, usize, usize, usize);
 pub const READ_SIZE: usize = 16 * 1024;
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer fields after a chunked body, as many as header fields in a head (httparse's
+/// parsers, and the backends behind, refuse more).
+const MAX_TRAILERS: usize = 100;
 
 pub fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
-/// The `Content-Length` of a message: None when absent; an error when malformed or when
-/// several values disagree.
+/// `length_of` over a map's `Content-Length` fields.
 pub fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
     length_of(
         headers
@@ -38,29 +40,89 @@ pub fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
     )
 }
 
-/// `content_length` over the raw values of every `Content-Length` field.
+/// The length the raw values of every `Content-Length` field give (RFC 9110 8.6, RFC 9112
+/// 6.3): None when there is none; an error unless every value is decimal digits only (no
+/// sign, no space inside, no empty value, no overflow). Repeats, as fields or as a list in
+/// one field (`5, 5`), are accepted only when all are equal.
 pub fn length_of<'a>(values: impl Iterator<Item = &'a [u8]>) -> io::Result<Option<u64>> {
     let mut length = None;
     for value in values {
-        let n = std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| invalid("bad Content-Length"))?;
-        if length.is_some_and(|m| m != n) {
-            return Err(invalid("conflicting Content-Length values"));
+        for element in value.split(|&b| b == b',') {
+            let n = digits(element.trim_ascii()).ok_or_else(|| invalid("bad Content-Length"))?;
+            if length.is_some_and(|m| m != n) {
+                return Err(invalid("conflicting Content-Length values"));
+            }
+            length = Some(n);
         }
-        length = Some(n);
     }
     Ok(length)
 }
 
-/// Whether the last of the message's transfer codings is chunked; None without any.
-pub fn chunked(headers: &HeaderMap) -> Option<bool> {
-    let last = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()?;
-    Some(ends_chunked(last.as_bytes()))
+/// A decimal number of digits only; None when empty, with anything else, or past u64.
+fn digits(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// Why a request's `Transfer-Encoding` is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodingRefused {
+    /// Not a list of codings, `chunked` twice, or `chunked` not the last coding
+    /// (RFC 9112 6.1 and 6.3: 400, and the connection closed).
+    Malformed,
+    /// A coding other than `chunked`, which this server does not decode (RFC 9112 6.1: 501).
+    Unsupported,
+}
+
+/// Checks the raw values of a request's `Transfer-Encoding` fields, read as one list: the
+/// only body it accepts is `chunked` applied once, as the sole coding. An empty list element
+/// (`chunked,`) is refused, not ignored as RFC 9110 5.6.1 allows: hyper, for one, reads
+/// `chunked,` as a last coding that is not chunked, and two readings of one request's framing
+/// are what smuggling is made of.
+pub fn request_codings<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<(), CodingRefused> {
+    let (mut codings, mut chunked_at, mut other) = (0usize, None, false);
+    for value in values {
+        for element in value.split(|&b| b == b',') {
+            let element = element.trim_ascii();
+            let name = element
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return Err(CodingRefused::Malformed);
+            }
+            if element.eq_ignore_ascii_case(b"chunked") {
+                if chunked_at.is_some() {
+                    return Err(CodingRefused::Malformed);
+                }
+                chunked_at = Some(codings);
+            } else if name.eq_ignore_ascii_case(b"chunked") {
+                return Err(CodingRefused::Malformed); // chunked takes no parameters
+            } else {
+                other = true;
+            }
+            codings += 1;
+        }
+    }
+    match chunked_at {
+        _ if codings == 0 => Err(CodingRefused::Malformed),
+        Some(at) if at + 1 != codings => Err(CodingRefused::Malformed),
+        _ if other => Err(CodingRefused::Unsupported),
+        _ => Ok(()),
+    }
+}
+
+/// A `tchar` of RFC 9110 5.6.2: the characters of a token.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Whether the last coding of a `Transfer-Encoding` field's raw value is chunked.
@@ -87,6 +149,12 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The 1xx responses (103 Early Hints ...) a backend sent before its final one, as this hop
+/// writes them to an HTTP/1.1 client: status lines and end-to-end fields. It travels in the
+/// final response's extensions, so a response without any allocates nothing for it.
+#[derive(Clone, Debug)]
+pub struct Interim(pub Bytes);
+
 /// How a response body is delimited, and where reading it has got to.
 #[derive(Debug)]
 pub enum Framing {
@@ -107,8 +175,8 @@ pub enum Chunk {
     Data(u64),
     /// After a chunk's data: its CRLF.
     DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
+    /// After the last chunk: trailer lines until an empty one; how many came so far.
+    Trailers(usize),
 }
 
 /// One step of decoding a chunked body from `buffer`: data, the end, or Ok(None) when more
@@ -123,15 +191,9 @@ pub fn decode_chunked(
                 let Some(line) = take_line(buffer)? else {
                     return Ok(None);
                 };
-                let digits = line[..]
-                    .split(|&b| b == b';' || b == b' ' || b == b'\t')
-                    .next();
-                let size = digits
-                    .and_then(|d| std::str::from_utf8(d).ok())
-                    .and_then(|d| u64::from_str_radix(d, 16).ok())
-                    .ok_or_else(|| invalid("bad chunk size"))?;
+                let size = chunk_size(&line).ok_or_else(|| invalid("bad chunk size"))?;
                 *state = if size == 0 {
-                    Chunk::Trailers
+                    Chunk::Trailers(0)
                 } else {
                     Chunk::Data(size)
                 };
@@ -159,24 +221,74 @@ pub fn decode_chunked(
                 buffer.advance(2);
                 *state = Chunk::Size;
             }
-            Chunk::Trailers => {
+            Chunk::Trailers(count) => {
                 let Some(line) = take_line(buffer)? else {
                     return Ok(None);
                 };
                 if line.is_empty() {
                     return Ok(Some(None));
                 }
+                if !is_field_line(&line) {
+                    return Err(invalid("bad trailer field"));
+                }
+                if count >= MAX_TRAILERS {
+                    return Err(invalid("too many trailer fields"));
+                }
+                *state = Chunk::Trailers(count + 1);
             }
         }
     }
 }
 
-/// The next CRLF-ended line, without its CRLF; Ok(None) until one is complete.
+/// The size a chunk-size line gives (RFC 9112 7.1): 1 to 16 hex digits, then nothing, or
+/// extensions after `;` (whitespace allowed before it), which are ignored. Anything else
+/// (`+5`, `5 junk`, `0x5`, an empty line, a control character) is None.
+pub fn chunk_size(line: &[u8]) -> Option<u64> {
+    let hex = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if hex == 0 || hex > 16 {
+        return None;
+    }
+    // Only spaces and tabs (BWS) before `;`: `trim_ascii_start` would also skip a form feed.
+    let blank = line[hex..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest = &line[hex + blank..];
+    if !(hex == line.len() || rest.first() == Some(&b';')) {
+        return None;
+    }
+    if rest.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
+        return None;
+    }
+    let digits = std::str::from_utf8(&line[..hex]).ok()?;
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// Whether a trailer line is a field line (RFC 9112 5): a token, a colon, then a value of
+/// visible characters, spaces and tabs. Trailers are dropped, not forwarded, but a line that
+/// is no field is refused, as httparse and the backends behind would refuse it.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon].iter().all(|&b| is_tchar(b))
+        && line[colon + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+}
+
+/// The next CRLF-ended line, without its CRLF; Ok(None) until one is complete. A bare LF or
+/// a bare CR in a chunked body's lines is an error, not a line end: RFC 9112 7.1 writes
+/// CRLF, and a peer that read it otherwise would split the body elsewhere.
 fn take_line(buffer: &mut BytesMut) -> io::Result<Option<BytesMut>> {
-    match buffer.windows(2).position(|w| w == b"\r\n") {
+    match buffer.iter().position(|&b| b == b'\n') {
         Some(end) => {
-            let mut line = buffer.split_to(end + 2);
-            line.truncate(end);
+            if end == 0 || buffer[end - 1] != b'\r' || buffer[..end - 1].contains(&b'\r') {
+                return Err(invalid("chunk line not ended by CRLF"));
+            }
+            let mut line = buffer.split_to(end + 1);
+            line.truncate(end - 1);
             Ok(Some(line))
         }
         None if buffer.len() > MAX_CHUNK_LINE => Err(invalid("chunk line too long")),
@@ -244,6 +356,108 @@ pub fn poll_body<S: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_are_digits_only_and_repeats_equal() {
+        let length = |values: &[&str]| length_of(values.iter().map(|v| v.as_bytes())).ok();
+        assert_eq!(length(&[]), Some(None));
+        assert_eq!(length(&["5"]), Some(Some(5)));
+        assert_eq!(length(&["5", "5"]), Some(Some(5)));
+        assert_eq!(length(&["5, 5"]), Some(Some(5)));
+        assert_eq!(length(&["18446744073709551615"]), Some(Some(u64::MAX)));
+        for bad in [
+            "+5",
+            "-5",
+            "5x",
+            "",
+            " ",
+            "0x5",
+            "5 5",
+            "5,",
+            "18446744073709551616",
+        ] {
+            assert_eq!(length(&[bad]), None, "{bad:?}");
+        }
+        assert_eq!(length(&["5", "6"]), None);
+        assert_eq!(length(&["5, 6"]), None);
+    }
+
+    #[test]
+    fn only_a_single_final_chunked_coding_is_accepted() {
+        use CodingRefused::*;
+        let codings = |values: &[&str]| request_codings(values.iter().map(|v| v.as_bytes()));
+        for good in [&["chunked"][..], &["Chunked"], &[" chunked "]] {
+            assert_eq!(codings(good), Ok(()), "{good:?}");
+        }
+        for (values, refused) in [
+            (&["gzip, chunked"][..], Unsupported),
+            (&["identity, chunked"], Unsupported),
+            (&["xchunked"], Unsupported),
+            (&["gzip"], Unsupported),
+            (&["gzip", "chunked"], Unsupported),
+            (&["chunked, chunked"], Malformed),
+            (&["chunked", "chunked"], Malformed),
+            (&["chunked, gzip"], Malformed),
+            (&["chunked;q=1"], Malformed),
+            (&["\"chunked\""], Malformed),
+            (&["chunked chunked"], Malformed),
+            (&[""], Malformed),
+            (&[","], Malformed),
+            (&["chunked,"], Malformed),
+            (&[", chunked"], Malformed),
+            (&["", "chunked"], Malformed),
+        ] {
+            assert_eq!(codings(values), Err(refused), "{values:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_digits_then_extensions_only() {
+        for (line, size) in [
+            ("5", 5),
+            ("A;name=val", 10),
+            ("ff ;x", 255),
+            ("0", 0),
+            ("ffffffffffffffff", u64::MAX),
+        ] {
+            assert_eq!(chunk_size(line.as_bytes()), Some(size), "{line:?}");
+        }
+        for bad in [
+            "",
+            "+5",
+            "-5",
+            "5 junk",
+            "5 ",
+            "0x5",
+            " 5",
+            "5\0",
+            "5\x0c;x",
+            "10000000000000000",
+        ] {
+            assert_eq!(chunk_size(bad.as_bytes()), None, "{bad:?}");
+        }
+        for bad in [
+            &b"5\nhello\r\n"[..],
+            b"5\r\r\n",
+            b"\n",
+            b"0\r\nhello\r\n\r\n",
+            b"0\r\n: x\r\n\r\n",
+            b"0\r\nT : x\r\n\r\n",
+        ] {
+            let mut state = Chunk::Size;
+            assert!(decode_chunked(&mut state, &mut BytesMut::from(bad)).is_err());
+        }
+        let trailers = |n: usize| format!("0\r\n{}\r\n", "T: 1\r\n".repeat(n));
+        let mut state = Chunk::Size;
+        let mut many = BytesMut::from(trailers(MAX_TRAILERS).as_bytes());
+        assert!(matches!(
+            decode_chunked(&mut state, &mut many),
+            Ok(Some(None))
+        ));
+        let mut state = Chunk::Size;
+        let mut too_many = BytesMut::from(trailers(MAX_TRAILERS + 1).as_bytes());
+        assert!(decode_chunked(&mut state, &mut too_many).is_err());
+    }
 
     #[test]
     fn chunked_bodies_decode_across_reads() {

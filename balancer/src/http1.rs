@@ -10,18 +10,26 @@
 //!
 //! What it implements of RFC 9112, as a gateway needs it:
 //! - request heads parsed by httparse (hyper's parser): line and headers within
-//!   `limits.max_header_size` (431 past it), received within `limits.header_read_timeout`
-//!   counted from when the connection starts waiting for a request (408 when part of one
-//!   came; a silent close for an idle kept-alive connection, as the config documents);
-//! - request bodies by `Content-Length` or chunked (`framing.rs`); other transfer codings,
-//!   a malformed or conflicting length: 400 and the connection closed (request smuggling);
+//!   `limits.max_header_size` (431 past it, 414 when the request line alone is), received
+//!   within `limits.header_read_timeout` counted from when the connection starts waiting for
+//!   a request (408 when part of one came; a silent close for an idle kept-alive connection,
+//!   as the config documents);
+//! - RFC 9112's MUSTs for a server, as HAProxy keeps them: exactly one valid `Host` in
+//!   HTTP/1.1, equal to an absolute-form target's authority (`check_host`); origin, absolute
+//!   or (OPTIONS) asterisk form, no fragment (`target_form`); else 400;
+//! - request bodies by `Content-Length` (digits only, repeats equal) or chunked
+//!   (`framing.rs`); both at once, `Transfer-Encoding` in HTTP/1.0, a malformed length or
+//!   coding list: 400; a coding other than one final `chunked`: 501 (`request_framing`).
+//!   Every refusal closes the connection (request smuggling);
 //!   `Expect: 100-continue` answered when the proxy first reads the body, so a request
 //!   refused by its announced size (413) never has its body sent;
 //! - keep-alive: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
 //!   `Connection: keep-alive`; pipelined requests answered in order;
 //! - responses framed by `Content-Length` when the body's size is known, else chunked, or by
-//!   the connection's end for an HTTP/1.0 client; none for HEAD, 204 and 304, whose headers
-//!   pass as the backend sent them; `Date` added when missing;
+//!   the connection's end for an HTTP/1.0 client; none for HEAD, 1xx, 204 and 304, whose
+//!   headers pass as the backend sent them but Content-Length and Transfer-Encoding on 1xx
+//!   and 204; a backend's 103 (`framing::Interim`) written just before the final head to an
+//!   HTTP/1.1 client; `Date` added when missing;
 //! - the connection closes after a response when the client asked, when the request's body
 //!   was not read to its end, when the response body failed, and once the balancer drains;
 //!   an idle connection closes at once when the balancer drains;
@@ -45,7 +53,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, push_field};
+use crate::framing::{self, Chunk, CodingRefused, Framing, Interim, READ_SIZE, Span, push_field};
 use crate::metrics::Metrics;
 use crate::proxy::{BoxError, ProxyBody, X_REQUEST_ID, error_page};
 use crate::upstream::RawHead;
@@ -148,6 +156,17 @@ where
                             "The request's headers are larger than this site accepts.",
                         )
                     }
+                    Refused::TargetTooLong => {
+                        metrics.reject("header_too_large");
+                        error_page(
+                            StatusCode::URI_TOO_LONG,
+                            "The request's target is longer than this site accepts.",
+                        )
+                    }
+                    Refused::Unsupported => error_page(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "The request's transfer coding is not supported (only chunked is).",
+                    ),
                     Refused::Malformed(why) => {
                         tracing::debug!("malformed request: {why}");
                         error_page(StatusCode::BAD_REQUEST, "The request is malformed.")
@@ -247,7 +266,11 @@ enum Next {
 enum Refused {
     Timeout,
     TooLarge,
+    /// The request line alone is past the header size limit (414).
+    TargetTooLong,
     Malformed(&'static str),
+    /// A transfer coding this server does not decode (501).
+    Unsupported,
     /// `CONNECT`: a reverse proxy tunnels nothing (405).
     Tunnel,
     /// The client went away half-way through a head, or the read failed: no one to answer.
@@ -286,7 +309,7 @@ async fn read_head<S: Io>(
                 return Ok(Next::Request(head));
             }
             if conn.read.len() >= max_header_size {
-                return Err(Refused::TooLarge);
+                return Err(too_large(&conn.read, max_header_size));
             }
         }
         let idle = conn.read.is_empty();
@@ -339,7 +362,7 @@ fn parse_request(
         Err(_) => return Err(Refused::Malformed("request line or headers")),
     };
     if len > max_header_size {
-        return Err(Refused::TooLarge);
+        return Err(too_large(buffer, max_header_size));
     }
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| Refused::Malformed("method"))?;
@@ -353,15 +376,18 @@ fn parse_request(
     let base = buffer.as_ptr() as usize;
     let path = request.path.unwrap_or_default();
     let path_span = (path.as_ptr() as usize - base, path.len());
-    // Which headers need a look once the map is built; most requests have none of them.
-    let (mut framing_headers, mut connection, mut expect) = (false, false, false);
+    let absolute = target_form(path.as_bytes(), &method)?;
+    // Which headers need a look once the map is built; most requests have only Host.
+    let (mut lengths, mut codings, mut connection, mut expect, mut hosts) =
+        (false, false, false, false, 0);
     spans.clear();
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
-        framing_headers |= name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding");
+        lengths |= name.eq_ignore_ascii_case(b"content-length");
+        codings |= name.eq_ignore_ascii_case(b"transfer-encoding");
         connection |= name.eq_ignore_ascii_case(b"connection");
         expect |= name.eq_ignore_ascii_case(b"expect");
+        hosts += usize::from(name.eq_ignore_ascii_case(b"host"));
         let value = field.value;
         spans.push((
             field.name.as_ptr() as usize - base,
@@ -371,9 +397,7 @@ fn parse_request(
         ));
     }
     let head = buffer.split_to(len).freeze();
-    // Room for `Host`, which the proxy adds when the target names it and the headers do not
-    // (its forwarding headers go straight into the backend's request head).
-    let mut headers = HeaderMap::with_capacity(spans.len() + 1);
+    let mut headers = HeaderMap::with_capacity(spans.len());
     for &(name, name_len, value, value_len) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| Refused::Malformed("header name"))?;
@@ -383,12 +407,9 @@ fn parse_request(
     }
     let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1))
         .map_err(|_| Refused::Malformed("request target"))?;
+    check_host(&headers, hosts, version, absolute.then_some(&uri))?;
 
-    let body = if framing_headers {
-        request_framing(&headers)?
-    } else {
-        Framing::Done
-    };
+    let body = request_framing(&headers, version, lengths, codings)?;
     let says = |token: &str| {
         connection
             && headers
@@ -422,18 +443,140 @@ fn parse_request(
     }))
 }
 
-/// A request body's framing (RFC 9112 6.3): chunked when it is the last transfer coding,
-/// else `Content-Length`; any other transfer coding, or a bad length, is refused.
-fn request_framing(headers: &HeaderMap) -> Result<Framing, Refused> {
-    match framing::chunked(headers) {
-        Some(true) => return Ok(Framing::Chunked(Chunk::Size)),
-        Some(false) => return Err(Refused::Malformed("transfer coding other than chunked")),
-        None => {}
+/// 414 when the request line is what does not fit in `max_header_size` (the target is too
+/// long), else 431 (the header fields are).
+fn too_large(buffer: &[u8], max_header_size: usize) -> Refused {
+    match buffer.iter().position(|&b| b == b'\n') {
+        Some(end) if end < max_header_size => Refused::TooLarge,
+        _ => Refused::TargetTooLong,
+    }
+}
+
+/// Which of RFC 9112 3.2's forms a request target has: origin form (`/path`), asterisk form
+/// (`*`, OPTIONS only) or absolute form (`http://host/path`: true). The authority form
+/// belongs to CONNECT, refused before; a fragment is never sent (RFC 9110 7.1).
+fn target_form(target: &[u8], method: &Method) -> Result<bool, Refused> {
+    if target.contains(&b'#') {
+        return Err(Refused::Malformed("fragment in the request target"));
+    }
+    let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
+    match target {
+        [b'/', ..] => Ok(false),
+        b"*" if *method == Method::OPTIONS => Ok(false),
+        _ if scheme(b"http://") || scheme(b"https://") => Ok(true),
+        _ => Err(Refused::Malformed("request target form")),
+    }
+}
+
+/// RFC 9112 3.2: an HTTP/1.1 request has exactly one `Host` (HTTP/1.0: at most one), its
+/// value a host and optional port; with an absolute-form target it names the target's
+/// authority (the one routed by, and forwarded: `proxy::prepare_request_headers`). 400
+/// otherwise, as HAProxy and nginx answer.
+fn check_host(
+    headers: &HeaderMap,
+    hosts: usize,
+    version: Version,
+    absolute: Option<&Uri>,
+) -> Result<(), Refused> {
+    match hosts {
+        0 if version == Version::HTTP_11 => return Err(Refused::Malformed("no Host")),
+        0 => {}
+        1 => {}
+        _ => return Err(Refused::Malformed("more than one Host")),
+    }
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    let valid = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(b);
+    if host.is_some_and(|host| !host.iter().all(valid)) {
+        return Err(Refused::Malformed("Host"));
+    }
+    if let Some(uri) = absolute {
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .filter(|a| !a.is_empty() && !a.contains(&b'@'))
+            .ok_or(Refused::Malformed("absolute-form target's authority"))?;
+        if host.is_some_and(|host| !host.eq_ignore_ascii_case(authority)) {
+            return Err(Refused::Malformed(
+                "Host differs from the target's authority",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A request body's framing (RFC 9112 6.1, 6.3): chunked when `Transfer-Encoding` is exactly
+/// `chunked` (another coding: 501; a malformed list: 400), else `Content-Length` (digits
+/// only; repeats equal). Both at once, or `Transfer-Encoding` in HTTP/1.0, are refused
+/// (400): a peer that frames such a message the other way reads a different request, and
+/// every refusal closes the connection.
+fn request_framing(
+    headers: &HeaderMap,
+    version: Version,
+    lengths: bool,
+    codings: bool,
+) -> Result<Framing, Refused> {
+    if codings {
+        if version == Version::HTTP_10 {
+            return Err(Refused::Malformed("Transfer-Encoding in HTTP/1.0"));
+        }
+        if lengths {
+            return Err(Refused::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        let values = headers.get_all(header::TRANSFER_ENCODING);
+        return match framing::request_codings(values.iter().map(HeaderValue::as_bytes)) {
+            Ok(()) => Ok(Framing::Chunked(Chunk::Size)),
+            Err(CodingRefused::Malformed) => Err(Refused::Malformed("Transfer-Encoding")),
+            Err(CodingRefused::Unsupported) => Err(Refused::Unsupported),
+        };
+    }
+    if !lengths {
+        return Ok(Framing::Done);
     }
     match framing::content_length(headers) {
         Ok(Some(0) | None) => Ok(Framing::Done),
         Ok(Some(n)) => Ok(Framing::Length(n)),
         Err(_) => Err(Refused::Malformed("Content-Length")),
+    }
+}
+
+/// How this server frames the first request in some bytes ([`frame_request`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// The request, head and body, is this many bytes long.
+    Ends(usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// Refused (a 4xx or 5xx, and the connection closed).
+    Refused,
+}
+
+/// Where the first request in `bytes` ends, by exactly the rules a connection applies
+/// (`parse_request`, then `framing`'s body decoding), without a connection: for the fuzz
+/// targets (`balancer/fuzz`) and the differential test against httparse.
+pub fn frame_request(bytes: &[u8], max_header_size: usize) -> Framed {
+    let mut buffer = BytesMut::from(bytes);
+    let head = match parse_request(&mut buffer, &mut Vec::new(), max_header_size) {
+        Ok(Some(head)) => head,
+        Ok(None) if bytes.len() >= max_header_size => return Framed::Refused,
+        Ok(None) => return Framed::Incomplete,
+        Err(_) => return Framed::Refused,
+    };
+    let head_len = bytes.len() - buffer.len();
+    match head.body {
+        Framing::Done => Framed::Ends(head_len),
+        Framing::Length(n) if buffer.len() as u64 >= n => Framed::Ends(head_len + n as usize),
+        Framing::Length(_) => Framed::Incomplete,
+        Framing::Chunked(mut state) => loop {
+            match framing::decode_chunked(&mut state, &mut buffer) {
+                Ok(Some(Some(_))) => {}
+                Ok(Some(None)) => return Framed::Ends(bytes.len() - buffer.len()),
+                Ok(None) => return Framed::Incomplete,
+                Err(_) => return Framed::Refused,
+            }
+        },
+        Framing::UntilClose => Framed::Refused,
     }
 }
 
@@ -545,6 +688,13 @@ async fn write_response<S: Io>(
         Out::UntilClose
     };
     out.clear();
+    // 1xx heads the backend sent first (103 Early Hints), in the same write; an HTTP/1.0
+    // client gets none (RFC 9110 15.2).
+    if version == Version::HTTP_11 {
+        if let Some(interim) = parts.extensions.get::<Interim>() {
+            out.extend_from_slice(&interim.0);
+        }
+    }
     encode_head(
         out,
         &parts,
@@ -645,6 +795,9 @@ pub(crate) fn encode_head(
     );
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
+    // RFC 9110 8.6, RFC 9112 6.1: never a length or a coding on 1xx and 204 (a 304 and a
+    // response to HEAD may say what a GET would have had).
+    let no_framing = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
     // A backend's head as it came (`upstream::RawHead`): its fields first, but those the
     // map overrides (HSTS), then this hop's.
     if let Some(head) = parts.extensions.get::<RawHead>() {
@@ -652,7 +805,7 @@ pub(crate) fn encode_head(
             let framing_header = name.eq_ignore_ascii_case(b"content-length");
             let overridden = !parts.headers.is_empty()
                 && std::str::from_utf8(name).is_ok_and(|name| parts.headers.contains_key(name));
-            if (framing_header && framing != Out::Bodiless) || overridden {
+            if (framing_header && (framing != Out::Bodiless || no_framing)) || overridden {
                 continue;
             }
             dated |= name.eq_ignore_ascii_case(b"date");
@@ -666,7 +819,9 @@ pub(crate) fn encode_head(
     }
     for (name, value) in &parts.headers {
         let framing_header = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
-        if (framing_header && framing != Out::Bodiless) || name == header::CONNECTION {
+        if (framing_header && (framing != Out::Bodiless || no_framing))
+            || name == header::CONNECTION
+        {
             continue;
         }
         dated |= name == header::DATE;
@@ -825,8 +980,8 @@ mod tests {
     #[tokio::test]
     async fn bodies_by_length_and_chunks_arrive_and_other_framings_are_refused() {
         let answer = exchange(
-            b"POST /l HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-              3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\nPOST /g HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+            b"POST /l HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\nPOST /g HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nxx",
         )
         .await;
         assert!(
@@ -834,7 +989,8 @@ mod tests {
             "{answer}"
         );
         assert!(
-            answer.contains("HTTP/1.1 400 Bad Request") && answer.contains("connection: close")
+            answer.contains("HTTP/1.1 501 Not Implemented") && answer.contains("connection: close"),
+            "{answer}"
         );
         for bad in [
             &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx"[..],
@@ -851,7 +1007,9 @@ mod tests {
     async fn continue_is_sent_only_when_the_body_is_read() {
         let (mut client, task) = server(CancellationToken::new());
         client
-            .write_all(b"PUT /x HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+            .write_all(
+                b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+            )
             .await
             .unwrap();
         let mut interim = vec![0; CONTINUE.len()];
@@ -871,7 +1029,7 @@ mod tests {
     #[tokio::test]
     async fn head_answers_keep_their_length_and_send_no_body() {
         let answer =
-            exchange(b"HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+            exchange(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
         let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("content-length: 1234"), "{head}");
         assert!(
@@ -906,7 +1064,10 @@ mod tests {
     async fn an_idle_connection_closes_when_the_balancer_drains() {
         let drain = CancellationToken::new();
         let (mut client, task) = server(drain.clone());
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         let mut first = vec![0; 12];
         tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut first))
             .await

@@ -32,6 +32,8 @@ pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+#[cfg(any(test, fuzzing))]
+pub mod reference;
 pub mod reload;
 pub mod replay;
 pub mod sites;

@@ -160,6 +160,9 @@ impl Proxy {
         // usual request allocates nothing for it.
         let mut tried = Vec::new();
         let mut attempt: Option<usize> = None;
+        // A backend got the request and failed it (no answer, or a malformed one): with no
+        // backend left to try, that is 502, not 503 (none could be reached).
+        let mut reached = false;
         let response = loop {
             if let Some(failed) = attempt.take() {
                 tried.push(failed);
@@ -179,6 +182,12 @@ impl Proxy {
                 },
             };
             let Some(index) = pool.pick(&tried) else {
+                if reached {
+                    break error_page(
+                        StatusCode::BAD_GATEWAY,
+                        "The web server failed while handling this request.",
+                    );
+                }
                 break error_page(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "No web server is available right now. Please try again in a moment.",
@@ -237,6 +246,7 @@ impl Proxy {
                 }
                 Err(SendError::Sent(error)) => {
                     // The loop sends a replayable request again, or answers 502.
+                    reached = true;
                     self.passive_failure(&backend, &config, &format!("exchange: {error}"));
                 }
             }
@@ -424,6 +434,12 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
         .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
 }
 
+/// Whether a field is one the request was routed by (`Host`), which `Connection` cannot make
+/// hop-by-hop: the backend must get the host the balancer chose it for.
+fn is_routing(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"host")
+}
+
 /// Removes the hop-by-hop headers from a client's request (a backend's response loses them
 /// as it is parsed, `upstream::parse_head`). One pass over the names finds which are present,
 /// usually none, so only those are looked up to be removed.
@@ -444,7 +460,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| framing::connection_tokens(v.as_bytes()))
-            .filter(|token| !is_hop_by_hop(token))
+            .filter(|token| !is_hop_by_hop(token) && !is_routing(token))
             .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         for name in named {
@@ -486,19 +502,19 @@ impl Peer {
     }
 }
 
-/// Readies the client's headers for a backend: the hop-by-hop ones removed, and `Host` from
-/// the target when the request has none (HTTP/2's `:authority`, an absolute-form target).
-/// The headers this hop adds are not put in the map: `Forwarding` writes them into the
-/// request head, which saves a map insert and a built value each.
+/// Readies the client's headers for a backend: the hop-by-hop ones removed, and `Host` set
+/// to the target's authority when it has one (HTTP/2's `:authority`, an absolute-form
+/// target), which is what `sites::request_host` routed by: the backend gets the host it was
+/// chosen for, never a different `Host` the client also sent. The headers this hop adds are
+/// not put in the map: `Forwarding` writes them into the request head, which saves a map
+/// insert and a built value each.
 fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri) {
     strip_hop_by_hop(headers);
-    if !headers.contains_key(header::HOST) {
-        if let Some(host) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(header::HOST, host);
-        }
+    if let Some(host) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(header::HOST, host);
     }
 }
 

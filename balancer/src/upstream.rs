@@ -13,12 +13,13 @@
 //!   (`proxy::Forwarding`, written straight into the head); a body framed by its
 //!   exact length when known (`Content-Length`), else chunked; written while the response
 //!   head is awaited, so a backend that answers early (a 413) is heard;
-//! - the response head parsed by httparse (hyper's parser), interim 1xx responses skipped;
+//! - the response head parsed by httparse (hyper's parser); 1xx heads but 100 Continue kept
+//!   for the client (`framing::Interim`);
 //! - the response body framed by the method and status (HEAD, 204, 304: none), else
 //!   `Transfer-Encoding: chunked`, else `Content-Length`, else the connection's end;
 //! - a connection is kept for another request only after a complete, delimited response
-//!   that did not ask to close, with nothing left over, and whose request body was sent in
-//!   full.
+//!   that did not ask to close, with nothing left over (in its buffer or, as far as the
+//!   socket's readiness knows, in the socket), and whose request body was sent in full.
 //!
 //! Failures say whether the request may have reached the backend ([`SendError`]): the
 //! proxy's retry rules depend on it. A kept-alive connection is checked before it is reused
@@ -40,7 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::framing::{self, Chunk, Framing, READ_SIZE, Span, invalid, push_field};
+use crate::framing::{self, Chunk, Framing, Interim, READ_SIZE, Span, invalid, push_field};
 use crate::proxy::{BoxError, Forwarding, ProxyBody, X_REQUEST_ID, is_hop_by_hop};
 
 /// Most header fields in a response head, and most bytes in it.
@@ -323,11 +324,21 @@ async fn read_head(
     buffer: &mut BytesMut,
     method: &Method,
 ) -> io::Result<(Response<()>, Framing, bool)> {
+    let mut interim: Option<Vec<u8>> = None;
     loop {
         if !buffer.is_empty() {
             match parse_head(buffer, method)? {
-                Parsed::Final(head) => return Ok(head),
-                Parsed::Interim => continue,
+                Parsed::Final(mut head) => {
+                    if let Some(interim) = interim {
+                        head.0.extensions_mut().insert(Interim(interim.into()));
+                    }
+                    return Ok(head);
+                }
+                Parsed::Interim(Some(relayed)) => {
+                    interim.get_or_insert_default().extend_from_slice(&relayed);
+                    continue;
+                }
+                Parsed::Interim(None) => continue,
                 Parsed::Partial if buffer.len() >= MAX_HEAD_SIZE => {
                     return Err(invalid("response head larger than 64 KiB"));
                 }
@@ -346,8 +357,9 @@ async fn read_head(
 
 enum Parsed {
     Final((Response<()>, Framing, bool)),
-    /// A 1xx response, consumed from the buffer.
-    Interim,
+    /// A 1xx response, consumed from the buffer, and its head as the client gets it (none
+    /// for 100 Continue).
+    Interim(Option<Vec<u8>>),
     Partial,
 }
 
@@ -453,8 +465,26 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(invalid("101 Switching Protocols was not asked for"));
         }
+        // 100 Continue is this hop's own to send (`http1.rs`, when the body is read); other
+        // 1xx heads go to the client before the final one.
+        let relayed = (status != StatusCode::CONTINUE).then(|| {
+            let mut head = Vec::with_capacity(len);
+            head.extend_from_slice(b"HTTP/1.1 ");
+            head.extend_from_slice(status.as_str().as_bytes());
+            head.push(b' ');
+            head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+            head.extend_from_slice(b"\r\n");
+            for field in parsed.headers.iter() {
+                let name = field.name.as_bytes();
+                if !is_hop_by_hop(name) && !name.eq_ignore_ascii_case(b"content-length") {
+                    push_field(&mut head, name, field.value);
+                }
+            }
+            head.extend_from_slice(b"\r\n");
+            head
+        });
         buffer.advance(len);
-        return Ok(Parsed::Interim);
+        return Ok(Parsed::Interim(relayed));
     }
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
@@ -582,9 +612,16 @@ pub struct Incoming {
 impl Incoming {
     /// The connection, once the body has been read to its end and the connection may carry
     /// another request.
+    ///
+    /// Checked here, as the response ends, and again at checkout: a connection with
+    /// anything left to read (bytes after the response, which no request asked for, or the
+    /// backend's close) is never reused, so no request gets another's answer.
     pub fn take_reusable(&mut self) -> Option<Connection> {
         let done = matches!(self.framing, Framing::Done);
-        let clean = self.connection.as_ref().is_some_and(|c| c.read.is_empty());
+        let clean = self
+            .connection
+            .as_ref()
+            .is_some_and(Connection::is_reusable);
         if done && clean && self.keep_alive {
             self.connection.take()
         } else {
@@ -782,12 +819,23 @@ mod tests {
             BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n\r\n"[..]);
         assert!(matches!(
             parse_head(&mut buffer, &Method::POST).unwrap(),
-            Parsed::Interim
+            Parsed::Interim(None)
         ));
         assert!(matches!(
             parse_head(&mut buffer, &Method::POST).unwrap(),
             Parsed::Final(_)
         ));
+        // Other 1xx heads are kept for the client, this hop's fields left out.
+        let mut buffer = BytesMut::from(
+            &b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nConnection: keep-alive\r\nX: 1\r\n\r\n"[..],
+        );
+        let Parsed::Interim(Some(relayed)) = parse_head(&mut buffer, &Method::GET).unwrap() else {
+            panic!("a 103 is relayed");
+        };
+        assert_eq!(
+            relayed,
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nX: 1\r\n\r\n"
+        );
     }
 
     #[test]
@@ -828,6 +876,50 @@ mod tests {
             encode_head(&mut out, &parts, &forwarding, RequestFraming::None);
             assert!(String::from_utf8(out).unwrap().starts_with(line));
         }
+    }
+
+    /// Bytes a backend sends after a complete response, which no request asked for: the
+    /// connection is not given back for reuse, or the next request would read them as its
+    /// answer.
+    #[tokio::test]
+    async fn a_connection_with_bytes_after_its_response_is_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (answered, wait) = tokio::sync::oneshot::channel::<()>();
+        let backend = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = vec![0; 4096];
+            let _ = stream.read(&mut read).await;
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            stream.write_all(answer).await.unwrap();
+            let _ = wait.await;
+            let unasked = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nEVIL";
+            stream.write_all(unasked).await.unwrap();
+            stream
+        });
+        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
+        let (via, id) = (
+            HeaderValue::from_static("1.1 lb"),
+            HeaderValue::from_static("i"),
+        );
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
+        let empty = http_body_util::Empty::new().map_err(|n| match n {}).boxed();
+        let connection = Connection::connect(addr).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let Ok(response) = connection.send(&parts, &forwarding, empty, deadline).await else {
+            panic!("answered");
+        };
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+        let connection = body.connection.as_ref().unwrap();
+        assert!(connection.is_reusable(), "nothing unread yet");
+        answered.send(()).unwrap();
+        connection.stream.readable().await.unwrap();
+        assert!(body.take_reusable().is_none(), "unread bytes: not reused");
+        drop(backend.await.unwrap());
     }
 
     /// The deadline's timer outlives a request: once it has fired for an earlier deadline,

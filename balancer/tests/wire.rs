@@ -1,0 +1,982 @@
+//! Raw HTTP/1.1 bytes against the balancer process (RFC 9112's MUST rules and the usual
+//! request-smuggling set): each row sends its bytes on one TCP connection to the real binary,
+//! in front of a backend that records exactly what reached it, and checks the statuses the
+//! client got, whether the connection was closed after them, and what the backend received.
+//!
+//! Whether a connection stayed open is asked, not timed: after the row's answers the client
+//! sends a probe request (`GET /probe`); an open connection answers it, a closed one gives
+//! end of file or a reset.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foobar_service::testing::{self, RunningService};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_foobar-balancer");
+/// The longest any single read may take before the row counts as stalled: a failure
+/// detector, never what a row asserts.
+const STALL: Duration = Duration::from_secs(5);
+const PROBE: &[u8] = b"GET /probe HTTP/1.1\r\nHost: a\r\n\r\n";
+
+/// A backend speaking raw HTTP/1.1: it records each complete request it receives (head and
+/// body as they came, framing included) and answers by path:
+/// `/204` a 204 with a Content-Length, `/304` a 304 with one, `/103` Early Hints then 200,
+/// `/100` 100 Continue then 200, `/malformed` a head no parser accepts, `/extra` a 200 and,
+/// 300 ms later, a second response nobody asked for; `/probe` "probe"; anything else "ok".
+struct Recorder {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Told when `/extra`'s unsolicited response has been written.
+    extra_sent: Arc<Notify>,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let recorder = Self {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            extra_sent: Arc::default(),
+        };
+        let (received, extra_sent) = (
+            Arc::clone(&recorder.received),
+            Arc::clone(&recorder.extra_sent),
+        );
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_backend(
+                    stream,
+                    Arc::clone(&received),
+                    Arc::clone(&extra_sent),
+                ));
+            }
+        });
+        recorder
+    }
+
+    /// What arrived, probes and health checks left out, each request with this hop's own
+    /// forwarding fields removed (they name a port and a request id that change each run).
+    fn received(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|request| {
+                let text = String::from_utf8_lossy(request);
+                let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+                let kept: Vec<&str> = head
+                    .split("\r\n")
+                    .filter(|line| {
+                        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+                        !matches!(
+                            name.as_str(),
+                            "x-forwarded-for"
+                                | "x-forwarded-proto"
+                                | "x-forwarded-host"
+                                | "forwarded"
+                                | "via"
+                                | "x-request-id"
+                        )
+                    })
+                    .collect();
+                format!("{}\r\n\r\n{body}", kept.join("\r\n"))
+            })
+            .collect()
+    }
+}
+
+async fn serve_backend(
+    mut stream: TcpStream,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    extra_sent: Arc<Notify>,
+) {
+    let mut buffer = Vec::new();
+    loop {
+        let (end, path) = loop {
+            match request_end(&buffer) {
+                Ok(Some(found)) => break found,
+                Ok(None) => {}
+                Err(()) => {
+                    received.lock().unwrap().push(buffer.clone());
+                    return;
+                }
+            }
+            let mut chunk = [0; 16 * 1024];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let request: Vec<u8> = buffer.drain(..end).collect();
+        if path != "/probe" && path != "/readyz" {
+            received.lock().unwrap().push(request);
+        }
+        let answer: &[u8] = match path.as_str() {
+            "/204" => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-B: 1\r\n\r\n",
+            "/304" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"e\"\r\n\r\n",
+            "/103" => {
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+                        HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            }
+            "/100" => {
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            }
+            "/malformed" => b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+            "/probe" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nprobe",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        };
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+        if path == "/extra" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let unasked = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL";
+            if stream.write_all(unasked).await.is_err() {
+                return;
+            }
+            extra_sent.notify_one();
+        }
+    }
+}
+
+/// Where the first request in `buffer` ends, and its path: Ok(None) while incomplete, Err on
+/// bytes that are no request. Written here, apart from the balancer's own parser, on purpose.
+fn request_end(buffer: &[u8]) -> Result<Option<(usize, String)>, ()> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut fields);
+    let head_len = match request.parse(buffer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let path = request.path.unwrap_or("").to_owned();
+    let field = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| String::from_utf8_lossy(f.value).into_owned())
+    };
+    let mut at = head_len;
+    if field("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let Some(line_end) = find_crlf(&buffer[at..]) else {
+                return Ok(None);
+            };
+            let line = std::str::from_utf8(&buffer[at..at + line_end]).map_err(|_| ())?;
+            let size =
+                usize::from_str_radix(line.split(';').next().unwrap(), 16).map_err(|_| ())?;
+            at += line_end + 2;
+            if size == 0 {
+                // Trailer lines until an empty one.
+                loop {
+                    let Some(line_end) = find_crlf(&buffer[at..]) else {
+                        return Ok(None);
+                    };
+                    at += line_end + 2;
+                    if line_end == 0 {
+                        return Ok(Some((at, path)));
+                    }
+                }
+            }
+            if buffer.len() < at + size + 2 {
+                return Ok(None);
+            }
+            at += size + 2;
+        }
+    }
+    let length: usize = match field("content-length") {
+        Some(n) => n.parse().map_err(|_| ())?,
+        None => 0,
+    };
+    if buffer.len() < at + length {
+        return Ok(None);
+    }
+    Ok(Some((at + length, path)))
+}
+
+fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A balancer with one backend, plain HTTP, default limits (32 KiB heads).
+async fn balancer(backend: &Recorder) -> RunningService {
+    let dir = std::env::temp_dir().join(format!(
+        "foobar-balancer-wire-{}-{}",
+        std::process::id(),
+        backend.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "[service]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nredirect_to_https = false\n\n\
+         [https]\nlisten = \"127.0.0.1:0\"\ngenerated_dir = \"{}\"\n\n\
+         [health]\npath = \"/readyz\"\ninterval = \"1s\"\n\n\
+         [timeouts]\nresponse = \"3s\"\n\n\
+         [pool]\n[[pool.backends]]\naddress = \"{}\"\n",
+        dir.join("tls").display(),
+        backend.addr
+    );
+    let path = dir.join("balancer.toml");
+    std::fs::write(&path, config).unwrap();
+    let service = RunningService::start(Path::new(BINARY), &path, &[], &["admin", "http", "https"])
+        .await
+        .unwrap();
+    testing::wait_ready(service.addr("admin"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    service
+}
+
+/// What a row expects the backend to have received.
+#[derive(Debug)]
+enum Got {
+    /// No complete request.
+    Nothing,
+    /// This many requests (their bytes vary, or do not matter).
+    Count(usize),
+    /// Exactly these requests, forwarding fields left out (`Recorder::received`).
+    Exactly(&'static [&'static str]),
+}
+
+struct Row {
+    name: &'static str,
+    raw: Vec<u8>,
+    /// The statuses the client gets, interim ones included, in order.
+    answers: &'static [u16],
+    /// Whether the connection is closed after them.
+    closed: bool,
+    backend: Got,
+    /// Text the answers must contain, and must not (lower-cased).
+    contains: &'static [&'static str],
+    lacks: &'static [&'static str],
+}
+
+fn row(
+    name: &'static str,
+    raw: impl AsRef<[u8]>,
+    answers: &'static [u16],
+    closed: bool,
+    backend: Got,
+) -> Row {
+    Row {
+        name,
+        raw: raw.as_ref().to_vec(),
+        answers,
+        closed,
+        backend,
+        contains: &[],
+        lacks: &[],
+    }
+}
+
+const CLOSED: bool = true;
+const OPEN: bool = false;
+const OK_GET: &[&str] = &["GET / HTTP/1.1\r\nhost: a\r\n\r\n"];
+const HELLO_CHUNKED: &[&str] =
+    &["POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"];
+const HELLO_LENGTH: &[&str] = &["POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello"];
+
+fn post(fields: &str, body: &str) -> Vec<u8> {
+    format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n{body}").into_bytes()
+}
+
+fn table() -> Vec<Row> {
+    use Got::*;
+    let chunked_hello = "5\r\nhello\r\n0\r\n\r\n";
+    vec![
+        // Both framings (RFC 9112 6.1, 6.3): refused, and the connection closed.
+        row(
+            "CL.TE",
+            post(
+                "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+            ),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE.CL",
+            post(
+                "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+                "8\r\nSMUGGLED\r\n0\r\n\r\n",
+            ),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "HTTP/1.0 with Transfer-Encoding",
+            b"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        // Transfer-Encoding obfuscations and codings other than one final chunked.
+        row(
+            "TE with a space before the colon",
+            post("Transfer-Encoding : chunked\r\n", chunked_hello),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: xchunked",
+            post("Transfer-Encoding: xchunked\r\n", chunked_hello),
+            &[501],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE:<tab>chunked (tab is whitespace)",
+            post("Transfer-Encoding:\tchunked\r\n", chunked_hello),
+            &[200],
+            OPEN,
+            Exactly(HELLO_CHUNKED),
+        ),
+        row(
+            "TE: CHUNKED (case-insensitive)",
+            post("Transfer-Encoding: CHUNKED\r\n", chunked_hello),
+            &[200],
+            OPEN,
+            Exactly(HELLO_CHUNKED),
+        ),
+        row(
+            "TE twice: chunked, chunked fields",
+            post(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                chunked_hello,
+            ),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: chunked, chunked",
+            post("Transfer-Encoding: chunked, chunked\r\n", chunked_hello),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: gzip, chunked",
+            post("Transfer-Encoding: gzip, chunked\r\n", chunked_hello),
+            &[501],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: identity, chunked",
+            post("Transfer-Encoding: identity, chunked\r\n", chunked_hello),
+            &[501],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: chunked, gzip (chunked not last)",
+            post("Transfer-Encoding: chunked, gzip\r\n", chunked_hello),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: gzip alone",
+            post("Transfer-Encoding: gzip\r\n", "xx"),
+            &[501],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE empty",
+            post("Transfer-Encoding: \r\n", chunked_hello),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: \"chunked\" (quoted)",
+            post("Transfer-Encoding: \"chunked\"\r\n", chunked_hello),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "TE: chunked, (empty element)",
+            post("Transfer-Encoding: chunked,\r\n", chunked_hello),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+                // Content-Length: digits only; repeats only when equal.
+        row(
+            "CL: +5",
+            post("Content-Length: +5\r\n", "hello"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "CL: -5",
+            post("Content-Length: -5\r\n", "hello"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "CL: 5x",
+            post("Content-Length:  5x\r\n", "hello"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "CL empty",
+            post("Content-Length: \r\n", "hello"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "CL: 0x5",
+            post("Content-Length: 0x5\r\n", "hello"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "CL past u64",
+            post("Content-Length: 99999999999999999999999\r\n", "hello"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "CL twice, equal",
+            post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"),
+            &[200],
+            OPEN,
+            Exactly(HELLO_LENGTH),
+        ),
+        row(
+            "CL twice, different",
+            post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        // Chunk sizes: hex digits only, extensions allowed.
+        row(
+            "chunk size +5",
+            post("Transfer-Encoding: chunked\r\n", "+5\r\nhello\r\n0\r\n\r\n"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "chunk size '5 junk'",
+            post("Transfer-Encoding: chunked\r\n", "5 junk\r\nhello\r\n0\r\n\r\n"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "chunk size 0x5",
+            post("Transfer-Encoding: chunked\r\n", "0x5\r\nhello\r\n0\r\n\r\n"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "chunk size empty",
+            post("Transfer-Encoding: chunked\r\n", "\r\nhello\r\n0\r\n\r\n"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "chunk size of 17 hex digits",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "10000000000000005\r\nhello\r\n0\r\n\r\n",
+            ),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "chunk extension ;name=val",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "5;name=val\r\nhello\r\n0\r\n\r\n",
+            ),
+            &[200],
+            OPEN,
+            Exactly(HELLO_CHUNKED),
+        ),
+        row(
+            "chunk lines ended by bare LF",
+            post("Transfer-Encoding: chunked\r\n", "5\nhello\n0\n\n"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "chunk data longer than its size",
+            post("Transfer-Encoding: chunked\r\n", "3\r\nhello\r\n0\r\n\r\n"),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "trailer line that is no field",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "5\r\nhello\r\n0\r\nhello\r\n\r\n",
+            ),
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+                // Host (RFC 9112 3.2): one, and the one routed by is the one forwarded.
+        row(
+            "HTTP/1.1 without Host",
+            b"GET / HTTP/1.1\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "HTTP/1.0 without Host",
+            b"GET / HTTP/1.0\r\n\r\n",
+            &[200],
+            CLOSED,
+            Exactly(&["GET / HTTP/1.1\r\n\r\n"]),
+        ),
+        row(
+            "two Host fields",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "Host with user info",
+            b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "Host with a space",
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "absolute form, Host differs",
+            b"GET http://b/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "absolute form, Host agrees",
+            b"GET http://a/x?y HTTP/1.1\r\nHost: A\r\n\r\n",
+            &[200],
+            OPEN,
+            Exactly(&["GET /x?y HTTP/1.1\r\nhost: a\r\n\r\n"]),
+        ),
+        row(
+            "Connection: Host",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Host\r\n\r\n",
+            &[200],
+            OPEN,
+            Exactly(OK_GET),
+        ),
+        // Request lines.
+        row(
+            "two spaces in the request line",
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "no version",
+            b"GET /\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "HTTP/1.2",
+            b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "lowercase method (another method: passed)",
+            b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[200],
+            OPEN,
+            Exactly(&["get / HTTP/1.1\r\nhost: a\r\n\r\n"]),
+        ),
+        row(
+            "asterisk form for GET",
+            b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "asterisk form for OPTIONS",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[200],
+            OPEN,
+            Exactly(&["OPTIONS * HTTP/1.1\r\nhost: a\r\n\r\n"]),
+        ),
+        row(
+            "authority form for GET",
+            b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "fragment in the target",
+            b"GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "request target over the limit (100 KB)",
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100_000)),
+            &[414],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "CONNECT",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            &[405],
+            CLOSED,
+            Nothing,
+        ),
+        // Field lines.
+        row(
+            "obs-fold",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "bare LF line ends (accepted, forwarded with CRLF)",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            &[200],
+            OPEN,
+            Exactly(OK_GET),
+        ),
+        row(
+            "NUL in a value",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "bare CR in a value",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "NUL in the target",
+            b"GET /a\0 HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        row(
+            "space in a field name",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX A: 1\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        // Pipelining.
+        row(
+            "three pipelined requests",
+            b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[200, 200, 200],
+            OPEN,
+            Exactly(&[
+                "GET /1 HTTP/1.1\r\nhost: a\r\n\r\n",
+                "POST /2 HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello",
+                "GET /3 HTTP/1.1\r\nhost: a\r\n\r\n",
+            ]),
+        ),
+        row(
+            "pipelined after Connection: close",
+            b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[200],
+            CLOSED,
+            Count(1),
+        ),
+        row(
+            "pipelined after a refused request",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[400],
+            CLOSED,
+            Nothing,
+        ),
+        // What the backend answers.
+        Row {
+            lacks: &["content-length", "transfer-encoding"],
+            ..row("backend 204 with a length", b"GET /204 HTTP/1.1\r\nHost: a\r\n\r\n", &[204], OPEN, Count(1))
+        },
+        Row {
+            contains: &["content-length: 10"],
+            ..row("backend 304 with a length", b"GET /304 HTTP/1.1\r\nHost: a\r\n\r\n", &[304], OPEN, Count(1))
+        },
+        Row {
+            contains: &["link: </s.css>; rel=preload"],
+            ..row("backend 103 Early Hints", b"GET /103 HTTP/1.1\r\nHost: a\r\n\r\n", &[103, 200], OPEN, Count(1))
+        },
+        row(
+            "Expect: 100-continue (backend's 100 not repeated)",
+            b"POST /100 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+            &[100, 200],
+            OPEN,
+            Count(1),
+        ),
+        row(
+            "malformed backend response",
+            b"GET /malformed HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[502],
+            OPEN,
+            Count(1),
+        ),
+    ]
+}
+
+/// What one connection got: the statuses, whether it closed, the answers' text.
+struct Outcome {
+    answers: Vec<u16>,
+    closed: bool,
+    text: String,
+    stalled: bool,
+}
+
+/// Sends `raw`, reads answers until the connection closes or answers the probe sent once
+/// the `expected` answers have come.
+async fn exchange(http: SocketAddr, raw: &[u8], expected: usize) -> Outcome {
+    let mut stream = TcpStream::connect(http).await.unwrap();
+    let mut outcome = Outcome {
+        answers: Vec::new(),
+        closed: false,
+        text: String::new(),
+        stalled: false,
+    };
+    if stream.write_all(raw).await.is_err() {
+        outcome.closed = true;
+        return outcome;
+    }
+    let mut buffer = Vec::new();
+    let mut probed = false;
+    loop {
+        if outcome.answers.len() >= expected && !probed {
+            probed = true;
+            if stream.write_all(PROBE).await.is_err() {
+                outcome.closed = true;
+                return outcome;
+            }
+        }
+        if let Some((end, status, body)) = response_end(&buffer) {
+            let answer: Vec<u8> = buffer.drain(..end).collect();
+            if probed && status == 200 && body == b"probe" {
+                return outcome; // open: the probe was answered
+            }
+            outcome
+                .text
+                .push_str(&String::from_utf8_lossy(&answer).to_ascii_lowercase());
+            outcome.answers.push(status);
+            continue;
+        }
+        let mut chunk = [0; 16 * 1024];
+        match tokio::time::timeout(STALL, stream.read(&mut chunk)).await {
+            Err(_) => {
+                outcome.stalled = true;
+                return outcome;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                outcome.closed = true;
+                return outcome;
+            }
+            Ok(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The end of the first complete response in `buffer`, its status and body.
+fn response_end(buffer: &[u8]) -> Option<(usize, u16, Vec<u8>)> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut fields);
+    let head_len = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return None,
+    };
+    let status = response.code.unwrap_or(0);
+    let field = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| String::from_utf8_lossy(f.value).into_owned())
+    };
+    if (100..200).contains(&status) || status == 204 || status == 304 {
+        return Some((head_len, status, Vec::new()));
+    }
+    if field("transfer-encoding").is_some() {
+        let mut at = head_len;
+        let mut body = Vec::new();
+        loop {
+            let line_end = find_crlf(&buffer[at..])?;
+            let line = std::str::from_utf8(&buffer[at..at + line_end]).ok()?;
+            let size = usize::from_str_radix(line, 16).ok()?;
+            at += line_end + 2;
+            if size == 0 {
+                return (buffer.len() >= at + 2).then(|| (at + 2, status, body));
+            }
+            if buffer.len() < at + size + 2 {
+                return None;
+            }
+            body.extend_from_slice(&buffer[at..at + size]);
+            at += size + 2;
+        }
+    }
+    let length: usize = field("content-length")?.parse().ok()?;
+    (buffer.len() >= head_len + length).then(|| {
+        (
+            head_len + length,
+            status,
+            buffer[head_len..head_len + length].to_vec(),
+        )
+    })
+}
+
+/// Runs one row against a balancer of its own, so that no row's leftovers reach another;
+/// None when it passed, else what went wrong.
+async fn run(row: &Row) -> Option<String> {
+    let backend = Recorder::start().await;
+    let lb = balancer(&backend).await;
+    let outcome = exchange(lb.addr("http"), &row.raw, row.answers.len()).await;
+    let received = backend.received();
+    let mut wrong = Vec::new();
+    if outcome.stalled {
+        wrong.push("stalled (no answer, no close)".to_owned());
+    }
+    if outcome.answers != row.answers {
+        wrong.push(format!(
+            "answers {:?}, expected {:?}",
+            outcome.answers, row.answers
+        ));
+    }
+    if outcome.closed != row.closed && !outcome.stalled {
+        wrong.push(if row.closed {
+            "left open".to_owned()
+        } else {
+            "closed".to_owned()
+        });
+    }
+    let backend_ok = match &row.backend {
+        Got::Nothing => received.is_empty(),
+        Got::Count(n) => received.len() == *n,
+        Got::Exactly(requests) => received == *requests,
+    };
+    if !backend_ok {
+        wrong.push(format!(
+            "backend got {received:?}, expected {:?}",
+            row.backend
+        ));
+    }
+    for text in row.contains {
+        if !outcome.text.contains(text) {
+            wrong.push(format!("answer lacks {text:?}"));
+        }
+    }
+    for text in row.lacks {
+        if outcome.text.contains(text) {
+            wrong.push(format!("answer has {text:?}"));
+        }
+    }
+    drop(lb);
+    (!wrong.is_empty()).then(|| wrong.join("; "))
+}
+
+#[tokio::test]
+async fn raw_requests_get_rfc_9112_verdicts() {
+    let mut failures = Vec::new();
+    let rows = table();
+    for row in &rows {
+        let verdict = run(row).await;
+        eprintln!(
+            "{:<55} {}",
+            row.name,
+            verdict
+                .as_deref()
+                .map_or("PASS".to_owned(), |why| format!("FAIL: {why}"))
+        );
+        if let Some(why) = verdict {
+            failures.push(format!("{}: {why}", row.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+}
+
+/// A backend that sends a response nobody asked for after a complete one: that connection is
+/// never used again, so the next request (which may be another client's) gets its own answer.
+#[tokio::test]
+async fn bytes_a_backend_sends_unasked_never_reach_the_next_request() {
+    let backend = Recorder::start().await;
+    let lb = balancer(&backend).await;
+    let http = lb.addr("http");
+    let first = exchange(
+        http,
+        b"GET /extra HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        1,
+    )
+    .await;
+    assert_eq!(first.answers, [200]);
+    backend.extra_sent.notified().await;
+    // The unasked bytes are now in the balancer's socket buffer for that connection.
+    let second = exchange(
+        http,
+        b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        1,
+    )
+    .await;
+    assert_eq!(second.answers, [200]);
+    assert!(
+        second.text.ends_with("\r\n\r\nok") && !second.text.contains("evil"),
+        "{}",
+        second.text
+    );
+    assert_eq!(backend.received().len(), 2);
+}
