@@ -51,7 +51,10 @@ pub fn request_end(bytes: &[u8]) -> Framed {
             length = Some(n);
         }
     }
-    let end = head_len as u64 + length.unwrap_or(0);
+    // A length near u64::MAX: no input of ours is that long, so the body never ends.
+    let Some(end) = (head_len as u64).checked_add(length.unwrap_or(0)) else {
+        return Framed::Incomplete;
+    };
     if (bytes.len() as u64) < end {
         Framed::Incomplete
     } else {
