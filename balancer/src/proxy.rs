@@ -222,8 +222,11 @@ impl Proxy {
                 Ok(response) => {
                     backend.requests.fetch_add(1, Ordering::Relaxed);
                     if response.status().is_server_error() {
-                        let why = format!("answered {}", response.status());
-                        self.passive_failure(&backend, &config, &why);
+                        // An answer: the web server is alive. A 503 is often its database
+                        // being down (every web server then says the same), and taking it
+                        // out would turn the reads it can still serve into our 503 page.
+                        // Whether it is ready is the active check's call (/readyz).
+                        backend.errors.fetch_add(1, Ordering::Relaxed);
                     } else {
                         // Traffic resets the failure count; only checks bring a backend up.
                         backend.record_success(u32::MAX);

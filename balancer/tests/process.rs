@@ -69,7 +69,8 @@ struct Backend {
 
 impl Backend {
     /// `GET /` answers the backend's name; `/slow` after 300 ms (`/slow?ms=N`: after N ms);
-    /// `/readyz` 200 while ready; `POST /die` reads the body and then drops the connection
+    /// `/readyz` 200 while ready; `/unavailable` 503 (as a web server whose database is down
+    /// answers a page that needs it); `POST /die` reads the body and then drops the connection
     /// without an answer (`/die?on=NAME`: only the backend called NAME does); `/echo` answers
     /// the request's body in 1000-byte chunks without a length (chunked on the wire),
     /// `/echo?length` with its Content-Length.
@@ -139,7 +140,9 @@ impl Backend {
                         if path != "/readyz" {
                             *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
                         }
-                        let status = if path == "/readyz" && !ready.load(Ordering::SeqCst) {
+                        let status = if (path == "/readyz" && !ready.load(Ordering::SeqCst))
+                            || path == "/unavailable"
+                        {
                             StatusCode::SERVICE_UNAVAILABLE
                         } else {
                             StatusCode::OK
@@ -1329,6 +1332,46 @@ async fn a_backend_failing_readyz_finishes_its_requests_and_gets_no_new_ones() {
         slow.await.unwrap(),
         (200, "a".to_owned()),
         "the request a had when it went down is answered"
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A web server that answers 503 (its database is down, say) is alive: it stays in the pool,
+/// and the requests it can serve (a static page, a read) still reach it. Only failed
+/// connections, exchanges and timeouts count against a backend under traffic; whether it is
+/// ready is the active check's call.
+#[tokio::test]
+async fn backends_answering_503_stay_up_and_keep_serving_what_they_can() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = balancer(Spec {
+        backends: &[(&a, 1, false), (&b, 1, false)],
+        algorithm: "round_robin",
+    })
+    .await;
+    let (http, admin) = (lb.addr("http"), lb.addr("admin"));
+    for _ in 0..20 {
+        let (status, body) = get(http, "/unavailable").await;
+        assert_eq!(status, 503);
+        assert!(
+            body == "a" || body == "b",
+            "the balancer's own 503 page: {body}"
+        );
+    }
+    let states = backends(admin).await;
+    for backend in [&a, &b] {
+        assert_eq!(
+            states[&backend.addr.to_string()].0,
+            "UP",
+            "marked down for answering 503: {states:?}"
+        );
+    }
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        answered.push(get(http, "/").await);
+    }
+    assert!(
+        answered.iter().all(|(status, _)| *status == 200),
+        "{answered:?}"
     );
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
