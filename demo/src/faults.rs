@@ -64,19 +64,7 @@ impl Fault {
         match self {
             Fault::Kill => compose.kill(target).await,
             Fault::Pause => compose.pause(target).await,
-            Fault::Partition => {
-                for rule in partition_rules() {
-                    compose.iptables(target, "-I", &rule).await?;
-                }
-                Ok(())
-            }
-            Fault::Partial => {
-                let peer = peer.context("a partial partition needs the replica")?;
-                for rule in partial_rules(&compose.addresses(peer).await?) {
-                    compose.iptables(target, "-I", &rule).await?;
-                }
-                Ok(())
-            }
+            Fault::Partition | Fault::Partial => self.iptables(compose, target, peer, "-I").await,
         }
     }
 
@@ -90,20 +78,29 @@ impl Fault {
         match self {
             Fault::Kill => compose.start(target).await,
             Fault::Pause => compose.unpause(target).await,
-            Fault::Partition => {
-                for rule in partition_rules() {
-                    compose.iptables(target, "-D", &rule).await?;
-                }
-                Ok(())
-            }
+            Fault::Partition | Fault::Partial => self.iptables(compose, target, peer, "-D").await,
+        }
+    }
+
+    /// Inserts (`-I`) or deletes (`-D`) this partition's rules in `target`'s namespace.
+    async fn iptables(
+        self,
+        compose: &Compose,
+        target: &str,
+        peer: Option<&str>,
+        op: &str,
+    ) -> anyhow::Result<()> {
+        let rules = match self {
             Fault::Partial => {
                 let peer = peer.context("a partial partition needs the replica")?;
-                for rule in partial_rules(&compose.addresses(peer).await?) {
-                    compose.iptables(target, "-D", &rule).await?;
-                }
-                Ok(())
+                partial_rules(&compose.addresses(peer).await?)
             }
+            _ => partition_rules(),
+        };
+        for rule in rules {
+            compose.iptables(target, op, &rule).await?;
         }
+        Ok(())
     }
 }
 
