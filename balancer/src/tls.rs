@@ -182,17 +182,24 @@ fn ca_fits(path: &Path, now: time::OffsetDateTime) -> bool {
     permitted.sort_unstable();
     let mut wanted = CA_PERMITTED_NAMES;
     wanted.sort_unstable();
-    let excluded: Vec<&[u8]> = constraints
-        .value
+    let excluded = excluded_addresses(constraints.value);
+    permitted == wanted && excluded.contains(&&[0u8; 8][..]) && excluded.contains(&&[0u8; 32][..])
+}
+
+/// The address ranges a CA's name constraints exclude (`address ++ mask` bytes: 8 for IPv4,
+/// 32 for IPv6; all zeros is every address).
+fn excluded_addresses<'a>(
+    constraints: &'a x509_parser::extensions::NameConstraints<'a>,
+) -> Vec<&'a [u8]> {
+    constraints
         .excluded_subtrees
         .iter()
         .flatten()
         .filter_map(|subtree| match subtree.base {
-            GeneralName::IPAddress(bytes) => Some(bytes),
+            x509_parser::extensions::GeneralName::IPAddress(bytes) => Some(bytes),
             _ => None,
         })
-        .collect();
-    permitted == wanted && excluded.contains(&&[0u8; 8][..]) && excluded.contains(&&[0u8; 32][..])
+        .collect()
 }
 
 /// The local CA's settings, valid from `now` (less [`BACKDATE`]) for [`CA_LIFETIME`]. The
@@ -426,7 +433,6 @@ mod tests {
     #[test]
     fn the_generated_ca_is_short_lived_name_constrained_and_its_key_private() {
         use std::os::unix::fs::PermissionsExt;
-        use x509_parser::extensions::GeneralName;
         let dir = test_dir("ca");
         let config = HttpsConfig {
             generated_dir: dir.clone(),
@@ -472,16 +478,7 @@ mod tests {
             [r#"DNSName("foobar.com")"#, r#"DNSName("localhost")"#],
             "permitted: foobar.com and its subdomains, localhost; nothing else"
         );
-        let excluded: Vec<&[u8]> = constraints
-            .value
-            .excluded_subtrees
-            .iter()
-            .flatten()
-            .filter_map(|subtree| match subtree.base {
-                GeneralName::IPAddress(bytes) => Some(bytes),
-                _ => None,
-            })
-            .collect();
+        let excluded = excluded_addresses(constraints.value);
         assert_eq!(
             excluded,
             [&[0u8; 8][..], &[0u8; 32][..]],
