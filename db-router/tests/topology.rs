@@ -47,13 +47,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     let (a, admin_a) = router(&db).await?;
     let (b, admin_b) = router(&db).await?;
     for t in [&a, &b] {
-        wait(
-            t,
-            "writer primary, reader replica",
-            Duration::from_secs(10),
-            |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
-        )
-        .await?;
+        wait_healthy_pair(t, &db).await?;
     }
 
     // The replica dies under a read (a prepared statement, as sqlx sends one, still running
@@ -286,13 +280,7 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
     // operator's command and its refusal are what is tested.
     let (router, admin) = router_with(&db, |m| m.auto_rejoin = false).await?;
     let proxy = support::Router::start(&support::config(&primary.name, &replica.name, "")).await?;
-    wait(
-        &router,
-        "writer primary, reader replica",
-        Duration::from_secs(10),
-        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
-    )
-    .await?;
+    wait_healthy_pair(&router, &db).await?;
     app_conn(db.primary_addr)
         .await?
         .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
@@ -484,13 +472,7 @@ async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rej
     let db = ReplicatedDatabase::start_internal().await?;
     let (primary, replica) = nodes(&db);
     let (router, _ctx) = router(&db).await?;
-    wait(
-        &router,
-        "writer primary, reader replica",
-        Duration::from_secs(10),
-        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
-    )
-    .await?;
+    wait_healthy_pair(&router, &db).await?;
 
     // Frozen, not dead: connections open but nothing answers, as behind a dropped link.
     // The monitor's check times out (500 ms) and writes stop going there at once.
@@ -744,13 +726,7 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
     })
     .await?;
     serve_admin(&a_guard, a_listener);
-    wait(
-        &a,
-        "writer primary, reader replica",
-        Duration::from_secs(10),
-        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
-    )
-    .await?;
+    wait_healthy_pair(&a, &db).await?;
     app_conn(db.primary_addr)
         .await?
         .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
@@ -953,6 +929,19 @@ fn serve_admin(router: &Guard, listener: tokio::net::TcpListener) {
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     });
+}
+
+/// Waits until `topology` writes to the pair's primary and reads from its replica.
+async fn wait_healthy_pair(topology: &Topology, db: &ReplicatedDatabase) -> anyhow::Result<()> {
+    let (primary, replica) = nodes(db);
+    wait(
+        topology,
+        "writer primary, reader replica",
+        Duration::from_secs(10),
+        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+    )
+    .await
+    .map(drop)
 }
 
 /// The nodes as the routers in these tests name them.

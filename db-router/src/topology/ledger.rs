@@ -157,14 +157,9 @@ impl Ledger {
             .map(|s| (s.by.clone(), s.epoch, s.since.elapsed()))
     }
 
-    /// What this router holds, without sealing (its own promotions, the report).
-    pub fn holdings(&self, router: &str) -> Holdings {
-        let state = self.lock();
-        Holdings {
-            router: router.to_owned(),
-            acknowledged: state.acknowledged.to_string(),
-            primary_seen: state.primary_seen.to_string(),
-        }
+    /// The highest GTID per domain this router acknowledged (the report).
+    pub fn acknowledged(&self) -> String {
+        self.lock().acknowledged.to_string()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -194,16 +189,19 @@ mod tests {
             !ledger.acknowledge(&node("db-2:3306"), "0-2-7"),
             "a node that is not the writer"
         );
-        let held = ledger.holdings("a");
-        assert_eq!(held.acknowledged, "0-1-6");
-        assert_eq!(held.primary_seen, "0-1-4");
+        assert_eq!(ledger.acknowledged(), "0-1-6");
         // Unreachable for this router: its semi-synchronous commits still count.
         ledger.observe(None, 0, None);
         assert!(ledger.acknowledge(&node("db-1:3306"), "0-1-7"));
         // Replaced (a newer epoch, its writer not reachable yet): a late OK is withheld.
         ledger.observe(None, 1, None);
         assert!(!ledger.acknowledge(&node("db-1:3306"), "0-1-8"));
-        assert_eq!(ledger.holdings("a").acknowledged, "0-1-7");
+        // What a promoter is told: the acknowledged writes and the primary's last position.
+        let held = ledger.seal(1, "router-b", "router-a");
+        assert_eq!(
+            (held.acknowledged.as_str(), held.primary_seen.as_str()),
+            ("0-1-7", "0-1-4")
+        );
     }
 
     #[test]

@@ -819,7 +819,7 @@ impl Monitor {
             fencings: self.fencings,
             failover_blocked: self.failover_blocked.clone(),
             sealed_by: sealed.map(|(by, _, _)| by),
-            acknowledged: self.topology.ledger().holdings("").acknowledged,
+            acknowledged: self.topology.ledger().acknowledged(),
             nodes,
         };
         self.metrics
