@@ -9,7 +9,7 @@ bench_start() {
   trap bench_cleanup EXIT
   step "building $2 (release)"
   cargo build --release --locked --bin "$2" 2>&1 | tail -n 1
-  binary=target/release/$2
+  binary="${CARGO_TARGET_DIR:-target}"/release/$2
 }
 
 # Each server runs in its own session and process group (setsid): kill the whole group.

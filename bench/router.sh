@@ -47,7 +47,7 @@ trap cleanup EXIT
 
 step "building foobar-db-router (release)"
 cargo build --release --locked -p foobar-db-router 2>&1 | tail -n 1
-binary=target/release/foobar-db-router
+binary="${CARGO_TARGET_DIR:-target}"/release/foobar-db-router
 
 app_password=bench-app-password
 db_env=(-e DB_ROOT_PASSWORD=bench-root-password -e DB_REPLICATION_PASSWORD=bench-repl-password

@@ -36,8 +36,9 @@ case "$binaries" in
     step "cargo build --release (binaries for the images; the tests reuse this build)"
     cargo build --release --locked --bins
     mkdir -p dist/bin
-    cp target/release/foobar-dns target/release/foobar-balancer \
-       target/release/foobar-webapp target/release/foobar-db-router dist/bin/
+    release="${CARGO_TARGET_DIR:-target}/release"
+    cp "$release/foobar-dns" "$release/foobar-balancer" "$release/foobar-webapp" \
+       "$release/foobar-db-router" dist/bin/
     ;;
   compiled) step "binaries will be compiled inside the Rust image" ;;
   *) echo "FOOBAR_BINARIES must be auto, prebuilt or compiled, not '$binaries'" >&2; exit 2 ;;

@@ -35,5 +35,5 @@ step "building foobar-demo"
 cargo build --release --quiet -p foobar-demo
 step "failover demo: faults on dns-1, dns-2, web-a, lb-1, router-a, db-replica, db-primary under load (minutes)"
 # shellcheck disable=SC2086 # DEMO_ARGS is a list of arguments
-exec target/release/foobar-demo --dns "127.0.0.1:${DNS_PORT:-5353},127.0.0.1:${DNS2_PORT:-5354}" --port "${port:-443}" \
+exec "${CARGO_TARGET_DIR:-target}"/release/foobar-demo --dns "127.0.0.1:${DNS_PORT:-5353},127.0.0.1:${DNS2_PORT:-5354}" --port "${port:-443}" \
   --ca tls/ca.pem --svg dist/demo-timeline.svg ${DEMO_ARGS:-} "$@"
