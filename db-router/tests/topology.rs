@@ -871,6 +871,107 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
     Ok(())
 }
 
+#[tokio::test]
+async fn cut_off_primary_with_a_commit_no_router_saw_is_replaced_then_rebuilt_by_itself_its_data_set_aside()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start_internal().await?;
+    let (primary, replica) = nodes(&db);
+    let (router, _ctx) = router(&db).await?;
+    wait_healthy_pair(&router, &db).await?;
+    let mut on_primary = app_conn(db.primary_addr).await?;
+    on_primary
+        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
+        .await?;
+    on_primary
+        .execute("INSERT INTO counter VALUES (1), (2), (3)")
+        .await?;
+    wait_rows(db.replica_addr, 3).await?;
+    drop(on_primary);
+
+    // The primary cut off from the replica and from this process (the router), as a frozen
+    // one is: then a commit on it that no router saw, as one under way when it froze (here
+    // through its socket, which the partition leaves alone). Its client is never told it
+    // committed by a router: the routers promise not to acknowledge, once the promotion
+    // starts, and this one never saw it.
+    let gateway = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}",
+        db.primary.id(),
+    ])
+    .await?;
+    let gateway = gateway.trim().to_owned();
+    let replica_ip = db.replica_addr.ip().to_string();
+    partition(&db.primary, &replica_ip, true).await?;
+    partition(&db.primary, &gateway, true).await?;
+    let unseen = docker(&[
+        "exec",
+        db.primary.id(),
+        "mariadb",
+        "--protocol=SOCKET",
+        "--user=mysql",
+        "-e",
+        "INSERT INTO foobar.counter VALUES (999)",
+    ])
+    .await;
+    unseen?;
+    wait(
+        &router,
+        "the replica promoted while the primary is cut off",
+        FAILOVER_LIMIT,
+        |s| s.writer.as_ref() == Some(&replica) && s.epoch == 1,
+    )
+    .await?;
+
+    // Back on the network, writable and with a commit the new primary lacks: fenced, then
+    // shut down to be rebuilt. Started again (as the stack's restart policy does), it comes
+    // back a replica of the new primary, without the commit, its old data set aside.
+    partition(&db.primary, &replica_ip, false).await?;
+    partition(&db.primary, &gateway, false).await?;
+    let deadline = Instant::now() + RESTART_LIMIT;
+    loop {
+        let running = docker(&["inspect", "-f", "{{.State.Running}}", db.primary.id()]).await?;
+        if running.trim() == "false" {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the errant old primary was not shut down for its rebuild; report {}",
+            serde_json::to_string_pretty(&router.report())?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    restart(&db, &db.primary, db.primary_addr).await?;
+    let took = wait(
+        &router,
+        "the rebuilt node back as the reader",
+        RESTART_LIMIT,
+        |s| s.writer.as_ref() == Some(&replica) && s.reader.as_ref() == Some(&primary),
+    )
+    .await?;
+    println!("old primary with an unseen commit: rebuilt and reading again after {took:?}");
+    let mut on_new = app_conn(db.replica_addr).await?;
+    on_new.execute("INSERT INTO counter VALUES (4)").await?;
+    wait_rows(db.primary_addr, 4).await?;
+    let mut on_rebuilt = app_conn(db.primary_addr).await?;
+    let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM counter ORDER BY id")
+        .fetch_all(&mut on_rebuilt)
+        .await?;
+    assert_eq!(ids, [1, 2, 3, 4], "the rebuilt node's rows");
+    let aside = docker(&["exec", db.primary.id(), "ls", "/var/lib/mysql/.foobar"]).await?;
+    assert!(
+        aside.lines().any(|l| l.starts_with("set-aside-")),
+        "the old data was not kept: {aside}"
+    );
+    let report = router.report();
+    assert!(
+        report.nodes.iter().all(|n| n.errant.is_none()),
+        "{report:?}"
+    );
+    Ok(())
+}
+
 /// Drops (`cut`) or lets through again every packet between `node` and `peer_ip`, with
 /// iptables in the node's network namespace: a partition of that one link.
 async fn partition(

@@ -156,6 +156,34 @@ else
   check_uint DB_PRIMARY_PORT 1 65535
 fi
 DB_REPORT_HOST=${DB_REPORT_HOST:-$(hostname)}
+
+# --- A rebuild the router asked for ---------------------------------------------------------
+
+# The router writes "HOST PORT" here (SELECT ... INTO OUTFILE: this is the server's
+# secure_file_priv, the only place it may write) and shuts the server down, when this node
+# is a fenced old primary whose only errant transactions no router acknowledged (see
+# db-router/src/topology/rebuild.rs for when it does). The restart policy starts the
+# container again, and this start makes it a replica of HOST:PORT from empty, as a first
+# start does; the old data directory is moved aside on the same volume, never deleted.
+# Files of this image's own inside the volume live under .foobar (ignore_db_dirs below, so
+# the server does not take it for a database).
+readonly REQUESTS=$DATADIR/.foobar/requests
+mkdir -p "$REQUESTS"
+if [ -f "$REQUESTS/rebuild" ]; then
+  read -r source_host source_port _ < "$REQUESTS/rebuild" || true
+  if ! [[ ${source_host:-} =~ ^[A-Za-z0-9_.-]{1,253}$ ]] || ! [[ ${source_port:-} =~ ^[0-9]{1,5}$ ]]; then
+    die 1 "$REQUESTS/rebuild does not name a primary as 'HOST PORT': remove it to start as before"
+  fi
+  aside=$DATADIR/.foobar/set-aside-$(date -u +%Y%m%dT%H%M%SZ)
+  log "rebuild requested by the router: moving this node's data to $aside (kept, with its" \
+      "errant transactions) and making it a replica of ${source_host}:${source_port}"
+  mkdir "$aside"
+  find "$DATADIR" -mindepth 1 -maxdepth 1 ! -name .foobar -exec mv -t "$aside" -- {} +
+  DB_ROLE=replica DB_PRIMARY_HOST=$source_host DB_PRIMARY_PORT=$source_port
+  rebuilding=yes
+else
+  rebuilding=no
+fi
 [[ $DB_REPORT_HOST =~ ^[A-Za-z0-9_.-]{1,60}$ ]] \
   || die 2 "DB_REPORT_HOST='$DB_REPORT_HOST': not a host name or address"
 
@@ -208,6 +236,11 @@ slave_net_timeout            = 1
 # waits the timeout once, then falls back): a replica with no replica of its own would
 # otherwise stall its own SQL thread, a primary whose replica is down its first commit.
 rpl_semi_sync_master_wait_no_slave = OFF
+
+# Where the router may leave a request for this script (above), and nowhere else: FILE
+# (which the monitor account has, for that) reads and writes only here.
+secure_file_priv             = $REQUESTS
+ignore_db_dirs               = .foobar
 
 # A replica takes writes only from replication (and accounts with READ_ONLY ADMIN: root).
 read_only                    = $read_only
@@ -336,11 +369,14 @@ INSERT INTO foobar_router.promotion (epoch, server_id, host, promoted_by)
 -- A fence mark: the record of the primary that replaced this node, left here by the router
 -- that fenced it, outside the binary log (never replicated). A router that starts while the
 -- primary is down and sees only this node reads it and does not make the node the writer.
+-- fenced_pos: the node's gtid_binlog_pos once it was read-only; a write after it was made
+-- by hand and keeps the node from being rebuilt by itself.
 CREATE TABLE foobar_router.fence (
   epoch       BIGINT UNSIGNED NOT NULL PRIMARY KEY,
   server_id   INT UNSIGNED NOT NULL,
   host        VARCHAR(255) NOT NULL,
-  fenced_at   TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+  fenced_at   TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  fenced_pos  VARCHAR(4096) NULL
 );
 EOF
     if [ -n "$DB_MONITOR_PASSWORD" ]; then
@@ -354,9 +390,14 @@ EOF
       #                            REPLICATION SLAVE ADMIN)
       #   PROCESS, CONNECTION ADMIN  list and KILL the app account's connections on a node
       #                            it fences, so open sessions cannot keep writing there
-      #   SELECT, INSERT on foobar_router.*  the promotion record and the fence mark
+      #   SELECT, INSERT, UPDATE on foobar_router.*  the promotion record and the fence
+      #                            mark (with the position the node was fenced at)
       #   BINLOG ADMIN             SET SESSION sql_log_bin=0 for the fence mark, which must
       #                            not replicate (it would be a transaction the primary lacks)
+      #   BINLOG MONITOR           SHOW BINARY LOGS: whether the primary's log still starts
+      #                            at the beginning, before a rebuild replays it
+      #   FILE, SHUTDOWN           a rebuild request (INTO OUTFILE, only into
+      #                            secure_file_priv, $REQUESTS) and the shutdown after it
       # The app account has none of these (only its own database): read_only stops it.
       log "primary: creating ${DB_MONITOR_USER}@% for foobar-db-router's monitor"
       local monitor_hash
@@ -364,8 +405,8 @@ EOF
       sql <<EOF
 CREATE USER '$DB_MONITOR_USER'@'%' IDENTIFIED BY PASSWORD '$monitor_hash';
 GRANT REPLICA MONITOR, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, RELOAD, PROCESS,
-  CONNECTION ADMIN, BINLOG ADMIN ON *.* TO '$DB_MONITOR_USER'@'%';
-GRANT SELECT, INSERT ON foobar_router.* TO '$DB_MONITOR_USER'@'%';
+  CONNECTION ADMIN, BINLOG ADMIN, BINLOG MONITOR, FILE, SHUTDOWN ON *.* TO '$DB_MONITOR_USER'@'%';
+GRANT SELECT, INSERT, UPDATE ON foobar_router.* TO '$DB_MONITOR_USER'@'%';
 EOF
     else
       log "primary: DB_MONITOR_PASSWORD not set: no monitor account (the router cannot fail over)"
@@ -404,6 +445,10 @@ if [ -f "$MARKER" ]; then
   log "data directory $DATADIR already initialised"
 else
   first_start
+fi
+if [ "$rebuilding" = yes ]; then
+  rm -f "$REQUESTS/rebuild"
+  log "rebuilt: a replica of ${DB_PRIMARY_HOST}:${DB_PRIMARY_PORT}, replaying its binary log"
 fi
 
 if [ "$DB_ROLE" = primary ] && [ "$replicating" = yes ]; then

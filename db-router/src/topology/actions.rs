@@ -118,6 +118,13 @@ pub async fn fence(
         }
         exec(conn, "SET GLOBAL read_only = ON", STEP_TIMEOUT).await?;
         killed += kill_sessions(conn, app_user).await?;
+        if let Some(record) = superseded_by
+            && let Err(e) = mark_position(conn, record).await
+        {
+            tracing::warn!(
+                "fence mark without a position ({e:#}): it will not be rebuilt by itself"
+            );
+        }
         Ok(killed)
     }
     .await;
@@ -128,22 +135,42 @@ pub async fn fence(
 }
 
 async fn mark_fenced(conn: &mut MySqlConnection, record: &Record) -> anyhow::Result<()> {
-    exec(conn, "SET SESSION sql_log_bin = 0", STEP_TIMEOUT).await?;
-    let marked = tokio::time::timeout(
-        STEP_TIMEOUT,
-        sqlx::query(
-            "INSERT IGNORE INTO foobar_router.fence (epoch, server_id, host) VALUES (?, ?, ?)",
-        )
-        .bind(record.epoch)
-        .bind(record.server_id)
-        .bind(&record.host)
-        .execute(&mut *conn),
+    let insert = sqlx::query(
+        "INSERT IGNORE INTO foobar_router.fence (epoch, server_id, host) VALUES (?, ?, ?)",
     )
-    .await
-    .map_err(|_| anyhow!("fence mark: no answer within {STEP_TIMEOUT:?}"))
-    .and_then(|r| r.sql_context("write the fence mark in foobar_router.fence"));
+    .bind(record.epoch)
+    .bind(record.server_id)
+    .bind(&record.host);
+    unlogged(conn, insert, "write the fence mark in foobar_router.fence").await
+}
+
+/// Runs `query` with the binary log off for this session: a row only this node holds, which
+/// must never replicate (it would be a transaction the primary lacks).
+async fn unlogged(
+    conn: &mut MySqlConnection,
+    query: sqlx::query::Query<'_, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    what: &str,
+) -> anyhow::Result<()> {
+    exec(conn, "SET SESSION sql_log_bin = 0", STEP_TIMEOUT).await?;
+    let done = tokio::time::timeout(STEP_TIMEOUT, query.execute(&mut *conn))
+        .await
+        .map_err(|_| anyhow!("{what}: no answer within {STEP_TIMEOUT:?}"))
+        .and_then(|r| r.sql_context(what));
     exec(conn, "SET SESSION sql_log_bin = 1", STEP_TIMEOUT).await?;
-    marked.map(|_| ())
+    done.map(|_| ())
+}
+
+/// Records in the fence mark where the node's binary log stood once it was read-only (the
+/// first time only): every transaction past it was written after the fence, by hand, and
+/// keeps the node from being rebuilt by itself (`rebuild`). `SET GLOBAL read_only` waits
+/// for commits under way, so the app's last transactions there are before it.
+async fn mark_position(conn: &mut MySqlConnection, record: &Record) -> anyhow::Result<()> {
+    let update = sqlx::query(
+        "UPDATE foobar_router.fence SET fenced_pos = @@gtid_binlog_pos \
+         WHERE epoch = ? AND fenced_pos IS NULL",
+    )
+    .bind(record.epoch);
+    unlogged(conn, update, "record the position in foobar_router.fence").await
 }
 
 /// Takes the node's rejoin lock on the probe's connection, without waiting: false when
@@ -539,14 +566,14 @@ async fn kill_sessions(conn: &mut MySqlConnection, user: &str) -> anyhow::Result
     Ok(killed)
 }
 
-async fn connect(probe: &mut Probe) -> anyhow::Result<&mut MySqlConnection> {
+pub(super) async fn connect(probe: &mut Probe) -> anyhow::Result<&mut MySqlConnection> {
     tokio::time::timeout(STEP_TIMEOUT, probe.connection())
         .await
         .map_err(|_| anyhow!("connect: no answer within {STEP_TIMEOUT:?}"))?
 }
 
 /// A SQL string literal (default sql_mode: backslash escapes).
-fn quote(value: &str) -> String {
+pub(super) fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

@@ -100,6 +100,11 @@ pub struct MonitorConfig {
     /// prefix of the primary's (no errant transactions); a node with errant transactions
     /// stays fenced, with the reason in the log, `GET /topology` and a metric.
     pub auto_rejoin: bool,
+    /// Rebuild by itself a fenced node whose errant transactions no router acknowledged (a
+    /// primary frozen or killed while commits were under way): its data is set aside on its
+    /// volume and it is made again as a replica of the primary (`topology::rebuild` says
+    /// when this is refused). Off: such a node stays fenced for an operator.
+    pub auto_rebuild: bool,
 }
 
 impl Default for MonitorConfig {
@@ -122,6 +127,7 @@ impl Default for MonitorConfig {
             peer_token_file: PathBuf::new(),
             seal_timeout: Duration::from_secs(30),
             auto_rejoin: true,
+            auto_rebuild: true,
         }
     }
 }

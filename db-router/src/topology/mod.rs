@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod node;
 pub mod peers;
+pub mod rebuild;
 
 use std::sync::{Arc, Mutex};
 

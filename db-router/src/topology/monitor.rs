@@ -21,6 +21,7 @@ use super::decide::{self, Action, Observed, Plan};
 use super::metrics::{Metrics, NodeLabels, RoleLabels};
 use super::node::{Probe, Record, Status};
 use super::peers::{self, Peers};
+use super::rebuild;
 use super::{Node, Snapshot, Topology};
 
 /// Rounds run back to back after actions, at most: a state that does not settle is then
@@ -479,6 +480,18 @@ impl Monitor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // A forced promotion says so in its record: the old primary's errant transactions
+        // may then include acknowledged ones, and it is not rebuilt by itself.
+        let mut promoted_by = self.access.router.clone();
+        if !given_up.is_empty() {
+            promoted_by = format!("{promoted_by}; {} {given_up}", rebuild::FORCED);
+            // The column holds 255 characters; GTIDs and router names are ASCII.
+            let mut end = promoted_by.len().min(255);
+            while !promoted_by.is_char_boundary(end) {
+                end -= 1;
+            }
+            promoted_by.truncate(end);
+        }
         let required = async move {
             let own = ledger.ledger().seal(epoch - 1, &router, &router);
             let mut held = peers.seal(epoch - 1, &router).await?;
@@ -488,7 +501,7 @@ impl Monitor {
         let outcome = actions::promote(
             probe,
             epoch,
-            &self.access.router,
+            &promoted_by,
             self.config.catch_up_timeout,
             required,
         )
@@ -611,6 +624,12 @@ impl Monitor {
             &writer.gtid_slave_pos,
         );
         let node = self.access.nodes[index].clone();
+        if !errant.is_empty() && self.config.auto_rebuild {
+            let writer_node = plan.writer.map(|i| self.access.nodes[i].clone());
+            let target = (node, writer_node, writer);
+            self.rebuild_errant(index, target, status.gtid_binlog_pos, errant.join(","));
+            return;
+        }
         if !errant.is_empty() {
             let errant = errant.join(",");
             self.note(
@@ -648,6 +667,47 @@ impl Monitor {
         self.rejoining = Some(Rejoining {
             index,
             position: status.gtid_binlog_pos,
+            task,
+        });
+    }
+
+    /// Rebuilds, beside the loop, a fenced node whose errant transactions no router ever
+    /// acknowledged (see [`super::rebuild`], which checks that under the node's rejoin lock):
+    /// the node goes down and comes back a replica. Refused, it stays fenced, with why.
+    fn rebuild_errant(
+        &mut self,
+        index: usize,
+        (node, writer_node, writer): (Node, Option<Node>, Status),
+        position: String,
+        errant: String,
+    ) {
+        // Reported errant only if refused (below): a node being rebuilt needs no operator.
+        let access = self.access.clone();
+        let wake = self.topology.clone();
+        let task = tokio::spawn(async move {
+            let outcome = match rebuild_once(&access, &node, writer_node.as_ref(), &errant).await {
+                Ok(Some(done)) => {
+                    tracing::warn!(node = %node.name, "rebuilding: {done}");
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    let why = format!(
+                        "it holds transactions the primary (server {}) lacks ({errant}) and is \
+                         not rebuilt by itself: {e:#}. It stays fenced; rebuild it by hand \
+                         (docs: \"Rebuilding a node\")",
+                        writer.server_id
+                    );
+                    tracing::error!(node = %node.name, "{why}");
+                    Err(why)
+                }
+            };
+            wake.shared.wake.notify_one();
+            outcome
+        });
+        self.rejoining = Some(Rejoining {
+            index,
+            position,
             task,
         });
     }
@@ -868,6 +928,37 @@ async fn rejoin_once(
     )
     .await?;
     Ok(Some(done))
+}
+
+/// One automatic rebuild: the node's rejoin lock, both nodes read afresh, then
+/// [`rebuild::request`]. `Ok(None)`: another router has the node, or it no longer needs it.
+async fn rebuild_once(
+    access: &Access,
+    node: &Node,
+    writer: Option<&Node>,
+    errant: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(writer) = writer else {
+        return Ok(None);
+    };
+    let mut probe = access.probe(node)?;
+    if !actions::rejoin_lock(&mut probe).await? {
+        return Ok(None);
+    }
+    let status = probe.check(actions::STEP_TIMEOUT).await?;
+    let mut writer_probe = access.probe(writer)?;
+    let primary = writer_probe.check(actions::STEP_TIMEOUT).await?;
+    let still = super::node::errant_gtids(
+        &status.gtid_binlog_pos,
+        &primary.gtid_binlog_pos,
+        &primary.gtid_slave_pos,
+    );
+    if still.is_empty() || !status.read_only || status.replication.is_some() {
+        return Ok(None);
+    }
+    rebuild::request(&mut probe, &status, &mut writer_probe, &primary, errant)
+        .await
+        .map(Some)
 }
 
 enum Level {
