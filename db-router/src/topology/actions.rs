@@ -534,10 +534,15 @@ async fn gtid_wait(
         quote(position),
         timeout.as_secs_f64()
     );
+    let started = std::time::Instant::now();
     let row = tokio::time::timeout(timeout + STEP_TIMEOUT, conn.fetch_one(AssertSqlSafe(sql)))
         .await
         .map_err(|_| anyhow!("MASTER_GTID_WAIT: no answer within {timeout:?}"))?
         .sql_context("MASTER_GTID_WAIT")?;
+    tracing::debug!(
+        "MASTER_GTID_WAIT({position}) took {:.1?}",
+        started.elapsed()
+    );
     Ok(text(&row, 0) == "0")
 }
 

@@ -295,6 +295,9 @@ pub fn errant_gtids(node_pos: &str, primary_pos: &str, primary_slave_pos: &str) 
         .collect()
 }
 
+/// An action's statement that takes this long or more is logged with its time.
+const SLOW_STEP: Duration = Duration::from_millis(200);
+
 /// Runs `sql` (text protocol) with a deadline.
 pub async fn exec(
     conn: &mut MySqlConnection,
@@ -308,7 +311,14 @@ pub async fn exec(
         .take(3)
         .collect::<Vec<_>>()
         .join(" ");
-    match tokio::time::timeout(timeout, conn.execute(sql)).await {
+    let started = std::time::Instant::now();
+    let done = tokio::time::timeout(timeout, conn.execute(sql)).await;
+    // A failover's steps are where its time goes: a slow one is worth a line.
+    let took = started.elapsed();
+    if took >= SLOW_STEP {
+        tracing::info!("{what} took {took:.1?}");
+    }
+    match done {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(anyhow!("{what}: {e}")),
         Err(_) => Err(anyhow!("{what}: no answer within {timeout:?}")),
