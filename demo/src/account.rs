@@ -83,8 +83,10 @@ pub struct ComponentResult {
     pub writes: u64,
     pub failed_reads: u64,
     pub failed_writes: u64,
-    /// GETs that went twice because their connection died (they count once, as their end).
+    /// Reads and writes attempted more than once (each counts once, as its last attempt
+    /// ended): the visitor's retries on another balancer, which a failure never hides.
     pub retried_reads: u64,
+    pub retried_writes: u64,
     pub write_outage: Duration,
     /// The outage was still open when the window ended.
     pub outage_open: bool,
@@ -192,6 +194,12 @@ pub fn account(
                 .filter(|r| r.kind == Kind::Write)
                 .collect();
             let (write_outage, outage_open) = write_outage(&writes, window.end, targets.stall);
+            let retried = |kind: Kind| {
+                inside
+                    .iter()
+                    .filter(|r| r.kind == kind && r.retried)
+                    .count() as u64
+            };
             let p99 = |kind: Kind| {
                 percentile(
                     inside.iter().filter(|r| r.kind == kind).map(|r| r.latency),
@@ -206,7 +214,8 @@ pub fn account(
                 writes: count(Kind::Write, false),
                 failed_reads: count(Kind::Read, true),
                 failed_writes: count(Kind::Write, true),
-                retried_reads: inside.iter().filter(|r| r.retried).count() as u64,
+                retried_reads: retried(Kind::Read),
+                retried_writes: retried(Kind::Write),
                 write_outage,
                 outage_open,
                 max_write_latency: writes.iter().map(|r| r.latency).max().unwrap_or_default(),
@@ -319,10 +328,11 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
         .max("fault".len());
     let _ = writeln!(
         out,
-        "{:<width$} {:>13} {:>14} {:>14} {:>12} {:>12} {:>11} {:>13} {:>13}",
+        "{:<width$} {:>13} {:>14} {:>12} {:>14} {:>12} {:>12} {:>11} {:>13} {:>13}",
         "fault",
         "failed reads",
         "failed writes",
+        "retried r/w",
         "write outage",
         "to healthy",
         "redundant",
@@ -357,7 +367,7 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<width$} {:>13} {:>14} {:>14} {:>12} {:>12} {:>11} {:>13} {:>13}",
+            "{:<width$} {:>13} {:>14} {:>12} {:>14} {:>12} {:>12} {:>11} {:>13} {:>13}",
             result.label(),
             failed(
                 result.failed_reads,
@@ -369,6 +379,7 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
                 &targets.may_fail_writes,
                 verdict.failed_writes
             ),
+            format!("{}/{}", result.retried_reads, result.retried_writes),
             outage,
             healthy,
             redundant,
@@ -406,10 +417,11 @@ pub fn table(results: &[ComponentResult], targets: &Targets) -> String {
         let name = format!("{}{hit}", result.label());
         let _ = writeln!(
             out,
-            "{name:<width$} reads {} ({} sent again on a new connection), writes {}, answered by {}",
+            "{name:<width$} reads {} ({} retried), writes {} ({} retried), answered by {}",
             result.reads,
             result.retried_reads,
             result.writes,
+            result.retried_writes,
             if nodes.is_empty() {
                 "nobody".to_owned()
             } else {
@@ -575,6 +587,7 @@ mod tests {
         let results = account(&records, &windows, &lost, &targets);
         let lb = &results[0];
         assert_eq!((lb.reads, lb.failed_reads, lb.retried_reads), (2, 1, 1));
+        assert_eq!(lb.retried_writes, 0);
         assert_eq!((lb.writes, lb.failed_writes, lb.acked_lost), (1, 0, 0));
         assert_eq!(lb.to_healthy, Some(ms(1500)));
         assert_eq!(lb.to_redundant, Redundancy::At(ms(1600)));
@@ -613,6 +626,7 @@ mod tests {
             "{table}"
         );
         assert!(lines[1].contains("0.01/0.01s"), "{table}");
+        assert!(lines[1].contains(" 1/0 "), "{table}");
         assert!(lines[1].ends_with(" 0.0/0.0s"), "{table}");
         assert_eq!(lb.max_read_latency, ms(5));
         assert!(
@@ -629,11 +643,11 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            "pause lb-1      reads 2 (1 sent again on a new connection), writes 1, answered by db-primary"
+            "pause lb-1      reads 2 (1 retried), writes 1 (0 retried), answered by db-primary"
         );
         assert_eq!(
             lines[5],
-            "kill db-primary (node db-replica) reads 0 (0 sent again on a new connection), writes 3, \
+            "kill db-primary (node db-replica) reads 0 (0 retried), writes 3 (0 retried), \
              answered by db-primary, then db-replica from 6.1s"
         );
         // Indented by the width of the longest label ("kill db-primary") and three blanks.

@@ -1,9 +1,9 @@
 //! One HTTP/1.1 exchange on an open stream, small enough to know exactly what happened.
 //!
-//! The retry rule of a browser depends on one fact a general client library hides: did the
-//! connection die before a single byte of the answer came back? Only then may a GET go again
-//! on a new connection. So this module writes the request and reads the answer itself
-//! (Content-Length, chunked, or until close) and says which of the two ways it failed.
+//! A failure's reason depends on one fact a general client library hides: did the connection
+//! die before a single byte of the answer came back, or inside the answer? So this module
+//! writes the request and reads the answer itself (Content-Length, chunked, or until close)
+//! and says which of the two ways it failed.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -41,10 +41,14 @@ struct Args {
     /// CA certificate the balancers' certificate is signed by (make up copies it there).
     #[arg(long, default_value = "tls/ca.pem")]
     ca: PathBuf,
-    /// A connect slower than this moves on to the next address.
-    #[arg(long, default_value = "1", value_parser = seconds)]
+    /// A TCP connect or TLS handshake slower than this moves on to the next address.
+    #[arg(long, default_value = "0.5", value_parser = seconds)]
     connect_timeout: Duration,
-    /// The longest one request may take, connecting included.
+    /// One attempt of a request, connecting included; past it a GET, or a POST with its
+    /// Idempotency-Key, goes again to another address (3 attempts at most).
+    #[arg(long, default_value = "1.5", value_parser = seconds)]
+    attempt_timeout: Duration,
+    /// The longest one request may take, every attempt included.
     #[arg(long, default_value = "10", value_parser = seconds)]
     request_timeout: Duration,
     /// Requests a connection carries before a new one (with a new DNS answer) is made.
@@ -153,6 +157,7 @@ async fn main() -> ExitCode {
             port: args.port,
             ca_file: args.ca,
             connect_timeout: args.connect_timeout,
+            attempt_timeout: args.attempt_timeout,
             request_timeout: args.request_timeout,
             max_requests_per_connection: args.max_requests_per_connection,
             max_connection_age: args.max_connection_age,

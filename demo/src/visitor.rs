@@ -4,18 +4,24 @@
 //! - Every new connection asks foobar-dns again ([`crate::resolve`]), so a balancer taken out
 //!   of DNS stops getting new connections within the TTL; a DNS server that does not answer
 //!   within `dns_timeout` is left for the next one.
-//! - The addresses are tried in order; a refused connection or a connect timeout moves on to
-//!   the next one (a dead balancer's address may not refuse at all: its IP is simply gone).
+//! - The addresses are tried in order; a refused connection, a connect timeout or a TLS
+//!   handshake that does not finish moves on to the next one (a dead balancer's address may
+//!   not refuse at all: its IP is simply gone; a frozen one's kernel accepts TCP and nothing
+//!   more). An address that failed is tried last for [`FAILED_ADDRESS_MEMORY`], as browsers
+//!   remember a failed address, so a dead balancer costs a visitor its timeout once.
 //! - TLS trusts only the stack's CA, with SNI www.foobar.com; HTTP/1.1 with keep-alive, a
 //!   connection living a bounded number of requests and seconds, so DNS changes are followed.
 //! - An idle connection the server has closed is not reused (checked without waiting).
-//! - A request whose established connection died before any answer byte goes once more on a
-//!   new connection only if it is a GET. A POST is never sent twice by the visitor: it fails,
-//!   and whether it was stored is found out at the end ([`crate::verify`]). It carries its
-//!   write's `Idempotency-Key` all the same ([`crate::http1::Request`]), so a balancer may pass
-//!   it to another web server safely.
+//! - Each attempt has `attempt_timeout`; a request that may be sent again (a GET, or a POST
+//!   carrying its write's `Idempotency-Key`, [`crate::http1::Request`]: the site stores it
+//!   once however often it arrives) goes again on a new connection, to another address when
+//!   DNS gives one, when its attempt failed in any way (no connection, the connection died,
+//!   no answer in time), up to [`MAX_ATTEMPTS`] within `request_timeout`. A POST without a key
+//!   is never sent twice. An HTTP answer, 5xx included, is an answer: never retried. A
+//!   request fails only when every attempt failed.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +35,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::http1::{self, Failure, Method, Request, Response};
+use crate::http1::{self, Method, Request, Response};
 use crate::resolve::Resolver;
 
 /// Where the site is and how a visitor connects to it.
@@ -46,9 +52,12 @@ pub struct VisitorConfig {
     pub port: u16,
     /// The CA certificate (PEM) that signed the balancers' certificate.
     pub ca_file: PathBuf,
-    /// A TCP connect slower than this moves on to the next address.
+    /// A TCP connect, or a TLS handshake, slower than this moves on to the next address.
     pub connect_timeout: Duration,
-    /// The longest a request may take, connecting included.
+    /// One attempt of a request, connecting included; past it a request that may be sent
+    /// again goes to another address.
+    pub attempt_timeout: Duration,
+    /// The longest a request may take, every attempt included.
     pub request_timeout: Duration,
     /// A connection is closed after this many requests ...
     pub max_requests_per_connection: u32,
@@ -67,7 +76,11 @@ impl Default for VisitorConfig {
             host: "www.foobar.com".into(),
             port: 443,
             ca_file: PathBuf::from("tls/ca.pem"),
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(500),
+            // Longer than any answer of a healthy stack (a write's commit may wait 1 s for
+            // semi-sync; p99 is about 0.2 s on this machine), shorter than the balancers'
+            // health checks take to drop a frozen one (2 failures 1 s apart).
+            attempt_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(10),
             max_requests_per_connection: 100,
             max_connection_age: Duration::from_secs(10),
@@ -75,11 +88,18 @@ impl Default for VisitorConfig {
     }
 }
 
+/// Attempts of one request at most.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// How long an address that failed is tried after the others.
+pub const FAILED_ADDRESS_MEMORY: Duration = Duration::from_secs(10);
+
 /// What happened to one request.
 #[derive(Debug)]
 pub struct Answer {
+    /// The answer, or every attempt's failure.
     pub result: Result<Response, String>,
-    /// It was sent a second time on a new connection.
+    /// It was attempted more than once.
     pub retried: bool,
     /// The balancer address that answered (or was last tried).
     pub address: Option<SocketAddr>,
@@ -90,8 +110,9 @@ pub struct Answer {
 pub struct VisitorStats {
     pub lookups: u64,
     pub connections: u64,
-    /// Addresses that refused or did not accept within the connect timeout.
+    /// Addresses that refused, or did not accept or finish TLS within the connect timeout.
     pub skipped_addresses: u64,
+    /// Attempts after a request's first.
     pub retries: u64,
 }
 
@@ -102,6 +123,8 @@ pub struct Visitor {
     tls: TlsConnector,
     server_name: ServerName<'static>,
     connection: Option<Connection>,
+    /// Addresses that failed, and when: tried last until [`FAILED_ADDRESS_MEMORY`] has passed.
+    failed: HashMap<IpAddr, Instant>,
     pub stats: VisitorStats,
 }
 
@@ -135,54 +158,86 @@ impl Visitor {
             resolver,
             config,
             connection: None,
+            failed: HashMap::new(),
             stats: VisitorStats::default(),
         })
     }
 
-    /// Sends `request` and waits for its answer, within the request timeout.
+    /// Sends `request` and waits for its answer: each attempt within the attempt timeout, all
+    /// of them within the request timeout.
     pub async fn send(&mut self, request: &Request) -> Answer {
         let config = Arc::clone(&self.config);
-        let limit = config.request_timeout;
+        let deadline = Instant::now() + config.request_timeout;
+        let repeatable = request.method == Method::Get || request.idempotency_key.is_some();
         let mut address = None;
-        let mut retried = false;
-        let attempt = async {
-            loop {
-                let connection = self.connection().await?;
-                address = Some(connection.address);
-                match http1::exchange(&mut connection.stream, &config.host, request).await {
-                    Ok(response) => {
-                        connection.requests += 1;
-                        if !response.reusable {
-                            self.connection = None;
-                        }
-                        return Ok(response);
+        let mut failures = Vec::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if attempt > 1 {
+                self.stats.retries += 1;
+            }
+            address = None;
+            let limit = config.attempt_timeout.min(left);
+            let (result, sent) = match timeout(limit, self.attempt(request, &mut address)).await {
+                Ok(result) => result,
+                // The connection is in an unknown state: never reuse it.
+                Err(_) => (Err(format!("no answer within {limit:?}")), true),
+            };
+            match result {
+                Ok(response) => {
+                    return Answer {
+                        result: Ok(response),
+                        retried: attempt > 1,
+                        address,
+                    };
+                }
+                Err(failure) => {
+                    self.connection = None;
+                    if let Some(failed) = address {
+                        self.failed.insert(failed.ip(), Instant::now());
                     }
-                    Err(failure) => {
-                        self.connection = None;
-                        let may_retry = matches!(failure, Failure::DeadBeforeAnswer(_))
-                            && request.method == Method::Get
-                            && !retried;
-                        if !may_retry {
-                            return Err(failure.to_string());
-                        }
-                        retried = true;
-                        self.stats.retries += 1;
+                    failures.push(match address {
+                        Some(address) => format!("{address}: {failure}"),
+                        None => failure,
+                    });
+                    if sent && !repeatable {
+                        break;
                     }
                 }
             }
-        };
-        let result = match timeout(limit, attempt).await {
-            Ok(result) => result,
-            Err(_) => {
-                // The connection is in an unknown state: never reuse it.
-                self.connection = None;
-                Err(format!("no answer within {limit:?}"))
-            }
-        };
+        }
         Answer {
-            result,
-            retried,
+            result: Err(failures.join("; then ")),
+            retried: failures.len() > 1,
             address,
+        }
+    }
+
+    /// One attempt: a connection (the open one, or a new one) and one exchange on it; the
+    /// failure says whether the request may have reached a server (false: nothing was sent).
+    async fn attempt(
+        &mut self,
+        request: &Request,
+        address: &mut Option<SocketAddr>,
+    ) -> (Result<Response, String>, bool) {
+        let host = self.config.host.clone();
+        let connection = match self.connection().await {
+            Ok(connection) => connection,
+            Err(e) => return (Err(e), false),
+        };
+        *address = Some(connection.address);
+        match http1::exchange(&mut connection.stream, &host, request).await {
+            Ok(response) => {
+                connection.requests += 1;
+                if !response.reusable {
+                    self.connection = None;
+                }
+                (Ok(response), true)
+            }
+            Err(failure) => (Err(failure.to_string()), true),
         }
     }
 
@@ -209,42 +264,49 @@ impl Visitor {
 
     async fn connect(&mut self) -> Result<Connection, String> {
         self.stats.lookups += 1;
-        let addresses = self
+        let mut addresses = self
             .resolver
             .lookup()
             .await
             .map_err(|e| format!("DNS: {e:#}"))?;
+        self.failed
+            .retain(|_, at| at.elapsed() < FAILED_ADDRESS_MEMORY);
+        // Stable: DNS's order among the good ones, and among the failed ones.
+        addresses.sort_by_key(|ip| self.failed.contains_key(ip));
+        let limit = self.config.connect_timeout;
         let mut errors = Vec::new();
         for ip in addresses {
             let address = SocketAddr::new(ip, self.config.port);
-            let tcp = match timeout(self.config.connect_timeout, TcpStream::connect(address)).await
-            {
-                Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => {
+            let connected = async {
+                let tcp = match timeout(limit, TcpStream::connect(address)).await {
+                    Ok(Ok(tcp)) => tcp,
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("connect timeout".to_owned()),
+                };
+                let _ = tcp.set_nodelay(true);
+                let handshake = self.tls.connect(self.server_name.clone(), tcp);
+                match timeout(limit, handshake).await {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(e)) => Err(format!("TLS: {e}")),
+                    Err(_) => Err("TLS handshake timeout".to_owned()),
+                }
+            };
+            match connected.await {
+                Ok(stream) => {
+                    self.stats.connections += 1;
+                    return Ok(Connection {
+                        stream,
+                        address,
+                        requests: 0,
+                        opened: Instant::now(),
+                    });
+                }
+                Err(e) => {
                     self.stats.skipped_addresses += 1;
+                    self.failed.insert(ip, Instant::now());
                     errors.push(format!("{address}: {e}"));
-                    continue;
                 }
-                Err(_) => {
-                    self.stats.skipped_addresses += 1;
-                    errors.push(format!("{address}: connect timeout"));
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let handshake = self.tls.connect(self.server_name.clone(), tcp);
-            let stream = match timeout(self.config.connect_timeout * 2, handshake).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(format!("{address}: TLS: {e}")),
-                Err(_) => return Err(format!("{address}: TLS handshake timeout")),
-            };
-            self.stats.connections += 1;
-            return Ok(Connection {
-                stream,
-                address,
-                requests: 0,
-                opened: Instant::now(),
-            });
+            }
         }
         Err(format!("no address accepted: {}", errors.join("; ")))
     }

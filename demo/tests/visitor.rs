@@ -34,11 +34,11 @@ async fn each_connection_resolves_anew_skips_a_refusing_address_and_trusts_only_
         assert_eq!(answer.address.unwrap().ip().to_string(), LB_A);
         assert!(!answer.retried);
     }
-    // Five requests a connection: four connections, each after its own DNS answer, each
-    // after the dead address refused.
+    // Five requests a connection: four connections, each after its own DNS answer; the dead
+    // address refused the first, and is tried last since.
     let stats = visitor.stats;
     assert_eq!((stats.lookups, stats.connections), (4, 4), "{stats:?}");
-    assert_eq!(stats.skipped_addresses, 4, "{stats:?}");
+    assert_eq!(stats.skipped_addresses, 1, "{stats:?}");
 
     // The zone now names another balancer: the next connection goes there.
     stack.start_balancer(LB_B).await;
@@ -115,15 +115,15 @@ async fn a_crashed_balancer_costs_a_get_nothing_and_a_post_in_flight_its_answer(
     assert_eq!(visitor.stats.retries, 1);
     assert_eq!(stack.guestbook.slow_gets.load(Ordering::SeqCst), 2);
 
-    // a crashes with a POST in flight: it fails and is not sent again, though b is back. It
-    // was stored: the visitor cannot know, so the demo counts it as an unknown outcome.
+    // a crashes with a POST in flight, after the web server stored it: the POST carries its
+    // Idempotency-Key, so it goes again, to b, which gets the stored post: one post.
     stack.start_balancer(&b.to_string()).await;
     let slow_post = Request::post_json("/api/posts?slow=1", &post);
     let answer = kill_during(&mut stack, &mut visitor, &slow_post, a).await;
-    let error = answer.result.unwrap_err();
-    assert!(error.contains("died before answering"), "{error}");
-    assert!(!answer.retried);
-    assert_eq!(visitor.stats.retries, 1);
+    assert_eq!(answer.result.unwrap().status, 201);
+    assert!(answer.retried);
+    assert_eq!(answer.address.unwrap().ip(), b);
+    assert_eq!(visitor.stats.retries, 2);
     assert_eq!(stack.posts(), 2);
 
     // Sent again by hand, the same write (the same request, so the same key) stores nothing
@@ -132,10 +132,22 @@ async fn a_crashed_balancer_costs_a_get_nothing_and_a_post_in_flight_its_answer(
     assert_eq!(again.status, 201);
     assert_eq!(stack.posts(), 2);
     let keys = stack.guestbook.keys.lock().unwrap().clone();
-    assert_eq!(keys.len(), 3);
+    assert_eq!(keys.len(), 4);
     assert!(keys.iter().all(Option::is_some), "{keys:?}");
     assert_ne!(keys[0], keys[1]);
-    assert_eq!(keys[1], keys[2]);
+    assert!(keys[1..].iter().all(|key| *key == keys[1]), "{keys:?}");
+
+    // A POST without a key is never sent twice: a crashes with one in flight and it fails.
+    stack.start_balancer(&a.to_string()).await;
+    let mut unkeyed = Request::post_json("/api/posts?slow=1", &post);
+    unkeyed.idempotency_key = None;
+    let on_b = visitor.send(&Request::get("/api/posts")).await;
+    assert_eq!(on_b.address.unwrap().ip(), b);
+    let answer = kill_during(&mut stack, &mut visitor, &unkeyed, b).await;
+    let error = answer.result.unwrap_err();
+    assert!(error.contains("died before answering"), "{error}");
+    assert!(!answer.retried);
+    assert_eq!(stack.posts(), 3);
 }
 
 #[tokio::test]
@@ -205,4 +217,76 @@ async fn the_load_records_who_answered_and_the_check_finds_a_lost_write() {
     let forgotten = writes.iter().find(|r| r.post_id == Some(4)).unwrap();
     assert_eq!(result.lost, [forgotten.marker.clone().unwrap()]);
     assert!(!result.passed());
+}
+
+/// Binds `ip`:`port` and never accepts: the kernel completes TCP handshakes into the backlog
+/// and nothing more is ever said, as with a frozen balancer's new connections.
+fn silent_listener(ip: &str, port: u16) -> std::net::TcpListener {
+    std::net::TcpListener::bind((ip, port)).unwrap()
+}
+
+#[tokio::test]
+async fn a_frozen_balancer_costs_a_request_one_attempt_and_a_post_is_stored_once() {
+    const SILENT: &str = "127.0.0.5";
+    let mut stack = Stack::start("frozen", &[SILENT, LB_A, LB_B], "").await;
+    let _silent = silent_listener(SILENT, stack.https_port);
+    stack.start_balancer(LB_A).await;
+    stack.start_balancer(LB_B).await;
+    let config = Arc::new(stack.visitor_config(1000));
+    let (mut reader, mut writer) = (
+        Visitor::new(Arc::clone(&config)).unwrap(),
+        Visitor::new(Arc::clone(&config)).unwrap(),
+    );
+
+    // The silent address takes TCP and never a TLS handshake: skipped within the connect
+    // timeout, for the next address in DNS's order.
+    for visitor in [&mut reader, &mut writer] {
+        let answer = visitor.send(&Request::get("/api/posts")).await;
+        assert_eq!(answer.result.unwrap().status, 200);
+        assert_eq!(answer.address.unwrap().ip().to_string(), LB_A);
+        assert!(!answer.retried);
+        assert_eq!(visitor.stats.skipped_addresses, 1, "{:?}", visitor.stats);
+    }
+
+    // LB_A freezes with both visitors' connections open. A GET gets no answer within the
+    // attempt timeout and goes to LB_B; so does a POST, by its Idempotency-Key.
+    stack.signal_balancer(LB_A, "STOP").await;
+    let answer = reader.send(&Request::get("/api/posts")).await;
+    assert_eq!(answer.result.unwrap().status, 200);
+    assert!(answer.retried);
+    assert_eq!(answer.address.unwrap().ip().to_string(), LB_B);
+    let post = Request::post_json(
+        "/api/posts",
+        &json!({ "name": "foobar-demo", "message": "frozen" }),
+    );
+    let answer = writer.send(&post).await;
+    assert_eq!(answer.result.unwrap().status, 201);
+    assert!(answer.retried);
+    assert_eq!(answer.address.unwrap().ip().to_string(), LB_B);
+    assert_eq!(writer.stats.retries, 1);
+    assert_eq!(stack.posts(), 1);
+
+    // The next connections go to LB_B first: the failed addresses are tried last.
+    for visitor in [&mut reader, &mut writer] {
+        let skipped = visitor.stats.skipped_addresses;
+        let answer = visitor.send(&Request::get("/api/posts")).await;
+        assert_eq!(answer.address.unwrap().ip().to_string(), LB_B);
+        assert_eq!(visitor.stats.skipped_addresses, skipped);
+    }
+
+    // LB_A resumes and passes on the POST it held: the web server gets it a second time,
+    // with the same key, and stores nothing new.
+    stack.signal_balancer(LB_A, "CONT").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack.guestbook.keys.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "LB_A never passed the held POST on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let keys = stack.guestbook.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].is_some() && keys[0] == keys[1], "{keys:?}");
+    assert_eq!(stack.posts(), 1);
 }

@@ -4,8 +4,8 @@
 //! and why) on a 422. Reads say which web server and which database node served them, like
 //! the pages' footers. `POST` honours an `Idempotency-Key` header ([`crate::idempotency`]).
 //! When the database cannot be reached the answer is 503 with `Retry-After`, never a hung
-//! request: the wait is bounded by `database.acquire_timeout` (per database URL tried) and
-//! `query_timeout`.
+//! request: every wait is bounded (`database.acquire_timeout`, `connect_timeout`,
+//! `read_timeout`, `query_timeout`, per database URL tried; see [`crate::db`]).
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -145,7 +145,10 @@ pub async fn create(
     };
     let created = state
         .db
-        .bounded(|mut conn| async move { posts::create(&mut conn, &post, key.as_ref()).await })
+        .write(key.is_some(), |mut conn| {
+            let (post, key) = (&post, key.as_ref());
+            async move { posts::create(&mut conn, post, key).await }
+        })
         .await;
     let (post, node, repeated) = match created {
         Ok(Created::New { post, node }) => (post, node, false),

@@ -4,7 +4,7 @@
 //! twelve-factor tool expect it: `DATABASE_URL` in the environment, when set and not empty,
 //! replaces `database.url` (whether that came from the file or from
 //! `FOOBAR_WEBAPP_DATABASE__URL`). `database.fallback_urls` are the URLs tried, in order, when
-//! connecting through the first one fails (set from the environment as a TOML list:
+//! the first one cannot serve a request (db.rs says when; set from the environment as a TOML list:
 //! `FOOBAR_WEBAPP_DATABASE__FALLBACK_URLS='["mysql://foobar@router-b:3306/foobar"]'`). The
 //! password never has to sit in a URL: `database.password_file` names a file (a Docker secret)
 //! whose content is the password for every URL, and wins over a password in the URL.
@@ -74,20 +74,31 @@ impl Default for HttpConfig {
 pub struct DatabaseConfig {
     /// `mysql://USER[:PASSWORD]@HOST:PORT/DATABASE`; `DATABASE_URL` replaces it when set.
     pub url: String,
-    /// Tried in order when connecting through `url` fails (refused, unreachable, no connection
-    /// within `acquire_timeout`); a URL that failed is skipped until the background check gets
-    /// an answer through it again (db.rs).
+    /// Tried in order when `url` cannot serve a request (no connection within
+    /// `connect_timeout`, no answer within the read or query timeout, a connection lost); a
+    /// URL that failed is skipped until the background check gets an answer through it again
+    /// (db.rs). A URL whose pool is merely busy is not skipped.
     pub fallback_urls: Vec<String>,
     /// A file holding the password (a Docker secret); empty: the URL's password, if any.
     pub password_file: PathBuf,
     /// Connections kept open at most, per URL (at least 2).
     pub max_connections: u32,
-    /// How long a request waits for a connection through one URL (including connecting)
-    /// before it tries the next URL, or gets 503 after the last. Short: a router whose
-    /// container was killed does not refuse, its address just stops answering.
+    /// How long a request waits for one of the `max_connections` when all are in use (a busy
+    /// pool, not a failed router) before it tries the next URL, or gets 503 after the last.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
-    /// How long one request's queries may take once connected, before it gets 503.
+    /// How long opening a connection through one URL (TCP, the greeting, the login), or
+    /// checking an idle one, may take before that URL counts as unreachable. Short: a killed
+    /// router's address does not refuse, and a frozen one accepts TCP and says nothing.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a read's queries may take once connected; past it the connection is closed
+    /// and the read runs again through the next URL (a frozen or cut-off router).
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// How long a write's queries may take once connected, before it gets 503 (a write with
+    /// an idempotency key runs again through the next URL instead). Longer than a read's: a
+    /// commit may wait for the replica's semi-synchronous acknowledgement.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
     /// While the database is unreachable or the schema is not applied, how often to retry; also
@@ -102,9 +113,11 @@ impl Default for DatabaseConfig {
             url: "mysql://foobar@127.0.0.1:3306/foobar".to_owned(),
             fallback_urls: Vec::new(),
             password_file: PathBuf::new(),
-            max_connections: 10,
+            max_connections: 32,
             acquire_timeout: Duration::from_secs(1),
-            query_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+            read_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(2),
             retry_interval: Duration::from_secs(1),
         }
     }
@@ -150,8 +163,21 @@ impl ServiceConfig for Config {
         if self.database.max_connections < 2 {
             return Err("database.max_connections: must be at least 2".to_owned());
         }
-        if self.database.acquire_timeout.is_zero() || self.database.query_timeout.is_zero() {
-            return Err("database.acquire_timeout, query_timeout: must be more than 0".to_owned());
+        let db = &self.database;
+        if [
+            db.acquire_timeout,
+            db.connect_timeout,
+            db.read_timeout,
+            db.query_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero)
+        {
+            return Err(
+                "database.acquire_timeout, connect_timeout, read_timeout, query_timeout: must \
+                 be more than 0"
+                    .to_owned(),
+            );
         }
         if !(1..=100).contains(&self.guestbook.page_size) {
             return Err("guestbook.page_size: must be 1 to 100".to_owned());

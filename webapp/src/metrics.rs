@@ -55,6 +55,50 @@ struct UrlLabels {
     url: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    url: String,
+    outcome: &'static str,
+}
+
+/// How one try of a request's database work through one URL ended
+/// (`foobar_webapp_db_attempts_total{url, outcome}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The work ran and answered (an SQL error included: the router answered).
+    Answered,
+    /// Every pooled connection of the URL stayed in use for `acquire_timeout`: the pool is
+    /// busy, the router is not at fault, and the URL stays in use.
+    Busy,
+    /// No connection could be opened or checked within `connect_timeout` (refused,
+    /// unreachable, a frozen router that accepts TCP and says nothing).
+    Unreachable,
+    /// The work got no answer within its time limit: the connection is closed, not reused.
+    Timeout,
+    /// The connection died under the work.
+    Broken,
+}
+
+impl Attempt {
+    const ALL: [Attempt; 5] = [
+        Attempt::Answered,
+        Attempt::Busy,
+        Attempt::Unreachable,
+        Attempt::Timeout,
+        Attempt::Broken,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Attempt::Answered => "answered",
+            Attempt::Busy => "busy",
+            Attempt::Unreachable => "unreachable",
+            Attempt::Timeout => "timeout",
+            Attempt::Broken => "broken",
+        }
+    }
+}
+
 /// Handles on the metrics; clones share the counts.
 #[derive(Clone)]
 pub struct Metrics {
@@ -63,6 +107,7 @@ pub struct Metrics {
     db_served: Family<UrlLabels, Counter>,
     db_connect_failures: Family<UrlLabels, Counter>,
     db_url_in_use: Family<UrlLabels, Gauge>,
+    db_attempts: Family<AttemptLabels, Counter>,
 }
 
 /// The metrics of one database URL, created once at start so a request only increments.
@@ -70,10 +115,23 @@ pub struct Metrics {
 pub struct UrlMetrics {
     /// Requests (and migration runs) whose database work went through this URL.
     pub served: Counter,
-    /// Times connecting through this URL failed.
+    /// Times connecting through this URL, or getting an answer through it, failed.
     pub connect_failures: Counter,
     /// 1 while requests use this URL, 0 while they skip it.
     pub in_use: Gauge,
+    /// Tries through this URL, by [`Attempt`], in `Attempt::ALL`'s order.
+    attempts: [Counter; 5],
+}
+
+impl UrlMetrics {
+    /// Counts one try through this URL.
+    pub fn attempt(&self, outcome: Attempt) {
+        let index = Attempt::ALL
+            .iter()
+            .position(|a| *a == outcome)
+            .expect("every outcome is in ALL");
+        self.attempts[index].inc();
+    }
 }
 
 impl Metrics {
@@ -84,6 +142,7 @@ impl Metrics {
             db_served: Family::default(),
             db_connect_failures: Family::default(),
             db_url_in_use: Family::default(),
+            db_attempts: Family::default(),
         };
         ctx.register(
             "http_requests",
@@ -97,7 +156,7 @@ impl Metrics {
         );
         ctx.register(
             "db_errors",
-            "Database operations that failed, by kind (unavailable, timeout, query, schema)",
+            "Requests whose database work failed, by kind (busy, unavailable, timeout, query, schema)",
             metrics.db_errors.clone(),
         );
         ctx.register(
@@ -107,13 +166,20 @@ impl Metrics {
         );
         ctx.register(
             "db_connect_failures",
-            "Failures to connect through each database URL (refused, unreachable, timeout)",
+            "Failures to connect, or to get an answer, through each database URL (refused, \
+             unreachable, no answer in time, connection lost)",
             metrics.db_connect_failures.clone(),
         );
         ctx.register(
             "db_url_in_use",
             "1 while requests use a database URL, 0 while they skip it because connecting failed",
             metrics.db_url_in_use.clone(),
+        );
+        ctx.register(
+            "db_attempts",
+            "Tries of a request's database work through each database URL, by outcome \
+             (answered, busy, unreachable, timeout, broken); a busy pool is not a failed router",
+            metrics.db_attempts.clone(),
         );
         metrics
     }
@@ -127,6 +193,14 @@ impl Metrics {
             served: self.db_served.get_or_create(&labels).clone(),
             connect_failures: self.db_connect_failures.get_or_create(&labels).clone(),
             in_use: self.db_url_in_use.get_or_create(&labels).clone(),
+            attempts: Attempt::ALL.map(|outcome| {
+                self.db_attempts
+                    .get_or_create(&AttemptLabels {
+                        url: url.to_owned(),
+                        outcome: outcome.label(),
+                    })
+                    .clone()
+            }),
         };
         metrics.in_use.set(1);
         metrics

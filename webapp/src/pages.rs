@@ -219,14 +219,14 @@ pub async fn submit(
             );
         }
     };
-    let stored_key = key.clone();
-    match state
+    let created = state
         .db
-        .bounded(
-            |mut conn| async move { posts::create(&mut conn, &post, stored_key.as_ref()).await },
-        )
-        .await
-    {
+        .write(key.is_some(), |mut conn| {
+            let (post, key) = (&post, key.as_ref());
+            async move { posts::create(&mut conn, post, key).await }
+        })
+        .await;
+    match created {
         Ok(Created::New { post, .. } | Created::Repeated { post, .. }) => {
             let id = post.id;
             Redirect::to(&format!("/guestbook?posted={id}#post-{id}")).into_response()
@@ -273,7 +273,7 @@ pub fn not_found(state: &AppState) -> Response {
 }
 
 /// A page of posts, or None when the database could not give one (logged and counted by
-/// [`crate::db::Database::bounded`]).
+/// [`crate::db::Database::read`]).
 async fn read_page(state: &AppState, before: Option<u64>) -> Option<Page> {
     let limit = state.guestbook.page_size;
     state

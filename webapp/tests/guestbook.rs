@@ -163,6 +163,11 @@ async fn guestbook_against_mariadb() {
         )
         .await;
     }
+    let config = dir.path().join("web-e.toml");
+    a_frozen_router_costs_a_write_one_timeout_and_its_retry_stores_once(
+        &config, &secret, port, &pool,
+    )
+    .await;
     the_database_goes_down_and_comes_back(&db, &mut a).await;
 
     for web in [a, b] {
@@ -526,7 +531,7 @@ enum DeadUrl {
     /// A closed port: connections are refused (a router process that died).
     Refuses,
     /// A listener that never accepts: connections hang, no handshake comes (as when a killed
-    /// router's address vanishes), until `acquire_timeout`.
+    /// router's address vanishes), until `connect_timeout`.
     Hangs,
 }
 
@@ -568,7 +573,7 @@ async fn a_dead_first_url_falls_back_at_full_speed_and_is_used_again_once_fixed(
         let body = serde_json::json!({ "name": name, "message": format!("fallback {i}") });
         let (status, _, created) = c.post_json(&body).await;
         assert_eq!(status, 201, "{created}");
-        // A try through the dead URL would cost acquire_timeout (1 s): none is made.
+        // A try through the dead URL would cost connect_timeout (500 ms): none is made.
         assert!(
             started.elapsed() < Duration::from_millis(500),
             "{name} ({dead:?}): a read and a write took {:?}",
@@ -693,4 +698,145 @@ async fn wait_for_readyz(admin: SocketAddr, wanted: u16, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Not a test: the relay process of
+/// [`a_frozen_router_costs_a_write_one_timeout_and_its_retry_stores_once`], this test binary
+/// started again with `FOOBAR_TEST_RELAY=FROM:TO`, so that it can be frozen with SIGSTOP as a
+/// router process would be. Without the variable it returns at once.
+#[tokio::test]
+#[ignore = "started as a process by a test"]
+async fn relay_process() {
+    let Ok(ports) = std::env::var("FOOBAR_TEST_RELAY") else {
+        return;
+    };
+    let (from, to) = ports.split_once(':').unwrap();
+    let _ = relay(from.parse().unwrap(), to.parse().unwrap())
+        .await
+        .await;
+}
+
+/// A router-like relay process from 127.0.0.1:`from` to 127.0.0.1:`to`, accepting once this
+/// returns; killed when dropped.
+async fn relay_process_on(from: u16, to: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["relay_process", "--exact", "--ignored", "--nocapture"])
+        .env("FOOBAR_TEST_RELAY", format!("{from}:{to}"))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", from))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relay process does not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+fn signal(child: &tokio::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A web server's first database URL is a relay process (a router), its fallback the
+/// database. A keyed POST's INSERT waits on a row lock the test holds; the relay is frozen
+/// (SIGSTOP) and the lock released, so the INSERT commits but its answer stays in the frozen
+/// relay. The write gets no answer within query_timeout, runs again through the fallback, finds
+/// its own post by the key and is answered with it: one post, 201, marked as a replay. Reads
+/// go on through the fallback; the relay's URL is skipped (a timeout, counted) until it
+/// resumes, then used again, and the key still names one post.
+async fn a_frozen_router_costs_a_write_one_timeout_and_its_retry_stores_once(
+    config: &Path,
+    secret: &Path,
+    database_port: u16,
+    pool: &MySqlPool,
+) {
+    let relay_port = free_port();
+    let router = relay_process_on(relay_port, database_port).await;
+    let text = config_with_fallback("web-e", relay_port, Some(database_port), secret);
+    std::fs::write(config, text).unwrap();
+    let e = start_web("web-e", config).await;
+    testing::wait_ready(e.service.addr("admin"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let through = |url: u16, outcome: &str| {
+        format!("foobar_webapp_db_attempts_total{{url=\"127.0.0.1:{url}\",outcome=\"{outcome}\"}}")
+    };
+    let (status, _) = e.get_json("/api/posts?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(e.metric(&through(relay_port, "answered")).await, Some(1.0));
+
+    let key = "frozen-router-0001";
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *holder).await.unwrap();
+    sqlx::query("INSERT INTO posts (name, message, idempotency_key) VALUES ('held', 'held', ?)")
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let body = serde_json::json!({ "name": "Ada", "message": "through a frozen router" });
+    let post = e.post_json_with_key(Some(key), &body);
+    let freeze = async {
+        // The web server's INSERT is waiting for the lock: freeze the relay, then let it run.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE 'INSERT INTO posts%'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the INSERT never came");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        signal(&router, "STOP");
+        sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+    };
+    let ((status, headers, created), ()) = tokio::join!(post, freeze);
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(header(&headers, "idempotent-replayed"), "true");
+    assert_eq!(created["post"]["message"], "through a frozen router");
+    assert_eq!(posts_with_key(pool, key).await, 1);
+    assert_eq!(e.metric(&through(relay_port, "timeout")).await, Some(1.0));
+    assert_eq!(
+        e.metric(&format!(
+            "foobar_webapp_db_url_in_use{{url=\"127.0.0.1:{relay_port}\"}}"
+        ))
+        .await,
+        Some(0.0)
+    );
+    let (status, _) = e.get_json("/api/posts?limit=1").await;
+    assert_eq!(status, 200);
+
+    signal(&router, "CONT");
+    let in_use = format!("foobar_webapp_db_url_in_use{{url=\"127.0.0.1:{relay_port}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.metric(&in_use).await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the relay's URL is not used again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, headers, again) = e.post_json_with_key(Some(key), &body).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(header(&headers, "idempotent-replayed"), "true");
+    assert_eq!(again["post"]["id"], created["post"]["id"]);
+    assert_eq!(posts_with_key(pool, key).await, 1);
+    let status = e.service.terminate(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "web-e exit status {status}");
 }

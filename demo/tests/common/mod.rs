@@ -256,6 +256,12 @@ impl Stack {
         self.balancers.insert(ip.parse().unwrap(), lb);
     }
 
+    /// Sends `signal` (`STOP`, `CONT` ...) to the balancer on `ip`.
+    pub async fn signal_balancer(&self, ip: &str, signal: &str) {
+        let ip: IpAddr = ip.parse().unwrap();
+        self.balancers[&ip].signal(signal).await.unwrap();
+    }
+
     /// SIGKILL, and wait until its port refuses connections.
     pub async fn kill_balancer(&mut self, ip: IpAddr) {
         drop(self.balancers.remove(&ip));
