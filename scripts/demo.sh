@@ -25,7 +25,7 @@ if [ -z "$writer" ] || [ -z "$reader" ] || [ "$writer" = "$reader" ]; then
   echo "replicating reader. Wait for them: a restarted old primary is fenced, then rejoined as the" >&2
   echo "replica by itself within seconds; watch it with" >&2
   echo "  docker compose exec router-a foobar-db-router topology --config /etc/foobar/db-router.toml" >&2
-  echo "A node shown with \"errant\" transactions must be rebuilt first (README: Rebuilding a node)." >&2
+  echo "A node shown with \"errant\" transactions must be rebuilt first (docs/failover.md: Rebuilding a node)." >&2
   exit 2
 fi
 

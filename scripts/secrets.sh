@@ -8,8 +8,8 @@ source scripts/lib.sh
 mkdir -p secrets
 chmod 700 secrets
 # admin_token: what a state-changing admin request (drain, enable, rejoin) must carry as
-# `Authorization: Bearer TOKEN` (README: "Admin actions"). prometheus_password: the login
-# `operator` of status.foobar.com (Prometheus's basic auth).
+# `Authorization: Bearer TOKEN` (docs/operations.md, "Status pages and admin actions").
+# prometheus_password: the login `operator` of status.foobar.com (Prometheus's basic auth).
 for name in db_root_password db_replication_password db_app_password db_monitor_password \
   admin_token prometheus_password; do
   file=secrets/$name
