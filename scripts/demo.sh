@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The failover demo (issues 7, 15): checks that the stack is up with a writer and a
+# The failover demo (docs/demo.md): checks that the stack is up with a writer and a
 # replicating reader, builds foobar-demo, runs it. Runs any number of times in a row.
 # Extra arguments go to foobar-demo: make demo DEMO_ARGS="--hold 5"; foobar-demo --help.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rolling deploy without downtime (issue 7): recreates web-a, web-b, lb-1 and lb-2, one at a
+# Rolling deploy without downtime (docs/operations.md): recreates web-a, web-b, lb-1 and lb-2, one at a
 # time, from their current images (run `make images` first to deploy new code), while the
 # others serve. `make deploy`; another order or subset: make deploy SERVICES="web-b lb-2".
 #
