@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the benchmarks in bench/. Source it after scripts/lib.sh; it defines functions
 # only. `bench_start` sets `work` (a scratch folder), `pids` (the servers' process groups,
 # killed on exit) and `binary` (the release build under test).
@@ -11,6 +12,7 @@ bench_start() {
   trap bench_cleanup EXIT
   step "building $2 (release)"
   cargo build --release --locked --bin "$2" 2>&1 | tail -n 1
+  # shellcheck disable=SC2034 # for the script that sourced this file
   binary="${CARGO_TARGET_DIR:-target}"/release/$2
 }
 

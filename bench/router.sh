@@ -45,7 +45,7 @@ trap 'bench_cleanup; remove_databases' EXIT
 
 app_password=bench-app-password
 db_env=(-e DB_ROOT_PASSWORD=bench-root-password -e DB_REPLICATION_PASSWORD=bench-repl-password
-        -e DB_APP_PASSWORD=$app_password -e DB_MONITOR_PASSWORD=bench-monitor-password)
+        -e "DB_APP_PASSWORD=$app_password" -e DB_MONITOR_PASSWORD=bench-monitor-password)
 step "starting a MariaDB primary and replica ($IMAGE) on network $run_id"
 docker network create "$run_id" >/dev/null
 docker run -d --name "$run_id-primary" --hostname db-primary --network "$run_id" \

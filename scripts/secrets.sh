@@ -33,7 +33,7 @@ print(crypt.crypt(sys.stdin.readline().strip(), crypt.mksalt(crypt.METHOD_BLOWFI
       <secrets/prometheus_password)
   fi
   case $hash in
-    '$2'*) ;;
+    "\$2"*) ;; # bcrypt's scheme: the literal $2
     *) echo "secrets.sh: cannot make a bcrypt hash: install apache2-utils (htpasswd)" >&2; exit 1 ;;
   esac
   printf '# Made by scripts/secrets.sh from secrets/prometheus_password.\nbasic_auth_users:\n  operator: %s\n' \
