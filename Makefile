@@ -23,7 +23,7 @@ images:
 fuzz:
 	SECONDS_PER_TARGET=600 bash scripts/fuzz.sh
 
-## The failover demo (issues 7, 15): faults on each component under load, the table, and
+## The failover demo (docs/demo.md): faults on each component under load, the table, and
 ## dist/demo-timeline.svg. Needs the stack up. DEMO_ARGS="--faults kill,pause,partition".
 .PHONY: demo
 demo:

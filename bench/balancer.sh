@@ -129,21 +129,16 @@ max_connections = 4096
 header_read_timeout = "10s"
 CONF
 
-# CPU seconds (user + system) a process has used so far.
-cpu_seconds() {
-  sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'
-}
-
-# Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds PID used
-# meanwhile in $work/NAME.cpu.
-run_wrk() { # name port pid
-  local name=$1 port=$2 pid=$3
+# Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds the server
+# (session SID: cpu_seconds, bench/lib.sh) used meanwhile in $work/NAME.cpu.
+run_wrk() { # name port sid
+  local name=$1 port=$2 sid=$3
   step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk on CPU 1, nginx on CPU $NGINX_CPU)"
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/index.html" > /dev/null # warm-up
-  local before; before=$(cpu_seconds "$pid")
+  local before; before=$(cpu_seconds "$sid")
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/index.html" \
     > "$work/$name.wrk" 2>&1
-  awk -v a="$(cpu_seconds "$pid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
+  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
   grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
 }
 failures() { # non-2xx answers and socket errors, which must be none

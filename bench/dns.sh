@@ -78,22 +78,6 @@ port_free() { # port
   fi
 }
 
-
-# CPU seconds (user + system) used so far by the processes of session SID, with the time of
-# children they have reaped. NSD forks and re-forks its processes (and renames them), so each
-# server is started in its own session (setsid) and measured by session.
-cpu_seconds() {
-  local sid=$1 pid total=0
-  for pid in $(ps -e -o sid=,pid= | awk -v sid="$sid" '$1 == sid { print $2 }'); do
-    # Fields after the command name, which is in parentheses and may contain spaces: utime,
-    # stime, cutime and cstime are the 12th to 15th of them.
-    total=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null \
-            | awk -v hz="$(getconf CLK_TCK)" -v t="$total" '{ printf "%.2f", t + ($12 + $13 + $14 + $15) / hz }' \
-            || echo "$total")
-  done
-  echo "$total"
-}
-
 run_dnsperf() { # name port -> prints qps
   local name=$1 port=$2
   step "dnsperf against $name for ${DURATION}s (server on CPU 0, dnsperf on CPU 1)" >&2

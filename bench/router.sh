@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source bench/lib.sh
 
 DURATION=${DURATION:-30}
 ROUNDS=${ROUNDS:-3}
@@ -31,27 +32,20 @@ TABLE_SIZE=${TABLE_SIZE:-10000}
 IMAGE=foobar/mariadb:dev
 bash scripts/install-tools.sh bench
 docker image inspect "$IMAGE" >/dev/null 2>&1 \
-  || { echo "$IMAGE is missing: run make build-images first" >&2; exit 1; }
+  || { echo "$IMAGE is missing: run make images first" >&2; exit 1; }
+tcp_port_free "$HAPROXY_PORT"
 
+bench_start router foobar-db-router
 run_id=foobar-bench-router-$$
-work=$(mktemp -d /tmp/foobar-bench-router.XXXXXX)
-router_pid=
-haproxy_pid=
-cleanup() {
-  for pid in $router_pid $haproxy_pid; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+remove_databases() {
   docker rm -f "$run_id-primary" "$run_id-replica" >/dev/null 2>&1 || true
   docker network rm "$run_id" >/dev/null 2>&1 || true
-  rm -rf "$work"
 }
-trap cleanup EXIT
-
-step "building foobar-db-router (release)"
-cargo build --release --locked -p foobar-db-router 2>&1 | tail -n 1
-binary="${CARGO_TARGET_DIR:-target}"/release/foobar-db-router
+trap 'bench_cleanup; remove_databases' EXIT
 
 app_password=bench-app-password
 db_env=(-e DB_ROOT_PASSWORD=bench-root-password -e DB_REPLICATION_PASSWORD=bench-repl-password
-        -e DB_APP_PASSWORD=$app_password -e DB_MONITOR_PASSWORD=bench-monitor-password)
+        -e "DB_APP_PASSWORD=$app_password" -e DB_MONITOR_PASSWORD=bench-monitor-password)
 step "starting a MariaDB primary and replica ($IMAGE) on network $run_id"
 docker network create "$run_id" >/dev/null
 docker run -d --name "$run_id-primary" --hostname db-primary --network "$run_id" \
@@ -95,8 +89,9 @@ user = "monitor"
 password = "bench-monitor-password"
 CONF
 step "starting foobar-db-router"
-RUST_LOG=warn,foobar_service=info "$binary" --config "$work/db-router.toml" 2> "$work/router.log" &
-router_pid=$!
+RUST_LOG=warn,foobar_service=info setsid "$binary" --config "$work/db-router.toml" 2> "$work/router.log" &
+pids+=($!)
+router_pid=${pids[-1]}
 router_port=
 for _ in $(seq 1 100); do
   router_port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\) listener="mysql".*/\1/p' "$work/router.log")
@@ -104,7 +99,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$router_port" ] || { cat "$work/router.log" >&2; echo "the router did not start" >&2; exit 1; }
-rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$router_pid/status"; }
+rss_mb() { awk -v kb="$(rss_kb "$router_pid")" 'BEGIN {printf "%.1f", kb / 1024}'; }
 idle_rss=$(rss_mb)
 
 cat > "$work/haproxy.cfg" <<CONF
@@ -122,10 +117,9 @@ backend replica
     server replica $replica:3306
 CONF
 step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') (mode tcp, in front of the replica)"
-(exec 3<>"/dev/tcp/127.0.0.1/$HAPROXY_PORT") 2>/dev/null \
-  && { echo "something already listens on 127.0.0.1:$HAPROXY_PORT; set HAPROXY_PORT" >&2; exit 1; }
-haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
-haproxy_pid=$!
+setsid haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
+pids+=($!)
+haproxy_pid=${pids[-1]}
 
 direct=("--mysql-host=$primary" --mysql-port=3306 --mysql-user=foobar "--mysql-password=$app_password")
 routed=(--mysql-host=127.0.0.1 "--mysql-port=$router_port" --mysql-user=bench --mysql-password=bench-router-password)
@@ -141,18 +135,16 @@ reached=$(mariadb --protocol=TCP -h "$replica" -P 3306 -ufoobar "-p$app_password
           -e "SELECT MASTER_GTID_WAIT('$gtid', 120)")
 [ "$reached" = 0 ] || { echo "the replica did not catch up with $gtid" >&2; exit 1; }
 
-# The router's CPU time so far (user + system), in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
 declare -A tps p95 cpu
 measure() { # name test round target...
   local name=$1 test=$2 round=$3; shift 3
   local run=$name-$test-$round
   step "round $round/$ROUNDS: sysbench $test, $name: $THREADS threads, ${DURATION}s"
-  # The proxy's CPU time over the run: the router's or HAProxy's (none for direct).
-  local pid=$router_pid
-  [ "$name" = haproxy-tcp ] && pid=$haproxy_pid
-  local before; before=$(cpu_ticks "$pid")
+  # The proxy's CPU time over the run (cpu_seconds, bench/lib.sh): the router's or HAProxy's
+  # (the router's, idle, for direct).
+  local sid=$router_pid
+  [ "$name" = haproxy-tcp ] && sid=$haproxy_pid
+  local before; before=$(cpu_seconds "$sid")
   if ! sysbench "$test" "${common[@]}" "$@" --threads="$THREADS" --time="$DURATION" \
     --db-ps-mode=auto --percentile=95 run > "$work/$run.log" 2>&1; then
     tail -n 20 "$work/$run.log" >&2
@@ -160,20 +152,19 @@ measure() { # name test round target...
     tail -n 20 "$work/router.log" >&2
     exit 1
   fi
-  local used=$(( $(cpu_ticks "$pid") - before ))
+  local used; used=$(awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }')
   tps[$run]=$(awk '/transactions:/ {gsub(/[(]/, "", $3); print $3}' "$work/$run.log")
   local count; count=$(awk '/transactions:/ {print $2}' "$work/$run.log")
-  cpu[$run]=$(awk -v t="$used" -v hz="$ticks_per_second" -v n="$count" -v d="$DURATION" \
-    'BEGIN {printf "%.0f%% of a core, %.1f us/txn", 100 * t / hz / d, 1e6 * t / hz / n}')
+  cpu[$run]=$(awk -v t="$used" -v n="$count" -v d="$DURATION" \
+    'BEGIN {printf "%.0f%% of a core, %.1f us/txn", 100 * t / d, 1e6 * t / n}')
   p95[$run]=$(awk '/95th percentile:/ {print $3}' "$work/$run.log")
   if ! grep -q 'ignored errors: *0 ' "$work/$run.log"; then
     grep 'ignored errors' "$work/$run.log" >&2
   fi
 }
-median() { # name test: the run (NAME-TEST-ROUND) with the median tps
+median_run() { # name test: the run (NAME-TEST-ROUND) with the median tps
   local round
-  for round in $(seq 1 "$ROUNDS"); do echo "${tps[$1-$2-$round]} $1-$2-$round"; done \
-    | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {print $2}'
+  for round in $(seq 1 "$ROUNDS"); do echo "${tps[$1-$2-$round]} $1-$2-$round"; done | median
 }
 for test in ${TESTS:-oltp_point_select oltp_read_only}; do
   for round in $(seq 1 "$ROUNDS"); do
@@ -196,7 +187,7 @@ echo
 printf '%-18s %11s %11s %8s %11s %8s %9s %9s %9s\n' test "direct tps" "router tps" ratio \
   "haproxy tps" ratio "direct p95" "router p95" "haproxy p95"
 for test in ${TESTS:-oltp_point_select oltp_read_only}; do
-  d=$(median direct "$test") r=$(median router "$test") h=$(median haproxy-tcp "$test")
+  d=$(median_run direct "$test") r=$(median_run router "$test") h=$(median_run haproxy-tcp "$test")
   printf '%-18s %11s %11s %8s %11s %8s %9s %9s %9s\n' "$test" "${tps[$d]}" "${tps[$r]}" \
     "$(awk -v d="${tps[$d]}" -v r="${tps[$r]}" 'BEGIN {printf "%.2fx", r / d}')" "${tps[$h]}" \
     "$(awk -v d="${tps[$d]}" -v r="${tps[$h]}" 'BEGIN {printf "%.2fx", r / d}')" \
@@ -207,7 +198,7 @@ echo " router = foobar-db-router, reads on the replica; haproxy = HAProxy mode t
 echo " a hop that copies bytes and parses nothing. Target: router >= 0.90x direct)"
 echo
 for test in ${TESTS:-oltp_point_select oltp_read_only}; do
-  echo "CPU during $test (median round): foobar-db-router ${cpu[$(median router "$test")]};" \
-    "HAProxy ${cpu[$(median haproxy-tcp "$test")]}"
+  echo "CPU during $test (median round): foobar-db-router ${cpu[$(median_run router "$test")]};" \
+    "HAProxy ${cpu[$(median_run haproxy-tcp "$test")]}"
 done
 echo "foobar-db-router RSS: idle ${idle_rss} MB, after the runs ${loaded_rss} MB (target: idle < 15 MB)"

@@ -80,18 +80,6 @@ url = "mysql://foobar@127.0.0.1:1/foobar"
 retry_interval = "1s"
 CONF
 
-# CPU seconds (user + system) used so far by the processes of session SID (nginx's master
-# and worker alike; each server is started in its own session with setsid).
-cpu_seconds() {
-  local sid=$1 pid total=0
-  for pid in $(ps -e -o sid=,pid= | awk -v sid="$sid" '$1 == sid { print $2 }'); do
-    total=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null \
-            | awk -v hz="$(getconf CLK_TCK)" -v t="$total" '{ printf "%.2f", t + ($12 + $13) / hz }' \
-            || echo "$total")
-  done
-  echo "$total"
-}
-
 # Runs wrk against PORT and PATH, leaving its output in $work/NAME.wrk and the CPU seconds the
 # server (session SID) used during the measured run in $work/NAME.cpu.
 run_wrk() { # name port path sid

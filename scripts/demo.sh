@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The failover demo (issues 7, 15): checks that the stack is up with a writer and a
+# The failover demo (docs/demo.md): checks that the stack is up with a writer and a
 # replicating reader, builds foobar-demo, runs it. Runs any number of times in a row.
 # Extra arguments go to foobar-demo: make demo DEMO_ARGS="--hold 5"; foobar-demo --help.
 set -euo pipefail
@@ -25,7 +25,7 @@ if [ -z "$writer" ] || [ -z "$reader" ] || [ "$writer" = "$reader" ]; then
   echo "replicating reader. Wait for them: a restarted old primary is fenced, then rejoined as the" >&2
   echo "replica by itself within seconds; watch it with" >&2
   echo "  docker compose exec router-a foobar-db-router topology --config /etc/foobar/db-router.toml" >&2
-  echo "A node shown with \"errant\" transactions must be rebuilt first (README: Rebuilding a node)." >&2
+  echo "A node shown with \"errant\" transactions must be rebuilt first (docs/failover.md: Rebuilding a node)." >&2
   exit 2
 fi
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Rolling deploy without downtime (issue 7): recreates web-a, web-b, lb-1 and lb-2, one at a
-# time, from their current images (run `make images` first to deploy new code), while the
-# others serve. `make deploy`; another order or subset: make deploy SERVICES="web-b lb-2".
+# Rolling deploy without downtime (docs/operations.md): recreates web-a, web-b, lb-1 and lb-2,
+# one at a time, from their current images (run `make images` first to deploy new code), while
+# the others serve. `make deploy`; another order or subset: make deploy SERVICES="web-b lb-2".
 #
 #   A web server is drained on both balancers first (no new requests; in-flight ones
 #   finish), recreated, waited for until healthy, enabled again, and waited for until both
@@ -32,12 +32,11 @@ compose() {
 # Where a balancer's admin listener is published on the host (127.0.0.1:PORT).
 admin() { compose port "$1" 9100; }
 
-# "STATE IN_FLIGHT" for each backend a balancer resolved from config entry $2 (web-a:8080).
-# status.json lists each backend as one object whose keys are sorted.
+# "STATE IN_FLIGHT" for each backend a balancer resolved from config entry $2 (web-a:8080):
+# status.json names each address it resolved `web-a:8080@ADDRESS`.
 backend_states() {
-  curl -fsS --max-time 2 "http://$(admin "$1")/status.json" | tr '{' '\n' |
-    grep "\"name\":\"$2@" |
-    sed -n 's/.*"in_flight":\([0-9]*\).*"state":"\([A-Z]*\)".*/\2 \1/p'
+  curl -fsS --max-time 2 "http://$(admin "$1")/status.json" |
+    jq -r --arg entry "$2@" '.backends[] | select(.name | startswith($entry)) | "\(.state) \(.in_flight)"'
 }
 
 # Every backend of $1 drained with nothing in flight, on every balancer.

@@ -27,6 +27,8 @@ declare -A PACKAGES=(
   # scripts/secrets.sh: the bcrypt hash of the Prometheus login.
   [htpasswd]=apache2-utils
   [jq]=jq
+  # scripts/test.sh: every script `make test` runs is checked first.
+  [shellcheck]=shellcheck
   # The demo's partition faults: iptables in a container's network namespace (nsenter).
   [iptables]=iptables
   [nsenter]=util-linux

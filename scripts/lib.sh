@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the project's shell scripts. Source it; it defines functions only.
 
 # A progress line: what is happening now, and since when.

@@ -8,8 +8,8 @@ source scripts/lib.sh
 mkdir -p secrets
 chmod 700 secrets
 # admin_token: what a state-changing admin request (drain, enable, rejoin) must carry as
-# `Authorization: Bearer TOKEN` (README: "Admin actions"). prometheus_password: the login
-# `operator` of status.foobar.com (Prometheus's basic auth).
+# `Authorization: Bearer TOKEN` (docs/operations.md, "Status pages and admin actions").
+# prometheus_password: the login `operator` of status.foobar.com (Prometheus's basic auth).
 for name in db_root_password db_replication_password db_app_password db_monitor_password \
   admin_token prometheus_password; do
   file=secrets/$name
@@ -33,7 +33,7 @@ print(crypt.crypt(sys.stdin.readline().strip(), crypt.mksalt(crypt.METHOD_BLOWFI
       <secrets/prometheus_password)
   fi
   case $hash in
-    '$2'*) ;;
+    "\$2"*) ;; # bcrypt's scheme: the literal $2
     *) echo "secrets.sh: cannot make a bcrypt hash: install apache2-utils (htpasswd)" >&2; exit 1 ;;
   esac
   printf '# Made by scripts/secrets.sh from secrets/prometheus_password.\nbasic_auth_users:\n  operator: %s\n' \

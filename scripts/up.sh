@@ -22,7 +22,7 @@ cat <<INFO
   curl -si --cacert tls/ca.pem --resolve www.foobar.com:${LB1_HTTPS_PORT:-8443}:127.0.0.1 https://www.foobar.com:${LB1_HTTPS_PORT:-8443}/
   curl -si http://127.0.0.1:${LB2_HTTP_PORT:-8081}/ | head -3        # plain HTTP: 308 to HTTPS
   docker compose run --rm client curl -s https://www.foobar.com/      # as a visitor: DNS, lb, web, router, db
-  curl -s --cacert tls/ca.pem --resolve status.foobar.com:${LB1_HTTPS_PORT:-8443}:127.0.0.1 https://status.foobar.com:${LB1_HTTPS_PORT:-8443}/consoles/stack.html   # status page
+  curl -s --cacert tls/ca.pem --resolve status.foobar.com:${LB1_HTTPS_PORT:-8443}:127.0.0.1 -u "operator:\$(cat secrets/prometheus_password)" https://status.foobar.com:${LB1_HTTPS_PORT:-8443}/consoles/stack.html   # status page
   make demo                               # the failover demo;  make deploy  # rolling deploy
   docker compose ps                       # every container's health
   make down                               # stop (data kept);  make clean  # stop and delete data

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::faults::Fault;
 use crate::record::{Kind, Record};
 
-/// What the demo holds every fault to (issue 15's targets for this machine).
+/// What the demo holds every fault to (the targets of docs/demo.md, for this machine).
 #[derive(Debug, Clone)]
 pub struct Targets {
     /// Failed requests allowed per fault, except for the components below.

@@ -1,4 +1,4 @@
-//! The failover demo (issues 7 and 15): a steady load of reads and writes against
+//! The failover demo (docs/demo.md): a steady load of reads and writes against
 //! https://www.foobar.com, as a visitor sends it, while faults (kill, pause, partition, a
 //! partial partition of the database pair) hit the stack's components one at a time; then a
 //! table of what the visitor saw per fault, and a timeline picture.

@@ -1,4 +1,4 @@
-//! `foobar-demo`: the failover demo of issues 7 and 15 against the running stack (`make demo`).
+//! `foobar-demo`: the failover demo against the running stack (`make demo`, docs/demo.md).
 //! Exit 0 when every target is met, 1 when one is missed, 2 when the demo could not run.
 
 use std::net::SocketAddr;

@@ -74,7 +74,7 @@ impl Topology {
             let errant = node.errant.as_deref().filter(|e| !e.is_empty())?;
             Some(format!(
                 "{} holds transactions the primary lacks ({errant}): it stays fenced until \
-                 rebuilt (README.md, \"Rebuilding a node\")",
+                 rebuilt (docs/failover.md, \"Rebuilding a node\")",
                 node.name
             ))
         })

@@ -1,7 +1,7 @@
 //! The webapp's configuration file: `[service]`, `[http]`, `[database]`, `[guestbook]`.
 //!
-//! The database URL has one more source than the other keys, because the issue and every
-//! twelve-factor tool expect it: `DATABASE_URL` in the environment, when set and not empty,
+//! The database URL has one more source than the other keys, because every twelve-factor
+//! tool expects it: `DATABASE_URL` in the environment, when set and not empty,
 //! replaces `database.url` (whether that came from the file or from
 //! `FOOBAR_WEBAPP_DATABASE__URL`). `database.fallback_urls` are the URLs tried, in order, when
 //! the first one cannot serve a request (db.rs says when; set from the environment as a TOML list:

@@ -130,7 +130,7 @@ pub struct NodeReport {
     pub last_error: Option<String>,
     pub consecutive_failures: u64,
     /// Why a fenced node is not rejoined by itself: the transactions it holds that the
-    /// primary lacks (it must be rebuilt: README.md, "Rebuilding a node").
+    /// primary lacks (it must be rebuilt: docs/failover.md, "Rebuilding a node").
     pub errant: Option<String>,
 }
 
@@ -638,7 +638,7 @@ impl Monitor {
                     "{} stays fenced: it holds transactions the primary (server {}) lacks \
                      ({errant}), written after the failover began and never acknowledged \
                      through a router; rejoining it would replicate past them. Rebuild it \
-                     from the primary (README.md, \"Rebuilding a node\")",
+                     from the primary (docs/failover.md, \"Rebuilding a node\")",
                     node.name, writer.server_id
                 ),
             );
@@ -695,7 +695,7 @@ impl Monitor {
                     let why = format!(
                         "it holds transactions the primary (server {}) lacks ({errant}) and is \
                          not rebuilt by itself: {e:#}. It stays fenced; rebuild it by hand \
-                         (docs: \"Rebuilding a node\")",
+                         (docs/failover.md, \"Rebuilding a node\")",
                         writer.server_id
                     );
                     tracing::error!(node = %node.name, "{why}");
