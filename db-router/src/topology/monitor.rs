@@ -941,13 +941,19 @@ async fn rebuild_once(
     let Some(writer) = writer else {
         return Ok(None);
     };
+    // Neither node reachable now (another router's rebuild just shut the node down, say):
+    // nothing to report; the next round looks again.
     let mut probe = access.probe(node)?;
-    if !actions::rejoin_lock(&mut probe).await? {
+    let Ok(true) = actions::rejoin_lock(&mut probe).await else {
         return Ok(None);
-    }
-    let status = probe.check(actions::STEP_TIMEOUT).await?;
+    };
+    let Ok(status) = probe.check(actions::STEP_TIMEOUT).await else {
+        return Ok(None);
+    };
     let mut writer_probe = access.probe(writer)?;
-    let primary = writer_probe.check(actions::STEP_TIMEOUT).await?;
+    let Ok(primary) = writer_probe.check(actions::STEP_TIMEOUT).await else {
+        return Ok(None);
+    };
     let still = super::node::errant_gtids(
         &status.gtid_binlog_pos,
         &primary.gtid_binlog_pos,
