@@ -14,9 +14,6 @@ use http::HeaderMap;
 use http::header;
 use tokio::io::AsyncRead;
 
-/// Where a header field lies in a head: its name's offset and length, then its value's.
-pub type Span = (usize, usize, usize, usize);
-
 /// Room made in a read buffer before each read: a short read tells tokio the socket is
 /// drained, so checking an idle connection later costs no system call.
 pub const READ_SIZE: usize = 16 * 1024;

@@ -53,10 +53,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::framing::{self, Chunk, CodingRefused, Framing, Interim, READ_SIZE, Span, push_field};
+use crate::framing::{self, Chunk, CodingRefused, Framing, Interim, READ_SIZE, push_field};
+use crate::message::{BoxError, ProxyBody, RawHead, Span, X_REQUEST_ID, error_page};
 use crate::metrics::Metrics;
-use crate::proxy::{BoxError, ProxyBody, X_REQUEST_ID, error_page};
-use crate::upstream::RawHead;
 
 /// Most header fields in a request head (hyper's limit too); more: 431.
 const MAX_HEADERS: usize = 100;
@@ -470,7 +469,7 @@ fn target_form(target: &[u8], method: &Method) -> Result<bool, Refused> {
 
 /// RFC 9112 3.2: an HTTP/1.1 request has exactly one `Host` (HTTP/1.0: at most one), its
 /// value a host and optional port; with an absolute-form target it names the target's
-/// authority (the one routed by, and forwarded: `proxy::prepare_request_headers`). 400
+/// authority (the one routed by, and forwarded: `forwarding::prepare_request_headers`). 400
 /// otherwise, as HAProxy and nginx answer.
 fn check_host(
     headers: &HeaderMap,
@@ -798,7 +797,7 @@ pub(crate) fn encode_head(
     // RFC 9110 8.6, RFC 9112 6.1: never a length or a coding on 1xx and 204 (a 304 and a
     // response to HEAD may say what a GET would have had).
     let no_framing = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
-    // A backend's head as it came (`upstream::RawHead`): its fields first, but those the
+    // A backend's head as it came (`message::RawHead`): its fields first, but those the
     // map overrides (HSTS), then this hop's.
     if let Some(head) = parts.extensions.get::<RawHead>() {
         for (name, value) in head.fields() {

@@ -8,9 +8,14 @@
 //!   connections, active-passive).
 //! - [`discovery`]: the pools' members: addresses from the config, host names resolved again
 //!   and again; rebuilding a pool keeps the state of the backends that stay.
-//! - [`proxy`]: forwarding a request, its headers, retries that never repeat a sent write.
+//! - [`proxy`]: one request's path: limits, pool, backend, retries that never repeat a sent
+//!   write.
+//! - [`forwarding`]: the headers this hop adds to a request (X-Forwarded-*, Via, request id)
+//!   and the client's it removes.
 //! - [`http1`]: HTTP/1.1 from clients, one loop per connection (HTTP/2 is hyper's).
 //! - [`upstream`]: HTTP/1.1 to a backend, inside the request's task (no hand-offs).
+//! - [`message`]: what every HTTP layer shares: body and error types, the hop-by-hop list, a
+//!   backend's raw response head, the error page.
 //! - [`framing`]: HTTP/1.1 bodies on the wire, both ways: by length, chunked, until close.
 //! - [`replay`]: which requests may be sent again, and the copy kept to do it.
 //! - [`limits`]: connections at once, per-client rate, body size.
@@ -25,10 +30,12 @@
 
 pub mod config;
 pub mod discovery;
+pub mod forwarding;
 pub mod framing;
 pub mod health;
 pub mod http1;
 pub mod limits;
+pub mod message;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -178,9 +185,9 @@ struct Front {
 impl Front {
     async fn answer(
         &self,
-        request: Request<proxy::ProxyBody>,
-        peer: &proxy::Peer,
-    ) -> Response<proxy::ProxyBody> {
+        request: Request<message::ProxyBody>,
+        peer: &forwarding::Peer,
+    ) -> Response<message::ProxyBody> {
         if let Some(port) = self.redirect {
             return redirect_to_https(&request, port);
         }
@@ -198,7 +205,7 @@ impl Front {
     async fn serve<S: http1::Io>(
         self,
         io: S,
-        peer: proxy::Peer,
+        peer: forwarding::Peer,
         settings: http1::Settings,
         drain: tokio_util::sync::CancellationToken,
         watcher: hyper_util::server::graceful::Watcher,
@@ -215,7 +222,7 @@ impl Front {
     async fn serve_http2<S: http1::Io>(
         self,
         io: S,
-        peer: proxy::Peer,
+        peer: forwarding::Peer,
         limits: &config::LimitsConfig,
         watcher: hyper_util::server::graceful::Watcher,
     ) {
@@ -225,9 +232,9 @@ impl Front {
             let front = self.clone();
             let peer = Arc::clone(&peer);
             async move {
-                let request = request.map(|body| body.map_err(proxy::BoxError::from).boxed());
+                let request = request.map(|body| body.map_err(message::BoxError::from).boxed());
                 let mut response = front.answer(request, &peer).await;
-                upstream::merge_raw_head(&mut response);
+                message::merge_raw_head(&mut response);
                 Ok::<_, Infallible>(response)
             }
         });
@@ -306,7 +313,7 @@ async fn accept(
             max_header_size: limits.max_header_size,
         };
         let front = listener.front.clone();
-        let peer = proxy::Peer::new(client, scheme);
+        let peer = forwarding::Peer::new(client, scheme);
         // Subscribed now, so a drain that starts during a TLS handshake still waits for it.
         let watcher = graceful.watcher();
         let drain = drain.clone();
@@ -338,7 +345,7 @@ async fn accept(
 /// 308 to the same host and path on HTTPS: `https_port` when the request named a port (a
 /// client on the host, through a published port), else HTTPS's own 443 (a client that
 /// reached port 80 directly).
-fn redirect_to_https<B>(request: &Request<B>, https_port: u16) -> Response<proxy::ProxyBody> {
+fn redirect_to_https<B>(request: &Request<B>, https_port: u16) -> Response<message::ProxyBody> {
     let authority = request
         .headers()
         .get(header::HOST)
@@ -347,7 +354,7 @@ fn redirect_to_https<B>(request: &Request<B>, https_port: u16) -> Response<proxy
         .unwrap_or("www.foobar.com");
     let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = https_location(authority, path, https_port);
-    let mut response = proxy::error_page(
+    let mut response = message::error_page(
         StatusCode::PERMANENT_REDIRECT,
         "This site is served over HTTPS.",
     );

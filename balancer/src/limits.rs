@@ -1,7 +1,8 @@
 //! What one client may ask of the balancer: connections, request rate, body size.
 //!
-//! The limits that hyper enforces itself (header read timeout, header size) are set where
-//! connections are served, in `lib.rs`. The ones here:
+//! The header read timeout and header size are enforced where requests are read: by
+//! `http1.rs` for HTTP/1.1 (408, 431, 414), by hyper's HTTP/2 server for HTTP/2 (its header
+//! list size, set in `lib.rs`). The ones here:
 //!
 //! - [`ConnectionLimit`]: at most `max_connections` client connections at once. Past it the
 //!   accept loops stop accepting, so new connections wait in the kernel's accept queue and are
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::proxy::ProxyBody;
+use crate::message::ProxyBody;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 

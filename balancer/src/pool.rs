@@ -10,18 +10,26 @@
 //! [`Pool::rebuild`], which keeps every backend that stays (same name and address: its state,
 //! counters and idle connections) and says which ones joined and which left. A backend that
 //! left gets no new requests; requests in flight hold an `Arc` to it and finish.
+//!
+//! A backend keeps its idle keep-alive connections: [`checkout`] takes one (or connects), and
+//! a response body ([`Tracked`]) gives it back when it ends cleanly.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Algorithm;
 use crate::metrics::{Metrics, ResponseCounters};
-use crate::upstream::Connection;
+use crate::upstream::{Connection, Incoming};
 
 /// What a backend is, as the config (and DNS) describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +309,121 @@ impl Pool {
             }
         }
         best
+    }
+}
+
+/// Most idle keep-alive connections kept per backend.
+const MAX_IDLE_PER_BACKEND: usize = 64;
+
+/// A kept-alive connection to `backend`, or a new one.
+pub async fn checkout(backend: &Backend, timeout: Duration) -> Result<Connection, String> {
+    loop {
+        let cached = backend.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match cached {
+            Some(connection) if connection.is_reusable() => return Ok(connection),
+            Some(_) => continue, // closed by the backend since: drop it
+            None => break,
+        }
+    }
+    tokio::time::timeout(timeout, Connection::connect(backend.addr))
+        .await
+        .map_err(|_| format!("no connection within {timeout:?}"))?
+        .map_err(|e| e.to_string())
+}
+
+fn checkin(backend: &Backend, connection: Connection) {
+    let mut idle = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
+    if idle.len() < MAX_IDLE_PER_BACKEND {
+        idle.push(connection);
+    }
+}
+
+/// A request counted in a backend's `in_flight` (by `Pool::pick`), from the pick to the end
+/// of its response body; dropping it releases the count. It holds the backend, so a backend
+/// that leaves the pool lives until its last request is answered.
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    /// Holds `backend`, whose `in_flight` the pick counted.
+    pub fn new(backend: Arc<Backend>) -> Self {
+        Self(backend)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// Holds the request's place in its backend's `in_flight` until the response body ends or is
+/// dropped; a body read to its end gives its connection back to the backend's idle list, a
+/// body dropped half-read takes its connection with it.
+struct ReturnOnEnd {
+    in_flight: InFlight,
+    connection: Option<Connection>,
+}
+
+impl Drop for ReturnOnEnd {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            checkin(&self.in_flight.0, connection);
+        }
+    }
+}
+
+/// A backend's response body on its way to the client.
+pub struct Tracked {
+    inner: Incoming,
+    guard: Option<ReturnOnEnd>,
+}
+
+impl Tracked {
+    /// A backend's response body, returning its connection when it ends cleanly.
+    pub fn new(inner: Incoming, in_flight: InFlight) -> Self {
+        Self {
+            inner,
+            guard: Some(ReturnOnEnd {
+                in_flight,
+                connection: None,
+            }),
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body that was empty from the start (204, 304, HEAD) is complete even if the
+        // client side never polled it.
+        if let Some(guard) = self.guard.as_mut() {
+            guard.connection = self.inner.take_reusable();
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(mut guard) = self.guard.take() {
+                guard.connection = self.inner.take_reusable();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -21,7 +21,7 @@ use http::request::Parts;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::proxy::{BoxError, ProxyBody};
+use crate::message::{BoxError, ProxyBody};
 
 /// The most body bytes read ahead (and held per request) to make a keyed request replayable.
 pub const MAX_REPLAYABLE_BODY: usize = 64 * 1024;

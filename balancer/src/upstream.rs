@@ -10,7 +10,7 @@
 //!
 //! What it implements of RFC 9112:
 //! - the request in origin form, with the client's headers the proxy kept and then its own
-//!   (`proxy::Forwarding`, written straight into the head); a body framed by its
+//!   (`forwarding::Forwarding`, written straight into the head); a body framed by its
 //!   exact length when known (`Content-Length`), else chunked; written while the response
 //!   head is awaited, so a backend that answers early (a 413) is heard;
 //! - the response head parsed by httparse (hyper's parser); 1xx heads but 100 Continue kept
@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -41,8 +41,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::framing::{self, Chunk, Framing, Interim, READ_SIZE, Span, invalid, push_field};
-use crate::proxy::{BoxError, Forwarding, ProxyBody, X_REQUEST_ID, is_hop_by_hop};
+use crate::forwarding::Forwarding;
+use crate::framing::{self, Chunk, Framing, Interim, READ_SIZE, invalid, push_field};
+use crate::message::{BoxError, ProxyBody, RawHead, is_hop_by_hop};
 
 /// Most header fields in a response head, and most bytes in it.
 const MAX_HEADERS: usize = 100;
@@ -363,86 +364,9 @@ enum Parsed {
     Partial,
 }
 
-/// A backend's response head as it arrived: its bytes, and where each field the client gets
-/// lies in them. `parse_head` leaves out the hop-by-hop fields (RFC 9110 section 7.6.1), so
-/// the rest passes as it is. It travels in the response's extensions, with an empty
-/// `HeaderMap` beside it for what the balancer adds or overrides: an HTTP/1 client's head is
-/// written from both (`http1::encode_head`), a writer that knows only the map gets them
-/// merged first ([`RawHead::merge_into`]). Building that map for every response, then
-/// stripping, extending and walking it, was a third of the balancer's own instructions per
-/// request (callgrind under bench/balancer.sh's load).
-#[derive(Clone, Debug)]
-pub struct RawHead {
-    bytes: Bytes,
-    fields: Vec<Span>,
-    /// This hop's `Via`, written after the backend's.
-    pub via: Option<HeaderValue>,
-    /// This hop's `X-Request-Id`, which replaces the backend's.
-    pub request_id: Option<HeaderValue>,
-}
-
-impl RawHead {
-    /// The backend's end-to-end fields, names as the backend spelled them, in order; without
-    /// those this hop replaces (`X-Request-Id` when it has its own).
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.passed().map(|&(name, name_len, value, value_len)| {
-            (
-                &self.bytes[name..name + name_len],
-                &self.bytes[value..value + value_len],
-            )
-        })
-    }
-
-    /// The places of the fields `fields` yields.
-    fn passed(&self) -> impl Iterator<Item = &Span> {
-        self.fields.iter().filter(|&&(name, name_len, _, _)| {
-            self.request_id.is_none()
-                || !self.bytes[name..name + name_len].eq_ignore_ascii_case(b"x-request-id")
-        })
-    }
-
-    /// Puts the backend's fields and this hop's in `headers`, whose own entries win.
-    pub fn merge_into(&self, headers: &mut HeaderMap) {
-        let overrides = std::mem::take(headers);
-        headers.reserve(self.fields.len() + overrides.len() + 2);
-        for &(name, name_len, value, value_len) in self.passed() {
-            // httparse accepted the name as a token and the value's bytes, which is what
-            // HeaderName and HeaderValue accept: neither fails.
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(&self.bytes[name..name + name_len]),
-                HeaderValue::from_maybe_shared(self.bytes.slice(value..value + value_len)),
-            ) else {
-                continue;
-            };
-            if !overrides.contains_key(&name) {
-                headers.append(name, value);
-            }
-        }
-        if let Some(via) = &self.via {
-            headers.append(header::VIA, via.clone());
-        }
-        if let Some(id) = &self.request_id {
-            headers.insert(X_REQUEST_ID, id.clone());
-        }
-        for (name, value) in overrides {
-            if let Some(name) = name {
-                headers.insert(name, value);
-            }
-        }
-    }
-}
-
-/// Moves a backend's raw head into the response's `HeaderMap`, for a writer that knows only
-/// the map (hyper's HTTP/2).
-pub fn merge_raw_head<B>(response: &mut Response<B>) {
-    if let Some(head) = response.extensions_mut().remove::<RawHead>() {
-        head.merge_into(response.headers_mut());
-    }
-}
-
 /// Parses one response head at the start of `buffer` and consumes it when complete: one pass
 /// over the fields finds the framing and the `Connection` options, drops the hop-by-hop
-/// fields (`proxy::is_hop_by_hop`) and keeps the others' places (`RawHead`).
+/// fields (`message::is_hop_by_hop`) and keeps the others' places (`RawHead`).
 fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
     // Left uninitialised: a hundred empty fields written for every response cost more than
     // parsing the few a backend sends.
@@ -538,12 +462,7 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
             Version::HTTP_10 => options.keep_alive,
             _ => !options.close,
         };
-    let head = RawHead {
-        bytes: buffer.split_to(len).freeze(),
-        fields: kept,
-        via: None,
-        request_id: None,
-    };
+    let head = RawHead::new(buffer.split_to(len).freeze(), kept);
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -674,7 +593,8 @@ impl Body for Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::Peer;
+    use crate::forwarding::Peer;
+    use http::header::{HeaderName, HeaderValue};
     use std::time::Duration;
 
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
@@ -781,7 +701,7 @@ mod tests {
         );
 
         let mut response = Response::from_parts(parts, ());
-        merge_raw_head(&mut response);
+        crate::message::merge_raw_head(&mut response);
         let headers = response.headers();
         let names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(
