@@ -38,24 +38,31 @@
 //!   connection, with what was read of it, is handed back for hyper to serve.
 
 use std::future::{Future, poll_fn};
-use std::io::{self, Write as _};
-use std::mem::MaybeUninit;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::framing::{self, Chunk, CodingRefused, Framing, Interim, READ_SIZE, push_field};
-use crate::message::{BoxError, ProxyBody, RawHead, Span, X_REQUEST_ID, error_page};
+use crate::framing::{self, Framing, READ_SIZE};
+use crate::message::{BoxError, ProxyBody, Span, error_page};
 use crate::metrics::Metrics;
+
+mod request;
+mod response;
+
+pub use request::{Framed, frame_request};
+use request::{Head, Refused, parse_request, too_large};
+use response::write_response;
+#[cfg(test)]
+pub(crate) use response::{Out, encode_head};
 
 /// Most header fields in a request head (hyper's limit too); more: 431.
 const MAX_HEADERS: usize = 100;
@@ -262,30 +269,6 @@ enum Next {
     Http2,
 }
 
-enum Refused {
-    Timeout,
-    TooLarge,
-    /// The request line alone is past the header size limit (414).
-    TargetTooLong,
-    Malformed(&'static str),
-    /// A transfer coding this server does not decode (501).
-    Unsupported,
-    /// `CONNECT`: a reverse proxy tunnels nothing (405).
-    Tunnel,
-    /// The client went away half-way through a head, or the read failed: no one to answer.
-    Gone,
-}
-
-/// A request head, and what it says about its body and the connection.
-struct Head {
-    parts: http::request::Parts,
-    body: Framing,
-    /// The client wants the connection closed after this request (HTTP/1.0: unless it
-    /// asked to keep it).
-    close: bool,
-    expect_continue: bool,
-}
-
 /// Reads until a request head is complete, within the header timeout from now.
 async fn read_head<S: Io>(
     conn: &mut Conn<S>,
@@ -341,241 +324,6 @@ async fn read_head<S: Io>(
             }
             Some(Err(_)) => return Err(Refused::Gone),
         }
-    }
-}
-
-/// Parses one request head at the start of `buffer` and consumes it when complete; Ok(None)
-/// while it is incomplete. Header values and the target point into the head's bytes. `spans`
-/// is scratch space, kept by the connection so that no request allocates it.
-fn parse_request(
-    buffer: &mut BytesMut,
-    spans: &mut Vec<Span>,
-    max_header_size: usize,
-) -> Result<Option<Head>, Refused> {
-    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut []);
-    let len = match request.parse_with_uninit_headers(buffer, &mut fields) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Refused::TooLarge),
-        Err(_) => return Err(Refused::Malformed("request line or headers")),
-    };
-    if len > max_header_size {
-        return Err(too_large(buffer, max_header_size));
-    }
-    let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
-        .map_err(|_| Refused::Malformed("method"))?;
-    if method == Method::CONNECT {
-        return Err(Refused::Tunnel);
-    }
-    let version = match request.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let base = buffer.as_ptr() as usize;
-    let path = request.path.unwrap_or_default();
-    let path_span = (path.as_ptr() as usize - base, path.len());
-    let absolute = target_form(path.as_bytes(), &method)?;
-    // Which headers need a look once the map is built; most requests have only Host.
-    let (mut lengths, mut codings, mut connection, mut expect, mut hosts) =
-        (false, false, false, false, 0);
-    spans.clear();
-    for field in request.headers.iter() {
-        let name = field.name.as_bytes();
-        lengths |= name.eq_ignore_ascii_case(b"content-length");
-        codings |= name.eq_ignore_ascii_case(b"transfer-encoding");
-        connection |= name.eq_ignore_ascii_case(b"connection");
-        expect |= name.eq_ignore_ascii_case(b"expect");
-        hosts += usize::from(name.eq_ignore_ascii_case(b"host"));
-        let value = field.value;
-        spans.push((
-            field.name.as_ptr() as usize - base,
-            field.name.len(),
-            value.as_ptr() as usize - base,
-            value.len(),
-        ));
-    }
-    let head = buffer.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for &(name, name_len, value, value_len) in spans.iter() {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
-            .map_err(|_| Refused::Malformed("header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-            .map_err(|_| Refused::Malformed("header value"))?;
-        headers.append(name, value);
-    }
-    let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1))
-        .map_err(|_| Refused::Malformed("request target"))?;
-    check_host(&headers, hosts, version, absolute.then_some(&uri))?;
-
-    let body = request_framing(&headers, version, lengths, codings)?;
-    let says = |token: &str| {
-        connection
-            && headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    let close = match version {
-        Version::HTTP_10 => !says("keep-alive"),
-        _ => says("close"),
-    };
-    let expect_continue = expect
-        && version == Version::HTTP_11
-        && !matches!(body, Framing::Done)
-        && headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some(Head {
-        parts,
-        body,
-        close,
-        expect_continue,
-    }))
-}
-
-/// 414 when the request line is what does not fit in `max_header_size` (the target is too
-/// long), else 431 (the header fields are).
-fn too_large(buffer: &[u8], max_header_size: usize) -> Refused {
-    match buffer.iter().position(|&b| b == b'\n') {
-        Some(end) if end < max_header_size => Refused::TooLarge,
-        _ => Refused::TargetTooLong,
-    }
-}
-
-/// Which of RFC 9112 3.2's forms a request target has: origin form (`/path`), asterisk form
-/// (`*`, OPTIONS only) or absolute form (`http://host/path`: true). The authority form
-/// belongs to CONNECT, refused before; a fragment is never sent (RFC 9110 7.1).
-fn target_form(target: &[u8], method: &Method) -> Result<bool, Refused> {
-    if target.contains(&b'#') {
-        return Err(Refused::Malformed("fragment in the request target"));
-    }
-    let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
-    match target {
-        [b'/', ..] => Ok(false),
-        b"*" if *method == Method::OPTIONS => Ok(false),
-        _ if scheme(b"http://") || scheme(b"https://") => Ok(true),
-        _ => Err(Refused::Malformed("request target form")),
-    }
-}
-
-/// RFC 9112 3.2: an HTTP/1.1 request has exactly one `Host` (HTTP/1.0: at most one), its
-/// value a host and optional port; with an absolute-form target it names the target's
-/// authority (the one routed by, and forwarded: `forwarding::prepare_request_headers`). 400
-/// otherwise, as HAProxy and nginx answer.
-fn check_host(
-    headers: &HeaderMap,
-    hosts: usize,
-    version: Version,
-    absolute: Option<&Uri>,
-) -> Result<(), Refused> {
-    match hosts {
-        0 if version == Version::HTTP_11 => return Err(Refused::Malformed("no Host")),
-        0 => {}
-        1 => {}
-        _ => return Err(Refused::Malformed("more than one Host")),
-    }
-    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
-    let valid = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(b);
-    if host.is_some_and(|host| !host.iter().all(valid)) {
-        return Err(Refused::Malformed("Host"));
-    }
-    if let Some(uri) = absolute {
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().as_bytes())
-            .filter(|a| !a.is_empty() && !a.contains(&b'@'))
-            .ok_or(Refused::Malformed("absolute-form target's authority"))?;
-        if host.is_some_and(|host| !host.eq_ignore_ascii_case(authority)) {
-            return Err(Refused::Malformed(
-                "Host differs from the target's authority",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A request body's framing (RFC 9112 6.1, 6.3): chunked when `Transfer-Encoding` is exactly
-/// `chunked` (another coding: 501; a malformed list: 400), else `Content-Length` (digits
-/// only; repeats equal). Both at once, or `Transfer-Encoding` in HTTP/1.0, are refused
-/// (400): a peer that frames such a message the other way reads a different request, and
-/// every refusal closes the connection.
-fn request_framing(
-    headers: &HeaderMap,
-    version: Version,
-    lengths: bool,
-    codings: bool,
-) -> Result<Framing, Refused> {
-    if codings {
-        if version == Version::HTTP_10 {
-            return Err(Refused::Malformed("Transfer-Encoding in HTTP/1.0"));
-        }
-        if lengths {
-            return Err(Refused::Malformed(
-                "both Transfer-Encoding and Content-Length",
-            ));
-        }
-        let values = headers.get_all(header::TRANSFER_ENCODING);
-        return match framing::request_codings(values.iter().map(HeaderValue::as_bytes)) {
-            Ok(()) => Ok(Framing::Chunked(Chunk::Size)),
-            Err(CodingRefused::Malformed) => Err(Refused::Malformed("Transfer-Encoding")),
-            Err(CodingRefused::Unsupported) => Err(Refused::Unsupported),
-        };
-    }
-    if !lengths {
-        return Ok(Framing::Done);
-    }
-    match framing::content_length(headers) {
-        Ok(Some(0) | None) => Ok(Framing::Done),
-        Ok(Some(n)) => Ok(Framing::Length(n)),
-        Err(_) => Err(Refused::Malformed("Content-Length")),
-    }
-}
-
-/// How this server frames the first request in some bytes ([`frame_request`]).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Framed {
-    /// The request, head and body, is this many bytes long.
-    Ends(usize),
-    /// More bytes are needed.
-    Incomplete,
-    /// Refused (a 4xx or 5xx, and the connection closed).
-    Refused,
-}
-
-/// Where the first request in `bytes` ends, by exactly the rules a connection applies
-/// (`parse_request`, then `framing`'s body decoding), without a connection: for the fuzz
-/// targets (`balancer/fuzz`) and the differential test against httparse.
-pub fn frame_request(bytes: &[u8], max_header_size: usize) -> Framed {
-    let mut buffer = BytesMut::from(bytes);
-    let head = match parse_request(&mut buffer, &mut Vec::new(), max_header_size) {
-        Ok(Some(head)) => head,
-        Ok(None) if bytes.len() >= max_header_size => return Framed::Refused,
-        Ok(None) => return Framed::Incomplete,
-        Err(_) => return Framed::Refused,
-    };
-    let head_len = bytes.len() - buffer.len();
-    match head.body {
-        Framing::Done => Framed::Ends(head_len),
-        Framing::Length(n) if buffer.len() as u64 >= n => Framed::Ends(head_len + n as usize),
-        Framing::Length(_) => Framed::Incomplete,
-        Framing::Chunked(mut state) => loop {
-            match framing::decode_chunked(&mut state, &mut buffer) {
-                Ok(Some(Some(_))) => {}
-                Ok(Some(None)) => return Framed::Ends(bytes.len() - buffer.len()),
-                Ok(None) => return Framed::Incomplete,
-                Err(_) => return Framed::Refused,
-            }
-        },
-        Framing::UntilClose => Framed::Refused,
     }
 }
 
@@ -649,205 +397,6 @@ impl<S: Io> Body for ClientBody<S> {
     }
 }
 
-/// How a response body goes on the wire to the client.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Out {
-    /// None at all: HEAD, 1xx, 204, 304.
-    Bodiless,
-    Length,
-    Chunked,
-    /// Until the connection closes (an HTTP/1.0 client, a body of unknown size).
-    UntilClose,
-}
-
-/// Writes `response` to the request made with `method` and `version`: the head, and the
-/// body as it streams. Ok(true) when the connection may carry another request.
-async fn write_response<S: Io>(
-    conn: &mut Conn<S>,
-    response: Response<ProxyBody>,
-    method: &Method,
-    version: Version,
-    mut close: bool,
-    out: &mut Vec<u8>,
-) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
-    let out_framing = if *method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Out::Bodiless
-    } else if body.size_hint().exact().is_some() {
-        Out::Length
-    } else if version == Version::HTTP_11 {
-        Out::Chunked
-    } else {
-        close = true;
-        Out::UntilClose
-    };
-    out.clear();
-    // 1xx heads the backend sent first (103 Early Hints), in the same write; an HTTP/1.0
-    // client gets none (RFC 9110 15.2).
-    if version == Version::HTTP_11 {
-        if let Some(interim) = parts.extensions.get::<Interim>() {
-            out.extend_from_slice(&interim.0);
-        }
-    }
-    encode_head(
-        out,
-        &parts,
-        out_framing,
-        body.size_hint().exact(),
-        close,
-        version,
-    );
-    if out_framing == Out::Bodiless {
-        drop(body);
-        conn.io.write_all(out).await?;
-        conn.io.flush().await?;
-        return Ok(!close);
-    }
-    // The first part of the body, when it is already here, goes in the head's write.
-    let ready = {
-        let mut noop = Context::from_waker(std::task::Waker::noop());
-        match Pin::new(&mut body).poll_frame(&mut noop) {
-            Poll::Ready(frame) => Some(frame),
-            Poll::Pending => None,
-        }
-    };
-    let mut first = match ready {
-        Some(frame) => Some(frame),
-        None => {
-            conn.io.write_all(out).await?;
-            out.clear();
-            None
-        }
-    };
-    let mut complete = false;
-    loop {
-        let frame = match first.take() {
-            Some(frame) => frame,
-            None => body.frame().await,
-        };
-        match frame {
-            None => {
-                complete = true;
-                break;
-            }
-            Some(Err(e)) => {
-                tracing::debug!("response body failed: {e}");
-                break;
-            }
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                if out_framing == Out::Chunked {
-                    let _ = write!(out, "{:x}\r\n", data.len()); // into a Vec: cannot fail
-                    out.extend_from_slice(&data);
-                    out.extend_from_slice(b"\r\n");
-                } else if out.is_empty() {
-                    conn.io.write_all(&data).await?;
-                    continue;
-                } else {
-                    out.extend_from_slice(&data);
-                }
-                conn.io.write_all(out).await?;
-                out.clear();
-            }
-        }
-    }
-    if complete && out_framing == Out::Chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    if !out.is_empty() {
-        conn.io.write_all(out).await?;
-        out.clear();
-    }
-    conn.io.flush().await?;
-    // A body that failed half-way ends the connection: the client sees it cut short.
-    Ok(complete && !close && out_framing != Out::UntilClose)
-}
-
-/// `HTTP/1.1 200 OK`, the headers but the framing ones, ours, and the blank line.
-pub(crate) fn encode_head(
-    out: &mut Vec<u8>,
-    parts: &http::response::Parts,
-    framing: Out,
-    length: Option<u64>,
-    close: bool,
-    version: Version,
-) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(
-        parts
-            .status
-            .canonical_reason()
-            .unwrap_or("Unknown")
-            .as_bytes(),
-    );
-    out.extend_from_slice(b"\r\n");
-    let mut dated = false;
-    // RFC 9110 8.6, RFC 9112 6.1: never a length or a coding on 1xx and 204 (a 304 and a
-    // response to HEAD may say what a GET would have had).
-    let no_framing = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
-    // A backend's head as it came (`message::RawHead`): its fields first, but those the
-    // map overrides (HSTS), then this hop's.
-    if let Some(head) = parts.extensions.get::<RawHead>() {
-        for (name, value) in head.fields() {
-            let framing_header = name.eq_ignore_ascii_case(b"content-length");
-            let overridden = !parts.headers.is_empty()
-                && std::str::from_utf8(name).is_ok_and(|name| parts.headers.contains_key(name));
-            if (framing_header && (framing != Out::Bodiless || no_framing)) || overridden {
-                continue;
-            }
-            dated |= name.eq_ignore_ascii_case(b"date");
-            push_field(out, name, value);
-        }
-        for (name, value) in [(&header::VIA, &head.via), (&X_REQUEST_ID, &head.request_id)] {
-            if let Some(value) = value {
-                push_field(out, name.as_str().as_bytes(), value.as_bytes());
-            }
-        }
-    }
-    for (name, value) in &parts.headers {
-        let framing_header = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
-        if (framing_header && (framing != Out::Bodiless || no_framing))
-            || name == header::CONNECTION
-        {
-            continue;
-        }
-        dated |= name == header::DATE;
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if !dated {
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    match (framing, length) {
-        (Out::Length, Some(n)) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        (Out::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if version == Version::HTTP_10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 /// A stream with bytes already read from it put back in front.
 pub struct Rewind<S> {
     prefix: Bytes,
@@ -891,7 +440,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{self, HeaderValue};
     use http_body_util::Full;
+    use tokio::io::AsyncWriteExt;
     use tokio::io::{AsyncReadExt, DuplexStream};
 
     fn settings() -> Settings {
