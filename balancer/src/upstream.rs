@@ -29,21 +29,26 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::Poll;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap};
 use http::request::Parts;
-use http::{Method, Response, StatusCode, Version};
+use http::{Method, Response};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::Body;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::forwarding::Forwarding;
-use crate::framing::{self, Chunk, Framing, Interim, READ_SIZE, invalid, push_field};
-use crate::message::{BoxError, ProxyBody, RawHead, is_hop_by_hop};
+use crate::framing::{Framing, Interim, READ_SIZE, invalid, push_field};
+use crate::message::{BoxError, ProxyBody};
+
+mod response;
+
+pub use response::Incoming;
+use response::{Parsed, parse_head};
 
 /// Most header fields in a response head, and most bytes in it.
 const MAX_HEADERS: usize = 100;
@@ -356,245 +361,15 @@ async fn read_head(
     }
 }
 
-enum Parsed {
-    Final((Response<()>, Framing, bool)),
-    /// A 1xx response, consumed from the buffer, and its head as the client gets it (none
-    /// for 100 Continue).
-    Interim(Option<Vec<u8>>),
-    Partial,
-}
-
-/// Parses one response head at the start of `buffer` and consumes it when complete: one pass
-/// over the fields finds the framing and the `Connection` options, drops the hop-by-hop
-/// fields (`message::is_hop_by_hop`) and keeps the others' places (`RawHead`).
-fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Parsed> {
-    // Left uninitialised: a hundred empty fields written for every response cost more than
-    // parsing the few a backend sends.
-    let mut fields =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut parsed,
-        buffer,
-        &mut fields,
-    );
-    let len = match parsing {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(e) => return Err(invalid(&format!("malformed response head: {e}"))),
-    };
-    let code = parsed.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code).map_err(|_| invalid("bad status code"))?;
-    if status.is_informational() {
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(invalid("101 Switching Protocols was not asked for"));
-        }
-        // 100 Continue is this hop's own to send (`http1.rs`, when the body is read); other
-        // 1xx heads go to the client before the final one.
-        let relayed = (status != StatusCode::CONTINUE).then(|| {
-            let mut head = Vec::with_capacity(len);
-            head.extend_from_slice(b"HTTP/1.1 ");
-            head.extend_from_slice(status.as_str().as_bytes());
-            head.push(b' ');
-            head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-            head.extend_from_slice(b"\r\n");
-            for field in parsed.headers.iter() {
-                let name = field.name.as_bytes();
-                if !is_hop_by_hop(name) && !name.eq_ignore_ascii_case(b"content-length") {
-                    push_field(&mut head, name, field.value);
-                }
-            }
-            head.extend_from_slice(b"\r\n");
-            head
-        });
-        buffer.advance(len);
-        return Ok(Parsed::Interim(relayed));
-    }
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let base = buffer.as_ptr() as usize;
-    let span = |field: &httparse::Header<'_>| {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        (name, field.name.len(), value, field.value.len())
-    };
-    let mut kept = Vec::with_capacity(parsed.headers.len());
-    let mut options = ConnectionOptions::default();
-    let mut last_coding = None;
-    for field in parsed.headers.iter() {
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"connection") {
-            options.read(field.value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            last_coding = Some(field.value);
-        } else if !is_hop_by_hop(name) {
-            kept.push(span(field));
-        }
-    }
-    if options.names_others {
-        // `Connection: close, X-Mine`: X-Mine is hop-by-hop too (rare: a second pass).
-        let named = |name: &[u8]| {
-            parsed
-                .headers
-                .iter()
-                .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|f| framing::connection_tokens(f.value))
-                .any(|token| token.eq_ignore_ascii_case(name))
-        };
-        kept.retain(|&(name, name_len, _, _)| !named(&buffer[name..name + name_len]));
-    }
-    let chunked = last_coding.map(framing::ends_chunked);
-    let (framing, delimited) = response_framing(method, status, chunked, || {
-        let lengths = kept
-            .iter()
-            .filter_map(|&(name, name_len, value, value_len)| {
-                let name = &buffer[name..name + name_len];
-                name.eq_ignore_ascii_case(b"content-length")
-                    .then(|| &buffer[value..value + value_len])
-            });
-        framing::length_of(lengths)
-    })?;
-    let keep_alive = delimited
-        && match version {
-            Version::HTTP_10 => options.keep_alive,
-            _ => !options.close,
-        };
-    let head = RawHead::new(buffer.split_to(len).freeze(), kept);
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    response.extensions_mut().insert(head);
-    Ok(Parsed::Final((response, framing, keep_alive)))
-}
-
-/// What a message's `Connection` fields say.
-#[derive(Default)]
-struct ConnectionOptions {
-    close: bool,
-    keep_alive: bool,
-    /// Names other fields, which are then hop-by-hop.
-    names_others: bool,
-}
-
-impl ConnectionOptions {
-    fn read(&mut self, value: &[u8]) {
-        for token in framing::connection_tokens(value) {
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-            } else {
-                self.names_others = true;
-            }
-        }
-    }
-}
-
-/// How a response to `method` is delimited, and whether its end is known without the
-/// connection closing. `length` is asked for only when it decides.
-fn response_framing(
-    method: &Method,
-    status: StatusCode,
-    chunked: Option<bool>,
-    length: impl FnOnce() -> io::Result<Option<u64>>,
-) -> io::Result<(Framing, bool)> {
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Done, true));
-    }
-    if let Some(chunked) = chunked {
-        return Ok(if chunked {
-            (Framing::Chunked(Chunk::Size), true)
-        } else {
-            (Framing::UntilClose, false)
-        });
-    }
-    Ok(match length()? {
-        Some(0) => (Framing::Done, true),
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::UntilClose, false),
-    })
-}
-
-/// A response body, read from the backend's connection as it is polled.
-pub struct Incoming {
-    framing: Framing,
-    keep_alive: bool,
-    connection: Option<Connection>,
-}
-
-impl Incoming {
-    /// The connection, once the body has been read to its end and the connection may carry
-    /// another request.
-    ///
-    /// Checked here, as the response ends, and again at checkout: a connection with
-    /// anything left to read (bytes after the response, which no request asked for, or the
-    /// backend's close) is never reused, so no request gets another's answer.
-    pub fn take_reusable(&mut self) -> Option<Connection> {
-        let done = matches!(self.framing, Framing::Done);
-        let clean = self
-            .connection
-            .as_ref()
-            .is_some_and(Connection::is_reusable);
-        if done && clean && self.keep_alive {
-            self.connection.take()
-        } else {
-            None
-        }
-    }
-}
-
-impl Body for Incoming {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
-        let Some(connection) = this.connection.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = ready!(framing::poll_body(
-            &mut this.framing,
-            &mut connection.stream,
-            &mut connection.read,
-            cx,
-        ));
-        Poll::Ready(match polled {
-            Some(Ok(data)) => Some(Ok(Frame::data(data))),
-            Some(Err(e)) => {
-                this.connection = None;
-                Some(Err(e))
-            }
-            None => None,
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::forwarding::Peer;
+    use http::Version;
     use http::header::{HeaderName, HeaderValue};
+
+    use crate::framing::Chunk;
+    use crate::message::RawHead;
     use std::time::Duration;
 
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
