@@ -213,6 +213,17 @@ fn test_dir(spec: &Spec<'_>) -> std::path::PathBuf {
 
 const PLAIN_HTTP: &str = "[http]\nlisten = \"127.0.0.1:0\"\nredirect_to_https = false\n";
 
+/// A balancer spreading plain HTTP over `backends` by round robin, each of weight 1, none a
+/// backup: what most tests need.
+async fn round_robin(backends: &[&Backend]) -> RunningService {
+    let backends: Vec<_> = backends.iter().map(|&b| (b, 1, false)).collect();
+    balancer(Spec {
+        backends: &backends,
+        algorithm: "round_robin",
+    })
+    .await
+}
+
 /// A balancer proxying plain HTTP (no redirect), with HTTPS on a generated certificate.
 async fn balancer(spec: Spec<'_>) -> RunningService {
     balancer_with(spec, PLAIN_HTTP).await
@@ -320,6 +331,35 @@ async fn backends(admin: SocketAddr) -> HashMap<String, (String, u64)> {
         .collect()
 }
 
+/// Polls the status until the balancer has sent `backend` at least `n` requests (counted
+/// when it is picked, so such a request is in flight from then on).
+async fn wait_for_requests(admin: SocketAddr, backend: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = backends(admin).await;
+        if now.get(backend).is_some_and(|&(_, sent)| sent >= n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{backend} not sent {n} requests within 5 s: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until `done` holds, for at most 5 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls the status until `backend` is in `state`.
 async fn wait_for_state(admin: SocketAddr, backend: &str, state: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -339,11 +379,7 @@ async fn wait_for_state(admin: SocketAddr, backend: &str, state: &str) {
 #[tokio::test]
 async fn round_robin_splits_evenly_and_forwards_who_asked() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false), (&b, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a, &b]).await;
     for _ in 0..100 {
         assert_eq!(get(lb.addr("http"), "/").await.0, 200);
     }
@@ -458,12 +494,14 @@ async fn the_backup_gets_nothing_until_every_primary_is_down() {
     }
     a.ready.store(false, Ordering::SeqCst);
     b.ready.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1000)).await; // fall 2 x interval 200 ms, with room
+    let admin = lb.addr("admin");
+    wait_for_state(admin, &a.addr.to_string(), "DOWN").await;
+    wait_for_state(admin, &b.addr.to_string(), "DOWN").await;
     for _ in 0..10 {
         assert_eq!(get(lb.addr("http"), "/").await, (200, "standby".to_owned()));
     }
     a.ready.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_state(admin, &a.addr.to_string(), "UP").await;
     assert_eq!(
         get(lb.addr("http"), "/").await.1,
         "a",
@@ -475,11 +513,7 @@ async fn the_backup_gets_nothing_until_every_primary_is_down() {
 #[tokio::test]
 async fn a_backend_killed_during_1000_gets_costs_no_request() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false), (&b, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a, &b]).await;
     let addr = lb.addr("http");
     let done = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
@@ -525,11 +559,7 @@ async fn a_backend_killed_during_1000_gets_costs_no_request() {
 #[tokio::test]
 async fn a_post_whose_backend_dies_is_never_sent_again() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false), (&b, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a, &b]).await;
     // The first request goes to `a`, which reads the POST and dies without answering.
     let (status, _, _) = testing::http_request(lb.addr("http"), "POST", "/die", &[], "order=1")
         .await
@@ -551,11 +581,7 @@ async fn a_post_whose_backend_dies_is_never_sent_again() {
 #[tokio::test]
 async fn bodies_arrive_whole_in_every_framing() {
     let a = Backend::start("a").await;
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a]).await;
     let dir = std::env::temp_dir().join(format!("foobar-balancer-bodies-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let upload = dir.join("upload");
@@ -652,13 +678,9 @@ async fn bodies_arrive_whole_in_every_framing() {
 #[tokio::test]
 async fn no_backend_up_gives_a_clear_503_at_once() {
     let a = Backend::start("a").await;
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a]).await;
     a.kill();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_state(lb.addr("admin"), &a.addr.to_string(), "DOWN").await;
     let started = std::time::Instant::now();
     let (status, headers, body) = testing::http_request(lb.addr("http"), "GET", "/", &[], "")
         .await
@@ -680,14 +702,10 @@ async fn no_backend_up_gives_a_clear_503_at_once() {
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish() {
     let a = Backend::start("a").await;
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a]).await;
     let addr = lb.addr("http");
     let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for_requests(lb.addr("admin"), &a.addr.to_string(), 1).await;
     let status = lb.terminate(Duration::from_secs(10)).await.unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(in_flight.await.unwrap(), (200, "a".to_owned()));
@@ -835,7 +853,7 @@ async fn status_page_and_drain() {
     assert!(page.contains("class=\"UP\""), "{page}");
 
     let slow = tokio::spawn(async move { get(http, "/slow").await }); // goes to b (weight 2)
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for_requests(admin, &b.addr.to_string(), 1).await;
     let drain = format!("/backends/{}/drain", b.addr);
     let (status, _, answer) = testing::http_request(admin, "POST", &drain, &[ADMIN_AUTH], "")
         .await
@@ -879,11 +897,7 @@ async fn status_page_and_drain() {
 #[tokio::test]
 async fn chromium_shows_both_backends_on_the_status_page() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false), (&b, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a, &b]).await;
     let url = format!("http://{}/status", lb.addr("admin"));
     let profile = std::env::temp_dir().join(format!("foobar-chromium-{}", std::process::id()));
     let out = tokio::process::Command::new("chromium")
@@ -1313,15 +1327,11 @@ async fn a_backend_given_by_name_is_resolved_and_keeps_its_state() {
 #[tokio::test]
 async fn a_backend_failing_readyz_finishes_its_requests_and_gets_no_new_ones() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false), (&b, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a, &b]).await;
     let (http, admin) = (lb.addr("http"), lb.addr("admin"));
     // The first pick of an even round robin is the first backend: a.
     let slow = tokio::spawn(async move { get(http, "/slow?ms=1500").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for_requests(admin, &a.addr.to_string(), 1).await;
     a.ready.store(false, Ordering::SeqCst);
     wait_for_state(admin, &a.addr.to_string(), "DOWN").await;
     for _ in 0..10 {
@@ -1343,11 +1353,7 @@ async fn a_backend_failing_readyz_finishes_its_requests_and_gets_no_new_ones() {
 #[tokio::test]
 async fn backends_answering_503_stay_up_and_keep_serving_what_they_can() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false), (&b, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a, &b]).await;
     let (http, admin) = (lb.addr("http"), lb.addr("admin"));
     for _ in 0..20 {
         let (status, body) = get(http, "/unavailable").await;
@@ -1381,11 +1387,7 @@ async fn backends_answering_503_stay_up_and_keep_serving_what_they_can() {
 #[tokio::test]
 async fn draining_a_backend_under_load_loses_no_request() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = balancer(Spec {
-        backends: &[(&a, 1, false), (&b, 1, false)],
-        algorithm: "round_robin",
-    })
-    .await;
+    let lb = round_robin(&[&a, &b]).await;
     let (http, admin) = (lb.addr("http"), lb.addr("admin"));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -1506,8 +1508,10 @@ async fn a_site_gets_the_requests_for_its_hosts_and_leaves_on_reload() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(s.hits("/-/ready") > 0, "the site's own health path");
+    eventually("the site's own health path is checked", || {
+        s.hits("/-/ready") > 0
+    })
+    .await;
     assert_eq!(a.hits("/-/ready"), 0, "[pool] keeps [health]'s path");
     let (_, json) = get(admin, "/status.json").await;
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -1666,6 +1670,8 @@ async fn a_write_with_an_idempotency_key_is_sent_again_when_its_backend_dies() {
         .await
         .unwrap();
     assert_eq!(status, 504);
+    // Waits for an absence (no second copy within the time a retry would take): no event
+    // to poll for.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (sent_a, sent_b) = posts();
     assert_eq!(
