@@ -92,11 +92,33 @@ impl Peer {
 /// insert and a built value each.
 pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri) {
     strip_hop_by_hop(headers);
+    join_cookies(headers);
     if let Some(host) = uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         headers.insert(header::HOST, host);
+    }
+}
+
+/// Joins several `Cookie` fields into one, with "; ": HTTP/2 lets a client send each cookie
+/// as a field of its own (RFC 9113 section 8.2.3, for header compression), and an HTTP/1.1
+/// backend expects one line (RFC 6265 section 5.4). A single field, the usual case, is left
+/// as it is without a copy.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    // Joined valid values with "; " are a valid value.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(header::COOKIE, value);
     }
 }
 

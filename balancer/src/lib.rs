@@ -232,6 +232,14 @@ impl Front {
             let front = self.clone();
             let peer = Arc::clone(&peer);
             async move {
+                // An HTTP/2 CONNECT (RFC 9113 section 8.5: `:authority`, no `:path`) asks for
+                // a tunnel: refused as HTTP/1.1's is, never forwarded as `CONNECT /`.
+                if request.method() == http::Method::CONNECT {
+                    return Ok(message::error_page(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "This site does not tunnel connections (CONNECT).",
+                    ));
+                }
                 let request = request.map(|body| body.map_err(message::BoxError::from).boxed());
                 let mut response = front.answer(request, &peer).await;
                 message::merge_raw_head(&mut response);

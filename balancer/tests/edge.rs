@@ -343,3 +343,53 @@ async fn max_connections_holds_new_connections_until_one_closes() {
     assert!(metric(lb.addr("admin"), "foobar_balancer_connections_waited_total").await >= 1.0);
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
+
+/// HTTP/2 (prior knowledge, on the plain listener) with hyper's client: cookies sent as
+/// separate fields, as RFC 9113 allows, reach the HTTP/1.1 backend as one `Cookie` line
+/// joined with "; "; a CONNECT (`:authority`, no `:path`) is refused with 405 and never
+/// reaches the backend; the connection carries on after it.
+#[tokio::test]
+async fn http2_cookies_are_joined_and_connect_is_refused() {
+    let a = Backend::start("a").await;
+    let lb = round_robin(&[&a]).await;
+    let stream = tokio::net::TcpStream::connect(lb.addr("http"))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let get = || {
+        hyper::Request::get("http://www.foobar.com/")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    let response = sender.send_request(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cookies: Vec<String> = a
+        .last_headers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name == "cookie")
+        .map(|(_, value)| value.clone())
+        .collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+
+    let connect = hyper::Request::connect("www.foobar.com:443")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(connect).await.unwrap();
+    assert_eq!(response.status(), 405);
+
+    let response = sender.send_request(get()).await.unwrap();
+    assert_eq!(response.status(), 200, "the connection goes on");
+    assert_eq!(a.hits("/"), 2, "the CONNECT never reached the backend");
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
