@@ -254,23 +254,10 @@ async fn draining_a_backend_under_load_loses_no_request() {
     let (http, admin) = (lb.addr("http"), lb.addr("admin"));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..6)
-        .map(|_| {
-            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
-            tokio::spawn(async move {
-                let mut failed = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    match testing::http_get(http, "/slow?ms=20").await {
-                        Ok((200, _)) => {}
-                        Ok((status, body)) => failed.push(format!("{status} {body}")),
-                        Err(e) => failed.push(format!("no answer: {e}")),
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-                failed
-            })
-        })
-        .collect();
+    let clients = load(6, http, "/slow?ms=20", Arc::clone(&done), {
+        let stop = Arc::clone(&stop);
+        move |_| !stop.load(Ordering::SeqCst)
+    });
     while done.load(Ordering::SeqCst) < 100 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -155,23 +155,7 @@ async fn a_backend_killed_during_1000_gets_costs_no_request() {
     let lb = round_robin(&[&a, &b]).await;
     let addr = lb.addr("http");
     let done = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let done = Arc::clone(&done);
-            tokio::spawn(async move {
-                let mut failed = Vec::new();
-                for _ in 0..250 {
-                    match testing::http_get(addr, "/").await {
-                        Ok((200, _)) => {}
-                        Ok((status, body)) => failed.push(format!("{status} {body}")),
-                        Err(e) => failed.push(format!("no answer: {e}")),
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-                failed
-            })
-        })
-        .collect();
+    let clients = load(4, addr, "/", Arc::clone(&done), |sent| sent < 250);
     while done.load(Ordering::SeqCst) < 300 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -353,6 +353,36 @@ pub async fn wait_for_requests(admin: SocketAddr, backend: &str, n: u64) {
     }
 }
 
+/// `clients` tasks each sending GET `path` one request after another while `more(sent)`
+/// holds, counting answers in `done`; each task returns the requests that failed.
+pub fn load(
+    clients: usize,
+    addr: SocketAddr,
+    path: &'static str,
+    done: Arc<AtomicUsize>,
+    more: impl Fn(usize) -> bool + Clone + Send + 'static,
+) -> Vec<JoinHandle<Vec<String>>> {
+    (0..clients)
+        .map(|_| {
+            let (done, more) = (Arc::clone(&done), more.clone());
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                let mut sent = 0;
+                while more(sent) {
+                    match testing::http_get(addr, path).await {
+                        Ok((200, _)) => {}
+                        Ok((status, body)) => failed.push(format!("{status} {body}")),
+                        Err(e) => failed.push(format!("no answer: {e}")),
+                    }
+                    sent += 1;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                failed
+            })
+        })
+        .collect()
+}
+
 /// Polls until `done` holds, for at most 5 s.
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
