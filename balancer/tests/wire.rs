@@ -7,17 +7,17 @@
 //! sends a probe request (`GET /probe`); an open connection answers it, a closed one gives
 //! end of file or a reset.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foobar_service::testing::{self, RunningService};
+use foobar_service::testing::RunningService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_foobar-balancer");
 /// The longest any single read may take before the row counts as stalled: a failure
 /// detector, never what a row asserts.
 const STALL: Duration = Duration::from_secs(5);
@@ -224,13 +224,7 @@ async fn balancer(backend: &Recorder) -> RunningService {
     );
     let path = dir.join("balancer.toml");
     std::fs::write(&path, config).unwrap();
-    let service = RunningService::start(Path::new(BINARY), &path, &[], &["admin", "http", "https"])
-        .await
-        .unwrap();
-    testing::wait_ready(service.addr("admin"), Duration::from_secs(10))
-        .await
-        .unwrap();
-    service
+    support::start(&path).await
 }
 
 /// What a row expects the backend to have received.
