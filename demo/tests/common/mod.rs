@@ -48,8 +48,8 @@ pub struct Guestbook {
     pub keys: Mutex<Vec<Option<String>>>,
     /// Post id and message by key.
     stored_keys: Mutex<HashMap<String, (u64, String)>>,
-    /// GETs with `slow=1` received.
-    pub slow_gets: AtomicU64,
+    /// Requests with `slow=1` received: handled, and answered a second later.
+    pub slow_requests: AtomicU64,
     /// Acknowledged and then forgotten: a lost write.
     pub forget: Mutex<Option<u64>>,
 }
@@ -71,8 +71,8 @@ impl Guestbook {
                 .find(|(k, _)| *k == name)
                 .and_then(|(_, v)| v.parse::<u64>().ok())
         };
-        if param("slow").is_some() && method == Method::GET {
-            self.slow_gets.fetch_add(1, Ordering::SeqCst);
+        if param("slow").is_some() {
+            self.slow_requests.fetch_add(1, Ordering::SeqCst);
         }
         let post = |(id, message): &(u64, String)| json!({ "id": id, "name": "foobar-demo", "message": message, "created_at": "" });
         match (method, route) {
