@@ -632,13 +632,72 @@ mod tests {
         }
     }
 
+    /// A handshake cut before the end of its required fields is refused with an error, never
+    /// a panic; cut in the optional fields after them (database, plugin name), it keeps what
+    /// it was sent.
     #[test]
     fn truncated_handshakes_are_refused_not_panicked_on() {
-        let payload = login_request(cap::BACKEND_BASE, 45, "app", &[7; 20], None);
-        for len in 0..payload.len() {
-            let _ = parse_login(&payload[..len]);
-            let _ = parse_change_user(&payload[..len], cap::ROUTER);
-            let _ = parse_greeting(&payload[..len]);
+        let caps = cap::BACKEND_BASE;
+        let scramble = [7u8; 20];
+        let plugin_name = NATIVE_PASSWORD.len() + 1;
+
+        let login = login_request(caps, 45, "app", &scramble, None);
+        // Capabilities, max packet, collation and filler; "app" and its NUL; the auth data.
+        let required = 4 + 4 + 1 + 23 + 4 + 1 + 20;
+        for len in 0..login.len() {
+            match parse_login(&login[..len]) {
+                Err(_) => assert!(len < required, "a whole login cut at {len} refused"),
+                Ok(parsed) => {
+                    assert!(len >= required, "a login cut at {len} bytes accepted");
+                    assert_eq!(
+                        (parsed.user.as_str(), &parsed.auth[..]),
+                        ("app", &scramble[..])
+                    );
+                }
+            }
+        }
+
+        let mut change_user = vec![0x11];
+        change_user.extend_from_slice(b"app\0");
+        change_user.push(20);
+        change_user.extend_from_slice(&scramble);
+        let required = change_user.len();
+        change_user.extend_from_slice(b"foobar\0");
+        change_user.extend_from_slice(&45u16.to_le_bytes());
+        change_user.extend_from_slice(NATIVE_PASSWORD.as_bytes());
+        change_user.push(0);
+        for len in 0..change_user.len() {
+            match parse_change_user(&change_user[..len], caps) {
+                Err(_) => assert!(
+                    len < required,
+                    "a whole COM_CHANGE_USER cut at {len} refused"
+                ),
+                Ok(parsed) => {
+                    assert!(
+                        len >= required,
+                        "a COM_CHANGE_USER cut at {len} bytes accepted"
+                    );
+                    assert_eq!(
+                        (parsed.user.as_str(), &parsed.auth[..]),
+                        ("app", &scramble[..])
+                    );
+                }
+            }
+        }
+
+        let greeting = greeting(42, &scramble, caps);
+        let required = greeting.len() - plugin_name;
+        for len in 0..greeting.len() {
+            match parse_greeting(&greeting[..len]) {
+                Err(_) => assert!(len < required, "a whole greeting cut at {len} refused"),
+                Ok(parsed) => {
+                    assert!(len >= required, "a greeting cut at {len} bytes accepted");
+                    assert_eq!(
+                        (parsed.connection_id, &parsed.scramble[..]),
+                        (42, &scramble[..])
+                    );
+                }
+            }
         }
     }
 }

@@ -259,10 +259,21 @@ mod tests {
         assert_eq!(t[5], Token::UserVar);
     }
 
+    /// An unterminated string, quoted name, variable name or comment runs to the end of the
+    /// input: the tokens end there, and nothing after its opening (a `;`, a keyword) is code.
     #[test]
     fn unterminated_input_ends_cleanly() {
-        for sql in ["'abc", "`abc", "/* abc", "/*! SELECT", "@'x", "x'"] {
-            let _ = tokens(sql);
+        for open in ["'", "\"", "`", "/*", "@'", "@`", "@@`"] {
+            let sql = format!("SELECT x {open}; DELETE FROM t");
+            let t = tokens(&sql);
+            assert!(t[0].is("SELECT") && t[1].is("x"), "{sql}: {t:?}");
+            assert!(
+                !t.iter().any(|t| t.is("DELETE") || *t == Token::Punct(b';')),
+                "{sql}: {t:?}"
+            );
         }
+        // An executable comment is code, to its end or the input's.
+        let t = tokens("/*! SELECT");
+        assert!(t.len() == 1 && t[0].is("SELECT"), "{t:?}");
     }
 }
