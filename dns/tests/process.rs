@@ -102,7 +102,7 @@ async fn start_with_env(health_port: u16, envs: &[(&str, &str)]) -> Fixture {
         ),
     )
     .unwrap();
-    let dns = RunningService::start(
+    let dns = RunningService::start_ready(
         Path::new(BINARY),
         &config,
         envs,
@@ -110,9 +110,6 @@ async fn start_with_env(health_port: u16, envs: &[(&str, &str)]) -> Fixture {
     )
     .await
     .unwrap();
-    testing::wait_ready(dns.addr("admin"), Duration::from_secs(10))
-        .await
-        .unwrap();
     let addr = dns.addr("dns-udp");
     Fixture {
         dns,

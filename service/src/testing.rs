@@ -75,6 +75,20 @@ impl RunningService {
         })
     }
 
+    /// Starts the binary as [`start`](Self::start) does, then waits up to 10 s until its
+    /// `admin` listener (which `expected` must name) says it is ready: how a test begins
+    /// that needs the service serving, not just listening.
+    pub async fn start_ready(
+        binary: &Path,
+        config: &Path,
+        envs: &[(&str, &str)],
+        expected: &[&str],
+    ) -> anyhow::Result<Self> {
+        let service = Self::start(binary, config, envs, expected).await?;
+        wait_ready(service.addr("admin"), Duration::from_secs(10)).await?;
+        Ok(service)
+    }
+
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.listeners[listener]
     }
@@ -201,9 +215,8 @@ pub async fn assert_lifecycle(
     let dir = tempfile_dir()?;
     let config = dir.join("service.toml");
     std::fs::write(&config, config_toml)?;
-    let service = RunningService::start(binary, &config, &[], listeners).await?;
+    let service = RunningService::start_ready(binary, &config, &[], listeners).await?;
     let admin = service.addr("admin");
-    wait_ready(admin, Duration::from_secs(10)).await?;
     let (status, _) = http_get(admin, "/healthz").await?;
     anyhow::ensure!(status == 200, "/healthz answered {status}");
     let (status, body) = http_get(admin, "/metrics").await?;
@@ -212,6 +225,23 @@ pub async fn assert_lifecycle(
         "/metrics: {status} {body}"
     );
     Ok(service)
+}
+
+/// Headless Chromium as every page test runs it, with its profile in `profile` (a folder
+/// the test removes): add what it should do (`--dump-dom URL`, `--remote-debugging-port=0`).
+pub fn chromium(profile: &Path) -> Command {
+    let mut command = Command::new("chromium");
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    command
 }
 
 /// Polls `/readyz` until it answers 200.

@@ -72,9 +72,8 @@ impl Router {
         let path = dir.path().join("db-router.toml");
         std::fs::write(&path, config_toml)?;
         let service =
-            RunningService::start(Path::new(BINARY), &path, &[], &["admin", "mysql"]).await?;
+            RunningService::start_ready(Path::new(BINARY), &path, &[], &["admin", "mysql"]).await?;
         let admin = service.addr("admin");
-        testing::wait_ready(admin, Duration::from_secs(10)).await?;
         Ok(Self {
             mysql: service.addr("mysql"),
             admin,

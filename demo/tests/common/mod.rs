@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foobar_demo::visitor::VisitorConfig;
-use foobar_service::testing::{self, RunningService};
+use foobar_service::testing::RunningService;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Method, Request as HyperRequest, Response, StatusCode};
@@ -196,7 +196,7 @@ impl Stack {
             ),
         )
         .unwrap();
-        let dns = RunningService::start(
+        let dns = RunningService::start_ready(
             &sibling_binary("foobar-dns"),
             &config,
             &[],
@@ -204,9 +204,6 @@ impl Stack {
         )
         .await
         .unwrap();
-        testing::wait_ready(dns.addr("admin"), Duration::from_secs(10))
-            .await
-            .unwrap();
         let guestbook = Arc::new(Guestbook::default());
         let web = web_server(Arc::clone(&guestbook)).await;
         Self {
@@ -242,7 +239,7 @@ impl Stack {
     /// A balancer process on `ip`.
     pub async fn start_balancer(&mut self, ip: &str) {
         let config = self.balancer_config(ip, 0);
-        let lb = RunningService::start(
+        let lb = RunningService::start_ready(
             &sibling_binary("foobar-balancer"),
             &config,
             &[],
@@ -250,9 +247,6 @@ impl Stack {
         )
         .await
         .unwrap();
-        testing::wait_ready(lb.addr("admin"), Duration::from_secs(10))
-            .await
-            .unwrap();
         self.balancers.insert(ip.parse().unwrap(), lb);
     }
 
