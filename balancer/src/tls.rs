@@ -271,7 +271,7 @@ fn issue(dir: &Path, names: &[String]) -> anyhow::Result<()> {
         tracing::warn!(
             ca = %ca_file.display(),
             "replacing the local CA there: it is valid longer than 10 years, not constrained \
-             to {}, or expires within 30 days; trust the new one and remove the old (README)",
+             to {}, or expires within 30 days; trust the new one and remove the old (docs/operations.md, HTTPS and the local CA)",
             CA_PERMITTED_NAMES.join(", ")
         );
     }

@@ -81,17 +81,8 @@ async fn chromium_shows_both_backends_on_the_status_page() {
     let lb = round_robin(&[&a, &b]).await;
     let url = format!("http://{}/status", lb.addr("admin"));
     let profile = std::env::temp_dir().join(format!("foobar-chromium-{}", std::process::id()));
-    let out = tokio::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-dev-shm-usage",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let out = foobar_service::testing::chromium(&profile)
+        .arg("--dump-dom")
         .arg(&url)
         .output()
         .await
