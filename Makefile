@@ -51,7 +51,7 @@ logs:
 
 ## The stack on Docker Swarm (issue 18; README: "Outgrowing one machine"): a one-node swarm
 ## when the engine is in none, the stack `foobar` from docker/swarm/stack.yml, healthy.
-.PHONY: swarm-up swarm-deploy swarm-down
+.PHONY: swarm-up swarm-deploy swarm-down swarm-test
 swarm-up: images
 	bash scripts/swarm.sh up
 
@@ -63,3 +63,6 @@ swarm-deploy: images
 swarm-down:
 	bash scripts/swarm.sh down --volumes
 
+## The swarm tests alone (make test runs them too, after the compose stack tests).
+swarm-test: images
+	cargo test --release --locked -p foobar-stack-tests --test swarm -- --nocapture
