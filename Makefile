@@ -48,3 +48,21 @@ ps:
 
 logs:
 	docker compose logs --follow --tail 50
+
+## The stack on Docker Swarm (issue 18; README: "Outgrowing one machine"): a one-node swarm
+## when the engine is in none, the stack `foobar` from docker/swarm/stack.yml, healthy.
+.PHONY: swarm-up swarm-deploy swarm-down swarm-test
+swarm-up: images
+	bash scripts/swarm.sh up
+
+## Roll the swarm's web and balancer services to the images `make images` built, health-gated.
+swarm-deploy: images
+	bash scripts/swarm.sh deploy
+
+## Remove the stack and its volumes; leave the swarm if swarm-up made it.
+swarm-down:
+	bash scripts/swarm.sh down --volumes
+
+## The swarm tests alone (make test runs them too, after the compose stack tests).
+swarm-test: images
+	cargo test --release --locked -p foobar-stack-tests --test swarm -- --nocapture

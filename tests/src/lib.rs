@@ -256,3 +256,26 @@ pub async fn app_pool(node: &ContainerAsync<GenericImage>) -> anyhow::Result<MyS
         .connect_with(options)
         .await?)
 }
+
+/// Runs one check of a test that runs many in order against one costly fixture (the whole
+/// stack, a swarm): says through `report` that it starts, then `ok` with its time or `FAILED`
+/// with why. A failure joins `failures` and does not stop the checks after it.
+pub async fn check(
+    failures: &mut Vec<String>,
+    report: fn(&str),
+    name: &str,
+    body: impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    report(name);
+    let started = std::time::Instant::now();
+    match body.await {
+        Ok(()) => report(&format!(
+            "ok ({:.1} s): {name}",
+            started.elapsed().as_secs_f64()
+        )),
+        Err(error) => {
+            report(&format!("FAILED: {name}: {error:#}"));
+            failures.push(format!("{name}: {error:#}"));
+        }
+    }
+}

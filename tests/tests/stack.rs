@@ -109,18 +109,7 @@ async fn check(
     name: &str,
     body: impl Future<Output = anyhow::Result<()>>,
 ) {
-    progress(name);
-    let started = Instant::now();
-    match body.await {
-        Ok(()) => progress(&format!(
-            "ok ({:.1} s): {name}",
-            started.elapsed().as_secs_f64()
-        )),
-        Err(error) => {
-            progress(&format!("FAILED: {name}: {error:#}"));
-            failures.push(format!("{name}: {error:#}"));
-        }
-    }
+    foobar_stack_tests::check(failures, progress, name, body).await;
 }
 
 async fn only_the_edge_publishes(stack: &Stack) -> anyhow::Result<()> {
