@@ -81,7 +81,8 @@ enum Attempt {
 
 /// An error the router answers a command with itself.
 struct Refusal {
-    code: (u16, &'static str),
+    code: u16,
+    sqlstate: String,
     message: String,
     reason: &'static str,
 }
@@ -89,10 +90,23 @@ struct Refusal {
 impl Refusal {
     /// The backend connection broke after the statement was sent, before its answer.
     fn lost_mid_statement(error: &BackendError) -> Self {
+        Self::new(
+            code::BACKEND_LOST,
+            format!("foobar-db-router: {error}; the statement may or may not have run"),
+            "backend_lost",
+        )
+    }
+
+    fn new(
+        (code, sqlstate): (u16, &str),
+        message: impl Into<String>,
+        reason: &'static str,
+    ) -> Self {
         Self {
-            code: code::BACKEND_LOST,
-            message: format!("foobar-db-router: {error}; the statement may or may not have run"),
-            reason: "backend_lost",
+            code,
+            sqlstate: sqlstate.to_owned(),
+            message: message.into(),
+            reason,
         }
     }
 }
@@ -278,7 +292,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn refuse(&mut self, refusal: Refusal) -> std::io::Result<()> {
         self.shared.metrics.error(refusal.reason);
-        self.fail(1, refusal.code, &refusal.message).await
+        self.fail(1, (refusal.code, &refusal.sqlstate), &refusal.message)
+            .await
     }
 
     async fn command(&mut self, payload: BytesMut) -> std::io::Result<Flow> {
@@ -422,39 +437,37 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
         }
         let Some(node) = &snapshot.writer else {
-            return Err(Refusal {
-                code: code::READ_ONLY,
-                message: "foobar-db-router: no database node takes writes right now \
-                          (the primary is down and no replica has been promoted yet)"
-                    .into(),
-                reason: "no_writer",
-            });
+            return Err(Refusal::new(
+                code::READ_ONLY,
+                "foobar-db-router: no database node takes writes right now \
+                 (the primary is down and no replica has been promoted yet)",
+                "no_writer",
+            ));
         };
         match self.ready(Role::Writer, node).await {
             Ok(()) => Ok(Role::Writer),
             Err(e) => {
                 self.note_not_ready(node, &e);
                 Err(match e {
-                    NotReady::Backend(e) => Refusal {
-                        code: code::BACKEND_UNREACHABLE,
-                        message: format!("foobar-db-router: the writer is unavailable: {e}"),
-                        reason: "writer_unreachable",
-                    },
-                    NotReady::Replay(e) => Refusal {
-                        code: (e.code, "HY000"),
-                        message: format!(
+                    NotReady::Backend(e) => Refusal::new(
+                        code::BACKEND_UNREACHABLE,
+                        format!("foobar-db-router: the writer is unavailable: {e}"),
+                        "writer_unreachable",
+                    ),
+                    NotReady::Replay(e) => Refusal::new(
+                        (e.code, &e.sqlstate),
+                        format!(
                             "foobar-db-router: restoring the session on the writer failed: {}",
                             e.message
                         ),
-                        reason: "replay",
-                    },
-                    NotReady::TransactionLost => Refusal {
-                        code: code::BACKEND_LOST,
-                        message: "foobar-db-router: the writer changed during the transaction; \
-                                  it was rolled back"
-                            .into(),
-                        reason: "transaction_lost",
-                    },
+                        "replay",
+                    ),
+                    NotReady::TransactionLost => Refusal::new(
+                        code::BACKEND_LOST,
+                        "foobar-db-router: the writer changed during the transaction; \
+                         it was rolled back",
+                        "transaction_lost",
+                    ),
                 })
             }
         }
@@ -757,11 +770,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 if forwarded {
                     return Err(std::io::Error::other(error.to_string()));
                 }
-                self.refuse(Refusal {
-                    code: code::BACKEND_LOST,
-                    message: format!("foobar-db-router: {error}"),
-                    reason: "backend_lost",
-                })
+                self.refuse(Refusal::new(
+                    code::BACKEND_LOST,
+                    format!("foobar-db-router: {error}; the statement was not prepared"),
+                    "backend_lost",
+                ))
                 .await
             }
         }
@@ -884,7 +897,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     on
                 }
                 Ok(Err(error)) => {
-                    self.fail(1, (error.code, "HY000"), &error.message).await?;
+                    self.client.send(1, &error.packet()).await?;
                     return Ok(Attempt::Done(Flow::Continue));
                 }
                 Err(error) => {
@@ -1010,7 +1023,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
         }
         match failure {
-            Some(error) => self.fail(1, (error.code, "HY000"), &error.message).await?,
+            Some(error) => {
+                self.client.send(1, &error.packet()).await?;
+            }
             None => {
                 let ok = wire::ok_packet(self.client_status(), self.login.caps);
                 self.client.send(1, &ok).await?;

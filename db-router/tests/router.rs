@@ -9,6 +9,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use foobar_stack_tests::ReplicatedDatabase;
 use sqlx::{Connection, Executor, Row};
 use support::raw::RawClient;
@@ -96,6 +98,12 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     scenario!(an_unreachable_backend_gives_a_clear_error_fast);
     scenario!(
         reads_go_to_the_writer_while_the_replica_is_stopped,
+        &router,
+        &db
+    );
+    // Last: it stops the primary.
+    scenario!(
+        the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session,
         &router,
         &db
     );
@@ -1136,4 +1144,54 @@ async fn connect_raw(router: &Router) -> anyhow::Result<RawClient> {
     RawClient::connect(router.mysql, support::USER, support::PASSWORD)
         .await?
         .map_err(|e| anyhow::anyhow!("login: {e}"))
+}
+
+/// Connector/C (the `mariadb` client) rejects an ERR packet with a client-range code (2000-2999)
+/// as malformed and shows 2027 instead of the message: the router's errors for a node lost
+/// mid-session must reach it readable, with the code of the README's table.
+async fn the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session(
+    router: &Router,
+    db: &ReplicatedDatabase,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut child = tokio::process::Command::new("mariadb")
+        .args(["--protocol=TCP", "-h", "127.0.0.1", "-N", "-B", "--force"])
+        .arg(format!("-P{}", router.mysql.port()))
+        .arg(format!("-u{}", support::USER))
+        .arg(format!("-p{}", support::PASSWORD))
+        .arg("foobar")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    // The transaction is open on the primary once its SELECT has answered.
+    stdin
+        .write_all(b"BEGIN; INSERT INTO items (n) VALUES (2027); SELECT 'in transaction';\n")
+        .await?;
+    let line = stdout.next_line().await?;
+    anyhow::ensure!(
+        line.as_deref() == Some("in transaction"),
+        "before the kill: {line:?}"
+    );
+    db.primary.stop().await?;
+    stdin.write_all(b"SELECT COUNT(*) FROM items;\n").await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("  mariadb after the primary was stopped: {}", stderr.trim());
+    anyhow::ensure!(
+        !stderr.contains("2027") && !stderr.contains("malformed"),
+        "Connector/C could not read the router's error: {stderr}"
+    );
+    // 1927 when the session's connection broke first, 1290 when the monitor had already
+    // taken the primary out of the snapshot: both the router's own, with its message.
+    anyhow::ensure!(
+        (stderr.contains("ERROR 1927") || stderr.contains("ERROR 1290"))
+            && stderr.contains("foobar-db-router"),
+        "the router's message, code 1927 or 1290: {stderr}"
+    );
+    Ok(())
 }
