@@ -26,8 +26,33 @@ pub mod cap {
     pub const PLUGIN_AUTH: u32 = 1 << 19;
     pub const CONNECT_ATTRS: u32 = 1 << 20;
     pub const PLUGIN_AUTH_LENENC_DATA: u32 = 1 << 21;
+    pub const COMPRESS: u32 = 1 << 5;
     pub const SESSION_TRACK: u32 = 1 << 23;
     pub const DEPRECATE_EOF: u32 = 1 << 24;
+    pub const OPTIONAL_RESULTSET_METADATA: u32 = 1 << 25;
+    pub const ZSTD_COMPRESSION: u32 = 1 << 26;
+    pub const QUERY_ATTRIBUTES: u32 = 1 << 27;
+
+    /// Capabilities that change how every later packet is framed or laid out. A client that
+    /// asks for one the router did not offer would speak a protocol the router cannot read
+    /// (a compressed command answered uncompressed hangs the client), so its login is
+    /// refused. Others it asks for and was not offered (LOCAL_FILES, which libmariadb sets
+    /// by default, ODBC ...) are permissions or hints and are simply not used.
+    pub const WIRE_CHANGING: &[(u32, &str)] = &[
+        (COMPRESS, "compression (CLIENT_COMPRESS)"),
+        (
+            ZSTD_COMPRESSION,
+            "zstd compression (CLIENT_ZSTD_COMPRESSION_ALGORITHM)",
+        ),
+        (
+            OPTIONAL_RESULTSET_METADATA,
+            "optional result set metadata (CLIENT_OPTIONAL_RESULTSET_METADATA)",
+        ),
+        (
+            QUERY_ATTRIBUTES,
+            "query attributes (CLIENT_QUERY_ATTRIBUTES)",
+        ),
+    ];
 
     /// What the router offers clients, and SSL when a certificate is configured. No COMPRESS, no
     /// LOCAL_FILES (LOAD DATA LOCAL would need the router to relay files), no CONNECT_ATTRS

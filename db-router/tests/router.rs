@@ -60,6 +60,7 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     scenario!(malformed_packets_end_only_their_own_session, &router);
     scenario!(a_killed_client_rolls_back_its_transaction, &router, &db);
     scenario!(clients_beyond_the_limit_get_1040, &router);
+    scenario!(a_client_asking_for_compression_never_hangs, &router);
 
     let certificates = Certificates::generate()?;
     let tls_config = |require_tls| {
@@ -1192,6 +1193,44 @@ async fn the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session(
         (stderr.contains("ERROR 1927") || stderr.contains("ERROR 1290"))
             && stderr.contains("foobar-db-router"),
         "the router's message, code 1927 or 1290: {stderr}"
+    );
+    Ok(())
+}
+
+/// The router offers no compression. A client that asks for it anyway (PHP mysqli and
+/// mysql-connector-python's pure driver do) once hung for ever: now it is refused at login
+/// with a clear error, or (Connector/C, which drops what the server did not offer) served
+/// uncompressed. Within 10 s either way.
+async fn a_client_asking_for_compression_never_hangs(router: &Router) -> anyhow::Result<()> {
+    let compress = ["--compress".to_owned()];
+    let run = mariadb_with(router.mysql, &compress, "SELECT 42");
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .context("mariadb --compress hung")??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        stdout.trim() == "42" || stderr.contains("CLIENT_COMPRESS"),
+        "mariadb --compress: {stdout}{stderr}"
+    );
+    // A raw login that sets CLIENT_COMPRESS regardless: refused with the reason.
+    use foobar_db_router::{auth, handshake, packet::PacketStream, wire};
+    let tcp = tokio::net::TcpStream::connect(router.mysql).await?;
+    let mut stream = PacketStream::new(tcp, 1 << 20);
+    let (seq, greeting) = stream.read_packet().await?;
+    let greeting = handshake::parse_greeting(&greeting).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(greeting.caps & wire::cap::COMPRESS == 0);
+    let answer = auth::answer(support::PASSWORD.as_bytes(), &greeting.scramble);
+    let caps = support::raw::CAPS | wire::cap::COMPRESS;
+    let login = handshake::login_request(caps, 45, support::USER, &answer, None);
+    stream.send(seq + 1, &login).await?;
+    let (_, reply) = tokio::time::timeout(Duration::from_secs(10), stream.read_packet())
+        .await
+        .context("no answer to a compressed login")??;
+    let error = wire::parse_err(&reply);
+    anyhow::ensure!(
+        error.code == 1043 && error.message.contains("CLIENT_COMPRESS"),
+        "answer to a login with CLIENT_COMPRESS: {error:?}"
     );
     Ok(())
 }
