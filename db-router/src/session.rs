@@ -203,6 +203,16 @@ struct Session<C> {
     last_used: Option<Role>,
     /// The GTID of the session's last write, for read-your-writes.
     last_gtid: Option<String>,
+    /// A statement that may have set user variables without a replayable `SET` ran on the
+    /// writer: `CALL p()` whose procedure sets `@v`, `INSERT ... VALUES (@v := expr)`, a
+    /// write calling a stored function that sets one. Reads naming a user variable then go
+    /// to the writer, where the value is. The alternative, carrying values over (read them
+    /// on the writer and `SET` them on the reader), was not chosen: which variables a
+    /// procedure or function set is unknowable from its call, a carried value would need
+    /// its exact type, charset and collation rebuilt as a literal, and it costs a round trip
+    /// to the writer before such a read anyway; a read that names a user variable after
+    /// such a write is rare, and on the writer it is right by construction.
+    user_variables_on_writer: bool,
     statements: Statements,
 }
 
@@ -224,6 +234,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             stays_on_writer: false,
             last_used: None,
             last_gtid: None,
+            user_variables_on_writer: false,
             statements: Statements::default(),
         }
     }
@@ -671,21 +682,49 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn query(&mut self, payload: &[u8]) -> std::io::Result<()> {
         let class = classifier::classify(&payload[1..]);
-        let role = self.choose(class.route, class.begin());
+        let role = self.choose_for(&class, class.begin());
         let kind = match class.route {
             Route::Read => "read",
             Route::Write => "write",
             Route::Session => "session",
             Route::LastUsed => "last_used",
         };
-        if let Some((role, outcome)) = self
+        let ran = self
             .run_command(payload, class.route, role, Shape::Results, kind)
-            .await?
-            && outcome.error.is_none()
-        {
-            self.apply(role, &class, &payload[1..]);
+            .await?;
+        if let Some((role, outcome)) = ran {
+            // Even a failed CALL may have set variables before its error.
+            self.note_user_variables(role, class.route);
+            if outcome.error.is_none() {
+                self.apply(role, &class, &payload[1..]);
+            }
         }
         Ok(())
+    }
+
+    /// [`Session::choose`], and a read naming a user variable to the writer while the
+    /// session's variables may live there only.
+    fn choose_for(&self, class: &Classification, begin_read_only: Option<bool>) -> Role {
+        self.choose_reading(class.route, begin_read_only, class.reads_user_variables)
+    }
+
+    fn choose_reading(
+        &self,
+        route: Route,
+        begin_read_only: Option<bool>,
+        reads_user_variables: bool,
+    ) -> Role {
+        match self.choose(route, begin_read_only) {
+            Role::Reader if reads_user_variables && self.user_variables_on_writer => Role::Writer,
+            role => role,
+        }
+    }
+
+    /// A write that ran on the writer may have set user variables there.
+    fn note_user_variables(&mut self, role: Role, route: Route) {
+        if role == Role::Writer && route == Route::Write {
+            self.user_variables_on_writer = true;
+        }
     }
 
     /// The session effects of a statement that succeeded on `role`.
@@ -825,9 +864,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Err(why) => return self.malformed(why).await,
         }
         let route = statement.class.route;
+        let reads_user_variables = statement.class.reads_user_variables;
         // Long data goes with the first attempt only; an EXECUTE that had some is not retried.
         let mut long_data = Some(std::mem::take(&mut statement.long_data));
-        let mut want = self.choose(route, None);
+        let mut want = self.choose_reading(route, None, reads_user_variables);
         loop {
             let role = match self.acquire(want).await {
                 Ok(role) => role,
@@ -951,6 +991,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         match result {
             Ok(outcome) => {
                 self.after(role, &outcome);
+                self.note_user_variables(role, route);
                 Ok(Attempt::Done(Flow::Continue))
             }
             Err(RelayError::Client(e)) => Err(e),
@@ -1145,6 +1186,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         self.temporary_tables.clear();
         self.tables_locked = false;
         self.stays_on_writer = false;
+        self.user_variables_on_writer = false;
         self.last_used = None;
         self.statements.clear();
     }

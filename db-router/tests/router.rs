@@ -61,6 +61,11 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     scenario!(a_killed_client_rolls_back_its_transaction, &router, &db);
     scenario!(clients_beyond_the_limit_get_1040, &router);
     scenario!(a_client_asking_for_compression_never_hangs, &router);
+    scenario!(
+        user_variables_set_on_the_primary_are_read_there,
+        &router,
+        &db
+    );
 
     let certificates = Certificates::generate()?;
     let tls_config = |require_tls| {
@@ -1232,5 +1237,48 @@ async fn a_client_asking_for_compression_never_hangs(router: &Router) -> anyhow:
         error.code == 1043 && error.message.contains("CLIENT_COMPRESS"),
         "answer to a login with CLIENT_COMPRESS: {error:?}"
     );
+    Ok(())
+}
+
+/// A user variable set on the primary by a procedure or by `:=` inside a write is read back by the next `SELECT @v` (once NULL: it went to the replica,
+/// where the session's variable never existed), while other reads still go to the replica.
+async fn user_variables_set_on_the_primary_are_read_there(
+    router: &Router,
+    db: &ReplicatedDatabase,
+) -> anyhow::Result<()> {
+    let direct = db.primary_pool().await?;
+    // A stored function that sets a variable is the same class of write, but creating one
+    // needs SUPER (error 1419) with the image's binary log on.
+    direct
+        .execute("CREATE PROCEDURE foobar.sets_v() SET @v = 42")
+        .await?;
+    wait_for_replica(db).await?;
+    let cases = [
+        ("CALL sets_v()", "SELECT @v", "42"),
+        ("INSERT INTO items (n) VALUES (@x := 5)", "SELECT @x", "5"),
+        (
+            "INSERT INTO items (n) VALUES (sets_fv())",
+            "SELECT @fv",
+            "9",
+        ),
+    ];
+    for (set, read, value) in cases {
+        // A session of its own each, so no case hides another.
+        let mut raw = connect_raw(router).await?;
+        raw.rows("USE foobar").await?;
+        raw.query(set)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{set}: {e}"))?;
+        let rows = raw.rows(read).await?;
+        anyhow::ensure!(
+            rows == [[Some(value.to_owned())]],
+            "{read} after {set}: {rows:?}"
+        );
+        let rows = raw.rows("SELECT @@server_id").await?;
+        anyhow::ensure!(
+            rows == [[Some(REPLICA_ID.to_owned())]],
+            "a read without a user variable after {set}: {rows:?}"
+        );
+    }
     Ok(())
 }
