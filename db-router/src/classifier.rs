@@ -62,6 +62,9 @@ pub struct Classification {
     pub effects: Vec<Effect>,
     /// More than one statement.
     pub multi: bool,
+    /// Names a user variable (`@v`): its value may live on the writer only (see
+    /// `Session::user_variables_on_writer`).
+    pub reads_user_variables: bool,
 }
 
 impl Classification {
@@ -112,6 +115,7 @@ pub fn classify(sql: &[u8]) -> Classification {
         route: route.unwrap_or(Route::Write),
         effects,
         multi: statements > 1,
+        reads_user_variables: tokens.iter().any(|(t, _)| *t == Token::UserVar),
     }
 }
 
@@ -549,6 +553,13 @@ mod tests {
             classify(b"LOCK TABLES t READ").effects,
             vec![Effect::LockTables]
         );
+    }
+
+    #[test]
+    fn user_variables_are_noticed() {
+        assert!(classify(b"SELECT @v").reads_user_variables);
+        assert!(classify(b"select a from t where b = @`x y`").reads_user_variables);
+        assert!(!classify(b"SELECT @@server_id, '@v'").reads_user_variables);
     }
 
     #[test]

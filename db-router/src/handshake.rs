@@ -106,6 +106,26 @@ pub fn parse_login(payload: &[u8]) -> Result<LoginRequest, &'static str> {
     })
 }
 
+/// Why a login must be refused for asking a capability that changes the wire format and was
+/// not offered (see [`cap::WIRE_CHANGING`]); None when it asks for none.
+pub fn unoffered_wire_change(asked: u32, offered: u32) -> Option<&'static str> {
+    cap::WIRE_CHANGING
+        .iter()
+        .find(|(flag, _)| asked & flag != 0 && offered & flag == 0)
+        .map(|(flag, _)| match *flag {
+            cap::COMPRESS => {
+                "this router does not offer compression (CLIENT_COMPRESS); connect without it"
+            }
+            cap::ZSTD_COMPRESSION => {
+                "this router does not offer zstd compression; connect without it"
+            }
+            cap::OPTIONAL_RESULTSET_METADATA => {
+                "this router does not offer optional result set metadata; connect without it"
+            }
+            _ => "this router does not offer query attributes; connect without them",
+        })
+}
+
 fn read_auth<'a>(c: &mut Cursor<'a>, caps: u32) -> Option<&'a [u8]> {
     if caps & cap::PLUGIN_AUTH_LENENC_DATA != 0 {
         c.lenenc_bytes()
@@ -243,7 +263,7 @@ pub async fn accept_client<S: AsyncRead + AsyncWrite + Unpin>(
                 .await?;
                 return Err(LoginError::Malformed("a second SSLRequest"));
             }
-            let login = login(&mut client, users, &scramble, seq, &payload, peer).await?;
+            let login = login(&mut client, users, &scramble, seq, &payload, peer, offered).await?;
             Ok((ClientConnection::Tls(client), login))
         }
         Some(tls) if tls.required => {
@@ -253,7 +273,7 @@ pub async fn accept_client<S: AsyncRead + AsyncWrite + Unpin>(
             Err(LoginError::InsecureTransport)
         }
         _ => {
-            let login = login(&mut client, users, &scramble, seq, &payload, peer).await?;
+            let login = login(&mut client, users, &scramble, seq, &payload, peer, offered).await?;
             Ok((ClientConnection::Plain(client), login))
         }
     }
@@ -280,20 +300,25 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     seq: u8,
     payload: &[u8],
     peer: &str,
+    offered: u32,
 ) -> Result<ClientLogin, LoginError> {
-    let request = match parse_login(payload) {
-        Ok(request) => request,
-        Err(why) => {
-            refuse(
-                client,
-                seq,
-                code::HANDSHAKE,
-                &format!("Bad handshake: {why}"),
-            )
-            .await?;
-            return Err(LoginError::Malformed(why));
-        }
-    };
+    let request =
+        match parse_login(payload).and_then(|r| match unoffered_wire_change(r.caps, offered) {
+            Some(why) => Err(why),
+            None => Ok(r),
+        }) {
+            Ok(request) => request,
+            Err(why) => {
+                refuse(
+                    client,
+                    seq,
+                    code::HANDSHAKE,
+                    &format!("Bad handshake: {why}"),
+                )
+                .await?;
+                return Err(LoginError::Malformed(why));
+            }
+        };
     let caps = request.caps & cap::ROUTER;
     let seq = authenticate(client, users, &request, scramble, seq, peer).await?;
     client
@@ -471,6 +496,29 @@ mod tests {
         assert!(refused.contains("TLS is not configured"), "{refused}");
     }
 
+    #[test]
+    fn wire_changing_capabilities_not_offered_are_refused() {
+        assert_eq!(unoffered_wire_change(cap::ROUTER, cap::ROUTER), None);
+        // LOCAL_FILES and other bits not offered are not a reason to refuse.
+        assert_eq!(
+            unoffered_wire_change(cap::ROUTER | cap::LOCAL_FILES | 1 << 6, cap::ROUTER),
+            None
+        );
+        for (flag, _) in cap::WIRE_CHANGING {
+            let why = unoffered_wire_change(cap::ROUTER | flag, cap::ROUTER);
+            assert!(
+                why.is_some_and(|w| w.contains("connect without")),
+                "{flag:#x}"
+            );
+            assert_eq!(
+                unoffered_wire_change(cap::ROUTER | flag, cap::ROUTER | flag),
+                None
+            );
+        }
+        let why = unoffered_wire_change(cap::ROUTER | cap::COMPRESS, cap::ROUTER).unwrap();
+        assert!(why.contains("CLIENT_COMPRESS"), "{why}");
+    }
+
     mod flow {
         use super::*;
         use crate::config::UserConfig;
@@ -594,6 +642,25 @@ mod tests {
             assert_eq!(reply.first(), Some(&0x00), "OK: {reply:?}");
             let (over_tls, _) = ended.unwrap();
             assert!(!over_tls);
+        }
+
+        #[tokio::test]
+        async fn a_login_asking_for_compression_is_refused_not_left_hanging() {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            let router = router(theirs, None);
+            let mut client = PacketStream::new(ours, 1 << 20);
+            let (seq, greeting) = client.read_packet().await.unwrap();
+            let greeting = parse_greeting(&greeting).unwrap();
+            assert_eq!(greeting.caps & cap::COMPRESS, 0, "compression not offered");
+            let caps = cap::BACKEND_BASE | cap::COMPRESS;
+            let reply = log_in(&mut client, &greeting.scramble, caps, seq + 1).await;
+            let error = wire::parse_err(&reply);
+            assert_eq!((error.code, error.sqlstate.as_str()), (1043, "08S01"));
+            assert!(error.message.contains("CLIENT_COMPRESS"), "{error:?}");
+            assert!(matches!(
+                router.await.unwrap(),
+                Err(LoginError::Malformed(_))
+            ));
         }
 
         #[tokio::test]

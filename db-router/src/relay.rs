@@ -312,10 +312,11 @@ pub async fn relay_prepare<C: AsyncRead + AsyncWrite + Unpin>(
     let first = relay.next().await?;
     let result = if first.payload().first() == Some(&0xFF) {
         relay.forward_err(first).await?;
-        Err(relay.outcome.error.take().unwrap_or(ServerError {
-            code: 0,
-            message: String::new(),
-        }))
+        Err(relay
+            .outcome
+            .error
+            .take()
+            .unwrap_or_else(|| wire::parse_err(&[])))
     } else {
         let Some(ok) = PrepareOk::parse(first.payload()) else {
             return Err(RelayError::Backend {

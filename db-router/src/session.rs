@@ -81,7 +81,8 @@ enum Attempt {
 
 /// An error the router answers a command with itself.
 struct Refusal {
-    code: (u16, &'static str),
+    code: u16,
+    sqlstate: String,
     message: String,
     reason: &'static str,
 }
@@ -89,10 +90,23 @@ struct Refusal {
 impl Refusal {
     /// The backend connection broke after the statement was sent, before its answer.
     fn lost_mid_statement(error: &BackendError) -> Self {
+        Self::new(
+            code::BACKEND_LOST,
+            format!("foobar-db-router: {error}; the statement may or may not have run"),
+            "backend_lost",
+        )
+    }
+
+    fn new(
+        (code, sqlstate): (u16, &str),
+        message: impl Into<String>,
+        reason: &'static str,
+    ) -> Self {
         Self {
-            code: code::BACKEND_LOST,
-            message: format!("foobar-db-router: {error}; the statement may or may not have run"),
-            reason: "backend_lost",
+            code,
+            sqlstate: sqlstate.to_owned(),
+            message: message.into(),
+            reason,
         }
     }
 }
@@ -189,6 +203,16 @@ struct Session<C> {
     last_used: Option<Role>,
     /// The GTID of the session's last write, for read-your-writes.
     last_gtid: Option<String>,
+    /// A statement that may have set user variables without a replayable `SET` ran on the
+    /// writer: `CALL p()` whose procedure sets `@v`, `INSERT ... VALUES (@v := expr)`, a
+    /// write calling a stored function that sets one. Reads naming a user variable then go
+    /// to the writer, where the value is. The alternative, carrying values over (read them
+    /// on the writer and `SET` them on the reader), was not chosen: which variables a
+    /// procedure or function set is unknowable from its call, a carried value would need
+    /// its exact type, charset and collation rebuilt as a literal, and it costs a round trip
+    /// to the writer before such a read anyway; a read that names a user variable after
+    /// such a write is rare, and on the writer it is right by construction.
+    user_variables_on_writer: bool,
     statements: Statements,
 }
 
@@ -210,6 +234,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             stays_on_writer: false,
             last_used: None,
             last_gtid: None,
+            user_variables_on_writer: false,
             statements: Statements::default(),
         }
     }
@@ -278,7 +303,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn refuse(&mut self, refusal: Refusal) -> std::io::Result<()> {
         self.shared.metrics.error(refusal.reason);
-        self.fail(1, refusal.code, &refusal.message).await
+        self.fail(1, (refusal.code, &refusal.sqlstate), &refusal.message)
+            .await
     }
 
     async fn command(&mut self, payload: BytesMut) -> std::io::Result<Flow> {
@@ -422,39 +448,37 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
         }
         let Some(node) = &snapshot.writer else {
-            return Err(Refusal {
-                code: code::READ_ONLY,
-                message: "foobar-db-router: no database node takes writes right now \
-                          (the primary is down and no replica has been promoted yet)"
-                    .into(),
-                reason: "no_writer",
-            });
+            return Err(Refusal::new(
+                code::READ_ONLY,
+                "foobar-db-router: no database node takes writes right now \
+                 (the primary is down and no replica has been promoted yet)",
+                "no_writer",
+            ));
         };
         match self.ready(Role::Writer, node).await {
             Ok(()) => Ok(Role::Writer),
             Err(e) => {
                 self.note_not_ready(node, &e);
                 Err(match e {
-                    NotReady::Backend(e) => Refusal {
-                        code: code::BACKEND_UNREACHABLE,
-                        message: format!("foobar-db-router: the writer is unavailable: {e}"),
-                        reason: "writer_unreachable",
-                    },
-                    NotReady::Replay(e) => Refusal {
-                        code: (e.code, "HY000"),
-                        message: format!(
+                    NotReady::Backend(e) => Refusal::new(
+                        code::BACKEND_UNREACHABLE,
+                        format!("foobar-db-router: the writer is unavailable: {e}"),
+                        "writer_unreachable",
+                    ),
+                    NotReady::Replay(e) => Refusal::new(
+                        (e.code, &e.sqlstate),
+                        format!(
                             "foobar-db-router: restoring the session on the writer failed: {}",
                             e.message
                         ),
-                        reason: "replay",
-                    },
-                    NotReady::TransactionLost => Refusal {
-                        code: code::BACKEND_LOST,
-                        message: "foobar-db-router: the writer changed during the transaction; \
-                                  it was rolled back"
-                            .into(),
-                        reason: "transaction_lost",
-                    },
+                        "replay",
+                    ),
+                    NotReady::TransactionLost => Refusal::new(
+                        code::BACKEND_LOST,
+                        "foobar-db-router: the writer changed during the transaction; \
+                         it was rolled back",
+                        "transaction_lost",
+                    ),
                 })
             }
         }
@@ -658,21 +682,49 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn query(&mut self, payload: &[u8]) -> std::io::Result<()> {
         let class = classifier::classify(&payload[1..]);
-        let role = self.choose(class.route, class.begin());
+        let role = self.choose_for(&class, class.begin());
         let kind = match class.route {
             Route::Read => "read",
             Route::Write => "write",
             Route::Session => "session",
             Route::LastUsed => "last_used",
         };
-        if let Some((role, outcome)) = self
+        let ran = self
             .run_command(payload, class.route, role, Shape::Results, kind)
-            .await?
-            && outcome.error.is_none()
-        {
-            self.apply(role, &class, &payload[1..]);
+            .await?;
+        if let Some((role, outcome)) = ran {
+            // Even a failed CALL may have set variables before its error.
+            self.note_user_variables(role, class.route);
+            if outcome.error.is_none() {
+                self.apply(role, &class, &payload[1..]);
+            }
         }
         Ok(())
+    }
+
+    /// [`Session::choose`], and a read naming a user variable to the writer while the
+    /// session's variables may live there only.
+    fn choose_for(&self, class: &Classification, begin_read_only: Option<bool>) -> Role {
+        self.choose_reading(class.route, begin_read_only, class.reads_user_variables)
+    }
+
+    fn choose_reading(
+        &self,
+        route: Route,
+        begin_read_only: Option<bool>,
+        reads_user_variables: bool,
+    ) -> Role {
+        match self.choose(route, begin_read_only) {
+            Role::Reader if reads_user_variables && self.user_variables_on_writer => Role::Writer,
+            role => role,
+        }
+    }
+
+    /// A write that ran on the writer may have set user variables there.
+    fn note_user_variables(&mut self, role: Role, route: Route) {
+        if role == Role::Writer && route == Route::Write {
+            self.user_variables_on_writer = true;
+        }
     }
 
     /// The session effects of a statement that succeeded on `role`.
@@ -757,11 +809,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 if forwarded {
                     return Err(std::io::Error::other(error.to_string()));
                 }
-                self.refuse(Refusal {
-                    code: code::BACKEND_LOST,
-                    message: format!("foobar-db-router: {error}"),
-                    reason: "backend_lost",
-                })
+                self.refuse(Refusal::new(
+                    code::BACKEND_LOST,
+                    format!("foobar-db-router: {error}; the statement was not prepared"),
+                    "backend_lost",
+                ))
                 .await
             }
         }
@@ -812,9 +864,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Err(why) => return self.malformed(why).await,
         }
         let route = statement.class.route;
+        let reads_user_variables = statement.class.reads_user_variables;
         // Long data goes with the first attempt only; an EXECUTE that had some is not retried.
         let mut long_data = Some(std::mem::take(&mut statement.long_data));
-        let mut want = self.choose(route, None);
+        let mut want = self.choose_reading(route, None, reads_user_variables);
         loop {
             let role = match self.acquire(want).await {
                 Ok(role) => role,
@@ -884,7 +937,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     on
                 }
                 Ok(Err(error)) => {
-                    self.fail(1, (error.code, "HY000"), &error.message).await?;
+                    self.client.send(1, &error.packet()).await?;
                     return Ok(Attempt::Done(Flow::Continue));
                 }
                 Err(error) => {
@@ -938,6 +991,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         match result {
             Ok(outcome) => {
                 self.after(role, &outcome);
+                self.note_user_variables(role, route);
                 Ok(Attempt::Done(Flow::Continue))
             }
             Err(RelayError::Client(e)) => Err(e),
@@ -1010,7 +1064,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
         }
         match failure {
-            Some(error) => self.fail(1, (error.code, "HY000"), &error.message).await?,
+            Some(error) => {
+                self.client.send(1, &error.packet()).await?;
+            }
             None => {
                 let ok = wire::ok_packet(self.client_status(), self.login.caps);
                 self.client.send(1, &ok).await?;
@@ -1130,6 +1186,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         self.temporary_tables.clear();
         self.tables_locked = false;
         self.stays_on_writer = false;
+        self.user_variables_on_writer = false;
         self.last_used = None;
         self.statements.clear();
     }

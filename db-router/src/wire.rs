@@ -26,8 +26,33 @@ pub mod cap {
     pub const PLUGIN_AUTH: u32 = 1 << 19;
     pub const CONNECT_ATTRS: u32 = 1 << 20;
     pub const PLUGIN_AUTH_LENENC_DATA: u32 = 1 << 21;
+    pub const COMPRESS: u32 = 1 << 5;
     pub const SESSION_TRACK: u32 = 1 << 23;
     pub const DEPRECATE_EOF: u32 = 1 << 24;
+    pub const OPTIONAL_RESULTSET_METADATA: u32 = 1 << 25;
+    pub const ZSTD_COMPRESSION: u32 = 1 << 26;
+    pub const QUERY_ATTRIBUTES: u32 = 1 << 27;
+
+    /// Capabilities that change how every later packet is framed or laid out. A client that
+    /// asks for one the router did not offer would speak a protocol the router cannot read
+    /// (a compressed command answered uncompressed hangs the client), so its login is
+    /// refused. Others it asks for and was not offered (LOCAL_FILES, which libmariadb sets
+    /// by default, ODBC ...) are permissions or hints and are simply not used.
+    pub const WIRE_CHANGING: &[(u32, &str)] = &[
+        (COMPRESS, "compression (CLIENT_COMPRESS)"),
+        (
+            ZSTD_COMPRESSION,
+            "zstd compression (CLIENT_ZSTD_COMPRESSION_ALGORITHM)",
+        ),
+        (
+            OPTIONAL_RESULTSET_METADATA,
+            "optional result set metadata (CLIENT_OPTIONAL_RESULTSET_METADATA)",
+        ),
+        (
+            QUERY_ATTRIBUTES,
+            "query attributes (CLIENT_QUERY_ATTRIBUTES)",
+        ),
+    ];
 
     /// What the router offers clients, and SSL when a certificate is configured. No COMPRESS, no
     /// LOCAL_FILES (LOAD DATA LOCAL would need the router to relay files), no CONNECT_ATTRS
@@ -100,6 +125,10 @@ pub mod com {
 }
 
 /// Server error codes the router sends itself, with their SQLSTATE.
+///
+/// Only codes of the server's range: MariaDB Connector/C 3.3.9 and later (the `mariadb`
+/// client, sysbench, DBD::MariaDB) takes an ERR packet whose code is in the client range
+/// (2000-2999, e.g. 2003, 2013) for a malformed packet and shows 2027 instead of the message.
 pub mod code {
     pub const CON_COUNT: (u16, &str) = (1040, "08004");
     pub const ACCESS_DENIED: (u16, &str) = (1045, "28000");
@@ -112,10 +141,34 @@ pub mod code {
     pub const READ_ONLY: (u16, &str) = (1290, "HY000");
     pub const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
     pub const INSECURE_TRANSPORT: (u16, &str) = (3159, "HY000");
-    pub const BACKEND_UNREACHABLE: (u16, &str) = (2003, "HY000");
-    pub const BACKEND_LOST: (u16, &str) = (2013, "HY000");
+    /// ER_CONNECT_TO_FOREIGN_DATA_SOURCE, what MariaDB itself answers when it cannot reach
+    /// another server on a client's behalf: no node could be connected to, so the statement
+    /// did not run and may be sent again. The client's connection is fine (HY000, not 08).
+    pub const BACKEND_UNREACHABLE: (u16, &str) = (1429, "HY000");
+    /// ER_CONNECTION_KILLED with "communication link failure": the node's connection broke
+    /// after the statement was sent (it may or may not have run), or during a transaction
+    /// (it was rolled back). MaxScale answers the same case with the same code.
+    pub const BACKEND_LOST: (u16, &str) = (1927, "08S01");
     /// ER_ERROR_DURING_COMMIT: a commit whose OK the router withheld (a failover).
     pub const WITHHELD: (u16, &str) = (1180, "HY000");
+
+    /// Every code above, for the test that keeps them out of the client range.
+    pub const ALL: &[(u16, &str)] = &[
+        CON_COUNT,
+        ACCESS_DENIED,
+        UNKNOWN_COM,
+        HANDSHAKE,
+        PACKETS_OUT_OF_ORDER,
+        NET_READ,
+        PACKET_TOO_LARGE,
+        UNKNOWN_STMT,
+        READ_ONLY,
+        NOT_SUPPORTED,
+        INSECURE_TRANSPORT,
+        BACKEND_UNREACHABLE,
+        BACKEND_LOST,
+        WITHHELD,
+    ];
 }
 
 /// The default collation the router announces: utf8mb4_general_ci.
@@ -217,13 +270,17 @@ pub fn put_lenenc_bytes(out: &mut BytesMut, bytes: &[u8]) {
     out.put_slice(bytes);
 }
 
-/// An ERR packet's payload.
+/// An ERR packet's payload. The SQLSTATE takes exactly five bytes (cut or padded with `0`),
+/// as the protocol fixes.
 pub fn err_packet((code, sqlstate): (u16, &str), message: &str) -> BytesMut {
     let mut out = BytesMut::with_capacity(9 + message.len());
     out.put_u8(0xFF);
     out.put_u16_le(code);
     out.put_u8(b'#');
-    out.put_slice(sqlstate.as_bytes());
+    let state = sqlstate.as_bytes();
+    for i in 0..5 {
+        out.put_u8(state.get(i).copied().unwrap_or(b'0'));
+    }
     out.put_slice(message.as_bytes());
     out
 }
@@ -246,7 +303,16 @@ pub fn ok_packet(status_flags: u16, client_caps: u32) -> BytesMut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerError {
     pub code: u16,
+    /// The SQLSTATE the server sent ("HY000" when it sent none).
+    pub sqlstate: String,
     pub message: String,
+}
+
+impl ServerError {
+    /// The error as the router passes it on: the server's code, SQLSTATE and message.
+    pub fn packet(&self) -> BytesMut {
+        err_packet((self.code, &self.sqlstate), &self.message)
+    }
 }
 
 impl std::fmt::Display for ServerError {
@@ -260,11 +326,14 @@ pub fn parse_err(payload: &[u8]) -> ServerError {
     let _ = c.u8();
     let code = c.u16().unwrap_or(0);
     let mut rest = c.rest();
+    let mut sqlstate = "HY000".to_owned();
     if rest.first() == Some(&b'#') && rest.len() >= 6 {
+        sqlstate = String::from_utf8_lossy(&rest[1..6]).into_owned();
         rest = &rest[6..];
     }
     ServerError {
         code,
+        sqlstate,
         message: String::from_utf8_lossy(rest).into_owned(),
     }
 }
@@ -444,8 +513,20 @@ mod tests {
             parse_err(&err),
             ServerError {
                 code: 1045,
+                sqlstate: "28000".into(),
                 message: "Access denied".into()
             }
         );
+    }
+
+    #[test]
+    fn the_routers_own_codes_are_server_codes() {
+        for (code, sqlstate) in code::ALL {
+            assert!(
+                !(2000..3000).contains(code),
+                "{code} is a client-side code: Connector/C shows 2027 instead"
+            );
+            assert_eq!(sqlstate.len(), 5, "{code}: SQLSTATE {sqlstate:?}");
+        }
     }
 }

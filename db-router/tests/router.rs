@@ -9,6 +9,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use foobar_stack_tests::ReplicatedDatabase;
 use sqlx::{Connection, Executor, Row};
 use support::raw::RawClient;
@@ -58,6 +60,12 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     scenario!(malformed_packets_end_only_their_own_session, &router);
     scenario!(a_killed_client_rolls_back_its_transaction, &router, &db);
     scenario!(clients_beyond_the_limit_get_1040, &router);
+    scenario!(a_client_asking_for_compression_never_hangs, &router);
+    scenario!(
+        user_variables_set_on_the_primary_are_read_there,
+        &router,
+        &db
+    );
 
     let certificates = Certificates::generate()?;
     let tls_config = |require_tls| {
@@ -96,6 +104,12 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     scenario!(an_unreachable_backend_gives_a_clear_error_fast);
     scenario!(
         reads_go_to_the_writer_while_the_replica_is_stopped,
+        &router,
+        &db
+    );
+    // Last: it stops the primary.
+    scenario!(
+        the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session,
         &router,
         &db
     );
@@ -1136,4 +1150,135 @@ async fn connect_raw(router: &Router) -> anyhow::Result<RawClient> {
     RawClient::connect(router.mysql, support::USER, support::PASSWORD)
         .await?
         .map_err(|e| anyhow::anyhow!("login: {e}"))
+}
+
+/// Connector/C (the `mariadb` client) rejects an ERR packet with a client-range code (2000-2999)
+/// as malformed and shows 2027 instead of the message: the router's errors for a node lost
+/// mid-session must reach it readable, with the code of the README's table.
+async fn the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session(
+    router: &Router,
+    db: &ReplicatedDatabase,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut child = tokio::process::Command::new("mariadb")
+        .args(["--protocol=TCP", "-h", "127.0.0.1", "-N", "-B", "--force"])
+        .arg(format!("-P{}", router.mysql.port()))
+        .arg(format!("-u{}", support::USER))
+        .arg(format!("-p{}", support::PASSWORD))
+        .arg("foobar")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    // The transaction is open on the primary once its SELECT has answered.
+    stdin
+        .write_all(b"BEGIN; INSERT INTO items (n) VALUES (2027); SELECT 'in transaction';\n")
+        .await?;
+    let line = stdout.next_line().await?;
+    anyhow::ensure!(
+        line.as_deref() == Some("in transaction"),
+        "before the kill: {line:?}"
+    );
+    db.primary.stop().await?;
+    stdin.write_all(b"SELECT COUNT(*) FROM items;\n").await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("  mariadb after the primary was stopped: {}", stderr.trim());
+    anyhow::ensure!(
+        !stderr.contains("2027") && !stderr.contains("malformed"),
+        "Connector/C could not read the router's error: {stderr}"
+    );
+    // 1927 when the session's connection broke first, 1290 when the monitor had already
+    // taken the primary out of the snapshot: both the router's own, with its message.
+    anyhow::ensure!(
+        (stderr.contains("ERROR 1927") || stderr.contains("ERROR 1290"))
+            && stderr.contains("foobar-db-router"),
+        "the router's message, code 1927 or 1290: {stderr}"
+    );
+    Ok(())
+}
+
+/// The router offers no compression. A client that asks for it anyway (PHP mysqli and
+/// mysql-connector-python's pure driver do) once hung for ever: now it is refused at login
+/// with a clear error, or (Connector/C, which drops what the server did not offer) served
+/// uncompressed. Within 10 s either way.
+async fn a_client_asking_for_compression_never_hangs(router: &Router) -> anyhow::Result<()> {
+    let compress = ["--compress".to_owned()];
+    let run = mariadb_with(router.mysql, &compress, "SELECT 42");
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .context("mariadb --compress hung")??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        stdout.trim() == "42" || stderr.contains("CLIENT_COMPRESS"),
+        "mariadb --compress: {stdout}{stderr}"
+    );
+    // A raw login that sets CLIENT_COMPRESS regardless: refused with the reason.
+    use foobar_db_router::{auth, handshake, packet::PacketStream, wire};
+    let tcp = tokio::net::TcpStream::connect(router.mysql).await?;
+    let mut stream = PacketStream::new(tcp, 1 << 20);
+    let (seq, greeting) = stream.read_packet().await?;
+    let greeting = handshake::parse_greeting(&greeting).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(greeting.caps & wire::cap::COMPRESS == 0);
+    let answer = auth::answer(support::PASSWORD.as_bytes(), &greeting.scramble);
+    let caps = support::raw::CAPS | wire::cap::COMPRESS;
+    let login = handshake::login_request(caps, 45, support::USER, &answer, None);
+    stream.send(seq + 1, &login).await?;
+    let (_, reply) = tokio::time::timeout(Duration::from_secs(10), stream.read_packet())
+        .await
+        .context("no answer to a compressed login")??;
+    let error = wire::parse_err(&reply);
+    anyhow::ensure!(
+        error.code == 1043 && error.message.contains("CLIENT_COMPRESS"),
+        "answer to a login with CLIENT_COMPRESS: {error:?}"
+    );
+    Ok(())
+}
+
+/// A user variable set on the primary by a procedure or by `:=` inside a write is read back by the next `SELECT @v` (once NULL: it went to the replica,
+/// where the session's variable never existed), while other reads still go to the replica.
+async fn user_variables_set_on_the_primary_are_read_there(
+    router: &Router,
+    db: &ReplicatedDatabase,
+) -> anyhow::Result<()> {
+    let direct = db.primary_pool().await?;
+    // A stored function that sets a variable is the same class of write, but creating one
+    // needs SUPER (error 1419) with the image's binary log on.
+    direct
+        .execute("CREATE PROCEDURE foobar.sets_v() SET @v = 42")
+        .await?;
+    wait_for_replica(db).await?;
+    let cases = [
+        ("CALL sets_v()", "SELECT @v", "42"),
+        ("INSERT INTO items (n) VALUES (@x := 5)", "SELECT @x", "5"),
+        (
+            "INSERT INTO items (n) VALUES (sets_fv())",
+            "SELECT @fv",
+            "9",
+        ),
+    ];
+    for (set, read, value) in cases {
+        // A session of its own each, so no case hides another.
+        let mut raw = connect_raw(router).await?;
+        raw.rows("USE foobar").await?;
+        raw.query(set)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{set}: {e}"))?;
+        let rows = raw.rows(read).await?;
+        anyhow::ensure!(
+            rows == [[Some(value.to_owned())]],
+            "{read} after {set}: {rows:?}"
+        );
+        let rows = raw.rows("SELECT @@server_id").await?;
+        anyhow::ensure!(
+            rows == [[Some(REPLICA_ID.to_owned())]],
+            "a read without a user variable after {set}: {rows:?}"
+        );
+    }
+    Ok(())
 }
