@@ -215,6 +215,14 @@ binlog_format                = ROW
 log_slave_updates            = ON
 relay_log                    = relay-bin
 gtid_strict_mode             = ON
+# Apply replicated transactions in parallel (optimistically: in parallel, committed in the
+# primary's order, a conflicting one rolled back and retried). Catching up is what a new or
+# rebuilt replica does first, and a rebuilt old primary must be redundant again soon.
+# Measured on this machine, a replica made from empty catching up on 16,000 one-row
+# transactions: 44.7 s applied one at a time, 12.7 s with these (each its own fsync before,
+# group-committed now). The order of commits, and so every GTID position, is unchanged.
+slave_parallel_threads       = 4
+slave_parallel_mode          = optimistic
 
 rpl_semi_sync_master_enabled = ON
 rpl_semi_sync_slave_enabled  = ON
