@@ -718,6 +718,21 @@ async fn a_rolling_deploy_fails_nothing(stack: &Stack) -> anyhow::Result<()> {
 /// after each restore. The bounds are looser than the demo's targets (a shared CI machine);
 /// `make demo` measures against the targets themselves.
 async fn the_demo_faults(stack: &Stack) -> anyhow::Result<()> {
+    // Every component killed; then the faults that leave a process alive but silent, on
+    // the components where that differs from a kill: the ones that hold requests in flight
+    // (a web server, a balancer, a router) and the primary. (A frozen DNS server is in
+    // `a_dns_server_down_fails_no_lookup`; `make demo` runs every fault on everything.)
+    the_demo(stack, &[Fault::Kill], &[]).await?;
+    the_demo(
+        stack,
+        &[Fault::Pause, Fault::Partition, Fault::Partial],
+        &["web-a", "lb-1", "router-a", "db-primary"],
+    )
+    .await
+}
+
+/// The demo's `faults` on `components` (all, when empty), checked against its targets.
+async fn the_demo(stack: &Stack, faults: &[Fault], components: &[&str]) -> anyhow::Result<()> {
     let config = Config {
         visitor: stack.visitor_config(),
         load: LoadConfig {
@@ -730,7 +745,12 @@ async fn the_demo_faults(stack: &Stack) -> anyhow::Result<()> {
         compose_dir: stack.repo.clone(),
         compose_file: Some(stack.repo.join("docker-compose.yml")),
         compose_env_file: Some(stack.env_file.clone()),
-        faults: Fault::ALL.to_vec(),
+        faults: faults.to_vec(),
+        components: if components.is_empty() {
+            Config::default().components
+        } else {
+            components.iter().map(|c| c.to_string()).collect()
+        },
         warmup: Duration::from_secs(3),
         // Long enough for a frozen primary to be replaced (its replica notices in 1 s).
         hold: Duration::from_secs(7),
@@ -740,7 +760,6 @@ async fn the_demo_faults(stack: &Stack) -> anyhow::Result<()> {
             max_write_outage: Duration::from_secs(10),
             ..Targets::default()
         },
-        ..Config::default()
     };
     let report = Scenario::run(&config, |line| eprintln!("{line}")).await?;
     eprintln!("{}", report.text());
