@@ -1161,7 +1161,17 @@ async fn the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session(
 ) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut child = tokio::process::Command::new("mariadb")
-        .args(["--protocol=TCP", "-h", "127.0.0.1", "-N", "-B", "--force"])
+        // --unbuffered: each result is written at once, not when the client exits (its
+        // stdout is a pipe here), so the line below is read while the session is open.
+        .args([
+            "--protocol=TCP",
+            "-h",
+            "127.0.0.1",
+            "-N",
+            "-B",
+            "--force",
+            "--unbuffered",
+        ])
         .arg(format!("-P{}", router.mysql.port()))
         .arg(format!("-u{}", support::USER))
         .arg(format!("-p{}", support::PASSWORD))
@@ -1177,7 +1187,9 @@ async fn the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session(
     stdin
         .write_all(b"BEGIN; INSERT INTO items (n) VALUES (2027); SELECT 'in transaction';\n")
         .await?;
-    let line = stdout.next_line().await?;
+    let line = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+        .await
+        .context("the mariadb client printed nothing within 10 s")??;
     anyhow::ensure!(
         line.as_deref() == Some("in transaction"),
         "before the kill: {line:?}"
@@ -1185,7 +1197,9 @@ async fn the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session(
     db.primary.stop().await?;
     stdin.write_all(b"SELECT COUNT(*) FROM items;\n").await?;
     drop(stdin);
-    let out = child.wait_with_output().await?;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .context("the mariadb client did not end within 30 s of the primary's stop")??;
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("  mariadb after the primary was stopped: {}", stderr.trim());
     anyhow::ensure!(
