@@ -648,9 +648,8 @@ impl Monitor {
         self.nodes[index].errant = None;
         self.nodes[index].errant_at = None;
         let access = self.access.clone();
-        let wake = self.topology.clone();
-        let task = tokio::spawn(async move {
-            let outcome = match rejoin_once(&access, &node, &writer).await {
+        self.beside(index, status.gtid_binlog_pos, async move {
+            match rejoin_once(&access, &node, &writer).await {
                 Ok(Some(done)) => {
                     tracing::warn!(node = %node.name, "rejoined by itself: {done}");
                     Ok(())
@@ -660,13 +659,27 @@ impl Monitor {
                     tracing::error!(node = %node.name, "rejoin refused: {e:#}; it stays fenced");
                     Err(format!("{e:#}"))
                 }
-            };
+            }
+        });
+    }
+
+    /// Runs `work` on the node at `index` (at `position`) beside the loop, which it wakes
+    /// when done; its `Err` is why the node stays fenced (see [`Self::rejoin_fenced`]).
+    fn beside(
+        &mut self,
+        index: usize,
+        position: String,
+        work: impl Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        let wake = self.topology.clone();
+        let task = tokio::spawn(async move {
+            let outcome = work.await;
             wake.shared.wake.notify_one();
             outcome
         });
         self.rejoining = Some(Rejoining {
             index,
-            position: status.gtid_binlog_pos,
+            position,
             task,
         });
     }
@@ -683,9 +696,8 @@ impl Monitor {
     ) {
         // Reported errant only if refused (below): a node being rebuilt needs no operator.
         let access = self.access.clone();
-        let wake = self.topology.clone();
-        let task = tokio::spawn(async move {
-            let outcome = match rebuild_once(&access, &node, writer_node.as_ref(), &errant).await {
+        self.beside(index, position, async move {
+            match rebuild_once(&access, &node, writer_node.as_ref(), &errant).await {
                 Ok(Some(done)) => {
                     tracing::warn!(node = %node.name, "rebuilding: {done}");
                     Ok(())
@@ -701,14 +713,7 @@ impl Monitor {
                     tracing::error!(node = %node.name, "{why}");
                     Err(why)
                 }
-            };
-            wake.shared.wake.notify_one();
-            outcome
-        });
-        self.rejoining = Some(Rejoining {
-            index,
-            position,
-            task,
+            }
         });
     }
 
