@@ -51,13 +51,18 @@ logs:
 
 ## The stack on Docker Swarm (issue 18; README: "Outgrowing one machine"): a one-node swarm
 ## when the engine is in none, the stack `foobar` from docker/swarm/stack.yml, healthy.
-.PHONY: swarm-up swarm-deploy swarm-down swarm-test
+.PHONY: swarm-up swarm-deploy swarm-demo swarm-down swarm-test
 swarm-up: images
 	bash scripts/swarm.sh up
 
 ## Roll the swarm's web and balancer services to the images `make images` built, health-gated.
 swarm-deploy: images
 	bash scripts/swarm.sh deploy
+
+## The failover demo on the swarm (docs/swarm.md): a task of each service killed under load,
+## the engine's new one waited for; the same table and checks as make demo. DEMO_ARGS too.
+swarm-demo:
+	bash scripts/demo.sh --swarm
 
 ## Remove the stack and its volumes; leave the swarm if swarm-up made it.
 swarm-down:

@@ -1,8 +1,9 @@
 //! The stack's containers, through the `docker compose` command a person would type.
 //!
 //! A kill is `docker compose kill` (SIGKILL: a crash, no clean shutdown), a restore is
-//! `docker compose start`; `pause`/`unpause` freeze a container; [`Compose::iptables`] runs
-//! iptables in a container's network namespace from the host (the faults: [`crate::faults`]);
+//! `docker compose start`; `pause`/`unpause` freeze a container; `iptables` runs iptables in a
+//! container's network namespace from the host (the faults: [`crate::faults`]); it is the
+//! demo's [`Runtime`] on compose (`make up`);
 //! health is what `docker compose ps --all --format json` says
 //! (Compose 2.21 and newer print one JSON object per line; older ones one array: both are
 //! read). The stack's long-running services are those of `docker compose config --services`,
@@ -10,15 +11,13 @@
 //! containers ran to completion before the demo (one-shot jobs, exit code 0).
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use tokio::process::Command;
 
-/// Longest any one compose command may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::faults::Fault;
+use crate::runtime::{Runtime, container_addresses, container_iptables, output};
 
 /// `docker compose` run in a project folder, optionally on a given file and with a given
 /// environment file (which may name the project: `COMPOSE_PROJECT_NAME`).
@@ -65,33 +64,6 @@ impl Compose {
         }
     }
 
-    /// SIGKILL to the service's container.
-    pub async fn kill(&self, service: &str) -> anyhow::Result<()> {
-        self.run(&["kill", "--signal", "SIGKILL", service])
-            .await
-            .map(drop)
-    }
-
-    pub async fn start(&self, service: &str) -> anyhow::Result<()> {
-        self.run(&["start", service]).await.map(drop)
-    }
-
-    /// Freezes the service's container (the cgroup freezer, as `docker pause`).
-    pub async fn pause(&self, service: &str) -> anyhow::Result<()> {
-        self.run(&["pause", service]).await.map(drop)
-    }
-
-    pub async fn unpause(&self, service: &str) -> anyhow::Result<()> {
-        self.run(&["unpause", service]).await.map(drop)
-    }
-
-    /// A command in the service's running container; its standard output.
-    pub async fn exec(&self, service: &str, command: &[&str]) -> anyhow::Result<String> {
-        let mut args = vec!["exec", "-T", service];
-        args.extend_from_slice(command);
-        self.run(&args).await
-    }
-
     /// The id of the service's one container.
     pub async fn container(&self, service: &str) -> anyhow::Result<String> {
         let out = self.run(&["ps", "--quiet", service]).await?;
@@ -103,42 +75,8 @@ impl Compose {
         }
     }
 
-    /// The service's container's addresses on its networks.
-    pub async fn addresses(&self, service: &str) -> anyhow::Result<Vec<String>> {
-        let id = self.container(service).await?;
-        let out = docker(&[
-            "inspect",
-            "--format",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-            &id,
-        ])
-        .await?;
-        let addresses = parse_addresses(&out).with_context(|| format!("{service}'s addresses"))?;
-        if addresses.is_empty() {
-            bail!("{service} has no address on any network");
-        }
-        Ok(addresses)
-    }
-
-    /// `iptables OP RULE...` inside the network namespace of the service's container, from the
-    /// host (`nsenter`, as root): the container needs neither iptables nor privileges.
-    pub async fn iptables(&self, service: &str, op: &str, rule: &[String]) -> anyhow::Result<()> {
-        let id = self.container(service).await?;
-        let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &id]).await?;
-        let pid: u32 = pid
-            .trim()
-            .parse()
-            .ok()
-            .filter(|pid| *pid > 0)
-            .with_context(|| format!("{service}: no process id in {pid:?}"))?;
-        let pid = pid.to_string();
-        let mut args = vec!["-t", pid.as_str(), "-n", "iptables", "-w", op];
-        args.extend(rule.iter().map(String::as_str));
-        run_command("nsenter", &args).await.map(drop)
-    }
-
-    /// The services `up` starts (profiles left out).
-    pub async fn services(&self) -> anyhow::Result<Vec<String>> {
+    /// Every service of the compose file but those behind a profile.
+    pub async fn defined_services(&self) -> anyhow::Result<Vec<String>> {
         let out = self.run(&["config", "--services"]).await?;
         Ok(out
             .lines()
@@ -150,11 +88,6 @@ impl Compose {
 
     pub async fn states(&self) -> anyhow::Result<Vec<ServiceState>> {
         parse_ps(&self.run(&["ps", "--all", "--format", "json"]).await?)
-    }
-
-    /// Which of `expected` are not running and healthy (missing ones included), sorted.
-    pub async fn not_healthy(&self, expected: &[String]) -> anyhow::Result<Vec<String>> {
-        Ok(not_healthy(expected, &self.states().await?))
     }
 
     async fn run(&self, args: &[&str]) -> anyhow::Result<String> {
@@ -171,45 +104,61 @@ impl Compose {
     }
 }
 
-/// A plain `docker` command (one container, by id).
-async fn docker(args: &[&str]) -> anyhow::Result<String> {
-    run_command("docker", args).await
-}
-
-async fn run_command(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut command = Command::new(program);
-    command.args(args);
-    output(command, format!("{program} {}", args.join(" "))).await
-}
-
-/// Runs `command` within [`COMMAND_TIMEOUT`]; its standard output, or an error with its
-/// standard error.
-async fn output(mut command: Command, shown: String) -> anyhow::Result<String> {
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
-        .await
-        .with_context(|| format!("{shown}: still running after {COMMAND_TIMEOUT:?}"))?
-        .with_context(|| format!("{shown}: could not run it"))?;
-    if !output.status.success() {
-        bail!(
-            "{shown}: {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+impl Runtime for Compose {
+    fn start_hint(&self) -> &'static str {
+        "make up"
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
-/// `docker inspect`'s addresses, blank-separated; an empty one (a network without IPv4) is
-/// skipped, anything that is not an IP address refused.
-pub fn parse_addresses(text: &str) -> anyhow::Result<Vec<String>> {
-    text.split_whitespace()
-        .map(|word| {
-            word.parse::<std::net::IpAddr>()
-                .map(|ip| ip.to_string())
-                .with_context(|| format!("{word:?} is not an IP address"))
-        })
-        .collect()
+    fn faults(&self) -> &'static [Fault] {
+        &Fault::ALL
+    }
+
+    /// A killed container stays down until `docker compose start`.
+    fn repairs_kills(&self) -> bool {
+        false
+    }
+
+    /// The services `up` starts (profiles left out) that do not run to completion.
+    async fn services(&self) -> anyhow::Result<Vec<String>> {
+        let services = self.defined_services().await?;
+        Ok(long_running(&services, &self.states().await?))
+    }
+
+    async fn not_healthy(&self, expected: &[String]) -> anyhow::Result<Vec<String>> {
+        Ok(not_healthy(expected, &self.states().await?))
+    }
+
+    async fn kill(&self, service: &str) -> anyhow::Result<()> {
+        self.run(&["kill", "--signal", "SIGKILL", service])
+            .await
+            .map(drop)
+    }
+
+    async fn start(&self, service: &str) -> anyhow::Result<()> {
+        self.run(&["start", service]).await.map(drop)
+    }
+
+    async fn pause(&self, service: &str) -> anyhow::Result<()> {
+        self.run(&["pause", service]).await.map(drop)
+    }
+
+    async fn unpause(&self, service: &str) -> anyhow::Result<()> {
+        self.run(&["unpause", service]).await.map(drop)
+    }
+
+    async fn exec(&self, service: &str, command: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["exec", "-T", service];
+        args.extend_from_slice(command);
+        self.run(&args).await
+    }
+
+    async fn addresses(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        container_addresses(&self.container(service).await?, service).await
+    }
+
+    async fn iptables(&self, service: &str, op: &str, rule: &[String]) -> anyhow::Result<()> {
+        container_iptables(&self.container(service).await?, service, op, rule).await
+    }
 }
 
 /// `docker compose ps --format json`: one object per line, or one array.
@@ -263,23 +212,6 @@ mod tests {
     const PS_2_26: &str = r#"{"Command":"\"sleep 120\"","ExitCode":0,"Health":"healthy","ID":"7e57ea5cefb2","Name":"foobar-demo-probe-ok-1","Project":"foobar-demo-probe","Publishers":null,"Service":"ok","State":"running","Status":"Up 1 second (healthy)"}
 {"Command":"\"sleep 120\"","ExitCode":137,"Health":"","ID":"1644754ca569","Name":"foobar-demo-probe-plain-1","Project":"foobar-demo-probe","Publishers":null,"Service":"plain","State":"exited","Status":"Exited (137) Less than a second ago"}
 "#;
-
-    #[test]
-    fn addresses_are_ip_addresses_or_refused() {
-        assert_eq!(
-            parse_addresses("172.20.0.5 10.153.53.11 \n").unwrap(),
-            ["172.20.0.5", "10.153.53.11"]
-        );
-        assert!(parse_addresses("  ").unwrap().is_empty());
-        for bad in [
-            "172.20.0.5; rm -rf /",
-            "-j ACCEPT",
-            "172.20.0",
-            "<no value>",
-        ] {
-            assert!(parse_addresses(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn reads_one_object_per_line_and_an_array() {

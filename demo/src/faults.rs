@@ -2,7 +2,8 @@
 //! break a container and how to mend it, a [`Step`] is one fault on one component, and
 //! [`plan`] makes the run's steps from `--faults` and `--components`.
 //!
-//! - `kill`: SIGKILL (`docker compose kill`), restored with `docker compose start`.
+//! - `kill`: SIGKILL (`docker compose kill`), restored with `docker compose start`; on a
+//!   swarm SIGKILL to one task's container (`docker kill`), and the engine starts a new task.
 //! - `pause`: the container frozen (`docker compose pause`, the cgroup freezer), then
 //!   unpaused: it keeps its sockets open and answers nothing, as a stalled process does.
 //! - `partition`: every packet in and out of the container dropped, loopback excepted, by
@@ -14,13 +15,14 @@
 //!
 //! The database components name roles, not containers: `db-primary` is whichever node is the
 //! primary when the fault is applied, `db-replica` the replica then ([`crate::roles`]).
+//! What runs the stack, compose or a swarm, is a [`Runtime`].
 
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::compose::Compose;
+use crate::runtime::Runtime;
 
 /// The component that stands for the primary of the moment.
 pub const PRIMARY: &str = "db-primary";
@@ -54,38 +56,38 @@ impl Fault {
         matches!(self, Fault::Partition | Fault::Partial)
     }
 
-    /// Breaks `target` (a compose service). `peer` is the replica's service for `Partial`.
+    /// Breaks `target` (a service of the stack). `peer` is the replica's service for `Partial`.
     pub async fn apply(
         self,
-        compose: &Compose,
+        runtime: &impl Runtime,
         target: &str,
         peer: Option<&str>,
     ) -> anyhow::Result<()> {
         match self {
-            Fault::Kill => compose.kill(target).await,
-            Fault::Pause => compose.pause(target).await,
-            Fault::Partition | Fault::Partial => self.iptables(compose, target, peer, "-I").await,
+            Fault::Kill => runtime.kill(target).await,
+            Fault::Pause => runtime.pause(target).await,
+            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-I").await,
         }
     }
 
     /// Mends what [`Fault::apply`] broke; the same `target` and `peer`.
     pub async fn restore(
         self,
-        compose: &Compose,
+        runtime: &impl Runtime,
         target: &str,
         peer: Option<&str>,
     ) -> anyhow::Result<()> {
         match self {
-            Fault::Kill => compose.start(target).await,
-            Fault::Pause => compose.unpause(target).await,
-            Fault::Partition | Fault::Partial => self.iptables(compose, target, peer, "-D").await,
+            Fault::Kill => runtime.start(target).await,
+            Fault::Pause => runtime.unpause(target).await,
+            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-D").await,
         }
     }
 
     /// Inserts (`-I`) or deletes (`-D`) this partition's rules in `target`'s namespace.
     async fn iptables(
         self,
-        compose: &Compose,
+        runtime: &impl Runtime,
         target: &str,
         peer: Option<&str>,
         op: &str,
@@ -93,12 +95,12 @@ impl Fault {
         let rules = match self {
             Fault::Partial => {
                 let peer = peer.context("a partial partition needs the replica")?;
-                partial_rules(&compose.addresses(peer).await?)
+                partial_rules(&runtime.addresses(peer).await?)
             }
             _ => partition_rules(),
         };
         for rule in rules {
-            compose.iptables(target, op, &rule).await?;
+            runtime.iptables(target, op, &rule).await?;
         }
         Ok(())
     }

@@ -12,7 +12,10 @@
 //!   stack's CA, keep-alive), and the one retry a browser allows itself.
 //! - [`record`]: what one request saw.
 //! - [`load`]: the readers and writers, at a bounded rate.
-//! - [`compose`]: kills, pauses, starts, partitions and asks the health of the containers.
+//! - [`runtime`]: what runs the stack, as the demo needs it: kill, pause, start, partition a
+//!   service's container, run a command in it, say which services are not healthy.
+//! - [`compose`]: that runtime through `docker compose` (`make up`).
+//! - [`swarm`]: that runtime on Docker Swarm (`make swarm-up`): kills only, the engine repairs.
 //! - [`faults`]: each [`faults::Fault`]'s apply and restore, and the run's plan of steps.
 //! - [`roles`]: which node is the primary and which the replica now, from router-a.
 //! - [`account`]: per fault, failures, write outage, p99 latency, time to healthy and to full
@@ -30,8 +33,10 @@ pub mod load;
 pub mod record;
 pub mod resolve;
 pub mod roles;
+pub mod runtime;
 pub mod scenario;
 pub mod svg;
+pub mod swarm;
 pub mod timeline;
 pub mod verify;
 pub mod visitor;

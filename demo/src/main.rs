@@ -10,6 +10,7 @@ use clap::Parser;
 use foobar_demo::account::Targets;
 use foobar_demo::faults::{self, Fault};
 use foobar_demo::load::LoadConfig;
+use foobar_demo::swarm::{self, Swarm};
 use foobar_demo::visitor::VisitorConfig;
 use foobar_demo::{Config, Scenario};
 
@@ -17,7 +18,8 @@ use foobar_demo::{Config, Scenario};
 /// components one at a time under a steady load of reads and writes sent as a visitor sends
 /// them (DNS through foobar-dns, HTTPS through the balancers), restores each, and reports
 /// what the visitor saw: a line per second, a table row per fault and component with the
-/// targets, and an SVG timeline. Needs the stack up (make up). Durations are in seconds.
+/// targets, and an SVG timeline. Needs the stack up (make up), or with --swarm on Docker
+/// Swarm (make swarm-up). Durations are in seconds.
 #[derive(Debug, Parser)]
 #[command(name = "foobar-demo", version)]
 struct Args {
@@ -73,12 +75,10 @@ struct Args {
     read_path: String,
     /// Each fault hits these in this order, each restored before the next. db-primary and
     /// db-replica are roles: the node router-a calls the writer, or the reader, at that moment.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "dns-1,dns-2,web-a,lb-1,router-a,db-replica,db-primary"
-    )]
-    components: Vec<String>,
+    /// [default: dns-1,dns-2,web-a,lb-1,router-a,db-replica,db-primary; with --swarm
+    /// dns,balancer,web,router-a,router-b,db-replica,db-primary,prometheus]
+    #[arg(long, value_delimiter = ',')]
+    components: Option<Vec<String>>,
     /// kill (SIGKILL), pause (docker pause), partition (every packet dropped), partial (the
     /// primary cut from the replica): each applied to every component, in this order.
     /// partition and partial need root (iptables in the container's network namespace).
@@ -87,7 +87,7 @@ struct Args {
     /// Load before the first kill.
     #[arg(long, default_value = "5", value_parser = seconds)]
     warmup: Duration,
-    /// How long each fault lasts.
+    /// How long each fault lasts (not a kill on a swarm: the engine restores at once).
     #[arg(long, default_value = "10", value_parser = seconds)]
     hold: Duration,
     /// Load between all-healthy and the next fault.
@@ -105,6 +105,10 @@ struct Args {
     /// An environment file for docker compose (--env-file), e.g. naming another project.
     #[arg(long)]
     compose_env_file: Option<PathBuf>,
+    /// The stack on Docker Swarm of this name (make swarm-up deploys `foobar`) instead of
+    /// compose: a kill hits one task, the engine starts a new one (kill only).
+    #[arg(long, value_name = "STACK")]
+    swarm: Option<String>,
     /// Where the SVG timeline goes.
     #[arg(long, default_value = "dist/demo-timeline.svg")]
     svg: PathBuf,
@@ -173,7 +177,11 @@ async fn main() -> ExitCode {
         compose_dir: args.compose_dir,
         compose_file: args.compose_file,
         compose_env_file: args.compose_env_file,
-        components: args.components,
+        components: match (args.components, &args.swarm) {
+            (Some(components), _) => components,
+            (None, Some(_)) => swarm::COMPONENTS.map(String::from).to_vec(),
+            (None, None) => Config::default().components,
+        },
         faults: args.faults.0,
         warmup: args.warmup,
         hold: args.hold,
@@ -188,7 +196,12 @@ async fn main() -> ExitCode {
             stall: args.stall,
         },
     };
-    let report = match Scenario::run(&config, |line| println!("{line}")).await {
+    let out = |line: &str| println!("{line}");
+    let report = match &args.swarm {
+        Some(stack) => Scenario::run_on(&Swarm::new(stack), &config, out).await,
+        None => Scenario::run(&config, out).await,
+    };
+    let report = match report {
         Ok(report) => report,
         Err(error) => {
             eprintln!("foobar-demo: {error:#}");

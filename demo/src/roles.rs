@@ -2,13 +2,14 @@
 //! `db-replica` are roles, since a failover swaps the nodes and a rejoin keeps them swapped.
 //!
 //! Asked with the router's own command in its container (`foobar-db-router topology`), whose
-//! JSON names the writer and the reader as `host:port`; the host is the compose service.
+//! JSON names the writer and the reader as `host:port`; the host is the service's name (on
+//! compose and on a swarm alike).
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::compose::Compose;
 use crate::faults::{PRIMARY, REPLICA};
+use crate::runtime::Runtime;
 
 /// The router whose view decides the roles.
 pub const ROUTER: &str = "router-a";
@@ -39,8 +40,8 @@ impl Topology {
     }
 
     /// Asks [`ROUTER`] in its container.
-    pub async fn ask(compose: &Compose) -> anyhow::Result<Self> {
-        let json = compose
+    pub async fn ask(runtime: &impl Runtime) -> anyhow::Result<Self> {
+        let json = runtime
             .exec(
                 ROUTER,
                 &[
@@ -92,8 +93,8 @@ impl Topology {
             Some(node) => Ok(node.to_owned()),
             None => bail!(
                 "{ROUTER} sees no {}: wait until it shows a writer and a replicating reader \
-                 (docker compose exec {ROUTER} foobar-db-router topology --config \
-                 /etc/foobar/db-router.toml)",
+                 (`foobar-db-router topology --config /etc/foobar/db-router.toml` in \
+                 {ROUTER}'s container)",
                 if component == PRIMARY {
                     "writer"
                 } else {

@@ -3,9 +3,11 @@
 //! redundant again; then the verdict. `db-primary` and `db-replica` are resolved to the nodes
 //! that hold those roles at the moment of each fault ([`Topology`]).
 //!
-//! [`Scenario::run`] is what `make demo` runs and what the stack's tests call: it prints its
-//! progress and a line per second through the `out` function it is given, and returns a
-//! [`Report`] with everything the table, the picture and a test's assertions need.
+//! [`Scenario::run`] is what `make demo` runs and what the stack's tests call, on compose;
+//! [`Scenario::run_on`] the same on any [`Runtime`] (`make swarm-demo`: a swarm, where the
+//! engine, not the demo, restores a killed task). It prints its progress and a line per second
+//! through the `out` function it is given, and returns a [`Report`] with everything the
+//! table, the picture and a test's assertions need.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -16,18 +18,19 @@ use anyhow::{bail, ensure};
 use tokio::task::JoinSet;
 
 use crate::account::{self, ComponentResult, Redundancy, Targets, Window};
-use crate::compose::{self, Compose};
+use crate::compose::Compose;
 use crate::faults::{self, Fault, PRIMARY, REPLICA, Step};
 use crate::load::{Load, LoadConfig, Records};
 use crate::record::Record;
 use crate::roles::{self, Topology};
+use crate::runtime::Runtime;
 use crate::svg;
 use crate::timeline::{self, Event, EventKind, Second};
 use crate::verify::newest_post_id;
 use crate::verify::{self, Verification};
 use crate::visitor::{Visitor, VisitorConfig};
 
-/// Time for the compose commands of one fault, on top of the waits.
+/// Time for the docker commands of one fault, on top of the waits.
 const COMMANDS_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// Everything the demo can be told.
@@ -163,25 +166,42 @@ fn servers(visitor: &VisitorConfig) -> String {
 pub struct Scenario;
 
 impl Scenario {
-    /// Runs the demo against the running stack; `out` receives progress and timeline lines.
+    /// Runs the demo against the compose stack that `config` names; `out` receives progress
+    /// and timeline lines.
     pub async fn run<F>(config: &Config, out: F) -> anyhow::Result<Report>
     where
         F: Fn(&str) + Send + Sync + 'static,
     {
-        let out: Out = Arc::new(out);
         let compose = Compose::new(
             config.compose_dir.clone(),
             config.compose_file.clone(),
             config.compose_env_file.clone(),
         );
+        Self::run_on(&compose, config, out).await
+    }
+
+    /// Runs the demo against the stack `runtime` runs (compose or a swarm); `config`'s
+    /// compose fields are not read.
+    pub async fn run_on<R, F>(runtime: &R, config: &Config, out: F) -> anyhow::Result<Report>
+    where
+        R: Runtime,
+        F: Fn(&str) + Send + Sync + 'static,
+    {
+        let out: Out = Arc::new(out);
         let t0 = Instant::now();
         let progress = |text: &str| out(&format!("==> [{:>3}s] {text}", t0.elapsed().as_secs()));
 
         progress("checking that every service of the stack is up and healthy");
         let steps = faults::plan(&config.faults, &config.components)?;
         faults::check_root(&config.faults)?;
-        let states = compose.states().await?;
-        let services = compose::long_running(&compose.services().await?, &states);
+        if let Some(fault) = config.faults.iter().find(|f| !runtime.faults().contains(f)) {
+            let names: Vec<&str> = runtime.faults().iter().map(|f| f.name()).collect();
+            bail!(
+                "the {fault} fault is not applied on this stack (only {})",
+                names.join(", ")
+            );
+        }
+        let services = runtime.services().await?;
         // The database roles are asked of the router; without one, every component is a service.
         let has_router = services.iter().any(|s| s == roles::ROUTER);
         for component in &config.components {
@@ -192,15 +212,16 @@ impl Scenario {
                 services.join(", ")
             );
         }
-        let not_healthy = compose::not_healthy(&services, &states);
+        let not_healthy = runtime.not_healthy(&services).await?;
         if !not_healthy.is_empty() {
             bail!(
-                "not healthy: {} (start the stack first: make up)",
-                not_healthy.join(", ")
+                "not healthy: {} (start the stack first: {})",
+                not_healthy.join(", "),
+                runtime.start_hint()
             );
         }
         if has_router {
-            let topology = Topology::ask(&compose).await?;
+            let topology = Topology::ask(runtime).await?;
             ensure!(
                 topology.redundant(),
                 "{} sees writer {}, reader {}: wait until it shows a writer and a replicating \
@@ -269,7 +290,7 @@ impl Scenario {
             let label = step.label();
             // The roles of the moment: a failover earlier in the run (or before it) swapped them.
             let (node, peer) = if component == PRIMARY || component == REPLICA {
-                let topology = Topology::ask(&compose).await?;
+                let topology = Topology::ask(runtime).await?;
                 let node = topology.resolve(component)?;
                 let peer = match fault {
                     Fault::Partial => Some(topology.resolve(REPLICA)?),
@@ -292,18 +313,22 @@ impl Scenario {
             } else {
                 format!(" (now {node})")
             };
+            // A runtime that replaces a killed container itself (a swarm's engine) restores
+            // it at once: no hold, and "to healthy" counts from the kill.
+            let engine_repairs = fault == Fault::Kill && runtime.repairs_kills();
             progress(&format!(
                 "{label}{on}: {}",
-                describe(fault, peer.as_deref())
+                describe(fault, peer.as_deref(), engine_repairs)
             ));
             set_phase(label.clone());
-            fault.apply(&compose, &node, peer.as_deref()).await?;
+            fault.apply(runtime, &node, peer.as_deref()).await?;
             events.push(event(applied, EventKind::Fault, step));
-            tokio::time::sleep(config.hold).await;
-
-            progress(&format!("restore {component}{on}"));
+            if !engine_repairs {
+                tokio::time::sleep(config.hold).await;
+                progress(&format!("restore {component}{on}"));
+            }
             fault
-                .restore(&compose, &node, peer.as_deref())
+                .restore(runtime, &node, peer.as_deref())
                 .await
                 .map_err(|e| {
                     e.context(format!(
@@ -314,7 +339,7 @@ impl Scenario {
             events.push(event(restored, EventKind::Restored, step));
             set_phase(format!("restored {component}"));
 
-            let healthy = wait_healthy(&compose, &services, config.healthy_timeout, t0).await?;
+            let healthy = wait_healthy(runtime, &services, config.healthy_timeout, t0).await?;
             let mut redundant = Redundancy::NotChecked;
             match healthy {
                 Some(at) => {
@@ -326,7 +351,7 @@ impl Scenario {
                     if has_router {
                         let within = config.healthy_timeout.saturating_sub(at - restored);
                         let why;
-                        (redundant, why) = wait_redundant(&compose, within, t0).await;
+                        (redundant, why) = wait_redundant(runtime, within, t0).await;
                         match (redundant, why) {
                             (Redundancy::At(at), _) => progress(&format!(
                                 "a writer and a replicating reader again, {:.1}s after the restore",
@@ -409,8 +434,9 @@ fn event(at: Duration, kind: EventKind, step: &Step) -> Event {
 }
 
 /// What a fault does, for the progress line.
-fn describe(fault: Fault, peer: Option<&str>) -> String {
+fn describe(fault: Fault, peer: Option<&str>, engine_repairs: bool) -> String {
     match fault {
+        Fault::Kill if engine_repairs => "SIGKILL to one task; the engine starts a new one".into(),
         Fault::Kill => "SIGKILL".into(),
         Fault::Pause => "frozen (docker pause)".into(),
         Fault::Partition => "every packet dropped (iptables in its namespace)".into(),
@@ -424,13 +450,13 @@ fn describe(fault: Fault, peer: Option<&str>) -> String {
 /// Polls router-a's topology every second until it shows a writer and a replicating reader;
 /// gives up at once, saying why, when a node has errant transactions (never rejoined by itself).
 async fn wait_redundant(
-    compose: &Compose,
+    runtime: &impl Runtime,
     within: Duration,
     t0: Instant,
 ) -> (Redundancy, Option<String>) {
     let deadline = Instant::now() + within;
     loop {
-        match Topology::ask(compose).await {
+        match Topology::ask(runtime).await {
             Ok(topology) if topology.redundant() => return (Redundancy::At(t0.elapsed()), None),
             Ok(topology) if topology.errant().is_some() => {
                 return (Redundancy::Never, topology.errant());
@@ -446,14 +472,14 @@ async fn wait_redundant(
 
 /// Polls the services' health every second; when all are healthy, the time since `t0`.
 async fn wait_healthy(
-    compose: &Compose,
+    runtime: &impl Runtime,
     services: &[String],
     within: Duration,
     t0: Instant,
 ) -> anyhow::Result<Option<Duration>> {
     let deadline = Instant::now() + within;
     loop {
-        if compose.not_healthy(services).await?.is_empty() {
+        if runtime.not_healthy(services).await?.is_empty() {
             return Ok(Some(t0.elapsed()));
         }
         if Instant::now() >= deadline {

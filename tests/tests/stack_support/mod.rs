@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use foobar_demo::compose::{Compose, ServiceState};
 use foobar_demo::resolve::Resolver;
+use foobar_demo::runtime::Runtime;
 use foobar_demo::visitor::VisitorConfig;
 use serde::Deserialize;
 use testcontainers::compose::DockerCompose;
