@@ -37,25 +37,14 @@ for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "
   tcp_port_free "$port"
 done
 
-# HAProxy: one thread, round robin, keep-alive to clients and backends (connections reused
-# across requests), the same health checks and timeouts as foobar-balancer's config below.
-cat > "$work/haproxy.cfg" <<CONF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout http-request 10s
-    timeout http-keep-alive 10s
+# HAProxy (haproxy_common, bench/lib.sh) bare, and with the same headers as foobar-balancer adds
+# (HAProxy 2.6 has no "option forwarded": by hand).
+{
+  haproxy_common 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+  cat <<CONF
 frontend web
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend webs
-# The same headers as foobar-balancer adds (HAProxy 2.6 has no "option forwarded": by hand).
 frontend web-headers
     bind 127.0.0.1:$HAPROXY_HEADERS_PORT
     option forwardfor
@@ -69,14 +58,11 @@ frontend web-headers
     http-response add-header Via "1.1 haproxy"
     http-response set-header X-Request-Id %[var(txn.request_id)]
     default_backend webs
-backend webs
-    balance roundrobin
-    option httpchk GET /readyz
-    server a 127.0.0.1:$BACKEND_A_PORT check inter 1s rise 2 fall 2
-    server b 127.0.0.1:$BACKEND_B_PORT check inter 1s rise 2 fall 2
 CONF
+} > "$work/haproxy.cfg"
 
-cat > "$work/foobar-balancer.toml" <<CONF
+{
+  cat <<CONF
 [service]
 admin_listen = "127.0.0.1:0"
 [http]
@@ -84,22 +70,9 @@ listen = "127.0.0.1:$FOOBAR_PORT"
 redirect_to_https = false
 [https]
 enabled = false
-[pool]
-algorithm = "round_robin"
-[[pool.backends]]
-address = "127.0.0.1:$BACKEND_A_PORT"
-[[pool.backends]]
-address = "127.0.0.1:$BACKEND_B_PORT"
-[health]
-path = "/readyz"
-interval = "1s"
-[timeouts]
-connect = "1s"
-response = "30s"
-[limits]
-max_connections = 4096
-header_read_timeout = "10s"
 CONF
+  foobar_pool 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+} > "$work/foobar-balancer.toml"
 
 # Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds the server
 # (session SID: cpu_seconds, bench/lib.sh) used meanwhile in $work/NAME.cpu.

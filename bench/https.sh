@@ -56,33 +56,19 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -su
   -addext subjectAltName=DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
 
-# HAProxy: one thread, TLS on the frontend (its defaults: session cache and tickets on), HTTP/2
-# and HTTP/1.1 by ALPN, keep-alive to the backends, the same checks and timeouts as
-# foobar-balancer's config below.
-cat > "$work/haproxy.cfg" <<CONF
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout http-request 10s
-    timeout http-keep-alive 10s
+# HAProxy (haproxy_common, bench/lib.sh) with TLS on the frontend (its defaults: session cache
+# and tickets on), HTTP/2 and HTTP/1.1 by ALPN; foobar-balancer with the same pool.
+{
+  haproxy_common 8000 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+  cat <<CONF
 frontend web
     bind 127.0.0.1:$HAPROXY_PORT ssl crt $work/haproxy.pem alpn h2,http/1.1
     default_backend webs
-backend webs
-    balance roundrobin
-    option httpchk GET /readyz
-    server a 127.0.0.1:$BACKEND_A_PORT check inter 1s rise 2 fall 2
-    server b 127.0.0.1:$BACKEND_B_PORT check inter 1s rise 2 fall 2
 CONF
+} > "$work/haproxy.cfg"
 
-cat > "$work/foobar-balancer.toml" <<CONF
+{
+  cat <<CONF
 [service]
 admin_listen = "127.0.0.1:0"
 [http]
@@ -93,22 +79,9 @@ enabled = true
 listen = "127.0.0.1:$FOOBAR_PORT"
 cert = "$work/cert.pem"
 key = "$work/key.pem"
-[pool]
-algorithm = "round_robin"
-[[pool.backends]]
-address = "127.0.0.1:$BACKEND_A_PORT"
-[[pool.backends]]
-address = "127.0.0.1:$BACKEND_B_PORT"
-[health]
-path = "/readyz"
-interval = "1s"
-[timeouts]
-connect = "1s"
-response = "30s"
-[limits]
-max_connections = 8000
-header_read_timeout = "10s"
 CONF
+  foobar_pool 8000 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+} > "$work/foobar-balancer.toml"
 
 https_answering() { # port
   for _ in $(seq 1 100); do

@@ -177,3 +177,48 @@ print_rounds() { # name...: each one's requests per second, round by round
     echo
   done
 }
+
+# What both balancer benchmarks (balancer.sh, https.sh) give the two balancers in front of
+# nginx_backends' two ports: one thread, round robin, keep-alive to clients and backends
+# (connections reused across requests), the same health checks and timeouts. Each prints its
+# part of a configuration; the scripts add the listeners.
+haproxy_common() { # maxconn port-a port-b: HAProxy's global, defaults and backend `webs`
+  cat <<CONF
+global
+    nbthread 1
+    maxconn $1
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+backend webs
+    balance roundrobin
+    option httpchk GET /readyz
+    server a 127.0.0.1:$2 check inter 1s rise 2 fall 2
+    server b 127.0.0.1:$3 check inter 1s rise 2 fall 2
+CONF
+}
+foobar_pool() { # max-connections port-a port-b: foobar-balancer's pool, checks, timeouts, limits
+  cat <<CONF
+[pool]
+algorithm = "round_robin"
+[[pool.backends]]
+address = "127.0.0.1:$2"
+[[pool.backends]]
+address = "127.0.0.1:$3"
+[health]
+path = "/readyz"
+interval = "1s"
+[timeouts]
+connect = "1s"
+response = "30s"
+[limits]
+max_connections = $1
+header_read_timeout = "10s"
+CONF
+}
