@@ -19,7 +19,7 @@
 # mean connect time, the TCP and TLS handshake, is printed beside it), failures, CPU per
 # request (the server's process only, every round), and the ratios foobar / HAProxy.
 #
-#   bench/https.sh                          # 3 rounds of 20 s per mode and server (~6 min)
+#   bench/https.sh                          # 3 rounds of 20 s per mode and server (~8 min)
 #   ROUNDS=5 DURATION=15 bench/https.sh
 #   MODES="h2 full" bench/https.sh          # some modes only
 #   HANDSHAKES=4000 RESUMES=40000 H2_CLIENTS=10 H2_STREAMS=10 CONNECTIONS=50 bench/https.sh
