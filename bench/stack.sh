@@ -20,7 +20,7 @@
 # The result is the ratio new / base for each page. Before any load it prints each service's
 # idle RSS (dns-1, lb-1, web-a, router-a) with its target.
 #
-#   bench/stack.sh                      # 3 rounds of 20 s per page and stack (~25 min with builds)
+#   bench/stack.sh                      # 3 rounds of 20 s per page and stack (~12 min once built)
 #   DURATION=5 ROUNDS=1 bench/stack.sh  # a quick look
 #   BASE=<rev> bench/stack.sh           # compare with another commit (default: the commit
 #                                       # before issue 20's work, f3c1e12)
