@@ -37,53 +37,14 @@ for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "
   tcp_port_free "$port"
 done
 
-# The backends: one nginx, one worker per port, a 612-byte page (nginx's own index size).
-mkdir -p "$work/www" "$work/nginx-temp"
-chmod 755 "$work" # nginx's workers run as nobody when started by root
-head -c 612 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
-cat > "$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $work/nginx-error.log warn;
-pid $work/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    client_body_temp_path $work/nginx-temp;
-    proxy_temp_path $work/nginx-temp;
-    fastcgi_temp_path $work/nginx-temp;
-    uwsgi_temp_path $work/nginx-temp;
-    scgi_temp_path $work/nginx-temp;
-    server {
-        listen 127.0.0.1:$BACKEND_A_PORT;
-        listen 127.0.0.1:$BACKEND_B_PORT;
-        root $work/www;
-        location = /readyz { return 200 "ready\n"; }
-    }
-}
-CONF
-
-# HAProxy: one thread, round robin, keep-alive to clients and backends (connections reused
-# across requests), the same health checks and timeouts as foobar-balancer's config below.
-cat > "$work/haproxy.cfg" <<CONF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout http-request 10s
-    timeout http-keep-alive 10s
+# HAProxy (haproxy_common, bench/lib.sh) bare, and with the same headers as foobar-balancer adds
+# (HAProxy 2.6 has no "option forwarded": by hand).
+{
+  haproxy_common 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+  cat <<CONF
 frontend web
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend webs
-# The same headers as foobar-balancer adds (HAProxy 2.6 has no "option forwarded": by hand).
 frontend web-headers
     bind 127.0.0.1:$HAPROXY_HEADERS_PORT
     option forwardfor
@@ -97,14 +58,11 @@ frontend web-headers
     http-response add-header Via "1.1 haproxy"
     http-response set-header X-Request-Id %[var(txn.request_id)]
     default_backend webs
-backend webs
-    balance roundrobin
-    option httpchk GET /readyz
-    server a 127.0.0.1:$BACKEND_A_PORT check inter 1s rise 2 fall 2
-    server b 127.0.0.1:$BACKEND_B_PORT check inter 1s rise 2 fall 2
 CONF
+} > "$work/haproxy.cfg"
 
-cat > "$work/foobar-balancer.toml" <<CONF
+{
+  cat <<CONF
 [service]
 admin_listen = "127.0.0.1:0"
 [http]
@@ -112,22 +70,9 @@ listen = "127.0.0.1:$FOOBAR_PORT"
 redirect_to_https = false
 [https]
 enabled = false
-[pool]
-algorithm = "round_robin"
-[[pool.backends]]
-address = "127.0.0.1:$BACKEND_A_PORT"
-[[pool.backends]]
-address = "127.0.0.1:$BACKEND_B_PORT"
-[health]
-path = "/readyz"
-interval = "1s"
-[timeouts]
-connect = "1s"
-response = "30s"
-[limits]
-max_connections = 4096
-header_read_timeout = "10s"
 CONF
+  foobar_pool 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+} > "$work/foobar-balancer.toml"
 
 # Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds the server
 # (session SID: cpu_seconds, bench/lib.sh) used meanwhile in $work/NAME.cpu.
@@ -141,15 +86,7 @@ run_wrk() { # name port sid
   awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
   grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
 }
-failures() { # non-2xx answers and socket errors, which must be none
-  awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$work/$1.wrk"
-}
-
-step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU $NGINX_CPU"
-setsid taskset -c "$NGINX_CPU" nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
-pids+=($!)
-http_answering "$BACKEND_A_PORT" /index.html
-http_answering "$BACKEND_B_PORT" /index.html
+nginx_backends "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$NGINX_CPU"
 
 step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') and foobar-balancer, both on CPU 0"
 setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
@@ -173,12 +110,6 @@ done
 haproxy_rss=$(rss_kb "$haproxy_pid")
 loaded_rss=$(rss_kb "$foobar_pid")
 
-# CPU microseconds per request over every round of NAME.
-per_request() { # name
-  for round in $(seq 1 "$ROUNDS"); do
-    echo "$(cat "$work/$1-$round.cpu") $(awk '/requests in/ {print $1}' "$work/$1-$round.wrk")"
-  done | awk '{ cpu += $1; n += $2 } END { printf "%.1f", cpu * 1e6 / n }'
-}
 names=(haproxy haproxy-headers foobar-balancer)
 echo
 print_rounds "${names[@]}"
@@ -187,8 +118,7 @@ for name in "${names[@]}"; do
   run=$(median_round "$name")
   rss=$haproxy_rss
   [ "$name" = foobar-balancer ] && rss=$loaded_rss
-  failed=0
-  for round in $(seq 1 "$ROUNDS"); do failed=$((failed + $(failures "$name-$round"))); done
+  failed=$(failed_rounds "$name")
   printf '%-16s %12.0f %10s %10s %10s %14s %10s\n' "$name" "$(rps "$run")" "$(percentile "$run" 50)" \
     "$(percentile "$run" 99)" "$failed" "$(per_request "$name")" "$((rss / 1024))"
 done

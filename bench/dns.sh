@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# foobar-dns against NSD, in the same run, on the same zone and the same query mix:
-# each server pinned to CPU 0, dnsperf pinned to CPU 1, DURATION seconds each (default 30).
-# Prints queries per second for both, the ratio, and foobar-dns's idle memory (RSS).
+# foobar-dns against NSD and Knot DNS 3.2 (Debian's nsd and knot), in the same run, on the same
+# zone and the same query mix, over UDP and over TCP (dnsperf -m tcp: one connection, many
+# queries in flight on it). Every server pinned to CPU 0 (one worker each: NSD server-count 1,
+# Knot one UDP and one TCP worker), dnsperf to CPU 1; each server and protocol measured in
+# turn for DURATION seconds, over ROUNDS rounds, each judged by its median round (bench/lib.sh).
+# One dnsperf on one core can be the limit: CPU per answer (the server's CPU time over the
+# answers of every round) then tells the servers apart.
+# Prints queries per second, how busy each server's core was, CPU per answer, the ratios and
+# foobar-dns's idle memory (RSS).
 #
-#   bench/dns.sh            # 30 s per server
-#   DURATION=10 bench/dns.sh
+#   bench/dns.sh                        # 3 rounds of 10 s per server and protocol (~3 min)
+#   DURATION=5 ROUNDS=1 bench/dns.sh
+#   PROTOCOLS=udp bench/dns.sh          # udp, tcp or both (default "udp tcp")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 source bench/lib.sh
 
-DURATION=${DURATION:-30}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+PROTOCOLS=${PROTOCOLS:-udp tcp}
 NSD_PORT=${NSD_PORT:-15301}
 FOOBAR_PORT=${FOOBAR_PORT:-15302}
+KNOT_PORT=${KNOT_PORT:-15303}
 bash scripts/install-tools.sh bench
 
 bench_start dns foobar-dns
@@ -52,6 +62,34 @@ zone:
     zonefile: "$work/foobar.com.zone"
 CONF
 
+# Knot: no rate limiting unless its rrl module is loaded (it is not); the zone read from the
+# file, never written back, no journal.
+mkdir -p "$work/knot"
+cat > "$work/knot.conf" <<CONF
+server:
+    listen: 127.0.0.1@$KNOT_PORT
+    rundir: "$work/knot"
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+    identity: ""
+    version: ""
+log:
+  - target: "$work/knot.log"
+    any: warning
+database:
+    storage: "$work/knot"
+control:
+    listen: "$work/knot/knot.sock"
+zone:
+  - domain: foobar.com
+    file: "$work/foobar.com.zone"
+    storage: "$work/knot"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+CONF
+
 cat > "$work/foobar-dns.toml" <<CONF
 [service]
 admin_listen = "127.0.0.1:0"
@@ -64,61 +102,95 @@ CONF
 
 wait_answering() { # port
   for _ in $(seq 1 100); do
-    if dig @127.0.0.1 -p "$1" +time=1 +tries=1 +short www.foobar.com A >/dev/null 2>&1; then return 0; fi
+    if dig @127.0.0.1 -p "$1" +time=1 +tries=1 +short www.foobar.com A >/dev/null 2>&1 \
+       && dig @127.0.0.1 -p "$1" +tcp +time=1 +tries=1 +short www.foobar.com A >/dev/null 2>&1; then
+      return 0
+    fi
     sleep 0.1
   done
-  echo "nothing answers on port $1" >&2; return 1
+  echo "nothing answers on port $1 over UDP and TCP" >&2; return 1
 }
 
 # A server must not start where another one already answers, or we would measure that one.
 port_free() { # port
   if dig @127.0.0.1 -p "$1" +time=1 +tries=1 +short www.foobar.com A >/dev/null 2>&1; then
-    echo "something already answers DNS on 127.0.0.1:$1; stop it or set NSD_PORT/FOOBAR_PORT" >&2
+    echo "something already answers DNS on 127.0.0.1:$1; stop it or set NSD_PORT/KNOT_PORT/FOOBAR_PORT" >&2
     exit 1
   fi
 }
 
-run_dnsperf() { # name port -> prints qps
-  local name=$1 port=$2
-  step "dnsperf against $name for ${DURATION}s (server on CPU 0, dnsperf on CPU 1)" >&2
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -l "$DURATION" -T 1 -c 1 -q 200 \
+# Runs dnsperf against PORT: its output in $work/NAME.dnsperf, the figures bench/lib.sh reads
+# (rps, requests_done) in $work/NAME.rps and .requests, the server's CPU seconds in .cpu.
+run_dnsperf() { # name port protocol sid
+  local name=$1 port=$2 protocol=$3 sid=$4 before
+  step "dnsperf against $name over $protocol for ${DURATION}s (server on CPU 0, dnsperf on CPU 1)"
+  before=$(cpu_seconds "$sid")
+  taskset -c 1 dnsperf -m "$protocol" -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -l "$DURATION" -T 1 -c 1 -q 200 \
     > "$work/$name.dnsperf" 2>&1
+  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
+  awk '/Queries per second/ {print $4}' "$work/$name.dnsperf" > "$work/$name.rps"
+  awk '/Queries completed/ {print $3}' "$work/$name.dnsperf" > "$work/$name.requests"
+  awk '/Queries lost/ {print $3}' "$work/$name.dnsperf" > "$work/$name.failed"
   grep -E 'Queries (sent|completed|lost)|Queries per second|Average Latency' "$work/$name.dnsperf" | sed 's/^/    /' >&2
-  awk '/Queries per second/ {print $4}' "$work/$name.dnsperf"
 }
 
 port_free "$NSD_PORT"
+port_free "$KNOT_PORT"
 port_free "$FOOBAR_PORT"
-step "starting NSD $(nsd -v 2>&1 | head -n1 | awk '{print $3}') on CPU 0"
+step "starting NSD $(nsd -v 2>&1 | head -n1 | awk '{print $3}'), Knot $(knotd --version | awk '{print $NF}') and foobar-dns, each on CPU 0"
 setsid taskset -c 0 nsd -d -c "$work/nsd.conf" > "$work/nsd.out" 2>&1 &
 pids+=($!)
-wait_answering "$NSD_PORT"
-nsd_cpu_before=$(cpu_seconds "${pids[0]}")
-nsd_qps=$(run_dnsperf nsd "$NSD_PORT")
-nsd_cpu=$(awk -v a="$(cpu_seconds "${pids[0]}")" -v b="$nsd_cpu_before" 'BEGIN { print a - b }')
-kill -- "-${pids[0]}" 2>/dev/null || true
-wait "${pids[0]}" 2>/dev/null || true
-
-step "starting foobar-dns on CPU 0"
+nsd_pid=${pids[-1]}
+setsid taskset -c 0 knotd -c "$work/knot.conf" > "$work/knot.out" 2>&1 &
+pids+=($!)
+knot_pid=${pids[-1]}
 RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-dns.toml" > "$work/foobar.out" 2>&1 &
 pids+=($!)
+foobar_pid=${pids[-1]}
+wait_answering "$NSD_PORT"
+wait_answering "$KNOT_PORT"
 wait_answering "$FOOBAR_PORT"
-sleep 1
-idle_rss=$(rss_kb "${pids[1]}")
-foobar_cpu_before=$(cpu_seconds "${pids[1]}")
-foobar_qps=$(run_dnsperf foobar-dns "$FOOBAR_PORT")
-foobar_cpu=$(awk -v a="$(cpu_seconds "${pids[1]}")" -v b="$foobar_cpu_before" 'BEGIN { print a - b }')
-loaded_rss=$(rss_kb "${pids[1]}")
+sleep 1 # settled: what it holds before any load is its idle memory
+idle_rss=$(rss_kb "$foobar_pid")
 
-ratio=$(awk -v a="$foobar_qps" -v b="$nsd_qps" 'BEGIN { printf "%.2f", a / b }')
-# CPU per query: when dnsperf's core is the limit, both servers answer about as fast as it
-# asks, and what tells them apart is how much of their core each answer costs.
-per_query() { awk -v cpu="$1" -v qps="$2" -v d="$DURATION" 'BEGIN { printf "%.2f", cpu * 1e6 / (qps * d) }'; }
-busy() { awk -v cpu="$1" -v d="$DURATION" 'BEGIN { printf "%.0f%%", 100 * cpu / d }'; }
+servers=(nsd knot foobar-dns)
+declare -A port=([nsd]=$NSD_PORT [knot]=$KNOT_PORT [foobar-dns]=$FOOBAR_PORT)
+declare -A sid=([nsd]=$nsd_pid [knot]=$knot_pid [foobar-dns]=$foobar_pid)
+for round in $(seq 1 "$ROUNDS"); do
+  for protocol in $PROTOCOLS; do
+    for server in "${servers[@]}"; do
+      run_dnsperf "$protocol-$server-$round" "${port[$server]}" "$protocol" "${sid[$server]}"
+    done
+  done
+done
+loaded_rss=$(rss_kb "$foobar_pid")
+
+# How busy the server's core was over every round of NAME.
+busy() { # name
+  local round
+  for round in $(seq 1 "$ROUNDS"); do cat "$work/$1-$round.cpu"; done \
+    | awk -v d="$DURATION" -v r="$ROUNDS" '{ t += $1 } END { printf "%.0f%%", 100 * t / (d * r) }'
+}
 echo
-printf '%-12s %12s %14s %16s\n' "server" "queries/s" "CPU 0 busy" "CPU us/query"
-printf '%-12s %12.0f %14s %16s\n' "nsd" "$nsd_qps" "$(busy "$nsd_cpu")" "$(per_query "$nsd_cpu" "$nsd_qps")"
-printf '%-12s %12.0f %14s %16s\n' "foobar-dns" "$foobar_qps" "$(busy "$foobar_cpu")" "$(per_query "$foobar_cpu" "$foobar_qps")"
-echo "ratio foobar-dns / nsd, queries per second: $ratio  (target >= 1.00)"
-echo "ratio nsd / foobar-dns, CPU per query:      $(awk -v a="$(per_query "$nsd_cpu" "$nsd_qps")" -v b="$(per_query "$foobar_cpu" "$foobar_qps")" 'BEGIN { printf "%.2f", a / b }')  (above 1.00: foobar-dns spends less per answer)"
+for protocol in $PROTOCOLS; do
+  print_rounds "${servers[@]/#/$protocol-}"
+done
+echo
+printf '%-6s %-12s %12s %12s %14s %8s\n' proto server queries/s "CPU 0 busy" "CPU us/answer" lost
+for protocol in $PROTOCOLS; do
+  for server in "${servers[@]}"; do
+    printf '%-6s %-12s %12.0f %12s %14s %8s\n' "$protocol" "$server" "$(rps "$(median_round "$protocol-$server")")" \
+      "$(busy "$protocol-$server")" "$(per_request "$protocol-$server")" "$(failed_rounds "$protocol-$server")"
+  done
+done
+echo "(median round of $ROUNDS, ${DURATION}s each; busy, CPU and lost over every round)"
+for protocol in $PROTOCOLS; do
+  foobar=$(median_round "$protocol-foobar-dns")
+  for reference in nsd knot; do
+    other=$(median_round "$protocol-$reference")
+    printf 'ratio foobar-dns / %-5s %s: queries per second %s (target >= 1.00), CPU per answer %s (target <= 1.00)\n' \
+      "$reference," "$protocol" "$(ratio "$(rps "$foobar")" "$(rps "$other")")" \
+      "$(ratio "$(per_request "$protocol-foobar-dns")" "$(per_request "$protocol-$reference")")"
+  done
+done
 echo "foobar-dns RSS: idle $((idle_rss / 1024)) MB ($idle_rss kB), after load $((loaded_rss / 1024)) MB (target idle < 15 MB)"

@@ -66,9 +66,101 @@ to_ms() {
     else { printf "%s", v } }'
 }
 
-# Figures of the wrk run whose output is $work/NAME.wrk.
-rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; }
-percentile() { to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; }
+# Figures of the run NAME: a wrk run's output is $work/NAME.wrk; an h2load run (run_h2load)
+# leaves its figures in $work/NAME.rps, .p50, .p99, .requests and .failed instead.
+rps() {
+  if [ -f "$work/$1.rps" ]; then cat "$work/$1.rps"; else awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"; fi
+}
+percentile() { # name 50|99: milliseconds
+  if [ -f "$work/$1.p$2" ]; then cat "$work/$1.p$2"; else to_ms "$(awk -v p="$2%" '$1 == p {print $2}' "$work/$1.wrk")"; fi
+}
+requests_done() {
+  if [ -f "$work/$1.requests" ]; then cat "$work/$1.requests"; else awk '/requests in/ {print $1}' "$work/$1.wrk"; fi
+}
+# Answers that are not 2xx or 3xx, and requests that got no answer (socket errors, timeouts).
+failures() {
+  if [ -f "$work/$1.failed" ]; then cat "$work/$1.failed"; else
+    awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$work/$1.wrk"
+  fi
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# run_h2load NAME SID H2LOAD-ARGS...: h2load pinned to CPU 1 with a log of every request, from
+# which p50 and p99 are taken (h2load prints only min, mean and max), and the CPU seconds the
+# server (session SID: cpu_seconds; none for "-") used meanwhile in $work/NAME.cpu. The rate is h2load's
+# (requests done over the time it ran); 3xx counts as an answer (a post's redirect).
+run_h2load() {
+  local name=$1 sid=$2 before=0; shift 2
+  [ "$sid" = - ] || before=$(cpu_seconds "$sid")
+  taskset -c 1 h2load --log-file="$work/$name.log" "$@" > "$work/$name.h2load" 2>&1 || true
+  [ "$sid" = - ] || awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
+  h2load_figures "$name"
+}
+h2load_figures() { # name: from $work/NAME.h2load and $work/NAME.log
+  local out="$work/$1.h2load"
+  awk '/^finished in/ {print $4 + 0}' "$out" > "$work/$1.rps"
+  awk '/^requests:/ {print $6 + 0}' "$out" > "$work/$1.requests"
+  # Done but not answered 2xx or 3xx: errors, timeouts, 4xx and 5xx.
+  awk '/^requests:/ {d = $6} /^status codes:/ {a = $3 + $5} END {print d - a}' "$out" > "$work/$1.failed"
+  local p50 p99
+  read -r p50 p99 < <(sort -n -k3,3 "$work/$1.log" | awk '{ d[NR] = $3 } END {
+      if (NR == 0) print "- -"
+      else printf "%.3f %.3f\n", d[int((NR - 1) * 0.50) + 1] / 1000, d[int((NR - 1) * 0.99) + 1] / 1000 }')
+  echo "$p50" > "$work/$1.p50"
+  echo "$p99" > "$work/$1.p99"
+  rm -f "$work/$1.log"
+  grep -E '^finished in|^requests:|^status codes:' "$out" | sed 's/^/    /' >&2
+}
+
+# CPU microseconds per request over every round of NAME (runs NAME-1 .. NAME-ROUNDS).
+per_request() { # name
+  local round
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "$(cat "$work/$1-$round.cpu") $(requests_done "$1-$round")"
+  done | awk '{ cpu += $1; n += $2 } END { if (n > 0) printf "%.1f", cpu * 1e6 / n; else print "-" }'
+}
+failed_rounds() { # name: failures over every round of NAME
+  local round n=0
+  for round in $(seq 1 "$ROUNDS"); do n=$((n + $(failures "$1-$round"))); done
+  echo "$n"
+}
+
+# nginx_backends PORT_A PORT_B CPU: one nginx, one worker, answering on both ports with a
+# 612-byte page (nginx's own index size) at /index.html and 200 at /readyz; started pinned to
+# CPU into `pids`, returns once both ports answer.
+nginx_backends() {
+  mkdir -p "$work/www" "$work/nginx-temp"
+  chmod 755 "$work" # nginx's workers run as nobody when started by root
+  head -c 612 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
+  cat > "$work/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+error_log $work/nginx-error.log warn;
+pid $work/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $work/nginx-temp;
+    proxy_temp_path $work/nginx-temp;
+    fastcgi_temp_path $work/nginx-temp;
+    uwsgi_temp_path $work/nginx-temp;
+    scgi_temp_path $work/nginx-temp;
+    server {
+        listen 127.0.0.1:$1;
+        listen 127.0.0.1:$2;
+        root $work/www;
+        location = /readyz { return 200 "ready\n"; }
+    }
+}
+CONF
+  step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU $3"
+  setsid taskset -c "$3" nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
+  pids+=($!)
+  http_answering "$1" /index.html
+  http_answering "$2" /index.html
+}
 
 # Benchmarks that measure two servers in turn over ROUNDS rounds (runs NAME-1 .. NAME-ROUNDS)
 # judge each by its median round: whatever else the machine does during one round then weighs
@@ -84,4 +176,49 @@ print_rounds() { # name...: each one's requests per second, round by round
     for round in $(seq 1 "$ROUNDS"); do printf ' %.0f' "$(rps "$name-$round")"; done
     echo
   done
+}
+
+# What both balancer benchmarks (balancer.sh, https.sh) give the two balancers in front of
+# nginx_backends' two ports: one thread, round robin, keep-alive to clients and backends
+# (connections reused across requests), the same health checks and timeouts. Each prints its
+# part of a configuration; the scripts add the listeners.
+haproxy_common() { # maxconn port-a port-b: HAProxy's global, defaults and backend `webs`
+  cat <<CONF
+global
+    nbthread 1
+    maxconn $1
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+backend webs
+    balance roundrobin
+    option httpchk GET /readyz
+    server a 127.0.0.1:$2 check inter 1s rise 2 fall 2
+    server b 127.0.0.1:$3 check inter 1s rise 2 fall 2
+CONF
+}
+foobar_pool() { # max-connections port-a port-b: foobar-balancer's pool, checks, timeouts, limits
+  cat <<CONF
+[pool]
+algorithm = "round_robin"
+[[pool.backends]]
+address = "127.0.0.1:$2"
+[[pool.backends]]
+address = "127.0.0.1:$3"
+[health]
+path = "/readyz"
+interval = "1s"
+[timeouts]
+connect = "1s"
+response = "30s"
+[limits]
+max_connections = $1
+header_read_timeout = "10s"
+CONF
 }

@@ -35,7 +35,8 @@ declare -A PACKAGES=(
 )
 # `install-tools.sh bench` adds what the benchmarks in bench/ run against.
 if [ "${1:-}" = bench ]; then
-  PACKAGES+=([nsd]=nsd [dnsperf]=dnsperf [taskset]=util-linux [wrk]=wrk [haproxy]=haproxy [nginx]=nginx)
+  PACKAGES+=([nsd]=nsd [dnsperf]=dnsperf [taskset]=util-linux [wrk]=wrk [haproxy]=haproxy [nginx]=nginx
+             [knotd]=knot [h2load]=nghttp2-client [openssl]=openssl)
 fi
 
 apt_updated=0
