@@ -16,7 +16,9 @@
 //! - the response head parsed by httparse (hyper's parser); 1xx heads but 100 Continue kept
 //!   for the client (`framing::Interim`);
 //! - the response body framed by the method and status (HEAD, 204, 304: none), else
-//!   `Transfer-Encoding: chunked`, else `Content-Length`, else the connection's end;
+//!   `Transfer-Encoding: chunked` (a `Content-Length` beside it dropped), else
+//!   `Content-Length`, else the connection's end; any transfer coding other than one final
+//!   chunked makes the response malformed (502), as HAProxy has it;
 //! - a connection is kept for another request only after a complete, delimited response
 //!   that did not ask to close, with nothing left over (in its buffer or, as far as the
 //!   socket's readiness knows, in the socket), and whose request body was sent in full.
@@ -398,11 +400,17 @@ mod tests {
         assert_eq!(headers["x-served-by"], "web-a");
         assert!(matches!(framing, Framing::Length(12)) && keep);
 
-        let (_, framing, keep) = final_head(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        let (response, framing, keep) = final_head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             Method::GET,
         );
         assert!(matches!(framing, Framing::Chunked(Chunk::Size)) && keep);
+        let head = response.extensions().get::<RawHead>().unwrap();
+        assert_eq!(
+            head.fields().count(),
+            0,
+            "Content-Length beside chunked: dropped"
+        );
 
         let (_, framing, keep) = final_head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
         assert!(
@@ -503,6 +511,13 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
+            // A transfer coding this hop cannot relay with its field: 502, never dropped.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         ] {
             assert!(head(bad, Method::GET).is_err(), "{bad:?}");
         }

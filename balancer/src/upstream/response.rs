@@ -81,13 +81,13 @@ pub(super) fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<P
     };
     let mut kept = Vec::with_capacity(parsed.headers.len());
     let mut options = ConnectionOptions::default();
-    let mut last_coding = None;
+    let mut chunked = false;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
             options.read(field.value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            last_coding = Some(field.value);
+            chunked = true;
         } else if !is_hop_by_hop(name) {
             kept.push(span(field));
         }
@@ -104,7 +104,23 @@ pub(super) fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<P
         };
         kept.retain(|&(name, name_len, _, _)| !named(&buffer[name..name + name_len]));
     }
-    let chunked = last_coding.map(framing::ends_chunked);
+    if chunked {
+        // Only one final chunked is relayed (`framing::transfer_codings`): any other coding
+        // would reach the client without its field. 502, as HAProxy answers.
+        let codings = parsed
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|f| f.value);
+        if framing::transfer_codings(codings).is_err() {
+            return Err(invalid("a transfer coding other than one final chunked"));
+        }
+        // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, which an intermediary
+        // removes before it forwards the message.
+        kept.retain(|&(name, name_len, _, _)| {
+            !buffer[name..name + name_len].eq_ignore_ascii_case(b"content-length")
+        });
+    }
     let (framing, delimited) = response_framing(method, status, chunked, || {
         let lengths = kept
             .iter()
@@ -156,7 +172,7 @@ impl ConnectionOptions {
 pub(super) fn response_framing(
     method: &Method,
     status: StatusCode,
-    chunked: Option<bool>,
+    chunked: bool,
     length: impl FnOnce() -> io::Result<Option<u64>>,
 ) -> io::Result<(Framing, bool)> {
     if *method == Method::HEAD
@@ -165,12 +181,8 @@ pub(super) fn response_framing(
     {
         return Ok((Framing::Done, true));
     }
-    if let Some(chunked) = chunked {
-        return Ok(if chunked {
-            (Framing::Chunked(Chunk::Size), true)
-        } else {
-            (Framing::UntilClose, false)
-        });
+    if chunked {
+        return Ok((Framing::Chunked(Chunk::Size), true));
     }
     Ok(match length()? {
         Some(0) => (Framing::Done, true),
