@@ -147,12 +147,6 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The 1xx responses (103 Early Hints ...) a backend sent before its final one, as this hop
-/// writes them to an HTTP/1.1 client: status lines and end-to-end fields. It travels in the
-/// final response's extensions, so a response without any allocates nothing for it.
-#[derive(Clone, Debug)]
-pub struct Interim(pub Bytes);
-
 /// How a response body is delimited, and where reading it has got to.
 #[derive(Debug)]
 pub enum Framing {

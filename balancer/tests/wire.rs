@@ -27,13 +27,16 @@ const PROBE: &[u8] = b"GET /probe HTTP/1.1\r\nHost: a\r\n\r\n";
 /// body as they came, framing included) and answers by path:
 /// `/204` a 204 with a Content-Length, `/304` a 304 with one, `/103` Early Hints then 200,
 /// `/100` 100 Continue then 200, `/malformed` a head no parser accepts, `/extra` a 200 and,
-/// 300 ms later, a second response nobody asked for; `/coded/N` row N of `coded_table`,
+/// 300 ms later, a second response nobody asked for; `/103-held` Early Hints, then 200 only
+/// once the test releases it; `/coded/N` row N of `coded_table`,
 /// then a close; `/probe` "probe"; anything else "ok".
 struct Recorder {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Told when `/extra`'s unsolicited response has been written.
     extra_sent: Arc<Notify>,
+    /// Lets `/103-held` send its final response.
+    release: Arc<Notify>,
 }
 
 impl Recorder {
@@ -43,10 +46,12 @@ impl Recorder {
             addr: listener.local_addr().unwrap(),
             received: Arc::default(),
             extra_sent: Arc::default(),
+            release: Arc::default(),
         };
-        let (received, extra_sent) = (
+        let (received, extra_sent, release) = (
             Arc::clone(&recorder.received),
             Arc::clone(&recorder.extra_sent),
+            Arc::clone(&recorder.release),
         );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -54,6 +59,7 @@ impl Recorder {
                     stream,
                     Arc::clone(&received),
                     Arc::clone(&extra_sent),
+                    Arc::clone(&release),
                 ));
             }
         });
@@ -95,6 +101,7 @@ async fn serve_backend(
     mut stream: TcpStream,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
     extra_sent: Arc<Notify>,
+    release: Arc<Notify>,
 ) {
     let mut buffer = Vec::new();
     loop {
@@ -125,6 +132,13 @@ async fn serve_backend(
             }
             return;
         }
+        if path == "/103-held" {
+            let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n";
+            if stream.write_all(hints).await.is_err() {
+                return;
+            }
+            release.notified().await;
+        }
         let answer: &[u8] = match path.as_str() {
             "/204" => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-B: 1\r\n\r\n",
             "/304" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"e\"\r\n\r\n",
@@ -136,6 +150,7 @@ async fn serve_backend(
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             }
             "/malformed" => b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+            "/103-held" => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld",
             "/probe" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nprobe",
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         };
@@ -756,6 +771,10 @@ fn table() -> Vec<Row> {
             contains: &["link: </s.css>; rel=preload"],
             ..row("backend 103 Early Hints", b"GET /103 HTTP/1.1\r\nHost: a\r\n\r\n", &[103, 200], OPEN, Count(1))
         },
+        Row {
+            lacks: &["103", "link:"],
+            ..row("backend 103 to an HTTP/1.0 client (none)", b"GET /103 HTTP/1.0\r\nHost: a\r\n\r\n", &[200], CLOSED, Count(1))
+        },
         row(
             "Expect: 100-continue (backend's 100 not repeated)",
             b"POST /100 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
@@ -1213,4 +1232,48 @@ async fn backend_transfer_codings_reach_clients_intact_or_as_502() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The next complete answer on `stream`: status, head (lower-cased) and body.
+async fn next_answer(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    what: &str,
+) -> (u16, String, Vec<u8>) {
+    loop {
+        if let Some((end, status, body)) = response_end(buffer) {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            buffer.drain(..end);
+            return (status, head, body);
+        }
+        let mut chunk = [0; 4096];
+        let n = tokio::time::timeout(STALL, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {STALL:?}"))
+            .unwrap();
+        assert!(n > 0, "closed before the {what}");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A backend's 103 Early Hints reach an HTTP/1.1 client as they arrive, while the backend
+/// still works on its final response: here it holds that response until the client has read
+/// the 103, so a balancer that kept the 103 for the final head would stall.
+#[tokio::test]
+async fn early_hints_reach_the_client_before_the_final_response_is_sent() {
+    let backend = Recorder::start().await;
+    let lb = balancer(&backend).await;
+    let mut stream = TcpStream::connect(lb.addr("http")).await.unwrap();
+    stream
+        .write_all(b"GET /103-held HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let (status, head, _) =
+        next_answer(&mut stream, &mut buffer, "103 before the final response").await;
+    assert_eq!(status, 103, "{head}");
+    assert!(head.contains("link: </s.css>; rel=preload"), "{head}");
+    backend.release.notify_one();
+    let (status, _, body) = next_answer(&mut stream, &mut buffer, "final response").await;
+    assert_eq!((status, body.as_slice()), (200, &b"held"[..]));
 }

@@ -7,18 +7,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::{Connection, MAX_HEADERS};
-use crate::framing::{self, Chunk, Framing, invalid, push_field};
+use crate::framing::{self, Chunk, Framing, invalid};
 use crate::message::{RawHead, is_hop_by_hop};
 
 pub(super) enum Parsed {
     Final((Response<()>, Framing, bool)),
-    /// A 1xx response, consumed from the buffer, and its head as the client gets it (none
-    /// for 100 Continue).
-    Interim(Option<Vec<u8>>),
+    /// A 1xx response, consumed from the buffer: its status and end-to-end fields, as the
+    /// client gets them (none for 100 Continue).
+    Interim(Option<Response<()>>),
     Partial,
 }
 
@@ -50,19 +51,21 @@ pub(super) fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<P
         // 100 Continue is this hop's own to send (`http1.rs`, when the body is read); other
         // 1xx heads go to the client before the final one.
         let relayed = (status != StatusCode::CONTINUE).then(|| {
-            let mut head = Vec::with_capacity(len);
-            head.extend_from_slice(b"HTTP/1.1 ");
-            head.extend_from_slice(status.as_str().as_bytes());
-            head.push(b' ');
-            head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-            head.extend_from_slice(b"\r\n");
+            let mut head = Response::new(());
+            *head.status_mut() = status;
             for field in parsed.headers.iter() {
                 let name = field.name.as_bytes();
-                if !is_hop_by_hop(name) && !name.eq_ignore_ascii_case(b"content-length") {
-                    push_field(&mut head, name, field.value);
+                if is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"content-length") {
+                    continue;
+                }
+                // httparse accepted the name as a token and the value's bytes: neither fails.
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name),
+                    HeaderValue::from_bytes(field.value),
+                ) {
+                    head.headers_mut().append(name, value);
                 }
             }
-            head.extend_from_slice(b"\r\n");
             head
         });
         buffer.advance(len);
