@@ -6,14 +6,19 @@
 //!
 //! What one field can get wrong (a backend address, a weight, a site's name or hosts) is
 //! checked while the file is read, so the error names its line and key; what needs several
-//! tables is checked by `validate`.
+//! tables is checked by `validate` (`config/validate.rs`). The default of every key, which a
+//! file leaves out, is in `config/defaults.rs`. Both import this module's types and nothing
+//! imports them: the tables here read alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use foobar_service::{CommonConfig, ServiceConfig};
+use foobar_service::CommonConfig;
 use serde::{Deserialize, Serialize};
+
+mod defaults;
+mod validate;
 
 /// `balancer.toml`: the listener, the backend pool and how it is checked.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -59,24 +64,6 @@ pub struct HttpsConfig {
     /// `Strict-Transport-Security: max-age` on HTTPS answers; 0 leaves the header out.
     #[serde(with = "humantime_serde")]
     pub hsts_max_age: Duration,
-}
-
-impl Default for HttpsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            cert: PathBuf::new(),
-            key: PathBuf::new(),
-            generated_dir: PathBuf::from("/var/lib/foobar/tls"),
-            names: vec![
-                "www.foobar.com".into(),
-                "foobar.com".into(),
-                "localhost".into(),
-            ],
-            hsts_max_age: Duration::from_secs(365 * 24 * 3600),
-        }
-    }
 }
 
 /// How a backend is chosen for each request.
@@ -381,29 +368,6 @@ impl HealthConfig {
             self.healthy_statuses.contains(&status)
         }
     }
-
-    /// What `validate` asks of `[health]` and of each site's checks.
-    fn check(&self) -> Result<(), String> {
-        if self.rise == 0 || self.fall == 0 {
-            return Err("health.rise and health.fall must be at least 1".into());
-        }
-        if self.timeout >= self.interval {
-            return Err("health.timeout must be shorter than health.interval".into());
-        }
-        if !self.path.starts_with('/') {
-            return Err("health.path must start with /".into());
-        }
-        if let Some(status) = self
-            .healthy_statuses
-            .iter()
-            .find(|status| !(100..=599).contains(*status))
-        {
-            return Err(format!(
-                "health.healthy_statuses: {status} is not an HTTP status (100 to 599)"
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// The `[timeouts]` table.
@@ -442,137 +406,14 @@ pub struct LimitsConfig {
     pub rate_limit_burst: u32,
 }
 
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
-            max_header_size: 32 * 1024,
-            max_body_size: 10 * 1024 * 1024,
-            rate_limit_per_second: 0.0,
-            rate_limit_burst: 100,
-        }
-    }
-}
-
 /// The smallest `max_header_size`: a browser's request line and usual headers fit in 8 KiB,
 /// and no smaller limit is worth the 431s it would cause.
 pub const MIN_HEADER_SIZE: usize = 8192;
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            service: CommonConfig::with_admin_port(9100),
-            http: HttpConfig::default(),
-            https: HttpsConfig::default(),
-            pool: PoolConfig::default(),
-            sites: Vec::new(),
-            health: HealthConfig::default(),
-            timeouts: TimeoutConfig::default(),
-            limits: LimitsConfig::default(),
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            redirect_to_https: true,
-            https_port: 443,
-        }
-    }
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        Self {
-            algorithm: Algorithm::RoundRobin,
-            backends: Vec::new(),
-            resolve_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        Self {
-            path: "/readyz".into(),
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_millis(500),
-            rise: 2,
-            fall: 2,
-            healthy_statuses: Vec::new(),
-        }
-    }
-}
-
-impl Default for TimeoutConfig {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(1),
-            response: Duration::from_secs(30),
-        }
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.service
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.pool.backends.is_empty() {
-            return Err("pool.backends is empty: there is nowhere to send requests".into());
-        }
-        if self.pool.backends.iter().all(|b| b.backup) {
-            return Err("pool.backends: every backend is a backup; mark at least one not".into());
-        }
-        for pool in self.pools() {
-            self.health_of(pool.name)
-                .check()
-                .map_err(|e| match pool.name {
-                    DEFAULT_POOL => e,
-                    site => format!("site {site}: {e}"),
-                })?;
-        }
-        if self.https.cert.as_os_str().is_empty() != self.https.key.as_os_str().is_empty() {
-            return Err("https.cert and https.key go together: set both or neither".into());
-        }
-        if self.https.enabled
-            && self.https.cert.as_os_str().is_empty()
-            && self.https.names.is_empty()
-        {
-            return Err("https.names is empty: the generated certificate needs a name".into());
-        }
-        if self.pool.resolve_interval < Duration::from_millis(100) {
-            return Err("pool.resolve_interval must be at least 100ms".into());
-        }
-        let limits = &self.limits;
-        if limits.max_connections == 0 {
-            return Err("limits.max_connections must be at least 1".into());
-        }
-        if limits.header_read_timeout.is_zero() {
-            return Err("limits.header_read_timeout must be more than 0".into());
-        }
-        if limits.max_header_size < MIN_HEADER_SIZE || limits.max_header_size > u32::MAX as usize {
-            return Err(format!(
-                "limits.max_header_size must be at least {MIN_HEADER_SIZE} bytes"
-            ));
-        }
-        if !limits.rate_limit_per_second.is_finite() || limits.rate_limit_per_second < 0.0 {
-            return Err("limits.rate_limit_per_second must be 0 (no limit) or more".into());
-        }
-        if limits.rate_limit_per_second > 0.0 && limits.rate_limit_burst == 0 {
-            return Err("limits.rate_limit_burst must be at least 1 when a rate is set".into());
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use foobar_service::ServiceConfig;
 
     fn target(address: &str) -> Option<Target> {
         BackendConfig {

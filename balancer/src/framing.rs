@@ -68,7 +68,7 @@ fn digits(text: &[u8]) -> Option<u64> {
     })
 }
 
-/// Why a request's `Transfer-Encoding` is refused.
+/// Why a message's `Transfer-Encoding` is refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CodingRefused {
     /// Not a list of codings, `chunked` twice, or `chunked` not the last coding
@@ -78,12 +78,19 @@ pub enum CodingRefused {
     Unsupported,
 }
 
-/// Checks the raw values of a request's `Transfer-Encoding` fields, read as one list: the
+/// Checks the raw values of a message's `Transfer-Encoding` fields, read as one list: the
 /// only body it accepts is `chunked` applied once, as the sole coding. An empty list element
 /// (`chunked,`) is refused, not ignored as RFC 9110 5.6.1 allows: hyper, for one, reads
 /// `chunked,` as a last coding that is not chunked, and two readings of one request's framing
 /// are what smuggling is made of.
-pub fn request_codings<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<(), CodingRefused> {
+///
+/// A request refused is answered 400 or 501 (`http1/request.rs`); a backend's response, 502
+/// (`upstream/response.rs`). This hop decodes chunked and applies it again, or drops it for
+/// HTTP/2, which has no transfer codings (RFC 9113 8.2.2); any other coding it would have to
+/// pass on with its field, to a client that never said it takes one (its `TE` is not
+/// forwarded), so it refuses the response as HAProxy does, rather than drop the field and
+/// pass bytes the client cannot read.
+pub fn transfer_codings<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<(), CodingRefused> {
     let (mut codings, mut chunked_at, mut other) = (0usize, None, false);
     for value in values {
         for element in value.split(|&b| b == b',') {
@@ -122,12 +129,6 @@ pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Whether the last coding of a `Transfer-Encoding` field's raw value is chunked.
-pub fn ends_chunked(codings: &[u8]) -> bool {
-    let last = codings.rsplit(|&b| b == b',').next().unwrap_or_default();
-    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-}
-
 /// The options of a `Connection` field's raw value (`close`, `keep-alive`, or the names of
 /// other hop-by-hop fields), trimmed, empty ones left out.
 pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -145,12 +146,6 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
-
-/// The 1xx responses (103 Early Hints ...) a backend sent before its final one, as this hop
-/// writes them to an HTTP/1.1 client: status lines and end-to-end fields. It travels in the
-/// final response's extensions, so a response without any allocates nothing for it.
-#[derive(Clone, Debug)]
-pub struct Interim(pub Bytes);
 
 /// How a response body is delimited, and where reading it has got to.
 #[derive(Debug)]
@@ -382,7 +377,7 @@ mod tests {
     #[test]
     fn only_a_single_final_chunked_coding_is_accepted() {
         use CodingRefused::*;
-        let codings = |values: &[&str]| request_codings(values.iter().map(|v| v.as_bytes()));
+        let codings = |values: &[&str]| transfer_codings(values.iter().map(|v| v.as_bytes()));
         for good in [&["chunked"][..], &["Chunked"], &[" chunked "]] {
             assert_eq!(codings(good), Ok(()), "{good:?}");
         }

@@ -28,8 +28,9 @@
 //! - responses framed by `Content-Length` when the body's size is known, else chunked, or by
 //!   the connection's end for an HTTP/1.0 client; none for HEAD, 1xx, 204 and 304, whose
 //!   headers pass as the backend sent them but Content-Length and Transfer-Encoding on 1xx
-//!   and 204; a backend's 103 (`framing::Interim`) written just before the final head to an
-//!   HTTP/1.1 client; `Date` added when missing;
+//!   and 204; a backend's 1xx heads (103 Early Hints) written to an HTTP/1.1 client as each
+//!   arrives, while the proxy waits for the final one (`message::Interim`); `Date` added
+//!   when missing;
 //! - the connection closes after a response when the client asked, when the request's body
 //!   was not read to its end, when the response body failed, and once the balancer drains;
 //!   an idle connection closes at once when the balancer drains;
@@ -52,7 +53,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::framing::{self, Framing, READ_SIZE};
-use crate::message::{BoxError, ProxyBody, Span, error_page};
+use crate::message::{BoxError, Interim, ProxyBody, Span, error_page};
 use crate::metrics::Metrics;
 
 mod request;
@@ -62,7 +63,7 @@ pub use request::{Framed, frame_request};
 use request::{Head, Refused, parse_request, too_large};
 use response::write_response;
 #[cfg(test)]
-pub(crate) use response::{Out, encode_head};
+pub(crate) use response::{Out, encode_head, encode_interim};
 
 /// Most header fields in a request head (hyper's limit too); more: 431.
 const MAX_HEADERS: usize = 100;
@@ -97,8 +98,10 @@ struct Conn<S> {
     read: BytesMut,
     /// The current request's body still to be read (Done when it has none, or was read).
     body: Framing,
-    /// Bytes of `100 Continue` still to write before the body is read; 0 when none is owed.
-    continue_owed: usize,
+    /// `100 Continue` is owed, to be queued in `owed` when the body is first read.
+    continue_pending: bool,
+    /// Bytes owed the client before anything else: 100 Continue, a backend's 1xx heads.
+    owed: BytesMut,
     /// A read or write failed: the connection carries nothing more.
     broken: bool,
     /// Where a request head's fields lie, kept to reuse the allocation.
@@ -124,7 +127,8 @@ where
         io,
         read: BytesMut::with_capacity(READ_SIZE),
         body: Framing::Done,
-        continue_owed: 0,
+        continue_pending: false,
+        owed: BytesMut::new(),
         broken: false,
         spans: Vec::new(),
     };
@@ -196,25 +200,33 @@ where
             }
         };
         let Head {
-            parts,
+            mut parts,
             body,
             mut close,
             expect_continue,
         } = head;
         let (method, version) = (parts.method.clone(), parts.version);
+        // A backend's 1xx heads, relayed as they come; an HTTP/1.0 client gets none.
+        let relayed = (version == Version::HTTP_11).then(|| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            parts.extensions.insert(Interim(sender));
+            receiver
+        });
 
         let response = if matches!(body, Framing::Done) {
-            handle(Request::from_parts(parts, empty())).await
+            let handling = handle(Request::from_parts(parts, empty()));
+            relaying(handling, relayed, Client::Own(&mut conn)).await
         } else {
             // The body reads from the connection while the proxy sends it on; the connection
             // comes back when the proxy is done with the request.
             conn.body = body;
-            conn.continue_owed = if expect_continue { CONTINUE.len() } else { 0 };
+            conn.continue_pending = expect_continue;
             let shared = Arc::new(Mutex::new(conn));
             let body = ClientBody {
                 conn: Arc::clone(&shared),
             };
-            let response = handle(Request::from_parts(parts, body.boxed())).await;
+            let handling = handle(Request::from_parts(parts, body.boxed()));
+            let response = relaying(handling, relayed, Client::Shared(&shared)).await;
             match Arc::try_unwrap(shared) {
                 Ok(shared) => conn = shared.into_inner().unwrap_or_else(|e| e.into_inner()),
                 Err(_) => {
@@ -240,6 +252,69 @@ where
                 return Ended::Closed;
             }
         }
+    }
+}
+
+/// The client's connection as the relay of 1xx heads reaches it: this loop's own, or shared
+/// with the request's body while the proxy reads it.
+enum Client<'a, S> {
+    Own(&'a mut Conn<S>),
+    Shared(&'a Mutex<Conn<S>>),
+}
+
+impl<S: Io> Client<'_, S> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Conn<S>) -> R) -> R {
+        match self {
+            Client::Own(conn) => f(conn),
+            Client::Shared(conn) => f(&mut conn.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+}
+
+/// Awaits the proxy's response to a request, writing each 1xx head the backend sends
+/// meanwhile to the client as it comes, not with the final one: a 103's hints are worth
+/// something only while the client still waits.
+async fn relaying<S: Io>(
+    handling: impl Future<Output = Response<ProxyBody>>,
+    relayed: Option<tokio::sync::mpsc::Receiver<Response<()>>>,
+    mut client: Client<'_, S>,
+) -> Response<ProxyBody> {
+    let Some(mut relayed) = relayed else {
+        return handling.await;
+    };
+    tokio::pin!(handling);
+    loop {
+        tokio::select! {
+            biased;
+            Some(head) = relayed.recv() => {
+                client.with(|conn| response::encode_interim(&mut conn.owed, &head));
+                if poll_fn(|cx| client.with(|conn| conn.poll_owed(cx))).await.is_err() {
+                    client.with(|conn| conn.broken = true);
+                }
+            }
+            response = &mut handling => {
+                // Heads read in the same poll as the final one: owed, so they go first, in
+                // the final head's write.
+                while let Ok(head) = relayed.try_recv() {
+                    client.with(|conn| response::encode_interim(&mut conn.owed, &head));
+                }
+                return response;
+            }
+        }
+    }
+}
+
+impl<S: Io> Conn<S> {
+    /// Writes what the client is owed before anything else (`owed`), then flushes.
+    fn poll_owed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.owed.is_empty() {
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.owed)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => bytes::Buf::advance(&mut self.owed, n),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 }
 
@@ -351,18 +426,10 @@ impl<S: Io> Body for ClientBody<S> {
         if conn.broken {
             return Poll::Ready(Some(Err("client connection failed".into())));
         }
-        while conn.continue_owed > 0 {
-            let unsent = &CONTINUE[CONTINUE.len() - conn.continue_owed..];
-            match ready!(Pin::new(&mut conn.io).poll_write(cx, unsent)) {
-                Ok(0) => conn.broken = true,
-                Ok(n) => conn.continue_owed -= n,
-                Err(_) => conn.broken = true,
-            }
-            if conn.broken {
-                return Poll::Ready(Some(Err("client connection failed".into())));
-            }
+        if std::mem::take(&mut conn.continue_pending) {
+            conn.owed.extend_from_slice(CONTINUE);
         }
-        if let Err(e) = ready!(Pin::new(&mut conn.io).poll_flush(cx)) {
+        if let Err(e) = ready!(conn.poll_owed(cx)) {
             conn.broken = true;
             return Poll::Ready(Some(Err(e.into())));
         }

@@ -142,6 +142,14 @@ pub fn merge_raw_head<B>(response: &mut Response<B>) {
     }
 }
 
+/// Where a backend's 1xx responses (103 Early Hints) go as they arrive, before its final
+/// one: to the client's connection, which writes each at once (RFC 9110 15.2: a proxy
+/// forwards them). It travels in the request's extensions; a request without it (an
+/// HTTP/1.0 client, which gets no 1xx; HTTP/2, whose server here cannot send one) has them
+/// dropped. 100 Continue is not among them: that one is each hop's own.
+#[derive(Clone, Debug)]
+pub struct Interim(pub tokio::sync::mpsc::Sender<Response<()>>);
+
 /// A short page of our own, for when no backend can answer.
 pub fn error_page(status: StatusCode, message: &str) -> Response<ProxyBody> {
     let reason = status.canonical_reason().unwrap_or("Error");

@@ -13,10 +13,12 @@
 //!   (`forwarding::Forwarding`, written straight into the head); a body framed by its
 //!   exact length when known (`Content-Length`), else chunked; written while the response
 //!   head is awaited, so a backend that answers early (a 413) is heard;
-//! - the response head parsed by httparse (hyper's parser); 1xx heads but 100 Continue kept
-//!   for the client (`framing::Interim`);
+//! - the response head parsed by httparse (hyper's parser); 1xx heads but 100 Continue sent
+//!   on to the client as each arrives (`message::Interim`, in the request's extensions);
 //! - the response body framed by the method and status (HEAD, 204, 304: none), else
-//!   `Transfer-Encoding: chunked`, else `Content-Length`, else the connection's end;
+//!   `Transfer-Encoding: chunked` (a `Content-Length` beside it dropped), else
+//!   `Content-Length`, else the connection's end; any transfer coding other than one final
+//!   chunked makes the response malformed (502), as HAProxy has it;
 //! - a connection is kept for another request only after a complete, delimited response
 //!   that did not ask to close, with nothing left over (in its buffer or, as far as the
 //!   socket's readiness knows, in the socket), and whose request body was sent in full.
@@ -42,8 +44,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::forwarding::Forwarding;
-use crate::framing::{Framing, Interim, READ_SIZE, invalid, push_field};
-use crate::message::{BoxError, ProxyBody};
+use crate::framing::{Framing, READ_SIZE, invalid, push_field};
+use crate::message::{BoxError, Interim, ProxyBody};
 
 mod response;
 
@@ -171,11 +173,12 @@ impl Connection {
 
         let (mut reader, mut writer) = self.stream.split();
         let mut body_sent = framing == RequestFraming::None;
+        let interim = parts.extensions.get::<Interim>();
         let head = if body_sent {
-            read_head(&mut reader, &mut self.read, &parts.method).await
+            read_head(&mut reader, &mut self.read, &parts.method, interim).await
         } else {
             let sending = write_body(&mut writer, body, framing);
-            let reading = read_head(&mut reader, &mut self.read, &parts.method);
+            let reading = read_head(&mut reader, &mut self.read, &parts.method, interim);
             tokio::pin!(sending, reading);
             loop {
                 tokio::select! {
@@ -324,24 +327,22 @@ async fn write_body(
 }
 
 /// Reads until a final response head is complete: the head, how its body is delimited, and
-/// whether the connection may be kept.
+/// whether the connection may be kept. A 1xx head before it goes to `interim` at once.
 async fn read_head(
     reader: &mut tokio::net::tcp::ReadHalf<'_>,
     buffer: &mut BytesMut,
     method: &Method,
+    interim: Option<&Interim>,
 ) -> io::Result<(Response<()>, Framing, bool)> {
-    let mut interim: Option<Vec<u8>> = None;
     loop {
         if !buffer.is_empty() {
             match parse_head(buffer, method)? {
-                Parsed::Final(mut head) => {
-                    if let Some(interim) = interim {
-                        head.0.extensions_mut().insert(Interim(interim.into()));
+                Parsed::Final(head) => return Ok(head),
+                Parsed::Interim(Some(head)) => {
+                    if let Some(Interim(client)) = interim {
+                        // A client gone leaves nobody to tell; a slow one holds this up.
+                        let _ = client.send(head).await;
                     }
-                    return Ok(head);
-                }
-                Parsed::Interim(Some(relayed)) => {
-                    interim.get_or_insert_default().extend_from_slice(&relayed);
                     continue;
                 }
                 Parsed::Interim(None) => continue,
@@ -398,11 +399,17 @@ mod tests {
         assert_eq!(headers["x-served-by"], "web-a");
         assert!(matches!(framing, Framing::Length(12)) && keep);
 
-        let (_, framing, keep) = final_head(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        let (response, framing, keep) = final_head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             Method::GET,
         );
         assert!(matches!(framing, Framing::Chunked(Chunk::Size)) && keep);
+        let head = response.extensions().get::<RawHead>().unwrap();
+        assert_eq!(
+            head.fields().count(),
+            0,
+            "Content-Length beside chunked: dropped"
+        );
 
         let (_, framing, keep) = final_head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
         assert!(
@@ -503,6 +510,13 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
+            // A transfer coding this hop cannot relay with its field: 502, never dropped.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         ] {
             assert!(head(bad, Method::GET).is_err(), "{bad:?}");
         }
@@ -520,16 +534,18 @@ mod tests {
             parse_head(&mut buffer, &Method::POST).unwrap(),
             Parsed::Final(_)
         ));
-        // Other 1xx heads are kept for the client, this hop's fields left out.
+        // Other 1xx heads are passed on to the client, this hop's fields left out.
         let mut buffer = BytesMut::from(
             &b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nConnection: keep-alive\r\nX: 1\r\n\r\n"[..],
         );
         let Parsed::Interim(Some(relayed)) = parse_head(&mut buffer, &Method::GET).unwrap() else {
             panic!("a 103 is relayed");
         };
+        let mut out = BytesMut::new();
+        crate::http1::encode_interim(&mut out, &relayed);
         assert_eq!(
-            relayed,
-            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nX: 1\r\n\r\n"
+            &out[..],
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\nx: 1\r\n\r\n"
         );
     }
 

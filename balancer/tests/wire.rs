@@ -27,12 +27,16 @@ const PROBE: &[u8] = b"GET /probe HTTP/1.1\r\nHost: a\r\n\r\n";
 /// body as they came, framing included) and answers by path:
 /// `/204` a 204 with a Content-Length, `/304` a 304 with one, `/103` Early Hints then 200,
 /// `/100` 100 Continue then 200, `/malformed` a head no parser accepts, `/extra` a 200 and,
-/// 300 ms later, a second response nobody asked for; `/probe` "probe"; anything else "ok".
+/// 300 ms later, a second response nobody asked for; `/103-held` Early Hints, then 200 only
+/// once the test releases it; `/coded/N` row N of `coded_table`,
+/// then a close; `/probe` "probe"; anything else "ok".
 struct Recorder {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Told when `/extra`'s unsolicited response has been written.
     extra_sent: Arc<Notify>,
+    /// Lets `/103-held` send its final response.
+    release: Arc<Notify>,
 }
 
 impl Recorder {
@@ -42,10 +46,12 @@ impl Recorder {
             addr: listener.local_addr().unwrap(),
             received: Arc::default(),
             extra_sent: Arc::default(),
+            release: Arc::default(),
         };
-        let (received, extra_sent) = (
+        let (received, extra_sent, release) = (
             Arc::clone(&recorder.received),
             Arc::clone(&recorder.extra_sent),
+            Arc::clone(&recorder.release),
         );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -53,6 +59,7 @@ impl Recorder {
                     stream,
                     Arc::clone(&received),
                     Arc::clone(&extra_sent),
+                    Arc::clone(&release),
                 ));
             }
         });
@@ -94,6 +101,7 @@ async fn serve_backend(
     mut stream: TcpStream,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
     extra_sent: Arc<Notify>,
+    release: Arc<Notify>,
 ) {
     let mut buffer = Vec::new();
     loop {
@@ -116,6 +124,21 @@ async fn serve_backend(
         if path != "/probe" && path != "/readyz" {
             received.lock().unwrap().push(request);
         }
+        if let Some(n) = path.strip_prefix("/coded/") {
+            // Written whole, then the connection closed: some rows end by the close.
+            let table = coded_table();
+            if let Some(row) = n.parse::<usize>().ok().and_then(|n| table.get(n)) {
+                let _ = stream.write_all(&row.answer).await;
+            }
+            return;
+        }
+        if path == "/103-held" {
+            let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n";
+            if stream.write_all(hints).await.is_err() {
+                return;
+            }
+            release.notified().await;
+        }
         let answer: &[u8] = match path.as_str() {
             "/204" => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-B: 1\r\n\r\n",
             "/304" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"e\"\r\n\r\n",
@@ -127,6 +150,7 @@ async fn serve_backend(
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             }
             "/malformed" => b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+            "/103-held" => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld",
             "/probe" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nprobe",
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         };
@@ -747,6 +771,10 @@ fn table() -> Vec<Row> {
             contains: &["link: </s.css>; rel=preload"],
             ..row("backend 103 Early Hints", b"GET /103 HTTP/1.1\r\nHost: a\r\n\r\n", &[103, 200], OPEN, Count(1))
         },
+        Row {
+            lacks: &["103", "link:"],
+            ..row("backend 103 to an HTTP/1.0 client (none)", b"GET /103 HTTP/1.0\r\nHost: a\r\n\r\n", &[200], CLOSED, Count(1))
+        },
         row(
             "Expect: 100-continue (backend's 100 not repeated)",
             b"POST /100 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
@@ -973,4 +1001,279 @@ async fn bytes_a_backend_sends_unasked_never_reach_the_next_request() {
         second.text
     );
     assert_eq!(backend.received().len(), 2);
+}
+
+/// gzip's encoding of "hello" (RFC 1952), as a backend that compresses sends it.
+const GZIP_HELLO: &[u8] = &[
+    0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07,
+    0x00, 0x86, 0xa6, 0x10, 0x36, 0x05, 0x00, 0x00, 0x00,
+];
+
+/// One way a backend frames and codes a response body, and what every client must get.
+struct Coded {
+    name: &'static str,
+    answer: Vec<u8>,
+    /// 200 with exactly `body`, or 502: never a body whose coding was taken off its field.
+    status: u16,
+    body: &'static [u8],
+    /// Text the client's head must contain, and must not (lower-cased `name: value`).
+    contains: &'static [&'static str],
+    lacks: &'static [&'static str],
+}
+
+/// A 200 with `fields` and `body` as they go on the wire.
+fn answer(fields: &str, body: &[u8]) -> Vec<u8> {
+    let mut answer = format!("HTTP/1.1 200 OK\r\n{fields}\r\n").into_bytes();
+    answer.extend_from_slice(body);
+    answer
+}
+
+/// `data` as one chunk and the last chunk.
+fn chunked(data: &[u8]) -> Vec<u8> {
+    let mut body = format!("{:x}\r\n", data.len()).into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(b"\r\n0\r\n\r\n");
+    body
+}
+
+/// What the backend answers to `/coded/N`. RFC 9112 6.1 lets a proxy decode chunked and
+/// apply it again; a coding it does not decode could reach the client only with its field,
+/// which HTTP/2 has none of (RFC 9113 8.2.2) and which no client asked for: HAProxy answers
+/// 502 to any coding but chunked (`mux_h1.c`, "Unknown transfer-encoding").
+fn coded_table() -> Vec<Coded> {
+    let row = |name, answer, status, body| Coded {
+        name,
+        answer,
+        status,
+        body,
+        contains: &[],
+        lacks: &[],
+    };
+    vec![
+        row(
+            "chunked",
+            answer("Transfer-Encoding: chunked\r\n", &chunked(b"hello")),
+            200,
+            b"hello",
+        ),
+        Coded {
+            lacks: &["content-length: 3"],
+            ..row(
+                "chunked with a Content-Length beside it",
+                answer(
+                    "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                    &chunked(b"hello"),
+                ),
+                200,
+                b"hello",
+            )
+        },
+        Coded {
+            contains: &["content-encoding: gzip"],
+            ..row(
+                "Content-Encoding: gzip, chunked (end to end: passed on)",
+                answer(
+                    "Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                    &chunked(GZIP_HELLO),
+                ),
+                200,
+                GZIP_HELLO,
+            )
+        },
+        row(
+            "TE: gzip, chunked",
+            answer("Transfer-Encoding: gzip, chunked\r\n", &chunked(GZIP_HELLO)),
+            502,
+            b"",
+        ),
+        row(
+            "TE: identity, chunked",
+            answer(
+                "Transfer-Encoding: identity, chunked\r\n",
+                &chunked(b"hello"),
+            ),
+            502,
+            b"",
+        ),
+        row(
+            "TE: chunked, chunked",
+            answer(
+                "Transfer-Encoding: chunked, chunked\r\n",
+                &chunked(b"hello"),
+            ),
+            502,
+            b"",
+        ),
+        row(
+            "TE: gzip and TE: chunked fields",
+            answer(
+                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                &chunked(GZIP_HELLO),
+            ),
+            502,
+            b"",
+        ),
+        row(
+            "TE: chunked, gzip (until close)",
+            answer("Transfer-Encoding: chunked, gzip\r\n", &chunked(b"hello")),
+            502,
+            b"",
+        ),
+        row(
+            "TE: gzip (until close)",
+            answer("Transfer-Encoding: gzip\r\n", GZIP_HELLO),
+            502,
+            b"",
+        ),
+    ]
+}
+
+/// Status, head (lower-cased) and body, its chunked framing decoded, of a GET of `path`
+/// over HTTP/1.1.
+async fn fetch_http1(http: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(http).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(STALL, stream.read_to_end(&mut answer))
+        .await
+        .expect("closed after the answer")
+        .unwrap();
+    let head_len = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |at| at + 4);
+    let head = String::from_utf8_lossy(&answer[..head_len]).to_ascii_lowercase();
+    let (_, status, body) = response_end(&answer).unwrap_or_default();
+    (status, head, body)
+}
+
+/// The same over HTTP/2 (prior knowledge), the head as `name: value` lines.
+async fn fetch_http2(http: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let stream = TcpStream::connect(http).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://a{path}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(STALL, sender.send_request(request))
+        .await
+        .expect("answered")
+        .unwrap();
+    let status = response.status().as_u16();
+    let head: String = response
+        .headers()
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes())))
+        .collect();
+    let body = tokio::time::timeout(STALL, response.into_body().collect())
+        .await
+        .expect("the body ends")
+        .map(|body| body.to_bytes().to_vec())
+        .unwrap_or_default();
+    (status, head.to_ascii_lowercase(), body)
+}
+
+/// A backend's transfer coding reaches every client intact or as a 502: chunked is decoded
+/// and applied again (HTTP/1.1) or dropped (HTTP/2, which has no transfer codings); any
+/// other (`gzip, chunked`, `identity, chunked`, chunked twice or not last) makes the response
+/// malformed, never a body whose coding was silently taken off.
+#[tokio::test]
+async fn backend_transfer_codings_reach_clients_intact_or_as_502() {
+    let mut failures = Vec::new();
+    let rows = coded_table();
+    for (n, row) in rows.iter().enumerate() {
+        // A balancer of its own: a 502 counts against the backend (passive health).
+        let backend = Recorder::start().await;
+        let lb = balancer(&backend).await;
+        let path = format!("/coded/{n}");
+        let http = lb.addr("http");
+        for (client, (status, head, body)) in [
+            ("HTTP/1.1", fetch_http1(http, &path).await),
+            ("HTTP/2", fetch_http2(http, &path).await),
+        ] {
+            let mut wrong = Vec::new();
+            if status != row.status {
+                wrong.push(format!("status {status}, expected {}", row.status));
+            } else if status == 200 && body != row.body {
+                wrong.push(format!("body {body:?}, expected {:?}", row.body));
+            }
+            for text in row.contains {
+                if !head.contains(text) {
+                    wrong.push(format!("head lacks {text:?}"));
+                }
+            }
+            for text in row.lacks {
+                if head.contains(text) {
+                    wrong.push(format!("head has {text:?}"));
+                }
+            }
+            let verdict = if wrong.is_empty() {
+                "PASS".to_owned()
+            } else {
+                format!("FAIL: {}", wrong.join("; "))
+            };
+            eprintln!("{:<55} {client:<8} {status} {verdict}", row.name);
+            if !wrong.is_empty() {
+                failures.push(format!("{} over {client}: {}", row.name, wrong.join("; ")));
+            }
+        }
+        drop(lb);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The next complete answer on `stream`: status, head (lower-cased) and body.
+async fn next_answer(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    what: &str,
+) -> (u16, String, Vec<u8>) {
+    loop {
+        if let Some((end, status, body)) = response_end(buffer) {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            buffer.drain(..end);
+            return (status, head, body);
+        }
+        let mut chunk = [0; 4096];
+        let n = tokio::time::timeout(STALL, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {STALL:?}"))
+            .unwrap();
+        assert!(n > 0, "closed before the {what}");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A backend's 103 Early Hints reach an HTTP/1.1 client as they arrive, while the backend
+/// still works on its final response: here it holds that response until the client has read
+/// the 103, so a balancer that kept the 103 for the final head would stall.
+#[tokio::test]
+async fn early_hints_reach_the_client_before_the_final_response_is_sent() {
+    let backend = Recorder::start().await;
+    let lb = balancer(&backend).await;
+    let mut stream = TcpStream::connect(lb.addr("http")).await.unwrap();
+    stream
+        .write_all(b"GET /103-held HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let (status, head, _) =
+        next_answer(&mut stream, &mut buffer, "103 before the final response").await;
+    assert_eq!(status, 103, "{head}");
+    assert!(head.contains("link: </s.css>; rel=preload"), "{head}");
+    backend.release.notify_one();
+    let (status, _, body) = next_answer(&mut stream, &mut buffer, "final response").await;
+    assert_eq!((status, body.as_slice()), (200, &b"held"[..]));
 }

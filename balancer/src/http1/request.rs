@@ -217,7 +217,7 @@ pub(super) fn request_framing(
             ));
         }
         let values = headers.get_all(header::TRANSFER_ENCODING);
-        return match framing::request_codings(values.iter().map(HeaderValue::as_bytes)) {
+        return match framing::transfer_codings(values.iter().map(HeaderValue::as_bytes)) {
             Ok(()) => Ok(Framing::Chunked(Chunk::Size)),
             Err(CodingRefused::Malformed) => Err(Refused::Malformed("Transfer-Encoding")),
             Err(CodingRefused::Unsupported) => Err(Refused::Unsupported),

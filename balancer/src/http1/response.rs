@@ -13,7 +13,7 @@ use hyper::body::Body;
 use tokio::io::AsyncWriteExt;
 
 use super::{Conn, Io};
-use crate::framing::{Interim, push_field};
+use crate::framing::push_field;
 use crate::message::{ProxyBody, RawHead, X_REQUEST_ID};
 
 /// How a response body goes on the wire to the client.
@@ -54,13 +54,9 @@ pub(super) async fn write_response<S: Io>(
         Out::UntilClose
     };
     out.clear();
-    // 1xx heads the backend sent first (103 Early Hints), in the same write; an HTTP/1.0
-    // client gets none (RFC 9110 15.2).
-    if version == Version::HTTP_11 {
-        if let Some(interim) = parts.extensions.get::<Interim>() {
-            out.extend_from_slice(&interim.0);
-        }
-    }
+    // What the client is owed before this (a 1xx head, 100 Continue) that a failed or
+    // unfinished write left behind: in the same write, first.
+    out.extend_from_slice(&conn.owed.split());
     encode_head(
         out,
         &parts,
@@ -138,6 +134,23 @@ pub(super) async fn write_response<S: Io>(
     conn.io.flush().await?;
     // A body that failed half-way ends the connection: the client sees it cut short.
     Ok(complete && !close && out_framing != Out::UntilClose)
+}
+
+/// A backend's 1xx head as an HTTP/1.1 client gets it: status line, fields, blank line.
+pub(crate) fn encode_interim(out: &mut bytes::BytesMut, head: &Response<()>) {
+    let status = head.status();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in head.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `HTTP/1.1 200 OK`, the headers but the framing ones, ours, and the blank line.

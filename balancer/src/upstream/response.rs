@@ -7,18 +7,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::{Connection, MAX_HEADERS};
-use crate::framing::{self, Chunk, Framing, invalid, push_field};
+use crate::framing::{self, Chunk, Framing, invalid};
 use crate::message::{RawHead, is_hop_by_hop};
 
 pub(super) enum Parsed {
     Final((Response<()>, Framing, bool)),
-    /// A 1xx response, consumed from the buffer, and its head as the client gets it (none
-    /// for 100 Continue).
-    Interim(Option<Vec<u8>>),
+    /// A 1xx response, consumed from the buffer: its status and end-to-end fields, as the
+    /// client gets them (none for 100 Continue).
+    Interim(Option<Response<()>>),
     Partial,
 }
 
@@ -50,19 +51,21 @@ pub(super) fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<P
         // 100 Continue is this hop's own to send (`http1.rs`, when the body is read); other
         // 1xx heads go to the client before the final one.
         let relayed = (status != StatusCode::CONTINUE).then(|| {
-            let mut head = Vec::with_capacity(len);
-            head.extend_from_slice(b"HTTP/1.1 ");
-            head.extend_from_slice(status.as_str().as_bytes());
-            head.push(b' ');
-            head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-            head.extend_from_slice(b"\r\n");
+            let mut head = Response::new(());
+            *head.status_mut() = status;
             for field in parsed.headers.iter() {
                 let name = field.name.as_bytes();
-                if !is_hop_by_hop(name) && !name.eq_ignore_ascii_case(b"content-length") {
-                    push_field(&mut head, name, field.value);
+                if is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"content-length") {
+                    continue;
+                }
+                // httparse accepted the name as a token and the value's bytes: neither fails.
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name),
+                    HeaderValue::from_bytes(field.value),
+                ) {
+                    head.headers_mut().append(name, value);
                 }
             }
-            head.extend_from_slice(b"\r\n");
             head
         });
         buffer.advance(len);
@@ -81,13 +84,13 @@ pub(super) fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<P
     };
     let mut kept = Vec::with_capacity(parsed.headers.len());
     let mut options = ConnectionOptions::default();
-    let mut last_coding = None;
+    let mut chunked = false;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
             options.read(field.value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            last_coding = Some(field.value);
+            chunked = true;
         } else if !is_hop_by_hop(name) {
             kept.push(span(field));
         }
@@ -104,7 +107,23 @@ pub(super) fn parse_head(buffer: &mut BytesMut, method: &Method) -> io::Result<P
         };
         kept.retain(|&(name, name_len, _, _)| !named(&buffer[name..name + name_len]));
     }
-    let chunked = last_coding.map(framing::ends_chunked);
+    if chunked {
+        // Only one final chunked is relayed (`framing::transfer_codings`): any other coding
+        // would reach the client without its field. 502, as HAProxy answers.
+        let codings = parsed
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|f| f.value);
+        if framing::transfer_codings(codings).is_err() {
+            return Err(invalid("a transfer coding other than one final chunked"));
+        }
+        // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, which an intermediary
+        // removes before it forwards the message.
+        kept.retain(|&(name, name_len, _, _)| {
+            !buffer[name..name + name_len].eq_ignore_ascii_case(b"content-length")
+        });
+    }
     let (framing, delimited) = response_framing(method, status, chunked, || {
         let lengths = kept
             .iter()
@@ -156,7 +175,7 @@ impl ConnectionOptions {
 pub(super) fn response_framing(
     method: &Method,
     status: StatusCode,
-    chunked: Option<bool>,
+    chunked: bool,
     length: impl FnOnce() -> io::Result<Option<u64>>,
 ) -> io::Result<(Framing, bool)> {
     if *method == Method::HEAD
@@ -165,12 +184,8 @@ pub(super) fn response_framing(
     {
         return Ok((Framing::Done, true));
     }
-    if let Some(chunked) = chunked {
-        return Ok(if chunked {
-            (Framing::Chunked(Chunk::Size), true)
-        } else {
-            (Framing::UntilClose, false)
-        });
+    if chunked {
+        return Ok((Framing::Chunked(Chunk::Size), true));
     }
     Ok(match length()? {
         Some(0) => (Framing::Done, true),
