@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::packet::{PacketError, PacketStream};
 use crate::prepared::{self, Statement, Statements};
 use crate::relay::{self, Outcome, RelayError, Shape};
-use crate::topology::{Node, Topology};
+use crate::topology::{Node, Role, Topology};
 use crate::wire::{self, ServerError, cap, code, com, status};
 
 /// What every session shares.
@@ -47,22 +47,6 @@ pub struct Shared {
     pub connector: Connector,
     pub metrics: Metrics,
     pub next_connection_id: AtomicU32,
-}
-
-/// The two kinds of backend a session talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Writer,
-    Reader,
-}
-
-impl Role {
-    fn label(self) -> &'static str {
-        match self {
-            Role::Writer => "writer",
-            Role::Reader => "reader",
-        }
-    }
 }
 
 /// Whether the session goes on after a command.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Node;
+use super::snapshot::Node;
 use super::gtid::GtidSet;
 
 /// The acknowledgements of one router and the writer it acknowledges for.

@@ -11,6 +11,7 @@
 //! pair (writer, reader) even while the monitor changes the next one.
 //!
 //! Child modules, one concern each:
+//! - [`snapshot`]: [`Node`], [`Snapshot`] and the [`Role`] a node plays for a session;
 //! - [`config`]: the `[backends]` and `[monitor]` tables;
 //! - [`node`]: the monitor's connection to a node and what a check reads;
 //! - [`decide`]: the routing rules, a pure function of the checks (unit-tested);
@@ -36,45 +37,17 @@ pub mod monitor;
 pub mod node;
 pub mod peers;
 pub mod rebuild;
+pub mod snapshot;
 
 use std::sync::{Arc, Mutex};
 
 use foobar_service::Context;
-use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 pub use admin::admin_routes;
 pub use config::{BackendsConfig, MonitorConfig};
 pub use monitor::Report;
-
-/// One database node, named as configured (`db-primary:3306`); sessions resolve the name
-/// when they connect, so a restarted container's new address is found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct Node {
-    pub name: String,
-}
-
-/// Where statements go right now.
-///
-/// The three states a session must tell apart:
-/// - `writer: Some`: writes go there; reads to `reader`, or to the writer when `reader` is
-///   `None` (replica down, not replicating, or lagging past `max_replication_lag`).
-/// - `writer: None, reader: Some`: the primary is down and not replaced yet. Writes fail at
-///   once with an error (never wait for it); reads keep going to the replica, which may be
-///   behind by what it had not received yet.
-/// - `writer: None, reader: None`: nothing can serve; every statement fails at once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Snapshot {
-    /// Raised by every failover; recorded on the chosen primary so that a second router
-    /// recognises the choice.
-    pub epoch: u64,
-    /// Where writes and everything that is not a plain read go. `None` while no node may
-    /// take writes (the primary is down and not yet replaced): writes fail at once.
-    pub writer: Option<Node>,
-    /// Where autocommit reads go. `None`: reads go to the writer. May be `Some` while
-    /// `writer` is `None` (see above).
-    pub reader: Option<Node>,
-}
+pub use snapshot::{Node, Role, Snapshot};
 
 /// The live topology, shared by every session; cheap to clone.
 #[derive(Clone)]

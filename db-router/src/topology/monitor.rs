@@ -22,7 +22,8 @@ use super::metrics::{Metrics, NodeLabels, RoleLabels};
 use super::node::{Probe, Record, Status};
 use super::peers::{self, Peers};
 use super::rebuild;
-use super::{Node, Snapshot, Topology};
+use super::Topology;
+use super::snapshot::{Node, Snapshot};
 
 /// Rounds run back to back after actions, at most: a state that does not settle is then
 /// checked at the normal interval rather than in a busy loop.
