@@ -6,7 +6,8 @@
 //! each, and the answer relayed packet by packet. The modules, from the wire up:
 //!
 //! - [`packet`]: 3-byte length + sequence id framing, 16 MiB splitting and joining.
-//! - [`wire`]: capability and status flags, length-encoded values, OK / ERR / EOF packets.
+//! - [`wire`]: capability and status flags, length-encoded values, OK / ERR / EOF packets,
+//!   the statement id of a COM_STMT_* packet (read and rewritten).
 //! - [`auth`]: mysql_native_password, checked for clients and answered for backends.
 //! - [`handshake`]: the connection phase towards clients (TLS when configured) and towards
 //!   backends.

@@ -826,7 +826,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn execute(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
-        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
         else {
             return self.unknown_statement("mysqld_stmt_execute").await;
         };
@@ -946,7 +946,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
         }
         for chunk in long_data {
-            let chunk = prepared::with_id(chunk, on.id);
+            let chunk = wire::with_id(chunk, on.id);
             if let Err(error) = backend.send_command(&chunk).await {
                 self.lose(role, &error);
                 return Ok(Attempt::Lost(error));
@@ -994,7 +994,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         if payload.len() < 7 {
             return self.malformed("COM_STMT_SEND_LONG_DATA too short").await;
         }
-        let id = prepared::statement_id(&payload).and_then(|id| self.statements.resolve(id));
+        let id = wire::statement_id(&payload).and_then(|id| self.statements.resolve(id));
         if let Some(statement) = id.and_then(|id| self.statements.get_mut(id)) {
             statement.long_data.push(payload);
         }
@@ -1003,7 +1003,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// COM_STMT_CLOSE has no response: close it on every backend that prepared it.
     async fn close_statement(&mut self, payload: &[u8]) {
-        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
         else {
             return;
         };
@@ -1013,7 +1013,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 continue;
             };
             if let Some(on) = backend.statements.remove(&id) {
-                let close = prepared::with_id(payload, on.id);
+                let close = wire::with_id(payload, on.id);
                 if let Err(error) = backend.send_command(&close).await {
                     self.lose(role, &error);
                 }
@@ -1022,7 +1022,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn reset_statement(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
-        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
         else {
             return self.unknown_statement("mysqld_stmt_reset").await;
         };
@@ -1037,7 +1037,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             let Some(on) = backend.statements.get(&id).copied() else {
                 continue;
             };
-            let reset = prepared::with_id(payload, on.id);
+            let reset = wire::with_id(payload, on.id);
             let answer = match backend.send_command(&reset).await {
                 Ok(()) => backend.collect().await,
                 Err(e) => Err(e),
@@ -1060,7 +1060,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn fetch(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
-        let Some(id) = prepared::statement_id(payload).and_then(|id| self.statements.resolve(id))
+        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
         else {
             return self.unknown_statement("mysqld_stmt_fetch").await;
         };
@@ -1077,7 +1077,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some((role, backend, on)) = target else {
             return self.unknown_statement("mysqld_stmt_fetch").await;
         };
-        let fetch = prepared::with_id(payload, on.id);
+        let fetch = wire::with_id(payload, on.id);
         let result = match backend.send_command(&fetch).await {
             Ok(()) => {
                 let ledger = (role == Role::Writer).then(|| self.shared.topology.ledger());
