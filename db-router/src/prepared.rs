@@ -26,7 +26,7 @@ pub struct Statement {
     /// COM_STMT_SEND_LONG_DATA payloads waiting for the next EXECUTE.
     pub long_data: Vec<BytesMut>,
     /// The backend role that ran the last EXECUTE (where its cursor is, for FETCH).
-    pub last_role: Option<crate::topology::Role>,
+    pub last_role: Option<crate::topology::snapshot::Role>,
 }
 
 /// The session's prepared statements, by client statement id.

@@ -13,127 +13,23 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
-use serde::Serialize;
+use foobar_service::Context;
 
+use super::access::Access;
 use super::actions::{self, Promotion};
 use super::config::{BackendsConfig, MonitorConfig};
 use super::decide::{self, Action, Observed, Plan};
 use super::metrics::{Metrics, NodeLabels, RoleLabels};
 use super::node::{Probe, Record, Status};
-use super::peers::{self, Peers};
+use super::peers;
 use super::rebuild;
-use super::Topology;
+use super::report::{NodeReport, Report};
 use super::snapshot::{Node, Snapshot};
+use super::{Shared, Topology};
 
 /// Rounds run back to back after actions, at most: a state that does not settle is then
 /// checked at the normal interval rather than in a busy loop.
 const MAX_IMMEDIATE_ROUNDS: u32 = 3;
-
-/// How to reach the nodes and as whom: the monitor's and the admin actions' credentials.
-#[derive(Clone)]
-pub struct Access {
-    pub nodes: Vec<Node>,
-    pub monitor_user: String,
-    pub monitor_password: String,
-    pub replication_user: String,
-    pub replication_password: String,
-    /// The sessions' account, whose connections a fenced node loses.
-    pub app_user: String,
-    /// This router, as the promotion record names it (`promoted_by`).
-    pub router: String,
-    /// The other routers, asked before a promotion.
-    pub peers: Peers,
-}
-
-impl Access {
-    pub fn new(backends: &BackendsConfig, monitor: &MonitorConfig) -> anyhow::Result<Self> {
-        let router = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "foobar-db-router".into());
-        Ok(Self {
-            nodes: [&backends.primary, &backends.replica]
-                .into_iter()
-                .map(|name| Node { name: name.clone() })
-                .collect(),
-            monitor_user: monitor.user.clone(),
-            monitor_password: crate::config::password(
-                &monitor.password,
-                &monitor.password_file,
-                "monitor.password",
-            )?,
-            replication_user: monitor.replication_user.clone(),
-            replication_password: crate::config::password(
-                &monitor.replication_password,
-                &monitor.replication_password_file,
-                "monitor.replication_password",
-            )?,
-            app_user: backends.user.clone(),
-            router: format!("{router} (pid {})", std::process::id()),
-            peers: Peers {
-                addresses: monitor.peers.clone(),
-                timeout: monitor.peer_timeout,
-                token: peer_token(&monitor.peer_token_file)?,
-            },
-        })
-    }
-
-    pub fn probe(&self, node: &Node) -> anyhow::Result<Probe> {
-        Probe::new(node.clone(), &self.monitor_user, &self.monitor_password)
-    }
-}
-
-/// The admin token sent to the peers, from `monitor.peer_token_file` (none when unset).
-fn peer_token(path: &std::path::Path) -> anyhow::Result<Option<String>> {
-    if path.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("monitor.peer_token_file {}: {e}", path.display()))?;
-    Ok(Some(token.trim().to_owned()))
-}
-
-/// The monitor's last round, as `GET /topology` shows it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    pub epoch: u64,
-    pub writer: Option<String>,
-    pub reader: Option<String>,
-    /// The highest promotion record seen: who is primary since which epoch.
-    pub record: Option<Record>,
-    /// How long the primary has been unreachable, while it is.
-    pub primary_down_ms: Option<u64>,
-    pub auto_failover: bool,
-    /// Promotions this router performed since it started.
-    pub failovers: u64,
-    /// Nodes this router fenced since it started.
-    pub fencings: u64,
-    /// Why the last promotion this router tried did not happen, while the primary stays
-    /// down: a replica lacking acknowledged writes, a router that did not answer.
-    pub failover_blocked: Option<String>,
-    /// This router promised another one (named) to acknowledge no writes: a promotion is
-    /// being prepared.
-    pub sealed_by: Option<String>,
-    /// The highest GTID per domain this router acknowledged to a client.
-    pub acknowledged: String,
-    pub nodes: Vec<NodeReport>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeReport {
-    pub name: String,
-    pub up: bool,
-    /// writer, reader, replica (not read from: lagging or stopped), fenced, or down.
-    pub role: &'static str,
-    pub server_id: Option<u32>,
-    /// What the last check saw (`null` while down): read_only, replication and lag, GTIDs.
-    pub status: Option<Status>,
-    pub last_check_unix_ms: u64,
-    pub last_error: Option<String>,
-    pub consecutive_failures: u64,
-    /// Why a fenced node is not rejoined by itself: the transactions it holds that the
-    /// primary lacks (it must be rebuilt: docs/failover.md, "Rebuilding a node").
-    pub errant: Option<String>,
-}
 
 #[derive(Default)]
 struct NodeState {
@@ -971,6 +867,33 @@ async fn rebuild_once(
     rebuild::request(&mut probe, &status, &mut writer_probe, &primary, errant)
         .await
         .map(Some)
+}
+
+/// Starts the monitor: checks both nodes once (so the first snapshot is real, not assumed),
+/// then keeps checking every `monitor.interval` until shutdown. Registers the metrics.
+pub async fn start(
+    backends: &BackendsConfig,
+    monitor: &MonitorConfig,
+    ctx: &Context,
+) -> anyhow::Result<Topology> {
+    let access = Access::new(backends, monitor)?;
+    let shared = Shared {
+        access: Some(access.clone()),
+        ..Shared::default()
+    };
+    let topology = Topology::with_shared(backends, shared);
+    let metrics = Metrics::default();
+    metrics.register(ctx);
+    let mut watcher = Monitor::new(topology.clone(), access, monitor.clone(), metrics)?;
+    watcher.first_round().await;
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = watcher.run() => {}
+            () = shutdown.cancelled() => tracing::debug!("monitor stopped: shutting down"),
+        }
+    });
+    Ok(topology)
 }
 
 enum Level {
