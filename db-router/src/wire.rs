@@ -471,7 +471,10 @@ mod tests {
         let close = [com::STMT_CLOSE, 9, 0, 0, 0];
         let execute = [com::STMT_EXECUTE, 9, 0, 0, 0, 0, 1, 0, 0, 0];
         assert_eq!(statement_id(&close), Some(9));
-        assert_eq!(&with_id(&close, 0x0102_0304)[..], &[com::STMT_CLOSE, 4, 3, 2, 1]);
+        assert_eq!(
+            &with_id(&close, 0x0102_0304)[..],
+            &[com::STMT_CLOSE, 4, 3, 2, 1]
+        );
         let rewritten = with_id(&execute, 77);
         assert_eq!(statement_id(&rewritten), Some(77));
         assert_eq!(rewritten[5..], execute[5..]);

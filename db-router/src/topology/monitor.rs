@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::FutureExt;
 use foobar_service::Context;
+use futures_util::FutureExt;
 
 use super::access::Access;
 use super::actions::{self, Promotion};

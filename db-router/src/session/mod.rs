@@ -3,20 +3,17 @@
 //!
 //! A session has at most one connection to the writer and one to the reader, opened when
 //! first needed and closed with the session (so a killed client's open transaction is rolled
-//! back by the server). Where a command goes:
-//! - pinned to the writer while the writer's status says a transaction is open or autocommit
-//!   is off, while temporary tables or table locks exist, or after state the router cannot
-//!   replay (see [`crate::classifier::Effect::PinToWriter`]);
-//! - pinned to the reader while a `START TRANSACTION READ ONLY` there is open;
-//! - otherwise by the statement's [`Route`]: reads to the reader, everything else to the
-//!   writer. With `consistency = "session"` a read on the reader first waits (briefly) for
-//!   the session's last write GTID there, and goes to the writer if it does not arrive.
+//! back by the server). Where a command goes, and how what it did changes that, is decided
+//! by [`routing::Routing`], without I/O; this module does the I/O. With `consistency =
+//! "session"` a read on the reader first waits (briefly) for the session's last write GTID
+//! there, and goes to the writer if it does not arrive.
 //!
 //! A read whose reader cannot be reached goes to the writer. A write that reached a backend
 //! is never sent again: if the connection breaks, the client is told it may or may not have
 //! run.
 
-use std::collections::HashSet;
+pub mod routing;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, Connector, PreparedOn};
-use crate::classifier::{self, Classification, Effect, Route};
+use crate::classifier::{self, Route};
 use crate::config::{Consistency, RouterConfig, Users};
 use crate::handshake::{self, ClientConnection, ClientLogin, ClientTls, LoginError};
 use crate::metrics::Metrics;
@@ -36,6 +33,8 @@ use crate::prepared::{self, Statement, Statements};
 use crate::relay::{self, Outcome, RelayError, Shape};
 use crate::topology::{Node, Role, Topology};
 use crate::wire::{self, ServerError, cap, code, com, status};
+
+use routing::{Open, Routing};
 
 /// What every session shares.
 pub struct Shared {
@@ -171,54 +170,23 @@ struct Session<C> {
     client: PacketStream<C>,
     login: ClientLogin,
     peer: String,
-    database: Option<String>,
     writer: Option<Backend>,
     reader: Option<Backend>,
-    /// The writer's status flags after its last response, kept while no writer connection is
-    /// open (autocommit=0 survives a reconnect through the replayed SET).
-    writer_status: u16,
-    /// Session statements (`SET ...`) every backend connection must have run, numbered.
-    replays: Vec<(u64, Vec<u8>)>,
-    replay_count: u64,
-    temporary_tables: HashSet<String>,
-    tables_locked: bool,
-    /// State exists that only the writer connection has (see `Effect::PinToWriter`).
-    stays_on_writer: bool,
-    last_used: Option<Role>,
-    /// The GTID of the session's last write, for read-your-writes.
-    last_gtid: Option<String>,
-    /// A statement that may have set user variables without a replayable `SET` ran on the
-    /// writer: `CALL p()` whose procedure sets `@v`, `INSERT ... VALUES (@v := expr)`, a
-    /// write calling a stored function that sets one. Reads naming a user variable then go
-    /// to the writer, where the value is. The alternative, carrying values over (read them
-    /// on the writer and `SET` them on the reader), was not chosen: which variables a
-    /// procedure or function set is unknowable from its call, a carried value would need
-    /// its exact type, charset and collation rebuilt as a literal, and it costs a round trip
-    /// to the writer before such a read anyway; a read that names a user variable after
-    /// such a write is rare, and on the writer it is right by construction.
-    user_variables_on_writer: bool,
+    /// Where statements go, and the state every backend connection is brought to.
+    routing: Routing,
     statements: Statements,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     fn new(shared: Arc<Shared>, client: PacketStream<C>, login: ClientLogin, peer: String) -> Self {
         Self {
-            database: login.database.clone(),
+            routing: Routing::new(login.database.clone()),
             login,
             shared,
             client,
             peer,
             writer: None,
             reader: None,
-            writer_status: status::AUTOCOMMIT,
-            replays: Vec::new(),
-            replay_count: 0,
-            temporary_tables: HashSet::new(),
-            tables_locked: false,
-            stays_on_writer: false,
-            last_used: None,
-            last_gtid: None,
-            user_variables_on_writer: false,
             statements: Statements::default(),
         }
     }
@@ -305,13 +273,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         match command {
             com::QUIT => return Ok(Flow::Close),
             com::PING => {
-                let ok = wire::ok_packet(self.client_status(), self.login.caps);
+                let ok = wire::ok_packet(self.routing.client_status(), self.login.caps);
                 self.client.send(1, &ok).await?;
             }
             com::QUERY => self.query(&payload).await?,
             com::INIT_DB => {
                 let database = String::from_utf8_lossy(&payload[1..]).into_owned();
-                let role = self.choose(Route::Session, None);
+                let role = self.routing.choose(self.open(), Route::Session, None);
                 if let Some((_, outcome)) = self
                     .run_command(&payload, Route::Session, role, Shape::Results, "session")
                     .await?
@@ -321,7 +289,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 }
             }
             com::FIELD_LIST => {
-                let role = self.choose(Route::Read, None);
+                let role = self.routing.choose(self.open(), Route::Read, None);
                 self.run_command(&payload, Route::Read, role, Shape::Columns, "read")
                     .await?;
             }
@@ -355,40 +323,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         Ok(Flow::Continue)
     }
 
-    /// The status flags the router reports itself (PING, RESET).
-    fn client_status(&self) -> u16 {
-        self.writer_status & (status::IN_TRANS | status::AUTOCOMMIT)
-    }
-
-    fn pinned_to_writer(&self) -> bool {
-        self.stays_on_writer
-            || self.tables_locked
-            || !self.temporary_tables.is_empty()
-            || self.writer_status & status::IN_TRANS != 0
-            || self.writer_status & status::AUTOCOMMIT == 0
-    }
-
-    fn reader_in_transaction(&self) -> bool {
-        self.reader
-            .as_ref()
-            .is_some_and(|r| r.status & status::IN_TRANS != 0)
-    }
-
-    /// Where a statement of this route goes now.
-    fn choose(&self, route: Route, begin_read_only: Option<bool>) -> Role {
-        if self.pinned_to_writer() {
-            return Role::Writer;
-        }
-        if self.reader_in_transaction() {
-            return Role::Reader;
-        }
-        match route {
-            Route::Read => Role::Reader,
-            Route::LastUsed => self.last_used.unwrap_or(Role::Writer),
-            Route::Session if self.writer.is_some() => Role::Writer,
-            Route::Session => Role::Reader,
-            Route::Write if begin_read_only == Some(true) => Role::Reader,
-            Route::Write => Role::Writer,
+    /// What the open backend connections tell the routing decision.
+    fn open(&self) -> Open {
+        Open {
+            writer: self.writer.is_some(),
+            reader_in_transaction: self
+                .reader
+                .as_ref()
+                .is_some_and(|r| r.status & status::IN_TRANS != 0),
         }
     }
 
@@ -480,8 +422,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     async fn ready(&mut self, role: Role, node: &Node) -> Result<(), NotReady> {
         if let Some(old) = self.slot(role).take_if(|b| b.node != *node) {
             old.quit().await;
-            if role == Role::Writer && self.writer_status & status::IN_TRANS != 0 {
-                self.writer_status &= !status::IN_TRANS;
+            if role == Role::Writer && self.routing.writer_replaced() {
                 return Err(NotReady::TransactionLost);
             }
         }
@@ -493,7 +434,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     node,
                     self.login.caps,
                     self.login.collation,
-                    self.database.as_deref(),
+                    self.routing.database.as_deref(),
                 )
                 .await
                 .map_err(NotReady::Backend)?;
@@ -504,8 +445,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Session {
             writer,
             reader,
-            replays,
-            database,
+            routing,
             ..
         } = self;
         let backend = match role {
@@ -515,7 +455,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(conn) = backend.as_mut() else {
             return Ok(());
         };
-        let result = sync(conn, database.as_deref(), replays, multi_statements).await;
+        let result = sync(
+            conn,
+            routing.database.as_deref(),
+            &routing.replays,
+            multi_statements,
+        )
+        .await;
         if result.is_err() {
             *backend = None;
         }
@@ -528,7 +474,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         if self.shared.config.consistency == Consistency::Eventual {
             return true;
         }
-        let Some(gtid) = self.last_gtid.clone() else {
+        let Some(gtid) = self.routing.last_gtid.clone() else {
             return true;
         };
         let timeout = self.shared.config.gtid_wait_timeout.as_secs_f64();
@@ -612,7 +558,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     if forwarded {
                         return Err(std::io::Error::other(error.to_string()));
                     }
-                    if role == Role::Reader && route == Route::Read {
+                    if Routing::retry_on_writer(role, route) {
                         self.shared.metrics.fallback("reader_lost");
                         want = Role::Writer;
                         continue;
@@ -632,26 +578,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 .topology
                 .report_failure(&backend.node, &error.to_string());
         }
-        if role == Role::Writer {
-            self.writer_status &= !status::IN_TRANS;
-            self.tables_locked = false;
-            self.temporary_tables.clear();
-        }
+        self.routing.lost(role);
     }
 
     /// What the session learns from a relayed response.
     fn after(&mut self, role: Role, outcome: &Outcome) {
-        self.last_used = Some(role);
-        if role == Role::Writer
-            && let Some(writer) = &self.writer
-        {
-            self.writer_status = writer.status;
-        }
-        if let Some(gtid) = &outcome.last_gtid
-            && role == Role::Writer
-        {
-            self.last_gtid = Some(gtid.clone());
-        }
+        let status = match (role, &self.writer) {
+            (Role::Writer, Some(writer)) => writer.status,
+            _ => self.routing.writer_status,
+        };
+        self.routing
+            .answered(role, status, outcome.last_gtid.as_deref());
         if let Some(schema) = &outcome.schema {
             self.set_database(role, schema.clone());
         }
@@ -661,12 +598,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         if let Some(backend) = self.slot(role).as_mut() {
             backend.database = Some(database.clone());
         }
-        self.database = Some(database);
+        self.routing.database = Some(database);
     }
 
     async fn query(&mut self, payload: &[u8]) -> std::io::Result<()> {
         let class = classifier::classify(&payload[1..]);
-        let role = self.choose_for(&class, class.begin());
+        let role = self.routing.query(self.open(), &class);
         let kind = match class.route {
             Route::Read => "read",
             Route::Write => "write",
@@ -678,74 +615,26 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             .await?;
         if let Some((role, outcome)) = ran {
             // Even a failed CALL may have set variables before its error.
-            self.note_user_variables(role, class.route);
+            self.routing.ran(role, class.route);
             if outcome.error.is_none() {
-                self.apply(role, &class, &payload[1..]);
+                let applied = self.routing.apply(&class, &payload[1..]);
+                if let Some(backend) = self.slot(role).as_mut() {
+                    if let Some(replayed) = applied.replayed {
+                        backend.replayed = replayed;
+                    }
+                    if let Some(database) = applied.database {
+                        backend.database = Some(database);
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// [`Session::choose`], and a read naming a user variable to the writer while the
-    /// session's variables may live there only.
-    fn choose_for(&self, class: &Classification, begin_read_only: Option<bool>) -> Role {
-        self.choose_reading(class.route, begin_read_only, class.reads_user_variables)
-    }
-
-    fn choose_reading(
-        &self,
-        route: Route,
-        begin_read_only: Option<bool>,
-        reads_user_variables: bool,
-    ) -> Role {
-        match self.choose(route, begin_read_only) {
-            Role::Reader if reads_user_variables && self.user_variables_on_writer => Role::Writer,
-            role => role,
-        }
-    }
-
-    /// A write that ran on the writer may have set user variables there.
-    fn note_user_variables(&mut self, role: Role, route: Route) {
-        if role == Role::Writer && route == Route::Write {
-            self.user_variables_on_writer = true;
-        }
-    }
-
-    /// The session effects of a statement that succeeded on `role`.
-    fn apply(&mut self, role: Role, class: &Classification, sql: &[u8]) {
-        for effect in &class.effects {
-            match effect {
-                Effect::Replay { start, end } => {
-                    let text = sql[*start..*end].to_vec();
-                    self.replays.retain(|(_, t)| *t != text);
-                    self.replay_count += 1;
-                    self.replays.push((self.replay_count, text));
-                    let count = self.replay_count;
-                    if let Some(backend) = self.slot(role).as_mut() {
-                        backend.replayed = count;
-                    }
-                }
-                Effect::UseDatabase(db) => self.set_database(role, db.clone()),
-                Effect::Begin { .. } => {}
-                Effect::CreateTemporary(name) => {
-                    self.temporary_tables.insert(name.clone());
-                }
-                Effect::DropTables(names) => {
-                    for name in names {
-                        self.temporary_tables.remove(name);
-                    }
-                }
-                Effect::LockTables => self.tables_locked = true,
-                Effect::UnlockTables => self.tables_locked = false,
-                Effect::PinToWriter => self.stays_on_writer = true,
-            }
-        }
-    }
-
     async fn prepare(&mut self, payload: &[u8]) -> std::io::Result<()> {
         let sql = &payload[1..];
         let class = classifier::classify(sql);
-        let want = self.choose(class.route, None);
+        let want = self.routing.choose(self.open(), class.route, None);
         let role = match self.acquire(want).await {
             Ok(role) => role,
             Err(refusal) => return self.refuse(refusal).await,
@@ -826,6 +715,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn execute(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
+        let open = self.open();
         let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
         else {
             return self.unknown_statement("mysqld_stmt_execute").await;
@@ -848,10 +738,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Err(why) => return self.malformed(why).await,
         }
         let route = statement.class.route;
-        let reads_user_variables = statement.class.reads_user_variables;
+        let mut want = self.routing.execute(open, &statement.class);
         // Long data goes with the first attempt only; an EXECUTE that had some is not retried.
         let mut long_data = Some(std::mem::take(&mut statement.long_data));
-        let mut want = self.choose_reading(route, None, reads_user_variables);
         loop {
             let role = match self.acquire(want).await {
                 Ok(role) => role,
@@ -863,8 +752,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             let long_data = long_data.take().unwrap_or_default();
             // A read that lost the reader before any of its answer reached the client goes to
             // the writer, as a COM_QUERY read does: it changed nothing, so it can run again.
-            let retry_on_writer =
-                role == Role::Reader && route == Route::Read && long_data.is_empty();
+            let retry_on_writer = Routing::retry_on_writer(role, route) && long_data.is_empty();
             match self
                 .execute_on(id, role, route, &long_data, payload, params)
                 .await?
@@ -975,7 +863,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         match result {
             Ok(outcome) => {
                 self.after(role, &outcome);
-                self.note_user_variables(role, route);
+                self.routing.ran(role, route);
                 Ok(Attempt::Done(Flow::Continue))
             }
             Err(RelayError::Client(e)) => Err(e),
@@ -1052,7 +940,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.client.send(1, &error.packet()).await?;
             }
             None => {
-                let ok = wire::ok_packet(self.client_status(), self.login.caps);
+                let ok = wire::ok_packet(self.routing.client_status(), self.login.caps);
                 self.client.send(1, &ok).await?;
             }
         }
@@ -1113,7 +1001,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.reset().await;
                 self.login.user = request.user;
                 self.login.collation = request.collation;
-                self.database = request.database;
+                self.routing.database = request.database;
                 let ok = wire::ok_packet(status::AUTOCOMMIT, self.login.caps);
                 self.client.send(seq, &ok).await?;
                 Ok(Flow::Continue)
@@ -1146,7 +1034,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             self.login.caps &= !cap::MULTI_STATEMENTS;
         }
         // The server answers EOF, an OK packet for a client that deprecated EOF.
-        let status = self.client_status();
+        let status = self.routing.client_status();
         let reply = if self.login.caps & cap::DEPRECATE_EOF != 0 {
             wire::ok_packet(status, self.login.caps)
         } else {
@@ -1165,13 +1053,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         {
             backend.quit().await;
         }
-        self.writer_status = status::AUTOCOMMIT;
-        self.replays.clear();
-        self.temporary_tables.clear();
-        self.tables_locked = false;
-        self.stays_on_writer = false;
-        self.user_variables_on_writer = false;
-        self.last_used = None;
+        self.routing.reset();
         self.statements.clear();
     }
 
