@@ -12,7 +12,9 @@
 //! is never sent again: if the connection breaks, the client is told it may or may not have
 //! run.
 
+mod ready;
 pub mod routing;
+mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,16 +25,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, BackendError, Connector, PreparedOn};
+use crate::backend::{Backend, BackendError, Connector};
 use crate::classifier::{self, Route};
-use crate::config::{Consistency, RouterConfig, Users};
+use crate::config::{RouterConfig, Users};
 use crate::handshake::{self, ClientConnection, ClientLogin, ClientTls, LoginError};
 use crate::metrics::Metrics;
 use crate::packet::{PacketError, PacketStream};
-use crate::prepared::{self, Statement, Statements};
+use crate::prepared::Statements;
 use crate::relay::{self, Outcome, RelayError, Shape};
-use crate::topology::{Node, Role, Topology};
-use crate::wire::{self, ServerError, cap, code, com, status};
+use crate::topology::{Role, Topology};
+use crate::wire::{self, cap, code, com, status};
 
 use routing::{Open, Routing};
 
@@ -52,14 +54,6 @@ pub struct Shared {
 enum Flow {
     Continue,
     Close,
-}
-
-/// How one try of a command on a backend ended.
-enum Attempt {
-    /// Answered (or refused by the router itself); the session goes on as the flow says.
-    Done(Flow),
-    /// The backend connection broke before any of the answer reached the client.
-    Lost(BackendError),
 }
 
 /// An error the router answers a command with itself.
@@ -92,15 +86,6 @@ impl Refusal {
             reason,
         }
     }
-}
-
-/// Why a backend connection could not be made ready.
-enum NotReady {
-    Backend(BackendError),
-    /// Replaying the session's state there failed.
-    Replay(ServerError),
-    /// The writer changed while a transaction was open on the old one.
-    TransactionLost,
 }
 
 /// Serves one accepted client connection to its end.
@@ -346,171 +331,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         }
     }
 
-    /// A backend of `role` ready for the next statement; `want == Reader` may end up on the
-    /// writer (no reader, reader unreachable, or it lacks the session's last write).
-    async fn acquire(&mut self, want: Role) -> Result<Role, Refusal> {
-        let snapshot = self.shared.topology.snapshot();
-        if want == Role::Reader {
-            match &snapshot.reader {
-                None => self.shared.metrics.fallback("no_reader"),
-                Some(node)
-                    if self.reader.as_ref().is_none_or(|r| r.node != *node)
-                        && self.shared.connector.recently_failed(node) =>
-                {
-                    self.shared.metrics.fallback("reader_down");
-                }
-                Some(node) => match self.ready(Role::Reader, node).await {
-                    Ok(()) => {
-                        if self.reader_has_last_write().await {
-                            return Ok(Role::Reader);
-                        }
-                        self.shared.metrics.fallback("gtid_wait");
-                    }
-                    Err(e) => {
-                        self.note_not_ready(node, &e);
-                        self.shared.metrics.fallback("reader_unreachable");
-                    }
-                },
-            }
-        }
-        let Some(node) = &snapshot.writer else {
-            return Err(Refusal::new(
-                code::READ_ONLY,
-                "foobar-db-router: no database node takes writes right now \
-                 (the primary is down and no replica has been promoted yet)",
-                "no_writer",
-            ));
-        };
-        match self.ready(Role::Writer, node).await {
-            Ok(()) => Ok(Role::Writer),
-            Err(e) => {
-                self.note_not_ready(node, &e);
-                Err(match e {
-                    NotReady::Backend(e) => Refusal::new(
-                        code::BACKEND_UNREACHABLE,
-                        format!("foobar-db-router: the writer is unavailable: {e}"),
-                        "writer_unreachable",
-                    ),
-                    NotReady::Replay(e) => Refusal::new(
-                        (e.code, &e.sqlstate),
-                        format!(
-                            "foobar-db-router: restoring the session on the writer failed: {}",
-                            e.message
-                        ),
-                        "replay",
-                    ),
-                    NotReady::TransactionLost => Refusal::new(
-                        code::BACKEND_LOST,
-                        "foobar-db-router: the writer changed during the transaction; \
-                         it was rolled back",
-                        "transaction_lost",
-                    ),
-                })
-            }
-        }
-    }
-
-    fn note_not_ready(&self, node: &Node, e: &NotReady) {
-        if let NotReady::Backend(e) = e {
-            tracing::warn!(peer = self.peer, "{e}");
-            self.shared.topology.report_failure(node, &e.to_string());
-        }
-    }
-
-    /// Opens (or keeps) the `role` connection to `node` and brings it up to date with the
-    /// session: current database, then every session statement it has not run yet.
-    async fn ready(&mut self, role: Role, node: &Node) -> Result<(), NotReady> {
-        if let Some(old) = self.slot(role).take_if(|b| b.node != *node) {
-            old.quit().await;
-            if role == Role::Writer && self.routing.writer_replaced() {
-                return Err(NotReady::TransactionLost);
-            }
-        }
-        if self.slot(role).is_none() {
-            let backend = self
-                .shared
-                .connector
-                .connect(
-                    node,
-                    self.login.caps,
-                    self.login.collation,
-                    self.routing.database.as_deref(),
-                )
-                .await
-                .map_err(NotReady::Backend)?;
-            self.shared.metrics.backend_connections.inc();
-            *self.slot(role) = Some(backend);
-        }
-        let multi_statements = self.login.caps & cap::MULTI_STATEMENTS != 0;
-        let Session {
-            writer,
-            reader,
-            routing,
-            ..
-        } = self;
-        let backend = match role {
-            Role::Writer => writer,
-            Role::Reader => reader,
-        };
-        let Some(conn) = backend.as_mut() else {
-            return Ok(());
-        };
-        let result = sync(
-            conn,
-            routing.database.as_deref(),
-            &routing.replays,
-            multi_statements,
-        )
-        .await;
-        if result.is_err() {
-            *backend = None;
-        }
-        result
-    }
-
-    /// With `consistency = "session"`: whether the reader has applied the session's last
-    /// write, waiting up to `gtid_wait_timeout` for it.
-    async fn reader_has_last_write(&mut self) -> bool {
-        if self.shared.config.consistency == Consistency::Eventual {
-            return true;
-        }
-        let Some(gtid) = self.routing.last_gtid.clone() else {
-            return true;
-        };
-        let timeout = self.shared.config.gtid_wait_timeout.as_secs_f64();
-        let Some(reader) = self.reader.as_mut() else {
-            return false;
-        };
-        if reader.confirmed_gtid.as_deref() == Some(gtid.as_str()) {
-            return true;
-        }
-        if !gtid
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
-        {
-            return false;
-        }
-        let sql = format!("SELECT MASTER_GTID_WAIT('{gtid}', {timeout:.3})");
-        match reader.query(sql.as_bytes()).await {
-            Ok(answer) if answer.first_value == Some(Some("0".into())) => {
-                reader.confirmed_gtid = Some(gtid);
-                self.shared.metrics.gtid_wait("reached");
-                true
-            }
-            Ok(_) => {
-                self.shared.metrics.gtid_wait("timeout");
-                false
-            }
-            Err(e) => {
-                self.shared.metrics.gtid_wait("failed");
-                let node = reader.node.clone();
-                self.reader = None;
-                self.shared.topology.report_failure(&node, &e.to_string());
-                false
-            }
-        }
-    }
-
     /// Sends `payload` to a backend of `want` (see [`Session::acquire`]) and relays the
     /// answer. A read whose reader connection breaks before answering is run on the writer;
     /// anything else that may have reached a backend is never sent again.
@@ -631,78 +451,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         Ok(())
     }
 
-    async fn prepare(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        let sql = &payload[1..];
-        let class = classifier::classify(sql);
-        let want = self.routing.choose(self.open(), class.route, None);
-        let role = match self.acquire(want).await {
-            Ok(role) => role,
-            Err(refusal) => return self.refuse(refusal).await,
-        };
-        self.shared.metrics.query(role.label(), "prepare");
-        let id = self.statements.next_id();
-        let (slot, client) = self.slot_and_client(role);
-        let Some(backend) = slot.as_mut() else {
-            return Ok(());
-        };
-        let sent = backend.send_command(payload).await;
-        let result = match sent {
-            Ok(()) => relay::relay_prepare(backend, client, id).await,
-            Err(error) => Err(RelayError::Backend {
-                error,
-                forwarded: false,
-            }),
-        };
-        match result {
-            Ok(Ok(ok)) => {
-                backend.statements.insert(
-                    id,
-                    PreparedOn {
-                        id: ok.id,
-                        types_sent: false,
-                    },
-                );
-                self.statements.insert(
-                    id,
-                    Statement {
-                        sql: sql.to_vec(),
-                        class,
-                        params: ok.params,
-                        types: None,
-                        long_data: Vec::new(),
-                        last_role: None,
-                    },
-                );
-                Ok(())
-            }
-            Ok(Err(_)) => Ok(()),
-            Err(RelayError::Client(e)) => Err(e),
-            Err(RelayError::Backend { error, forwarded }) => {
-                self.lose(role, &error);
-                if forwarded {
-                    return Err(std::io::Error::other(error.to_string()));
-                }
-                self.refuse(Refusal::new(
-                    code::BACKEND_LOST,
-                    format!("foobar-db-router: {error}; the statement was not prepared"),
-                    "backend_lost",
-                ))
-                .await
-            }
-        }
-    }
-
-    async fn unknown_statement(&mut self, what: &str) -> std::io::Result<Flow> {
-        self.shared.metrics.error("unknown_statement");
-        self.fail(
-            1,
-            code::UNKNOWN_STMT,
-            &format!("Unknown prepared statement handler given to {what}"),
-        )
-        .await?;
-        Ok(Flow::Continue)
-    }
-
     async fn malformed(&mut self, why: &str) -> std::io::Result<Flow> {
         self.shared.metrics.error("protocol");
         self.fail(
@@ -712,278 +460,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         )
         .await?;
         Ok(Flow::Close)
-    }
-
-    async fn execute(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
-        let open = self.open();
-        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
-        else {
-            return self.unknown_statement("mysqld_stmt_execute").await;
-        };
-        let Some(statement) = self.statements.get_mut(id) else {
-            return self.unknown_statement("mysqld_stmt_execute").await;
-        };
-        let params = statement.params;
-        match prepared::sent_types(payload, params) {
-            Ok(Some(types)) if statement.types.as_deref() != Some(types) => {
-                statement.types = Some(types.to_vec());
-                // The copies prepared on backends were given other types.
-                for backend in [&mut self.writer, &mut self.reader].into_iter().flatten() {
-                    if let Some(on) = backend.statements.get_mut(&id) {
-                        on.types_sent = false;
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(why) => return self.malformed(why).await,
-        }
-        let route = statement.class.route;
-        let mut want = self.routing.execute(open, &statement.class);
-        // Long data goes with the first attempt only; an EXECUTE that had some is not retried.
-        let mut long_data = Some(std::mem::take(&mut statement.long_data));
-        loop {
-            let role = match self.acquire(want).await {
-                Ok(role) => role,
-                Err(refusal) => {
-                    self.refuse(refusal).await?;
-                    return Ok(Flow::Continue);
-                }
-            };
-            let long_data = long_data.take().unwrap_or_default();
-            // A read that lost the reader before any of its answer reached the client goes to
-            // the writer, as a COM_QUERY read does: it changed nothing, so it can run again.
-            let retry_on_writer = Routing::retry_on_writer(role, route) && long_data.is_empty();
-            match self
-                .execute_on(id, role, route, &long_data, payload, params)
-                .await?
-            {
-                Attempt::Done(flow) => return Ok(flow),
-                Attempt::Lost(error) if retry_on_writer => {
-                    tracing::debug!(peer = self.peer, "read retried on the writer: {error}");
-                    self.shared.metrics.fallback("reader_lost");
-                    want = Role::Writer;
-                }
-                Attempt::Lost(error) => {
-                    self.refuse(Refusal::lost_mid_statement(&error)).await?;
-                    return Ok(Flow::Continue);
-                }
-            }
-        }
-    }
-
-    /// One try of an EXECUTE on the `role` connection: prepared there first if it is not yet,
-    /// then its long data, then the EXECUTE, its answer relayed. `Lost` means the backend
-    /// connection broke before any of the answer reached the client (it is dropped and
-    /// reported); past that point a broken backend ends the client's connection too.
-    async fn execute_on(
-        &mut self,
-        id: u32,
-        role: Role,
-        route: Route,
-        long_data: &[BytesMut],
-        payload: &[u8],
-        params: u16,
-    ) -> std::io::Result<Attempt> {
-        let Some(statement) = self.statements.get_mut(id) else {
-            return Ok(Attempt::Done(
-                self.unknown_statement("mysqld_stmt_execute").await?,
-            ));
-        };
-        statement.last_role = Some(role);
-        let statement = &*statement;
-        let Some(backend) = (match role {
-            Role::Writer => self.writer.as_mut(),
-            Role::Reader => self.reader.as_mut(),
-        }) else {
-            return Ok(Attempt::Done(Flow::Continue));
-        };
-        let on = match backend.statements.get(&id).copied() {
-            Some(on) => on,
-            None => match relay::prepare_silently(backend, &statement.sql).await {
-                Ok(Ok(ok)) => {
-                    let on = PreparedOn {
-                        id: ok.id,
-                        types_sent: false,
-                    };
-                    backend.statements.insert(id, on);
-                    on
-                }
-                Ok(Err(error)) => {
-                    self.client.send(1, &error.packet()).await?;
-                    return Ok(Attempt::Done(Flow::Continue));
-                }
-                Err(error) => {
-                    self.lose(role, &error);
-                    return Ok(Attempt::Lost(error));
-                }
-            },
-        };
-        let execute = match prepared::execute_for_backend(
-            payload,
-            on.id,
-            params,
-            statement.types.as_deref(),
-            on.types_sent,
-        ) {
-            Ok(execute) => execute,
-            Err(why) => return Ok(Attempt::Done(self.malformed(why).await?)),
-        };
-        if params > 0 {
-            if let Some(on) = backend.statements.get_mut(&id) {
-                on.types_sent = true;
-            }
-        }
-        for chunk in long_data {
-            let chunk = wire::with_id(chunk, on.id);
-            if let Err(error) = backend.send_command(&chunk).await {
-                self.lose(role, &error);
-                return Ok(Attempt::Lost(error));
-            }
-        }
-        let kind = match route {
-            Route::Read => "read",
-            _ => "write",
-        };
-        self.shared.metrics.query(role.label(), kind);
-        let caps = self.login.caps;
-        let shared = Arc::clone(&self.shared);
-        let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
-        let (slot, client) = self.slot_and_client(role);
-        let Some(backend) = slot.as_mut() else {
-            return Ok(Attempt::Done(Flow::Continue));
-        };
-        let sent = backend.send_command(&execute).await;
-        let result = match sent {
-            Ok(()) => relay::relay(backend, client, ledger, caps, Shape::Results).await,
-            Err(error) => Err(RelayError::Backend {
-                error,
-                forwarded: false,
-            }),
-        };
-        match result {
-            Ok(outcome) => {
-                self.after(role, &outcome);
-                self.routing.ran(role, route);
-                Ok(Attempt::Done(Flow::Continue))
-            }
-            Err(RelayError::Client(e)) => Err(e),
-            Err(RelayError::Backend { error, forwarded }) => {
-                self.lose(role, &error);
-                if forwarded {
-                    return Err(std::io::Error::other(error.to_string()));
-                }
-                Ok(Attempt::Lost(error))
-            }
-        }
-    }
-
-    /// COM_STMT_SEND_LONG_DATA has no response; the data waits for the EXECUTE.
-    async fn long_data(&mut self, payload: BytesMut) -> std::io::Result<Flow> {
-        if payload.len() < 7 {
-            return self.malformed("COM_STMT_SEND_LONG_DATA too short").await;
-        }
-        let id = wire::statement_id(&payload).and_then(|id| self.statements.resolve(id));
-        if let Some(statement) = id.and_then(|id| self.statements.get_mut(id)) {
-            statement.long_data.push(payload);
-        }
-        Ok(Flow::Continue)
-    }
-
-    /// COM_STMT_CLOSE has no response: close it on every backend that prepared it.
-    async fn close_statement(&mut self, payload: &[u8]) {
-        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
-        else {
-            return;
-        };
-        self.statements.remove(id);
-        for role in [Role::Writer, Role::Reader] {
-            let Some(backend) = self.slot(role).as_mut() else {
-                continue;
-            };
-            if let Some(on) = backend.statements.remove(&id) {
-                let close = wire::with_id(payload, on.id);
-                if let Err(error) = backend.send_command(&close).await {
-                    self.lose(role, &error);
-                }
-            }
-        }
-    }
-
-    async fn reset_statement(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
-        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
-        else {
-            return self.unknown_statement("mysqld_stmt_reset").await;
-        };
-        if let Some(statement) = self.statements.get_mut(id) {
-            statement.long_data.clear();
-        }
-        let mut failure = None;
-        for role in [Role::Writer, Role::Reader] {
-            let Some(backend) = self.slot(role).as_mut() else {
-                continue;
-            };
-            let Some(on) = backend.statements.get(&id).copied() else {
-                continue;
-            };
-            let reset = wire::with_id(payload, on.id);
-            let answer = match backend.send_command(&reset).await {
-                Ok(()) => backend.collect().await,
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(collected) => failure = failure.or(collected.error),
-                Err(error) => self.lose(role, &error),
-            }
-        }
-        match failure {
-            Some(error) => {
-                self.client.send(1, &error.packet()).await?;
-            }
-            None => {
-                let ok = wire::ok_packet(self.routing.client_status(), self.login.caps);
-                self.client.send(1, &ok).await?;
-            }
-        }
-        Ok(Flow::Continue)
-    }
-
-    async fn fetch(&mut self, payload: &[u8]) -> std::io::Result<Flow> {
-        let Some(id) = wire::statement_id(payload).and_then(|id| self.statements.resolve(id))
-        else {
-            return self.unknown_statement("mysqld_stmt_fetch").await;
-        };
-        let role = self.statements.get(id).and_then(|s| s.last_role);
-        let caps = self.login.caps;
-        let target = role.and_then(|role| {
-            let backend = match role {
-                Role::Writer => self.writer.as_mut(),
-                Role::Reader => self.reader.as_mut(),
-            }?;
-            let on = backend.statements.get(&id).copied()?;
-            Some((role, backend, on))
-        });
-        let Some((role, backend, on)) = target else {
-            return self.unknown_statement("mysqld_stmt_fetch").await;
-        };
-        let fetch = wire::with_id(payload, on.id);
-        let result = match backend.send_command(&fetch).await {
-            Ok(()) => {
-                let ledger = (role == Role::Writer).then(|| self.shared.topology.ledger());
-                relay::relay(backend, &mut self.client, ledger, caps, Shape::Rows).await
-            }
-            Err(error) => Err(RelayError::Backend {
-                error,
-                forwarded: false,
-            }),
-        };
-        match result {
-            Ok(_) => Ok(Flow::Continue),
-            Err(RelayError::Client(e)) => Err(e),
-            Err(RelayError::Backend { error, .. }) => {
-                self.lose(role, &error);
-                Err(std::io::Error::other(error.to_string()))
-            }
-        }
     }
 
     /// COM_CHANGE_USER: log in again (as another configured user), with a fresh session.
@@ -1066,41 +542,4 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         }
         self.client.shutdown().await;
     }
-}
-
-/// Brings one backend connection up to date with the session.
-async fn sync(
-    backend: &mut Backend,
-    database: Option<&str>,
-    replays: &[(u64, Vec<u8>)],
-    multi_statements: bool,
-) -> Result<(), NotReady> {
-    if (backend.caps & cap::MULTI_STATEMENTS != 0) != multi_statements {
-        let refused = backend
-            .set_multi_statements(multi_statements)
-            .await
-            .map_err(NotReady::Backend)?;
-        if let Some(error) = refused {
-            return Err(NotReady::Replay(error));
-        }
-    }
-    if let Some(db) = database
-        && backend.database.as_deref() != Some(db)
-    {
-        let answer = backend.init_db(db).await.map_err(NotReady::Backend)?;
-        if let Some(error) = answer.error {
-            return Err(NotReady::Replay(error));
-        }
-    }
-    for (number, text) in replays {
-        if *number <= backend.replayed {
-            continue;
-        }
-        let answer = backend.query(text).await.map_err(NotReady::Backend)?;
-        if let Some(error) = answer.error {
-            return Err(NotReady::Replay(error));
-        }
-        backend.replayed = *number;
-    }
-    Ok(())
 }
