@@ -145,13 +145,15 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
 }
 
 /// TLS towards clients when `router.tls_cert` is set.
-fn client_tls(router: &config::RouterConfig) -> anyhow::Result<Option<handshake::ClientTls>> {
+fn client_tls(
+    router: &config::RouterConfig,
+) -> anyhow::Result<Option<handshake::accept::ClientTls>> {
     if router.tls_cert.as_os_str().is_empty() {
         return Ok(None);
     }
     let server = foobar_service::tls::server_config(&router.tls_cert, &router.tls_key)
         .map_err(|e| anyhow::anyhow!("router.tls_cert, router.tls_key: {e:#}"))?;
-    Ok(Some(handshake::ClientTls {
+    Ok(Some(handshake::accept::ClientTls {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         required: router.require_tls,
     }))

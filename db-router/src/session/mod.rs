@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, BackendError, Connector};
 use crate::classifier::{self, Route};
 use crate::config::{RouterConfig, Users};
-use crate::handshake::{self, ClientConnection, ClientLogin, ClientTls, LoginError};
+use crate::handshake;
+use crate::handshake::accept::{self, ClientConnection, ClientLogin, ClientTls, LoginError};
 use crate::metrics::Metrics;
 use crate::packet::{PacketError, PacketStream};
 use crate::prepared::Statements;
@@ -97,7 +98,7 @@ pub async fn serve(
 ) {
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let peer_host = peer.ip().to_string();
-    let accepting = handshake::accept_client(
+    let accepting = accept::accept_client(
         stream,
         shared.tls.as_ref(),
         &shared.users,
@@ -470,7 +471,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let scramble = self.login.scramble;
         let users = &self.shared.users;
-        match handshake::authenticate(&mut self.client, users, &request, &scramble, 0, &self.peer)
+        match accept::authenticate(&mut self.client, users, &request, &scramble, 0, &self.peer)
             .await
         {
             Ok(seq) => {
