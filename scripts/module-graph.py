@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """The module imports of one crate: edges, cycles and layers.
 
-usage: scripts/module-graph.py CRATE/src [--tests]
+usage: scripts/module-graph.py CRATE/src
 
 Reads every .rs file under the directory, finds the paths it names through `crate::`,
 `super::` and `self::` (in `use` trees, braces included, and inline in the code), and
-prints each module's imports, then every import cycle (a strongly connected component of
-more than one module), then the layers: each module in the lowest layer above everything it
-imports (a cycle is one node, named with `<->`). `#[cfg(test)]` blocks are left out unless
-`--tests` is given. Exits 1 when there is a cycle.
+prints each module's imports, then the import cycles (for each import that closes one, the
+shortest), then the layers: each module in the lowest layer above everything it
+imports (a cycle is one node, named with `<->`). `#[cfg(test)]` blocks are left out: an
+inline test module is not told from its parent. Exits 1 when there is a cycle.
 """
 
 import os
@@ -25,7 +25,7 @@ def module_of(root, path):
     return "::".join(rel)
 
 
-def strip(text, tests):
+def strip(text):
     # Comments, strings and char literals out (their quotes and braces would mislead).
     out, i, n = [], 0, len(text)
     while i < n:
@@ -63,30 +63,29 @@ def strip(text, tests):
             out.append(c)
             i += 1
     text = "".join(out)
-    if not tests:
-        # Drop each `#[cfg(test)]` item: up to its matching brace, or its `;`.
-        out, i = [], 0
-        for m in re.finditer(r"#\[cfg\(test\)\]", text):
-            if m.start() < i:
-                continue
-            out.append(text[i : m.start()])
-            j, depth = m.end(), 0
-            while j < len(text):
-                c = text[j]
-                if c == "{":
-                    depth += 1
-                elif c == "}":
-                    depth -= 1
-                    if depth == 0:
-                        j += 1
-                        break
-                elif c == ";" and depth == 0:
+    # Drop each `#[cfg(test)]` item: up to its matching brace, or its `;`.
+    out, i = [], 0
+    for m in re.finditer(r"#\[cfg\(test\)\]", text):
+        if m.start() < i:
+            continue
+        out.append(text[i : m.start()])
+        j, depth = m.end(), 0
+        while j < len(text):
+            c = text[j]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
                     j += 1
                     break
+            elif c == ";" and depth == 0:
                 j += 1
-            i = j
-        out.append(text[i:])
-        text = "".join(out)
+                break
+            j += 1
+        i = j
+    out.append(text[i:])
+    text = "".join(out)
     return text
 
 
@@ -128,8 +127,7 @@ def absolute(module, path):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    tests = "--tests" in sys.argv
+    args = sys.argv[1:]
     if len(args) != 1:
         sys.exit(__doc__)
     root = args[0]
@@ -142,7 +140,7 @@ def main():
     edges = {m: set() for m in modules}
     for m, path in files.items():
         with open(path, encoding="utf-8") as f:
-            text = strip(f.read(), tests)
+            text = strip(f.read())
         paths = []
         for u in re.finditer(r"\buse\s+([^;]+);", text):
             paths += expand(u.group(1))
