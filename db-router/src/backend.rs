@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth;
 use crate::handshake;
 use crate::packet::{PacketError, PacketStream};
-use crate::topology::Node;
+use crate::topology::snapshot::Node;
 use crate::wire::{self, OkInfo, ServerError, cap, com};
 
 /// The system variables a backend reports in OK packets: the server's defaults, and

@@ -63,7 +63,7 @@ pub struct Classification {
     /// More than one statement.
     pub multi: bool,
     /// Names a user variable (`@v`): its value may live on the writer only (see
-    /// `Session::user_variables_on_writer`).
+    /// `session::routing::Routing`).
     pub reads_user_variables: bool,
 }
 

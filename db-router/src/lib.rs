@@ -6,7 +6,8 @@
 //! each, and the answer relayed packet by packet. The modules, from the wire up:
 //!
 //! - [`packet`]: 3-byte length + sequence id framing, 16 MiB splitting and joining.
-//! - [`wire`]: capability and status flags, length-encoded values, OK / ERR / EOF packets.
+//! - [`wire`]: capability and status flags, length-encoded values, OK / ERR / EOF packets,
+//!   the statement id of a COM_STMT_* packet (read and rewritten).
 //! - [`auth`]: mysql_native_password, checked for clients and answered for backends.
 //! - [`handshake`]: the connection phase towards clients (TLS when configured) and towards
 //!   backends.
@@ -144,13 +145,15 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
 }
 
 /// TLS towards clients when `router.tls_cert` is set.
-fn client_tls(router: &config::RouterConfig) -> anyhow::Result<Option<handshake::ClientTls>> {
+fn client_tls(
+    router: &config::RouterConfig,
+) -> anyhow::Result<Option<handshake::accept::ClientTls>> {
     if router.tls_cert.as_os_str().is_empty() {
         return Ok(None);
     }
     let server = foobar_service::tls::server_config(&router.tls_cert, &router.tls_key)
         .map_err(|e| anyhow::anyhow!("router.tls_cert, router.tls_key: {e:#}"))?;
-    Ok(Some(handshake::ClientTls {
+    Ok(Some(handshake::accept::ClientTls {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         required: router.require_tls,
     }))

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use bytes::{BufMut, BytesMut};
 
 use crate::classifier::Classification;
-use crate::wire::Cursor;
+use crate::wire::{Cursor, with_id};
 
 /// A statement the client prepared.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Statement {
     /// COM_STMT_SEND_LONG_DATA payloads waiting for the next EXECUTE.
     pub long_data: Vec<BytesMut>,
     /// The backend role that ran the last EXECUTE (where its cursor is, for FETCH).
-    pub last_role: Option<crate::session::Role>,
+    pub last_role: Option<crate::topology::snapshot::Role>,
 }
 
 /// The session's prepared statements, by client statement id.
@@ -75,21 +75,6 @@ impl Statements {
         self.map.clear();
         self.last_prepared = None;
     }
-}
-
-/// The statement id a COM_STMT_* payload names (bytes 1..5).
-pub fn statement_id(payload: &[u8]) -> Option<u32> {
-    let mut c = Cursor::new(payload.get(1..)?);
-    c.u32()
-}
-
-/// A copy of a COM_STMT_* payload naming `id` instead.
-pub fn with_id(payload: &[u8], id: u32) -> BytesMut {
-    let mut out = BytesMut::from(payload);
-    if let Some(bytes) = out.get_mut(1..5) {
-        bytes.copy_from_slice(&id.to_le_bytes());
-    }
-    out
 }
 
 /// The parameter types an EXECUTE carries (when its new-params-bound flag is set).

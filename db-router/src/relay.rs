@@ -327,7 +327,7 @@ pub async fn relay_prepare<C: AsyncRead + AsyncWrite + Unpin>(
                 forwarded: false,
             });
         };
-        let shown = crate::prepared::with_id(first.payload(), client_id);
+        let shown = wire::with_id(first.payload(), client_id);
         relay.forwarded = true;
         relay.client.queue(first.seq(), &shown);
         for _ in 0..ok.following_packets(caps) {

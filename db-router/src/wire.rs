@@ -1,6 +1,7 @@
 //! The vocabulary of the MySQL client/server protocol the router needs: capability and
 //! status flags, command bytes, length-encoded integers and strings, and the OK, ERR and EOF
-//! packets (read and written).
+//! packets (read and written), and the statement id a COM_STMT_* packet names (read and
+//! rewritten).
 //!
 //! Parsing is done through [`Cursor`], which never panics on short or malformed input: every
 //! read returns `None` instead, and the caller turns that into a clear protocol error.
@@ -446,9 +447,40 @@ pub fn is_classic_eof(payload: &[u8]) -> bool {
     payload.first() == Some(&0xFE) && payload.len() == 5
 }
 
+/// The statement id a COM_STMT_* payload names (bytes 1..5).
+pub fn statement_id(payload: &[u8]) -> Option<u32> {
+    let mut c = Cursor::new(payload.get(1..)?);
+    c.u32()
+}
+
+/// A copy of a COM_STMT_* payload naming `id` instead.
+pub fn with_id(payload: &[u8], id: u32) -> BytesMut {
+    let mut out = BytesMut::from(payload);
+    if let Some(bytes) = out.get_mut(1..5) {
+        bytes.copy_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_id_names_another_statement_and_keeps_the_rest() {
+        let close = [com::STMT_CLOSE, 9, 0, 0, 0];
+        let execute = [com::STMT_EXECUTE, 9, 0, 0, 0, 0, 1, 0, 0, 0];
+        assert_eq!(statement_id(&close), Some(9));
+        assert_eq!(
+            &with_id(&close, 0x0102_0304)[..],
+            &[com::STMT_CLOSE, 4, 3, 2, 1]
+        );
+        let rewritten = with_id(&execute, 77);
+        assert_eq!(statement_id(&rewritten), Some(77));
+        assert_eq!(rewritten[5..], execute[5..]);
+        assert_eq!(statement_id(&close[..4]), None);
+        assert_eq!(&with_id(&close[..4], 77)[..], &close[..4]);
+    }
 
     #[test]
     fn lenenc_round_trips_at_every_width() {

@@ -40,7 +40,7 @@ fn parse_as_client_message(payload: &[u8]) {
             if let Ok(rewritten) =
                 prepared::execute_for_backend(payload, 7, params, types.as_deref(), has_types)
             {
-                assert_eq!(prepared::statement_id(&rewritten), Some(7));
+                assert_eq!(wire::statement_id(&rewritten), Some(7));
             }
         }
         let fallback = vec![0u8; usize::from(params) * 2];

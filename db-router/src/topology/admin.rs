@@ -98,7 +98,7 @@ async fn rejoin(State(topology): State<Topology>, Query(query): Query<RejoinQuer
     // Read both nodes now: the last round's GTID positions may already be behind (a write
     // on the fenced node since, the primary's new writes).
     let fresh = |name: &str| {
-        let node = super::Node {
+        let node = super::snapshot::Node {
             name: name.to_owned(),
         };
         let access = access.clone();

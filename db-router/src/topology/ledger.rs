@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Node;
 use super::gtid::GtidSet;
+use super::snapshot::Node;
 
 /// The acknowledgements of one router and the writer it acknowledges for.
 #[derive(Default)]

@@ -11,19 +11,24 @@
 //! pair (writer, reader) even while the monitor changes the next one.
 //!
 //! Child modules, one concern each:
+//! - [`snapshot`]: [`Node`], [`Snapshot`] and the [`Role`] a node plays for a session;
 //! - [`config`]: the `[backends]` and `[monitor]` tables;
+//! - [`access`]: how to reach the nodes and as whom;
 //! - [`node`]: the monitor's connection to a node and what a check reads;
 //! - [`decide`]: the routing rules, a pure function of the checks (unit-tested);
 //! - [`actions`]: promote, finish a promotion, fence, rejoin;
 //! - [`gtid`]: GTID positions as sets, and what a node lacks of them;
 //! - [`ledger`]: what this router acknowledged to clients, and its promise to a promoter;
 //! - [`peers`]: the other routers, asked before a promotion;
-//! - [`monitor`]: the loop that checks, decides, acts and publishes;
+//! - [`monitor`]: the loop that checks, decides, acts and publishes, and [`start`], which
+//!   starts it;
+//! - [`report`]: the monitor's last round in full ([`Report`]);
 //! - [`admin`]: `GET /topology`, `POST /rejoin`, `POST /seal` and `POST /release` for the
 //!   admin listener;
 //! - [`command`]: `foobar-db-router rejoin` and `topology`, through the running router;
 //! - [`metrics`]: the Prometheus metrics.
 
+pub mod access;
 pub mod actions;
 pub mod admin;
 pub mod command;
@@ -36,45 +41,20 @@ pub mod monitor;
 pub mod node;
 pub mod peers;
 pub mod rebuild;
+pub mod report;
+pub mod snapshot;
 
 use std::sync::{Arc, Mutex};
 
-use foobar_service::Context;
-use serde::Serialize;
 use tokio::sync::{Notify, watch};
+
+use access::Access;
 
 pub use admin::admin_routes;
 pub use config::{BackendsConfig, MonitorConfig};
-pub use monitor::Report;
-
-/// One database node, named as configured (`db-primary:3306`); sessions resolve the name
-/// when they connect, so a restarted container's new address is found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct Node {
-    pub name: String,
-}
-
-/// Where statements go right now.
-///
-/// The three states a session must tell apart:
-/// - `writer: Some`: writes go there; reads to `reader`, or to the writer when `reader` is
-///   `None` (replica down, not replicating, or lagging past `max_replication_lag`).
-/// - `writer: None, reader: Some`: the primary is down and not replaced yet. Writes fail at
-///   once with an error (never wait for it); reads keep going to the replica, which may be
-///   behind by what it had not received yet.
-/// - `writer: None, reader: None`: nothing can serve; every statement fails at once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Snapshot {
-    /// Raised by every failover; recorded on the chosen primary so that a second router
-    /// recognises the choice.
-    pub epoch: u64,
-    /// Where writes and everything that is not a plain read go. `None` while no node may
-    /// take writes (the primary is down and not yet replaced): writes fail at once.
-    pub writer: Option<Node>,
-    /// Where autocommit reads go. `None`: reads go to the writer. May be `Some` while
-    /// `writer` is `None` (see above).
-    pub reader: Option<Node>,
-}
+pub use monitor::start;
+pub use report::Report;
+pub use snapshot::{Node, Role, Snapshot};
 
 /// The live topology, shared by every session; cheap to clone.
 #[derive(Clone)]
@@ -91,7 +71,7 @@ struct Shared {
     /// The last round, in full: the admin endpoint's JSON and what rejoin acts on.
     report: Mutex<Report>,
     /// How to reach the nodes for admin actions; `None` for a topology without a monitor.
-    access: Option<monitor::Access>,
+    access: Option<Access>,
     /// One admin action at a time.
     admin_action: tokio::sync::Mutex<()>,
     /// What this router acknowledged, and whether it may acknowledge more.
@@ -183,31 +163,4 @@ impl Topology {
             changed
         });
     }
-}
-
-/// Starts the monitor: checks both nodes once (so the first snapshot is real, not assumed),
-/// then keeps checking every `monitor.interval` until shutdown. Registers the metrics.
-pub async fn start(
-    backends: &BackendsConfig,
-    monitor: &MonitorConfig,
-    ctx: &Context,
-) -> anyhow::Result<Topology> {
-    let access = monitor::Access::new(backends, monitor)?;
-    let shared = Shared {
-        access: Some(access.clone()),
-        ..Shared::default()
-    };
-    let topology = Topology::with_shared(backends, shared);
-    let metrics = metrics::Metrics::default();
-    metrics.register(ctx);
-    let mut watcher = monitor::Monitor::new(topology.clone(), access, monitor.clone(), metrics)?;
-    watcher.first_round().await;
-    let shutdown = ctx.shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = watcher.run() => {}
-            () = shutdown.cancelled() => tracing::debug!("monitor stopped: shutting down"),
-        }
-    });
-    Ok(topology)
 }

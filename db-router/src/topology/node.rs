@@ -15,7 +15,7 @@ use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow, MySqlSslMode};
 use sqlx::{ConnectOptions, Executor, Row};
 
-use super::Node;
+use super::snapshot::Node;
 
 /// What one successful check saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -4,10 +4,14 @@
 //!
 //! Every peer must answer: one that does not may have acknowledged writes the candidate
 //! lacks, so the promotion does not happen (writes keep failing, the data is kept).
+//!
+//! [`ask`] is the one HTTP exchange with a router's admin listener, which the operator's
+//! commands ([`super::command`]) use too.
 
 use std::time::Duration;
 
-use super::command::ask;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::gtid::GtidSet;
 use super::ledger::Holdings;
 
@@ -86,6 +90,41 @@ fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `METHOD path` on `peer` (`host:port`), with the admin `token` if any: the status and
+/// the body, within `timeout`.
+pub(crate) async fn ask(
+    peer: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(peer).await?;
+        let authorization = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {peer}\r\nContent-Length: 0\r\n\
+             {authorization}User-Agent: foobar-db-router\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::Error::other(format!("no answer within {timeout:?}")))??;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
+    Ok((status, body.to_owned()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,584 @@
+//! Where a session's statements go, and how what they do changes that: a pure struct, no
+//! I/O, so every rule is unit-tested here. The session ([`super::Session`]) asks it before
+//! each command and tells it what happened after.
+//!
+//! The rules, in the order [`Routing::choose`] applies them:
+//! - pinned to the writer while the writer's status says a transaction is open or
+//!   autocommit is off, while temporary tables or table locks exist, or after state the
+//!   router cannot replay ([`Effect::PinToWriter`]);
+//! - pinned to the reader while a `START TRANSACTION READ ONLY` there is open;
+//! - otherwise by the statement's [`Route`]: reads to the reader, `SHOW WARNINGS` and the
+//!   like to the connection that ran the previous statement, session statements to the
+//!   writer when it is open (else the reader), `START TRANSACTION READ ONLY` to the reader,
+//!   everything else to the writer;
+//! - a read naming a user variable goes to the writer after a write that may have set one
+//!   there ([`Routing::user_variables_on_writer`]).
+
+use std::collections::HashSet;
+
+use crate::classifier::{Classification, Effect, Route};
+use crate::topology::snapshot::Role;
+use crate::wire::status;
+
+/// What the session's open backend connections tell the decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Open {
+    /// A writer connection is open.
+    pub writer: bool,
+    /// The reader connection's status says a transaction is open there.
+    pub reader_in_transaction: bool,
+}
+
+/// What the connection that ran a statement has of the session state it changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The number of the last session statement recorded: that connection ran it already.
+    pub replayed: Option<u64>,
+    /// The database a `USE` in it chose.
+    pub database: Option<String>,
+}
+
+/// The session state that decides where statements go, and the state every backend
+/// connection must have (the database, the session statements to replay).
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// The writer's status flags after its last response, kept while no writer connection is
+    /// open (autocommit=0 survives a reconnect through the replayed SET).
+    pub writer_status: u16,
+    /// The current database, which every backend connection is brought to.
+    pub database: Option<String>,
+    /// Session statements (`SET ...`) every backend connection must have run, numbered.
+    pub replays: Vec<(u64, Vec<u8>)>,
+    replay_count: u64,
+    temporary_tables: HashSet<String>,
+    tables_locked: bool,
+    /// State exists that only the writer connection has (see `Effect::PinToWriter`).
+    stays_on_writer: bool,
+    last_used: Option<Role>,
+    /// The GTID of the session's last write, for read-your-writes.
+    pub last_gtid: Option<String>,
+    /// A statement that may have set user variables without a replayable `SET` ran on the
+    /// writer: `CALL p()` whose procedure sets `@v`, `INSERT ... VALUES (@v := expr)`, a
+    /// write calling a stored function that sets one. Reads naming a user variable then go
+    /// to the writer, where the value is. The alternative, carrying values over (read them
+    /// on the writer and `SET` them on the reader), was not chosen: which variables a
+    /// procedure or function set is unknowable from its call, a carried value would need
+    /// its exact type, charset and collation rebuilt as a literal, and it costs a round trip
+    /// to the writer before such a read anyway; a read that names a user variable after
+    /// such a write is rare, and on the writer it is right by construction.
+    user_variables_on_writer: bool,
+}
+
+impl Routing {
+    /// A fresh session in `database`: autocommit on, nothing pinned.
+    pub fn new(database: Option<String>) -> Self {
+        Self {
+            writer_status: status::AUTOCOMMIT,
+            database,
+            replays: Vec::new(),
+            replay_count: 0,
+            temporary_tables: HashSet::new(),
+            tables_locked: false,
+            stays_on_writer: false,
+            last_used: None,
+            last_gtid: None,
+            user_variables_on_writer: false,
+        }
+    }
+
+    /// The status flags the router reports itself (PING, RESET, COM_SET_OPTION).
+    pub fn client_status(&self) -> u16 {
+        self.writer_status & (status::IN_TRANS | status::AUTOCOMMIT)
+    }
+
+    fn pinned_to_writer(&self) -> bool {
+        self.stays_on_writer
+            || self.tables_locked
+            || !self.temporary_tables.is_empty()
+            || self.writer_status & status::IN_TRANS != 0
+            || self.writer_status & status::AUTOCOMMIT == 0
+    }
+
+    /// Where a statement of this route goes now; `begin_read_only` is what a
+    /// `START TRANSACTION` in it asks for.
+    pub fn choose(&self, open: Open, route: Route, begin_read_only: Option<bool>) -> Role {
+        if self.pinned_to_writer() {
+            return Role::Writer;
+        }
+        if open.reader_in_transaction {
+            return Role::Reader;
+        }
+        match route {
+            Route::Read => Role::Reader,
+            Route::LastUsed => self.last_used.unwrap_or(Role::Writer),
+            Route::Session if open.writer => Role::Writer,
+            Route::Session => Role::Reader,
+            Route::Write if begin_read_only == Some(true) => Role::Reader,
+            Route::Write => Role::Writer,
+        }
+    }
+
+    /// [`Routing::choose`], and a read naming a user variable to the writer while the
+    /// session's variables may live there only.
+    pub fn choose_reading(
+        &self,
+        open: Open,
+        route: Route,
+        begin_read_only: Option<bool>,
+        reads_user_variables: bool,
+    ) -> Role {
+        match self.choose(open, route, begin_read_only) {
+            Role::Reader if reads_user_variables && self.user_variables_on_writer => Role::Writer,
+            role => role,
+        }
+    }
+
+    /// Where a COM_QUERY goes.
+    pub fn query(&self, open: Open, class: &Classification) -> Role {
+        self.choose_reading(open, class.route, class.begin(), class.reads_user_variables)
+    }
+
+    /// Where an EXECUTE of a statement prepared as `class` goes (a prepared `START
+    /// TRANSACTION READ ONLY` is not followed to the reader).
+    pub fn execute(&self, open: Open, class: &Classification) -> Role {
+        self.choose_reading(open, class.route, None, class.reads_user_variables)
+    }
+
+    /// Whether a statement of `route` that lost the `role` connection before any of its
+    /// answer reached the client runs again on the writer: a read on the reader changed
+    /// nothing; anything else may have run.
+    pub fn retry_on_writer(role: Role, route: Route) -> bool {
+        role == Role::Reader && route == Route::Read
+    }
+
+    /// A response was relayed from `role`: it is the connection `SHOW WARNINGS` asks next,
+    /// the writer's `status` is what pins the session, and a write's GTID is the session's
+    /// last.
+    pub fn answered(&mut self, role: Role, status: u16, gtid: Option<&str>) {
+        self.last_used = Some(role);
+        if role == Role::Writer {
+            self.writer_status = status;
+            if let Some(gtid) = gtid {
+                self.last_gtid = Some(gtid.to_owned());
+            }
+        }
+    }
+
+    /// A statement of `route` ran on `role` (successful or not: a failed CALL may have set
+    /// variables before its error).
+    pub fn ran(&mut self, role: Role, route: Route) {
+        if role == Role::Writer && route == Route::Write {
+            self.user_variables_on_writer = true;
+        }
+    }
+
+    /// The session effects of a statement that succeeded on one connection; what that
+    /// connection has now (see [`Applied`]).
+    pub fn apply(&mut self, class: &Classification, sql: &[u8]) -> Applied {
+        let mut applied = Applied::default();
+        for effect in &class.effects {
+            match effect {
+                Effect::Replay { start, end } => {
+                    let text = sql[*start..*end].to_vec();
+                    self.replays.retain(|(_, t)| *t != text);
+                    self.replay_count += 1;
+                    self.replays.push((self.replay_count, text));
+                    applied.replayed = Some(self.replay_count);
+                }
+                Effect::UseDatabase(db) => {
+                    self.database = Some(db.clone());
+                    applied.database = Some(db.clone());
+                }
+                Effect::Begin { .. } => {}
+                Effect::CreateTemporary(name) => {
+                    self.temporary_tables.insert(name.clone());
+                }
+                Effect::DropTables(names) => {
+                    for name in names {
+                        self.temporary_tables.remove(name);
+                    }
+                }
+                Effect::LockTables => self.tables_locked = true,
+                Effect::UnlockTables => self.tables_locked = false,
+                Effect::PinToWriter => self.stays_on_writer = true,
+            }
+        }
+        applied
+    }
+
+    /// The `role` connection broke: what the writer's connection held (its transaction,
+    /// its table locks, its temporary tables) is gone with it.
+    pub fn lost(&mut self, role: Role) {
+        if role == Role::Writer {
+            self.writer_status &= !status::IN_TRANS;
+            self.tables_locked = false;
+            self.temporary_tables.clear();
+        }
+    }
+
+    /// The writer connection is replaced by one to another node. True when a transaction
+    /// was open on the old one: it is lost (the server rolls it back), and the statement
+    /// that needs the new writer must fail.
+    pub fn writer_replaced(&mut self) -> bool {
+        let in_transaction = self.writer_status & status::IN_TRANS != 0;
+        self.writer_status &= !status::IN_TRANS;
+        in_transaction
+    }
+
+    /// COM_RESET_CONNECTION or COM_CHANGE_USER: every piece of session state forgotten but
+    /// the database (a change of user sets its own) and the last write's GTID. Numbering
+    /// of session statements goes on.
+    pub fn reset(&mut self) {
+        self.writer_status = status::AUTOCOMMIT;
+        self.replays.clear();
+        self.temporary_tables.clear();
+        self.tables_locked = false;
+        self.stays_on_writer = false;
+        self.user_variables_on_writer = false;
+        self.last_used = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classifier::classify;
+
+    const NONE_OPEN: Open = Open {
+        writer: false,
+        reader_in_transaction: false,
+    };
+    const WRITER_OPEN: Open = Open {
+        writer: true,
+        reader_in_transaction: false,
+    };
+
+    /// Where `sql` goes now.
+    fn route(routing: &Routing, sql: &str) -> Role {
+        routing.query(WRITER_OPEN, &classify(sql.as_bytes()))
+    }
+
+    /// `sql` ran on `role` and succeeded, its answer leaving the writer with `status`.
+    fn run(routing: &mut Routing, role: Role, sql: &str, status: u16) {
+        let class = classify(sql.as_bytes());
+        routing.answered(role, status, None);
+        routing.ran(role, class.route);
+        routing.apply(&class, sql.as_bytes());
+    }
+
+    #[test]
+    fn reads_go_to_the_reader_and_writes_to_the_writer() {
+        let routing = Routing::new(None);
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Reader);
+        assert_eq!(
+            route(&routing, "INSERT INTO posts VALUES (1)"),
+            Role::Writer
+        );
+        assert_eq!(
+            route(&routing, "SELECT * FROM posts FOR UPDATE"),
+            Role::Writer
+        );
+        assert_eq!(route(&routing, "FLUSH TABLES"), Role::Writer);
+    }
+
+    #[test]
+    fn an_open_transaction_pins_reads_to_the_writer_until_it_ends() {
+        let mut routing = Routing::new(None);
+        assert_eq!(route(&routing, "BEGIN"), Role::Writer);
+        run(
+            &mut routing,
+            Role::Writer,
+            "BEGIN",
+            status::AUTOCOMMIT | status::IN_TRANS,
+        );
+        assert_eq!(route(&routing, "SELECT 1"), Role::Writer);
+        assert_eq!(routing.client_status() & status::IN_TRANS, status::IN_TRANS);
+        run(&mut routing, Role::Writer, "COMMIT", status::AUTOCOMMIT);
+        assert_eq!(route(&routing, "SELECT 1"), Role::Reader);
+    }
+
+    #[test]
+    fn autocommit_off_pins_reads_to_the_writer() {
+        let mut routing = Routing::new(None);
+        run(&mut routing, Role::Writer, "SET autocommit=0", 0);
+        assert_eq!(route(&routing, "SELECT 1"), Role::Writer);
+        run(
+            &mut routing,
+            Role::Writer,
+            "SET autocommit=1",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SELECT 1"), Role::Reader);
+    }
+
+    #[test]
+    fn a_temporary_table_pins_reads_to_the_writer_until_it_is_dropped() {
+        let mut routing = Routing::new(None);
+        let created = "CREATE TEMPORARY TABLE t (id INT)";
+        run(&mut routing, Role::Writer, created, status::AUTOCOMMIT);
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Writer);
+        run(
+            &mut routing,
+            Role::Writer,
+            "DROP TABLE other",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Writer);
+        run(
+            &mut routing,
+            Role::Writer,
+            "DROP TEMPORARY TABLE t",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Reader);
+    }
+
+    #[test]
+    fn table_locks_pin_reads_to_the_writer_until_unlocked() {
+        let mut routing = Routing::new(None);
+        run(
+            &mut routing,
+            Role::Writer,
+            "LOCK TABLES posts READ",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Writer);
+        run(
+            &mut routing,
+            Role::Writer,
+            "UNLOCK TABLES",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Reader);
+    }
+
+    #[test]
+    fn state_the_router_cannot_replay_pins_the_session_to_the_writer_until_reset() {
+        let mut routing = Routing::new(None);
+        let xa = "XA START 'x'";
+        assert_eq!(classify(xa.as_bytes()).effects, [Effect::PinToWriter]);
+        run(&mut routing, Role::Writer, xa, status::AUTOCOMMIT);
+        assert_eq!(route(&routing, "SELECT 1"), Role::Writer);
+        routing.reset();
+        assert_eq!(route(&routing, "SELECT 1"), Role::Reader);
+    }
+
+    #[test]
+    fn a_read_only_transaction_goes_to_the_reader_and_keeps_the_session_there() {
+        let routing = Routing::new(None);
+        assert_eq!(route(&routing, "START TRANSACTION READ ONLY"), Role::Reader);
+        assert_eq!(
+            route(&routing, "START TRANSACTION READ WRITE"),
+            Role::Writer
+        );
+        let reader_in_transaction = Open {
+            writer: true,
+            reader_in_transaction: true,
+        };
+        for sql in ["SELECT 1", "INSERT INTO posts VALUES (1)", "SHOW WARNINGS"] {
+            let class = classify(sql.as_bytes());
+            assert_eq!(
+                routing.query(reader_in_transaction, &class),
+                Role::Reader,
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_writer_pin_wins_over_a_transaction_on_the_reader() {
+        let mut routing = Routing::new(None);
+        run(
+            &mut routing,
+            Role::Writer,
+            "LOCK TABLES posts WRITE",
+            status::AUTOCOMMIT,
+        );
+        let open = Open {
+            writer: true,
+            reader_in_transaction: true,
+        };
+        assert_eq!(routing.query(open, &classify(b"SELECT 1")), Role::Writer);
+    }
+
+    #[test]
+    fn show_warnings_goes_to_the_connection_that_ran_the_previous_statement() {
+        let mut routing = Routing::new(None);
+        assert_eq!(route(&routing, "SHOW WARNINGS"), Role::Writer);
+        run(&mut routing, Role::Reader, "SELECT 1", status::AUTOCOMMIT);
+        assert_eq!(route(&routing, "SHOW WARNINGS"), Role::Reader);
+        assert_eq!(route(&routing, "SELECT FOUND_ROWS()"), Role::Reader);
+        run(
+            &mut routing,
+            Role::Writer,
+            "INSERT INTO posts VALUES (1)",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SHOW WARNINGS"), Role::Writer);
+    }
+
+    #[test]
+    fn a_session_statement_goes_to_the_writer_only_when_it_is_open() {
+        let routing = Routing::new(None);
+        let set = classify(b"SET NAMES utf8mb4");
+        assert_eq!(set.route, Route::Session);
+        assert_eq!(routing.query(WRITER_OPEN, &set), Role::Writer);
+        assert_eq!(routing.query(NONE_OPEN, &set), Role::Reader);
+    }
+
+    #[test]
+    fn after_a_write_a_read_naming_a_user_variable_goes_to_the_writer() {
+        let mut routing = Routing::new(None);
+        assert_eq!(route(&routing, "SELECT @total"), Role::Reader);
+        run(
+            &mut routing,
+            Role::Reader,
+            "SELECT @total",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SELECT @total"), Role::Reader);
+        // A failed CALL counts too: `ran` is told whatever the outcome.
+        routing.ran(Role::Writer, Route::Write);
+        assert_eq!(route(&routing, "SELECT @total"), Role::Writer);
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Reader);
+        let prepared = classify(b"SELECT @total + ?");
+        assert_eq!(routing.execute(WRITER_OPEN, &prepared), Role::Writer);
+        routing.reset();
+        assert_eq!(route(&routing, "SELECT @total"), Role::Reader);
+    }
+
+    #[test]
+    fn a_session_statement_on_the_writer_does_not_send_user_variable_reads_there() {
+        let mut routing = Routing::new(None);
+        run(
+            &mut routing,
+            Role::Writer,
+            "SET @total = 5",
+            status::AUTOCOMMIT,
+        );
+        assert_eq!(route(&routing, "SELECT @total"), Role::Reader);
+    }
+
+    #[test]
+    fn an_execute_does_not_follow_a_prepared_read_only_transaction_to_the_reader() {
+        let routing = Routing::new(None);
+        let begin = classify(b"START TRANSACTION READ ONLY");
+        assert_eq!(routing.query(WRITER_OPEN, &begin), Role::Reader);
+        assert_eq!(routing.execute(WRITER_OPEN, &begin), Role::Writer);
+        let read = classify(b"SELECT * FROM posts WHERE id = ?");
+        assert_eq!(routing.execute(WRITER_OPEN, &read), Role::Reader);
+    }
+
+    #[test]
+    fn session_statements_are_recorded_once_each_numbered_for_replay() {
+        let mut routing = Routing::new(None);
+        let mut apply = |sql: &str| routing.apply(&classify(sql.as_bytes()), sql.as_bytes());
+        let set = "SET sql_mode='ANSI'";
+        assert_eq!(apply(set).replayed, Some(1));
+        let names = "SET NAMES utf8mb4";
+        assert_eq!(apply(names).replayed, Some(2));
+        assert_eq!(apply(set).replayed, Some(3));
+        assert_eq!(apply("SELECT 1"), Applied::default());
+        let texts: Vec<(u64, &[u8])> = routing
+            .replays
+            .iter()
+            .map(|(n, t)| (*n, t.as_slice()))
+            .collect();
+        assert_eq!(texts, [(2, names.as_bytes()), (3, set.as_bytes())]);
+        routing.reset();
+        assert!(routing.replays.is_empty());
+        let mut apply = |sql: &str| routing.apply(&classify(sql.as_bytes()), sql.as_bytes());
+        assert_eq!(apply(names).replayed, Some(4));
+    }
+
+    #[test]
+    fn use_changes_the_database_and_a_reset_keeps_it() {
+        let mut routing = Routing::new(Some("first".into()));
+        let used = routing.apply(&classify(b"USE second"), b"USE second");
+        assert_eq!(used.database.as_deref(), Some("second"));
+        assert_eq!(routing.database.as_deref(), Some("second"));
+        run(&mut routing, Role::Writer, "SET autocommit=0", 0);
+        routing.reset();
+        assert_eq!(routing.database.as_deref(), Some("second"));
+        assert_eq!(routing.writer_status, status::AUTOCOMMIT);
+        assert!(routing.replays.is_empty());
+    }
+
+    #[test]
+    fn losing_the_writer_forgets_its_transaction_locks_and_temporary_tables() {
+        let mut routing = Routing::new(None);
+        run(
+            &mut routing,
+            Role::Writer,
+            "CREATE TEMPORARY TABLE t (id INT)",
+            status::AUTOCOMMIT,
+        );
+        run(
+            &mut routing,
+            Role::Writer,
+            "LOCK TABLES posts READ",
+            status::AUTOCOMMIT,
+        );
+        run(
+            &mut routing,
+            Role::Writer,
+            "BEGIN",
+            status::AUTOCOMMIT | status::IN_TRANS,
+        );
+        routing.lost(Role::Reader);
+        assert_eq!(route(&routing, "SELECT 1"), Role::Writer);
+        routing.lost(Role::Writer);
+        assert_eq!(route(&routing, "SELECT 1"), Role::Reader);
+        assert_eq!(routing.client_status(), status::AUTOCOMMIT);
+    }
+
+    #[test]
+    fn losing_the_writer_keeps_autocommit_off() {
+        let mut routing = Routing::new(None);
+        run(&mut routing, Role::Writer, "SET autocommit=0", 0);
+        routing.lost(Role::Writer);
+        assert_eq!(route(&routing, "SELECT 1"), Role::Writer);
+    }
+
+    #[test]
+    fn replacing_the_writer_loses_an_open_transaction_once() {
+        let mut routing = Routing::new(None);
+        assert!(!routing.writer_replaced());
+        run(
+            &mut routing,
+            Role::Writer,
+            "BEGIN",
+            status::AUTOCOMMIT | status::IN_TRANS,
+        );
+        assert!(routing.writer_replaced());
+        assert!(!routing.writer_replaced());
+        assert_eq!(route(&routing, "SELECT 1"), Role::Reader);
+    }
+
+    #[test]
+    fn only_a_read_that_lost_the_reader_is_retried_on_the_writer() {
+        assert!(Routing::retry_on_writer(Role::Reader, Route::Read));
+        assert!(!Routing::retry_on_writer(Role::Writer, Route::Read));
+        assert!(!Routing::retry_on_writer(Role::Reader, Route::Session));
+        assert!(!Routing::retry_on_writer(Role::Reader, Route::Write));
+        assert!(!Routing::retry_on_writer(Role::Reader, Route::LastUsed));
+    }
+
+    #[test]
+    fn the_session_gtid_is_the_last_write_acknowledged_by_the_writer() {
+        let mut routing = Routing::new(None);
+        routing.answered(Role::Reader, status::AUTOCOMMIT, Some("0-1-5"));
+        assert_eq!(routing.last_gtid, None);
+        routing.answered(Role::Writer, status::AUTOCOMMIT, Some("0-1-7"));
+        routing.answered(Role::Writer, status::AUTOCOMMIT, None);
+        assert_eq!(routing.last_gtid.as_deref(), Some("0-1-7"));
+    }
+
+    #[test]
+    fn a_reader_answer_does_not_change_the_writer_status() {
+        let mut routing = Routing::new(None);
+        routing.answered(Role::Writer, status::AUTOCOMMIT | status::IN_TRANS, None);
+        routing.answered(Role::Reader, status::AUTOCOMMIT, None);
+        assert_eq!(routing.writer_status, status::AUTOCOMMIT | status::IN_TRANS);
+    }
+}
