@@ -874,6 +874,120 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
 }
 
 #[tokio::test]
+async fn frozen_peer_router_blocks_the_promotion_until_an_operator_forces_it_without_that_peer()
+-> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start_internal().await?;
+    let (primary, replica) = nodes(&db);
+    // Router a (this process) and router b (the binary) know each other, as in the stack.
+    let secrets = tempfile::tempdir()?;
+    let token = secrets.path().join("admin_token");
+    std::fs::write(&token, "frozen-peer-test-token\n")?;
+    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let a_admin = a_listener.local_addr()?;
+    let config = support::config(&primary.name, &replica.name, "")
+        + &format!(
+            "peers = [\"{a_admin}\"]\npeer_token_file = \"{}\"\n",
+            token.display()
+        );
+    let config = config.replacen(
+        "[service]\n",
+        &format!("[service]\nadmin_token_file = \"{}\"\n", token.display()),
+        1,
+    );
+    let b = support::Router::start(&config).await?;
+    let b_admin = b.admin.to_string();
+    let (a, a_guard) = router_with(&db, |m| {
+        m.peers = vec![b_admin.clone()];
+        m.peer_token_file = token.clone();
+    })
+    .await?;
+    serve_admin(&a_guard, a_listener);
+    wait_healthy_pair(&a, &db).await?;
+    app_conn(db.primary_addr)
+        .await?
+        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
+        .await?;
+    let mut through_b = MySqlConnection::connect_with(&b.options()).await?;
+    for id in 1..=10 {
+        sqlx::query("INSERT INTO counter VALUES (?)")
+            .bind(id)
+            .execute(&mut through_b)
+            .await?;
+    }
+    wait_rows(db.replica_addr, 10).await?;
+    drop(through_b);
+
+    // Router b frozen (SIGSTOP: its sockets open, nothing answers), then the primary killed:
+    // router a cannot learn what b acknowledged, so it does not promote.
+    b.service.signal("STOP").await?;
+    kill(&db.primary).await?;
+    let blocked = |r: &topology::Report| r.failover_blocked.clone().unwrap_or_default();
+    wait_report(&a, "router a refuses the promotion", RESTART_LIMIT, |r| {
+        blocked(r).contains("did not answer")
+    })
+    .await?;
+    println!("refused: {}", blocked(&a.report()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        a.snapshot().epoch,
+        0,
+        "promoted without asking the frozen peer"
+    );
+
+    // Naming a router that is not a peer forces nothing; naming b forces the promotion.
+    let (status, said) =
+        operator_command(&a_guard, &["promote", "--without", "10.0.0.1:1"]).await?;
+    assert!(!status, "an unknown peer was accepted: {said}");
+    assert!(said.contains("not one of this router's peers"), "{said}");
+    let (status, said) = operator_command(&a_guard, &["promote", "--without", &b_admin]).await?;
+    assert!(status, "{said}");
+    wait(&a, "the replica promoted without b", FAILOVER_LIMIT, |s| {
+        s.writer.as_ref() == Some(&replica) && s.epoch == 1
+    })
+    .await?;
+    let mut on_new = monitor_conn(db.replica_addr).await?;
+    let promoted_by: String =
+        sqlx::query_scalar("SELECT promoted_by FROM foobar_router.promotion WHERE epoch = 1")
+            .fetch_one(&mut on_new)
+            .await?;
+    assert!(
+        promoted_by.contains("forced") && promoted_by.contains(&b_admin),
+        "the record does not say the promotion was forced without b: {promoted_by:?}"
+    );
+    println!("forced without {b_admin}: {promoted_by}");
+
+    // Router b thaws: it finds the new primary and writes there, nothing lost.
+    b.service.signal("CONT").await?;
+    let deadline = Instant::now() + FAILOVER_LIMIT;
+    loop {
+        let attempt = async {
+            let mut client = MySqlConnection::connect_with(&b.options()).await?;
+            sqlx::query("INSERT INTO counter VALUES (11)")
+                .execute(&mut client)
+                .await
+        };
+        match attempt.await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                println!("write through b after its thaw: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut on_new = app_conn(db.replica_addr).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter")
+        .fetch_one(&mut on_new)
+        .await?;
+    assert_eq!(
+        rows, 11,
+        "the 10 writes before the fault and b's write after its thaw"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn cut_off_primary_with_a_commit_no_router_saw_is_replaced_then_rebuilt_by_itself_its_data_set_aside()
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;

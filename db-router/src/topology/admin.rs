@@ -13,9 +13,11 @@
 //!   or `POST /release?by=ROUTER` calls the promotion off, and answers what it acknowledged
 //!   and last saw on the primary ([`super::ledger::Holdings`], JSON).
 //!
-//! - `POST /promote?give_up=GTIDS`: an operator forces the promotion a router refused, giving
-//!   up the transactions named (the highest missing GTID per domain, as `failover_blocked`
-//!   says them): the next attempt goes ahead without them. Nothing else is given up.
+//! - `POST /promote?give_up=GTIDS&without=PEER`: an operator forces the promotion a router
+//!   refused, giving up the transactions named (the highest missing GTID per domain, as
+//!   `failover_blocked` says them) and/or asking no more the peer routers named (ones that
+//!   do not answer: whatever they acknowledged is given up, unknown). The next attempt goes
+//!   ahead without them. Nothing else is given up.
 //!
 //! The service adds these with `Context::add_admin_routes`; a service with more admin routes
 //! merges [`admin_routes`] into its own router first.
@@ -181,7 +183,11 @@ async fn release(State(topology): State<Topology>, Query(query): Query<ReleaseQu
 
 #[derive(Deserialize)]
 struct PromoteQuery {
+    #[serde(default)]
     give_up: String,
+    /// Peer routers not to ask, comma-separated, as `monitor.peers` names them.
+    #[serde(default)]
+    without: String,
 }
 
 async fn force_promote(
@@ -195,28 +201,57 @@ async fn force_promote(
             "no promotion is being refused right now: nothing to force",
         );
     }
-    let given_up = super::gtid::GtidSet::parse(&query.give_up);
-    if given_up.is_empty() {
+    let give_up = super::gtid::GtidSet::parse(&query.give_up);
+    if !query.give_up.trim().is_empty() && give_up.is_empty() {
         return message(
             StatusCode::BAD_REQUEST,
             "give_up must name the transactions given up, as domain-server-sequence \
              (e.g. 0-1-56), as failover_blocked lists them",
         );
     }
-    tracing::error!(
-        "an operator forces the promotion, giving up the transactions up to {given_up}"
-    );
+    let peers = topology
+        .shared
+        .access
+        .as_ref()
+        .map(|access| access.peers.addresses.clone())
+        .unwrap_or_default();
+    let without: Vec<String> = query
+        .without
+        .split(',')
+        .map(str::trim)
+        .filter(|peer| !peer.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(unknown) = without.iter().find(|peer| !peers.contains(peer)) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "without names {unknown:?}, which is not one of this router's peers \
+                 (monitor.peers: {peers:?})"
+            ),
+        );
+    }
+    let forced = super::Forced { give_up, without };
+    if forced.is_empty() {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "name what is given up: give_up=GTIDS (the transactions failover_blocked lists) \
+             and/or without=PEER (a router that does not answer; whatever it acknowledged \
+             is given up)",
+        );
+    }
+    tracing::error!("an operator forces the promotion, giving up {forced}");
     *topology
         .shared
-        .give_up
+        .forced
         .lock()
-        .unwrap_or_else(|e| e.into_inner()) = given_up.clone();
+        .unwrap_or_else(|e| e.into_inner()) = forced.clone();
     topology.shared.wake.notify_one();
     message(
         StatusCode::ACCEPTED,
         &format!(
-            "the next promotion attempt goes ahead without the transactions up to {given_up} \
-             (GET /topology shows whether it did; it refuses again if more are missing)"
+            "the next promotion attempt goes ahead without {forced} (GET /topology shows \
+             whether it did; it refuses again if more is missing)"
         ),
     )
 }

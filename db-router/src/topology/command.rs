@@ -4,8 +4,9 @@
 //!   of the current primary. Exit 0 when rejoined; 1 with the router's reason otherwise
 //!   (errant transactions, no fenced node, no primary).
 //! - `foobar-db-router topology [--config FILE]`: prints the router's `GET /topology`.
-//! - `foobar-db-router promote --give-up GTIDS [--config FILE]`: forces the promotion the
-//!   router refuses (`failover_blocked`), giving up the transactions named.
+//! - `foobar-db-router promote [--give-up GTIDS] [--without PEER,...] [--config FILE]`:
+//!   forces the promotion the router refuses (`failover_blocked`), giving up the transactions
+//!   named, and/or without asking the peer routers named (ones that do not answer).
 //!
 //! Both ask the running router through its admin listener (as `--probe` asks `/readyz`)
 //! rather than act themselves: the running router's monitor knows which node is the primary
@@ -39,22 +40,27 @@ pub fn run() -> ExitCode {
     let mut config = None;
     let mut node = None;
     let mut give_up = None;
+    let mut without = None;
     let mut args = std::env::args().skip(2);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config = args.next().map(PathBuf::from),
             "--give-up" if command == "promote" => give_up = args.next(),
+            "--without" if command == "promote" => without = args.next(),
             "-h" | "--help" => {
                 println!(
                     "usage: foobar-db-router rejoin [--config FILE] [NODE]\n       \
                      foobar-db-router topology [--config FILE]\n       \
-                     foobar-db-router promote --give-up GTIDS [--config FILE]\n\n\
+                     foobar-db-router promote [--give-up GTIDS] [--without PEER,...] \
+                     [--config FILE]\n\n\
                      rejoin asks the running router (its admin listener, from FILE) to make \
                      the fenced node\nNODE (default: the only fenced one) a replica of the \
                      current primary.\ntopology prints the router's view: epoch, writer, \
                      reader, each node's health.\npromote forces the promotion the router refuses \
                      (failover_blocked in topology),\ngiving up the transactions GTIDS names \
-                     (e.g. 0-1-56): they are lost."
+                     (e.g. 0-1-56): they are lost;\nwith --without, the promotion does \
+                     not ask the peer routers named (monitor.peers,\ne.g. router-b:9102): \
+                     whatever they acknowledged beyond the candidate is lost."
                 );
                 return ExitCode::SUCCESS;
             }
@@ -85,14 +91,26 @@ pub fn run() -> ExitCode {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
-    let (method, path) = match (command.as_str(), &node, &give_up) {
+    let (method, path) = match (command.as_str(), &node, (&give_up, &without)) {
         ("rejoin", Some(node), _) => ("POST", format!("/rejoin?node={node}")),
         ("rejoin", None, _) => ("POST", "/rejoin".to_owned()),
-        ("promote", _, Some(gtids)) => ("POST", format!("/promote?give_up={gtids}")),
-        ("promote", _, None) => {
-            eprintln!("foobar-db-router: promote needs --give-up GTIDS (see --help)");
+        ("promote", _, (None, None)) => {
+            eprintln!(
+                "foobar-db-router: promote needs --give-up GTIDS or --without PEER (see --help)"
+            );
             return ExitCode::from(2);
         }
+        ("promote", _, (gtids, peers)) => (
+            "POST",
+            format!(
+                "/promote?give_up={}&without={}",
+                gtids.as_deref().unwrap_or_default(),
+                peers
+                    .as_deref()
+                    .map(super::peers::encode)
+                    .unwrap_or_default()
+            ),
+        ),
         _ => ("GET", "/topology".to_owned()),
     };
     // Without the file, the request goes without a token and the router says why it refuses.

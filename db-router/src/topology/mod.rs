@@ -76,9 +76,39 @@ struct Shared {
     admin_action: tokio::sync::Mutex<()>,
     /// What this router acknowledged, and whether it may acknowledge more.
     ledger: ledger::Ledger,
-    /// Transactions an operator gave up (`POST /promote?give_up=`): the next promotion may
-    /// go ahead without them.
-    give_up: Mutex<gtid::GtidSet>,
+    /// What an operator gave up (`POST /promote`): the next promotion may go ahead without it.
+    forced: Mutex<Forced>,
+}
+
+/// An operator's forced promotion (`POST /promote?give_up=GTIDS&without=PEER`): what the next
+/// promotion attempt may go ahead without. Empty when nothing is forced.
+#[derive(Debug, Clone, Default)]
+struct Forced {
+    /// Transactions given up: the candidate need not hold them.
+    give_up: gtid::GtidSet,
+    /// Peer routers (as `monitor.peers` names them) not asked: whatever they acknowledged
+    /// beyond the candidate is given up too, unknown.
+    without: Vec<String>,
+}
+
+impl Forced {
+    fn is_empty(&self) -> bool {
+        self.give_up.is_empty() && self.without.is_empty()
+    }
+}
+
+impl std::fmt::Display for Forced {
+    /// What the promotion record's `promoted_by` says after [`rebuild::FORCED`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.give_up.is_empty() {
+            parts.push(self.give_up.to_string());
+        }
+        for peer in &self.without {
+            parts.push(format!("what router {peer} acknowledged"));
+        }
+        f.write_str(&parts.join(" and "))
+    }
 }
 
 impl Topology {

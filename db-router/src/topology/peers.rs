@@ -3,7 +3,9 @@
 //! from the old primary), and told when the promotion is called off (`POST /release`).
 //!
 //! Every peer must answer: one that does not may have acknowledged writes the candidate
-//! lacks, so the promotion does not happen (writes keep failing, the data is kept).
+//! lacks, so the promotion does not happen (writes keep failing, the data is kept), unless an
+//! operator forces it without that peer (`promote --without PEER`), giving up whatever the
+//! peer acknowledged.
 //!
 //! [`ask`] is the one HTTP exchange with a router's admin listener, which the operator's
 //! commands ([`super::command`]) use too.
@@ -24,15 +26,24 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Seals every peer for a promotion past `epoch` by `by`; their holdings, or why not.
-    pub async fn seal(&self, epoch: u64, by: &str) -> Result<Vec<Holdings>, String> {
+    /// Seals every peer but those an operator gave up (`without`) for a promotion past
+    /// `epoch` by `by`; their holdings, or why not.
+    pub async fn seal(
+        &self,
+        epoch: u64,
+        by: &str,
+        without: &[String],
+    ) -> Result<Vec<Holdings>, String> {
         let path = format!("/seal?epoch={epoch}&by={}", encode(by));
-        let answers = futures_util::future::join_all(
-            self.addresses.iter().map(|peer| self.post(peer, &path)),
-        )
-        .await;
+        let asked: Vec<&String> = self
+            .addresses
+            .iter()
+            .filter(|peer| !without.contains(peer))
+            .collect();
+        let answers =
+            futures_util::future::join_all(asked.iter().map(|peer| self.post(peer, &path))).await;
         let mut holdings = Vec::with_capacity(answers.len());
-        for (peer, answer) in self.addresses.iter().zip(answers) {
+        for (peer, answer) in asked.into_iter().zip(answers) {
             let body = answer.map_err(|e| {
                 format!(
                     "router {peer} did not answer ({e}): it may have acknowledged writes the \
@@ -82,7 +93,7 @@ pub fn required(holdings: &[Holdings]) -> GtidSet {
 }
 
 /// A query-string value: the router names (`router-a (pid 7)`) carry spaces and parentheses.
-fn encode(value: &str) -> String {
+pub(super) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

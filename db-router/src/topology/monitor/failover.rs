@@ -55,18 +55,18 @@ impl Monitor {
         let peers = self.access.peers.clone();
         // Asked under the promotion lock: every router's acknowledged writes and the
         // primary's last position it saw, each router promising to acknowledge no more.
-        let given_up = self
+        let forced = self
             .topology
             .shared
-            .give_up
+            .forced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         // A forced promotion says so in its record: the old primary's errant transactions
         // may then include acknowledged ones, and it is not rebuilt by itself.
         let mut promoted_by = self.access.router.clone();
-        if !given_up.is_empty() {
-            promoted_by = format!("{promoted_by}; {} {given_up}", rebuild::FORCED);
+        if !forced.is_empty() {
+            promoted_by = format!("{promoted_by}; {} {forced}", rebuild::FORCED);
             // The column holds 255 characters; GTIDs and router names are ASCII.
             let mut end = promoted_by.len().min(255);
             while !promoted_by.is_char_boundary(end) {
@@ -76,9 +76,9 @@ impl Monitor {
         }
         let required = async move {
             let own = ledger.ledger().seal(epoch - 1, &router, &router);
-            let mut held = peers.seal(epoch - 1, &router).await?;
+            let mut held = peers.seal(epoch - 1, &router, &forced.without).await?;
             held.push(own);
-            Ok(peers::required(&held).without(&given_up))
+            Ok(peers::required(&held).without(&forced.give_up))
         };
         let outcome = actions::promote(
             probe,
@@ -103,20 +103,19 @@ impl Monitor {
         match outcome {
             Ok(Promotion::Refused(_)) => false,
             Ok(Promotion::Promoted(record)) => {
-                let given_up = std::mem::take(
+                let forced = std::mem::take(
                     &mut *self
                         .topology
                         .shared
-                        .give_up
+                        .forced
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()),
                 );
-                if !given_up.is_empty() {
+                if !forced.is_empty() {
                     tracing::error!(
                         node = %probe.node.name,
-                        "promoted as an operator forced it: the transactions up to {given_up} \
-                         that it lacked are given up (they stay on the old primary, which \
-                         will not rejoin: rebuild it)"
+                        "promoted as an operator forced it: {forced} that it lacked is given \
+                         up (it stays on the old primary, which will not rejoin: rebuild it)"
                     );
                 }
                 self.failovers += 1;
