@@ -32,6 +32,10 @@ declare -A PACKAGES=(
   # The demo's partition faults: iptables in a container's network namespace (nsenter).
   [iptables]=iptables
   [nsenter]=util-linux
+  # db-router's client matrix (db-router/tests/clients.rs): PHP mysqli and PDO over mysqlnd,
+  # and MariaDB's own test runner and test files.
+  [php]=php-cli
+  [mariadb-test]=mariadb-test
 )
 # `install-tools.sh bench` adds what the benchmarks in bench/ run against.
 if [ "${1:-}" = bench ]; then
@@ -56,6 +60,9 @@ for cmd in "${!PACKAGES[@]}"; do
 done
 # PyMySQL (a db-router test's client) has no command: it is there when Debian's python3 imports it.
 /usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || missing+=(python3-pymysql)
+# Likewise the client matrix's PHP drivers and Perl's DBD::MariaDB (Connector/C underneath).
+php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
+/usr/bin/perl -MDBD::MariaDB -e 1 >/dev/null 2>&1 || missing+=(libdbd-mariadb-perl)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 install_compose_plugin() {
@@ -76,6 +83,19 @@ install_compose_plugin() {
     "$plugin_dir/docker-compose"
   step "installed $(docker compose version)"
 }
+
+# mysql-connector-python (pure and C extension) is not in Debian: PyPI's wheel, pinned, into a
+# folder of its own that the client matrix puts on PYTHONPATH (Debian's python3 is
+# externally managed, so nothing goes into its site-packages).
+CONNECTOR_PYTHON_VERSION=9.1.0
+CONNECTOR_PYTHON_DIR=/usr/local/lib/foobar-test-clients/python
+if ! PYTHONPATH=$CONNECTOR_PYTHON_DIR /usr/bin/python3 -c \
+    "import mysql.connector, _mysql_connector; assert mysql.connector.__version__ == \"$CONNECTOR_PYTHON_VERSION\"" >/dev/null 2>&1; then
+  /usr/bin/python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  step "pip install mysql-connector-python==$CONNECTOR_PYTHON_VERSION into $CONNECTOR_PYTHON_DIR"
+  $SUDO /usr/bin/python3 -m pip install --disable-pip-version-check --root-user-action=ignore --quiet --upgrade \
+    --target "$CONNECTOR_PYTHON_DIR" "mysql-connector-python==$CONNECTOR_PYTHON_VERSION"
+fi
 
 if ! docker compose version >/dev/null 2>&1; then
   install_compose_plugin
