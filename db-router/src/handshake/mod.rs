@@ -19,8 +19,12 @@ use crate::auth::NATIVE_PASSWORD;
 use crate::wire::{self, Cursor, cap};
 
 /// The server version clients see: MariaDB's, so drivers enable what MariaDB supports, with
-/// the router named after it.
-pub const SERVER_VERSION: &str = "10.11.0-MariaDB-foobar-db-router";
+/// the router named after it. The `5.5.5-` prefix is MariaDB's own (its servers send
+/// `5.5.5-10.11.18-MariaDB-...`; MariaDB's connectors strip it): a MySQL driver reads a
+/// version of 8 or more as MySQL 8 and asks for MySQL-only collations. Without it,
+/// mysql-connector-python (pure) failed every login with 1273 Unknown collation
+/// `utf8mb4_0900_ai_ci` (db-router/tests/clients.rs).
+pub const SERVER_VERSION: &str = "5.5.5-10.11.0-MariaDB-foobar-db-router";
 
 /// HandshakeV10, the first packet a server sends.
 pub fn greeting(connection_id: u32, scramble: &[u8; 20], caps: u32) -> BytesMut {
