@@ -38,7 +38,10 @@ pub mod cap {
     /// asks for one the router did not offer would speak a protocol the router cannot read
     /// (a compressed command answered uncompressed hangs the client), so its login is
     /// refused. Others it asks for and was not offered (LOCAL_FILES, which libmariadb sets
-    /// by default, ODBC ...) are permissions or hints and are simply not used.
+    /// by default, ODBC ...) are permissions or hints and are simply not used. So is
+    /// QUERY_ATTRIBUTES: MySQL's libmysqlclient (mysql-connector-python's C extension) asks
+    /// for it unoffered and then sends attributes only to a server that offered them, as
+    /// MariaDB, which ignores the flag and serves that client, shows.
     pub const WIRE_CHANGING: &[(u32, &str)] = &[
         (COMPRESS, "compression (CLIENT_COMPRESS)"),
         (
@@ -48,10 +51,6 @@ pub mod cap {
         (
             OPTIONAL_RESULTSET_METADATA,
             "optional result set metadata (CLIENT_OPTIONAL_RESULTSET_METADATA)",
-        ),
-        (
-            QUERY_ATTRIBUTES,
-            "query attributes (CLIENT_QUERY_ATTRIBUTES)",
         ),
     ];
 

@@ -82,14 +82,11 @@ const MARIADB_TEST_DIR: &str = "/usr/share/mysql/mysql-test";
 /// What the matrix found that the router gets wrong today (issue 17 asks for each to work):
 /// (client, step or `*` for every step, the result through the router). Asserted as they
 /// are, so the matrix shows them as `gap` and fails once one changes: then move it to `pass`.
-/// - its C extension (libmysqlclient 9.1) sets CLIENT_QUERY_ATTRIBUTES in its login whether
-///   offered or not; MariaDB ignores the bit, the router refuses the login (1043).
 /// - `mariadb-test --ps-protocol` sends `SET time_zone` and `SET optimizer_switch` as
 ///   prepared statements: the router replays a text `SET` on the replica, not a prepared one,
 ///   so the replica's reads use the session's old values (func_timestamp: another time zone;
 ///   func_op: another plan, rows in another order).
-const KNOWN_GAPS: [(&str, &str, &str); 3] = [
-    ("connector-python C ext", "*", "error 1043"),
+const KNOWN_GAPS: [(&str, &str, &str); 2] = [
     ("mariadb-test --ps-protocol", "func_op", "fail"),
     ("mariadb-test --ps-protocol", "func_timestamp", "fail"),
 ];

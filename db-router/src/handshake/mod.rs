@@ -120,10 +120,7 @@ pub fn unoffered_wire_change(asked: u32, offered: u32) -> Option<&'static str> {
             cap::ZSTD_COMPRESSION => {
                 "this router does not offer zstd compression; connect without it"
             }
-            cap::OPTIONAL_RESULTSET_METADATA => {
-                "this router does not offer optional result set metadata; connect without it"
-            }
-            _ => "this router does not offer query attributes; connect without them",
+            _ => "this router does not offer optional result set metadata; connect without it",
         })
 }
 
