@@ -53,11 +53,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::framing::{self, Framing, READ_SIZE};
-use crate::message::{BoxError, Interim, ProxyBody, Span, error_page};
+use crate::message::{BoxError, Interim, ProxyBody, error_page};
 use crate::metrics::Metrics;
 
+mod conn;
 mod request;
 mod response;
+
+use conn::Conn;
+pub use conn::Io;
 
 pub use request::{Framed, frame_request};
 use request::{Head, Refused, parse_request, too_large};
@@ -65,15 +69,9 @@ use response::write_response;
 #[cfg(test)]
 pub(crate) use response::{Out, encode_head, encode_interim};
 
-/// Most header fields in a request head (hyper's limit too); more: 431.
-const MAX_HEADERS: usize = 100;
 /// The start of HTTP/2's connection preface (RFC 9113 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-/// A client connection's byte stream: TCP, or TLS over it.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// The limits a connection is served with.
 #[derive(Clone, Copy, Debug)]
@@ -89,23 +87,6 @@ pub enum Ended<S> {
     /// The client spoke HTTP/2 with prior knowledge: the connection, with the bytes read
     /// from it so far put back in front.
     Http2(Rewind<S>),
-}
-
-/// The connection: its stream, what was read and not yet used, and the state of the
-/// current request's body.
-struct Conn<S> {
-    io: S,
-    read: BytesMut,
-    /// The current request's body still to be read (Done when it has none, or was read).
-    body: Framing,
-    /// `100 Continue` is owed, to be queued in `owed` when the body is first read.
-    continue_pending: bool,
-    /// Bytes owed the client before anything else: 100 Continue, a backend's 1xx heads.
-    owed: BytesMut,
-    /// A read or write failed: the connection carries nothing more.
-    broken: bool,
-    /// Where a request head's fields lie, kept to reuse the allocation.
-    spans: Vec<Span>,
 }
 
 /// Serves HTTP/1.1 requests on `io` until the client closes, a response closes the
@@ -301,20 +282,6 @@ async fn relaying<S: Io>(
                 return response;
             }
         }
-    }
-}
-
-impl<S: Io> Conn<S> {
-    /// Writes what the client is owed before anything else (`owed`), then flushes.
-    fn poll_owed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.owed.is_empty() {
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.owed)) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => bytes::Buf::advance(&mut self.owed, n),
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Pin::new(&mut self.io).poll_flush(cx)
     }
 }
 

@@ -31,29 +31,27 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Response};
 use http_body_util::BodyExt;
-use hyper::body::Body;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::forwarding::Forwarding;
-use crate::framing::{Framing, READ_SIZE, invalid, push_field};
+use crate::framing::{self, Framing, READ_SIZE, invalid, push_field};
 use crate::message::{BoxError, Interim, ProxyBody};
 
 mod response;
 
-pub use response::Incoming;
 use response::{Parsed, parse_head};
 
-/// Most header fields in a response head, and most bytes in it.
-const MAX_HEADERS: usize = 100;
+/// Most bytes in a response head.
 const MAX_HEAD_SIZE: usize = 64 * 1024;
 
 /// A connection to a backend, idle between requests.
@@ -358,6 +356,75 @@ async fn read_head(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed before a response",
             ));
+        }
+    }
+}
+
+/// A response body, read from the backend's connection as it is polled.
+pub struct Incoming {
+    framing: Framing,
+    keep_alive: bool,
+    connection: Option<Connection>,
+}
+
+impl Incoming {
+    /// The connection, once the body has been read to its end and the connection may carry
+    /// another request.
+    ///
+    /// Checked here, as the response ends, and again at checkout: a connection with
+    /// anything left to read (bytes after the response, which no request asked for, or the
+    /// backend's close) is never reused, so no request gets another's answer.
+    pub fn take_reusable(&mut self) -> Option<Connection> {
+        let done = matches!(self.framing, Framing::Done);
+        let clean = self
+            .connection
+            .as_ref()
+            .is_some_and(Connection::is_reusable);
+        if done && clean && self.keep_alive {
+            self.connection.take()
+        } else {
+            None
+        }
+    }
+}
+
+impl Body for Incoming {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let Some(connection) = this.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = ready!(framing::poll_body(
+            &mut this.framing,
+            &mut connection.stream,
+            &mut connection.read,
+            cx,
+        ));
+        Poll::Ready(match polled {
+            Some(Ok(data)) => Some(Ok(Frame::data(data))),
+            Some(Err(e)) => {
+                this.connection = None;
+                Some(Err(e))
+            }
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
         }
     }
 }

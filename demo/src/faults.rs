@@ -1,6 +1,7 @@
-//! The faults the demo applies, apart from the components they hit: a [`Fault`] knows how to
-//! break a container and how to mend it, a [`Step`] is one fault on one component, and
-//! [`plan`] makes the run's steps from `--faults` and `--components`.
+//! The faults the demo applies, apart from the components they hit: a [`Fault`] is one way of
+//! breaking a container, a [`Step`] is one fault on one component, and [`plan`] makes the
+//! run's steps from `--faults` and `--components`. How each is applied and mended on the stack
+//! is [`Fault::apply`] and [`Fault::restore`], beside the [`crate::runtime::Runtime`] they use.
 //!
 //! - `kill`: SIGKILL (`docker compose kill`), restored with `docker compose start`; on a
 //!   swarm SIGKILL to one task's container (`docker kill`), and the engine starts a new task.
@@ -15,14 +16,12 @@
 //!
 //! The database components name roles, not containers: `db-primary` is whichever node is the
 //! primary when the fault is applied, `db-replica` the replica then ([`crate::roles`]).
-//! What runs the stack, compose or a swarm, is a [`Runtime`].
+//! What runs the stack, compose or a swarm, is a [`crate::runtime::Runtime`].
 
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Context, bail, ensure};
-
-use crate::runtime::Runtime;
 
 /// The component that stands for the primary of the moment.
 pub const PRIMARY: &str = "db-primary";
@@ -54,55 +53,6 @@ impl Fault {
     /// Whether it needs iptables in a container's namespace (root on the Docker host).
     pub fn needs_root(self) -> bool {
         matches!(self, Fault::Partition | Fault::Partial)
-    }
-
-    /// Breaks `target` (a service of the stack). `peer` is the replica's service for `Partial`.
-    pub async fn apply(
-        self,
-        runtime: &impl Runtime,
-        target: &str,
-        peer: Option<&str>,
-    ) -> anyhow::Result<()> {
-        match self {
-            Fault::Kill => runtime.kill(target).await,
-            Fault::Pause => runtime.pause(target).await,
-            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-I").await,
-        }
-    }
-
-    /// Mends what [`Fault::apply`] broke; the same `target` and `peer`.
-    pub async fn restore(
-        self,
-        runtime: &impl Runtime,
-        target: &str,
-        peer: Option<&str>,
-    ) -> anyhow::Result<()> {
-        match self {
-            Fault::Kill => runtime.start(target).await,
-            Fault::Pause => runtime.unpause(target).await,
-            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-D").await,
-        }
-    }
-
-    /// Inserts (`-I`) or deletes (`-D`) this partition's rules in `target`'s namespace.
-    async fn iptables(
-        self,
-        runtime: &impl Runtime,
-        target: &str,
-        peer: Option<&str>,
-        op: &str,
-    ) -> anyhow::Result<()> {
-        let rules = match self {
-            Fault::Partial => {
-                let peer = peer.context("a partial partition needs the replica")?;
-                partial_rules(&runtime.addresses(peer).await?)
-            }
-            _ => partition_rules(),
-        };
-        for rule in rules {
-            runtime.iptables(target, op, &rule).await?;
-        }
-        Ok(())
     }
 }
 
@@ -179,34 +129,6 @@ pub fn plan(faults: &[Fault], components: &[String]) -> anyhow::Result<Vec<Step>
         }));
     }
     Ok(steps)
-}
-
-/// The rules of a whole-container partition: everything dropped but loopback (the engine's
-/// DNS resolver at 127.0.0.11 and the container's own healthcheck stay).
-fn partition_rules() -> Vec<Vec<String>> {
-    [["INPUT", "!", "-i", "lo"], ["OUTPUT", "!", "-o", "lo"]]
-        .into_iter()
-        .map(|rule| {
-            rule.iter()
-                .map(|s| s.to_string())
-                .chain(["-j", "DROP"].map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
-/// The rules that cut a node from `addresses`, both directions.
-fn partial_rules(addresses: &[String]) -> Vec<Vec<String>> {
-    addresses
-        .iter()
-        .flat_map(|address| {
-            [("INPUT", "-s"), ("OUTPUT", "-d")].map(|(chain, side)| {
-                [chain, side, address, "-j", "DROP"]
-                    .map(String::from)
-                    .to_vec()
-            })
-        })
-        .collect()
 }
 
 /// Whether this process may enter another network namespace; partitions need it.
@@ -291,21 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn partition_keeps_loopback_and_partial_cuts_only_the_peer_both_ways() {
-        assert_eq!(
-            partition_rules(),
-            [
-                names(&["INPUT", "!", "-i", "lo", "-j", "DROP"]),
-                names(&["OUTPUT", "!", "-o", "lo", "-j", "DROP"])
-            ]
-        );
-        assert_eq!(
-            partial_rules(&names(&["172.20.0.5"])),
-            [
-                names(&["INPUT", "-s", "172.20.0.5", "-j", "DROP"]),
-                names(&["OUTPUT", "-d", "172.20.0.5", "-j", "DROP"])
-            ]
-        );
+    fn only_partitions_need_root() {
         assert!(Fault::Partition.needs_root() && Fault::Partial.needs_root());
         assert!(!Fault::Kill.needs_root() && !Fault::Pause.needs_root());
         assert!(check_root(&[Fault::Kill, Fault::Pause]).is_ok());

@@ -13,10 +13,11 @@
 //! - [`record`]: what one request saw.
 //! - [`load`]: the readers and writers, at a bounded rate.
 //! - [`runtime`]: what runs the stack, as the demo needs it: kill, pause, start, partition a
-//!   service's container, run a command in it, say which services are not healthy.
+//!   service's container, run a command in it, say which services are not healthy; each
+//!   fault's apply and restore on it.
 //! - [`compose`]: that runtime through `docker compose` (`make up`).
 //! - [`swarm`]: that runtime on Docker Swarm (`make swarm-up`): kills only, the engine repairs.
-//! - [`faults`]: each [`faults::Fault`]'s apply and restore, and the run's plan of steps.
+//! - [`faults`]: the [`faults::Fault`]s, and the run's plan of steps.
 //! - [`roles`]: which node is the primary and which the replica now, from router-a.
 //! - [`account`]: per fault, failures, write outage, p99 latency, time to healthy and to full
 //!   redundancy; the targets.

@@ -4,7 +4,8 @@
 //! compose`: `make up`), [`crate::swarm::Swarm`] the other (a stack on Docker Swarm: `make
 //! swarm-up`); [`crate::Scenario`], the faults and the roles are written once, against this.
 //!
-//! Also the plain `docker` and `nsenter` commands both use on one container, by id.
+//! Also each [`Fault`]'s apply and restore on a runtime (a partition's iptables rules), and
+//! the plain `docker` and `nsenter` commands both runtimes use on one container, by id.
 
 use std::future::Future;
 use std::process::Stdio;
@@ -68,6 +69,86 @@ pub trait Runtime: Sync {
         op: &str,
         rule: &[String],
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// How a [`Runtime`] applies each [`Fault`] to a service's container, and mends it.
+impl Fault {
+    /// Breaks `target` (a service of the stack). `peer` is the replica's service for `Partial`.
+    pub async fn apply(
+        self,
+        runtime: &impl Runtime,
+        target: &str,
+        peer: Option<&str>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Fault::Kill => runtime.kill(target).await,
+            Fault::Pause => runtime.pause(target).await,
+            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-I").await,
+        }
+    }
+
+    /// Mends what [`Fault::apply`] broke; the same `target` and `peer`.
+    pub async fn restore(
+        self,
+        runtime: &impl Runtime,
+        target: &str,
+        peer: Option<&str>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Fault::Kill => runtime.start(target).await,
+            Fault::Pause => runtime.unpause(target).await,
+            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-D").await,
+        }
+    }
+
+    /// Inserts (`-I`) or deletes (`-D`) this partition's rules in `target`'s namespace.
+    async fn iptables(
+        self,
+        runtime: &impl Runtime,
+        target: &str,
+        peer: Option<&str>,
+        op: &str,
+    ) -> anyhow::Result<()> {
+        let rules = match self {
+            Fault::Partial => {
+                let peer = peer.context("a partial partition needs the replica")?;
+                partial_rules(&runtime.addresses(peer).await?)
+            }
+            _ => partition_rules(),
+        };
+        for rule in rules {
+            runtime.iptables(target, op, &rule).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The rules of a whole-container partition: everything dropped but loopback (the engine's
+/// DNS resolver at 127.0.0.11 and the container's own healthcheck stay).
+fn partition_rules() -> Vec<Vec<String>> {
+    [["INPUT", "!", "-i", "lo"], ["OUTPUT", "!", "-o", "lo"]]
+        .into_iter()
+        .map(|rule| {
+            rule.iter()
+                .map(|s| s.to_string())
+                .chain(["-j", "DROP"].map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+/// The rules that cut a node from `addresses`, both directions.
+fn partial_rules(addresses: &[String]) -> Vec<Vec<String>> {
+    addresses
+        .iter()
+        .flat_map(|address| {
+            [("INPUT", "-s"), ("OUTPUT", "-d")].map(|(chain, side)| {
+                [chain, side, address, "-j", "DROP"]
+                    .map(String::from)
+                    .to_vec()
+            })
+        })
+        .collect()
 }
 
 /// The addresses of container `id` on its networks.
@@ -152,6 +233,10 @@ pub fn parse_addresses(text: &str) -> anyhow::Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn addresses_are_ip_addresses_or_refused() {
         assert_eq!(
@@ -167,5 +252,23 @@ mod tests {
         ] {
             assert!(parse_addresses(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn partition_keeps_loopback_and_partial_cuts_only_the_peer_both_ways() {
+        assert_eq!(
+            partition_rules(),
+            [
+                names(&["INPUT", "!", "-i", "lo", "-j", "DROP"]),
+                names(&["OUTPUT", "!", "-o", "lo", "-j", "DROP"])
+            ]
+        );
+        assert_eq!(
+            partial_rules(&names(&["172.20.0.5"])),
+            [
+                names(&["INPUT", "-s", "172.20.0.5", "-j", "DROP"]),
+                names(&["OUTPUT", "-d", "172.20.0.5", "-j", "DROP"])
+            ]
+        );
     }
 }

@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::AppState;
 use crate::db::DbError;
 use crate::idempotency::IdempotencyKey;
 use crate::posts::{self, Created, Post, Submission};
+use crate::state::AppState;
 
 /// `?before=ID&limit=N`: the newest `limit` posts older than post `before`.
 #[derive(Debug, Deserialize)]

@@ -3,11 +3,13 @@
 //!
 //! - [`config`]: the `[http]`, `[database]` and `[guestbook]` tables, and `DATABASE_URL`.
 //! - [`statics`]: static files (tower-http's ServeDir over an in-memory snapshot), cache
-//!   headers, the 404 page.
-//! - [`pages`]: the home page and the guestbook, HTML rendered with askama.
+//!   headers.
+//! - [`pages`]: the home page and the guestbook, HTML rendered with askama; the static files
+//!   through [`statics`], with the site's 404 page for a missing one.
 //! - [`api`]: the guestbook's JSON API.
 //! - [`posts`]: what a valid post is, and the SQL.
 //! - [`idempotency`]: the `Idempotency-Key` of a write (header, or the form's hidden field).
+//! - [`state`]: what every handler shares ([`AppState`]).
 //! - [`db`]: a connection pool per database URL (the first, then the fallbacks), migrations
 //!   at start, readiness that follows the database.
 //! - [`metrics`]: per-route request counts and latencies, database errors.
@@ -23,6 +25,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod pages;
 pub mod posts;
+pub mod state;
 pub mod statics;
 
 use std::sync::Arc;
@@ -36,9 +39,9 @@ use foobar_service::{Context, ServiceInfo};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::Config;
-use config::GuestbookConfig;
 use db::Database;
 use metrics::Metrics;
+pub use state::{AppState, Shared};
 use statics::StaticFiles;
 
 pub const SERVICE: ServiceInfo = ServiceInfo {
@@ -51,27 +54,6 @@ pub const SERVICE: ServiceInfo = ServiceInfo {
 /// A post's form or JSON body is a few kilobytes at most; anything much bigger is refused
 /// (413) before it is read.
 const MAX_BODY: usize = 64 * 1024;
-
-/// What every handler shares: one `Arc`, so extracting it per request is one increment.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The fields of [`AppState`].
-pub struct Shared {
-    /// The name in `X-Served-By` and in every page's footer.
-    pub instance: Arc<str>,
-    pub db: Database,
-    pub guestbook: GuestbookConfig,
-    pub files: StaticFiles,
-}
 
 /// Everything `app` needs that outlives one router: the database and the metrics.
 pub struct Parts {
@@ -109,7 +91,7 @@ pub fn app(config: &Config, ctx: &Context, parts: &Parts) -> Router {
         .route("/api/posts", get(api::list).post(api::create))
         .route("/api/posts/{id}", get(api::get))
         .route("/api/{*rest}", axum::routing::any(api::not_found))
-        .fallback(statics::serve)
+        .fallback(pages::static_file)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(parts.metrics.layer());

@@ -12,15 +12,15 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::config::GuestbookConfig;
 use crate::idempotency::IdempotencyKey;
 use crate::posts::{self, Created, FieldError, Page, Submission};
+use crate::state::AppState;
 
 /// The site's stylesheet. Its name carries the first 8 hex digits of its SHA-256, so it can be
 /// cached for a year; the `stylesheet_name_matches_its_content` test fails when an edit
@@ -260,6 +260,16 @@ pub async fn submit(
             again(key),
         ),
     }
+}
+
+/// Serves a request from the static folder ([`crate::statics`]); not found becomes the site's
+/// 404 page.
+pub async fn static_file(State(state): State<AppState>, request: Request) -> Response {
+    let response = state.files.answer(request).await;
+    if response.status() == StatusCode::NOT_FOUND {
+        return not_found(&state);
+    }
+    response
 }
 
 /// The site's 404 page, for any path that is neither a route nor a static file.

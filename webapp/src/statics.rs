@@ -1,7 +1,7 @@
 //! Static files: tower-http's `ServeDir` (content types, ETag and Last-Modified with 304s,
 //! Range requests, precompressed `.br`/`.gz` variants by Accept-Encoding, no path outside the
-//! folder), plus what a site needs around it: Cache-Control by kind of file, and the site's own
-//! 404 page instead of an empty body.
+//! folder), plus what a site needs around it: Cache-Control by kind of file. A missing file's
+//! answer is ServeDir's 404, which [`crate::pages::static_file`] turns into the site's page.
 //!
 //! Fingerprinted files (`site.3f2a9c1b.css`: a name that changes whenever the content does)
 //! may be cached for a year; everything else for a minute, so an edit shows up soon.
@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -45,8 +45,6 @@ use tower_http::services::ServeDir;
 use tower_http::services::fs::{
     Backend, DefaultServeDirFallback, File, Metadata, TokioBackend, TokioFile,
 };
-
-use crate::AppState;
 
 /// A year, for files whose name changes with their content.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -125,24 +123,23 @@ impl StaticFiles {
         *response.headers_mut() = representation.headers.clone();
         Some(response)
     }
-}
 
-/// Serves a request from the static folder; not found becomes the site's 404 page.
-pub async fn serve(State(state): State<AppState>, request: Request) -> Response {
-    if let Some(response) = state.files.answer_prepared(&request) {
-        return response;
-    }
-    let cache_control = cache_control(request.uri().path());
-    let Ok(mut response) = state.files.dir.clone().oneshot(request).await;
-    match response.status() {
-        StatusCode::NOT_FOUND => crate::pages::not_found(&state),
-        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED => {
+    /// Serves a request from the static folder: Cache-Control on a file's answers, and
+    /// ServeDir's own 404 for a missing one (the site's page is [`crate::pages`]'s).
+    pub async fn answer(&self, request: Request) -> Response {
+        if let Some(response) = self.answer_prepared(&request) {
+            return response;
+        }
+        let cache_control = cache_control(request.uri().path());
+        let Ok(mut response) = self.dir.clone().oneshot(request).await;
+        if let StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED =
+            response.status()
+        {
             response
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, cache_control);
-            response.into_response()
         }
-        _ => response.into_response(),
+        response.into_response()
     }
 }
 

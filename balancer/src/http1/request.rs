@@ -9,9 +9,11 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
-use super::MAX_HEADERS;
 use crate::framing::{self, Chunk, CodingRefused, Framing};
 use crate::message::Span;
+
+/// Most header fields in a request head (hyper's limit too); more: 431.
+const MAX_HEADERS: usize = 100;
 
 pub(super) enum Refused {
     Timeout,

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::AsyncWriteExt;
 
-use super::{Conn, Io};
+use super::conn::{Conn, Io};
 use crate::framing::push_field;
 use crate::message::{ProxyBody, RawHead, X_REQUEST_ID};
 

@@ -1,19 +1,18 @@
-//! A backend's response as it arrives: the head parsed in one pass over httparse's fields
+//! A backend's response head as it arrives, parsed in one pass over httparse's fields
 //! (framing, `Connection` options, hop-by-hop fields left out, the rest kept in place as a
-//! `message::RawHead`), and the body read from the backend's socket as the client polls it.
+//! `message::RawHead`). Pure: no connection; the body is read by `upstream::Incoming`.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
-use hyper::body::{Body, Frame, SizeHint};
 
-use super::{Connection, MAX_HEADERS};
 use crate::framing::{self, Chunk, Framing, invalid};
 use crate::message::{RawHead, is_hop_by_hop};
+
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 100;
 
 pub(super) enum Parsed {
     Final((Response<()>, Framing, bool)),
@@ -192,73 +191,4 @@ pub(super) fn response_framing(
         Some(n) => (Framing::Length(n), true),
         None => (Framing::UntilClose, false),
     })
-}
-
-/// A response body, read from the backend's connection as it is polled.
-pub struct Incoming {
-    pub(super) framing: Framing,
-    pub(super) keep_alive: bool,
-    pub(super) connection: Option<Connection>,
-}
-
-impl Incoming {
-    /// The connection, once the body has been read to its end and the connection may carry
-    /// another request.
-    ///
-    /// Checked here, as the response ends, and again at checkout: a connection with
-    /// anything left to read (bytes after the response, which no request asked for, or the
-    /// backend's close) is never reused, so no request gets another's answer.
-    pub fn take_reusable(&mut self) -> Option<Connection> {
-        let done = matches!(self.framing, Framing::Done);
-        let clean = self
-            .connection
-            .as_ref()
-            .is_some_and(Connection::is_reusable);
-        if done && clean && self.keep_alive {
-            self.connection.take()
-        } else {
-            None
-        }
-    }
-}
-
-impl Body for Incoming {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
-        let Some(connection) = this.connection.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = ready!(framing::poll_body(
-            &mut this.framing,
-            &mut connection.stream,
-            &mut connection.read,
-            cx,
-        ));
-        Poll::Ready(match polled {
-            Some(Ok(data)) => Some(Ok(Frame::data(data))),
-            Some(Err(e)) => {
-                this.connection = None;
-                Some(Err(e))
-            }
-            None => None,
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
-    }
 }
