@@ -701,33 +701,7 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
     let _one = ONE_AT_A_TIME.lock().await;
     let db = ReplicatedDatabase::start_internal().await?;
     let (primary, replica) = nodes(&db);
-    // Two routers that know each other, as router-a and router-b in the stack: this
-    // process's topology half (a), and the binary (b), which the client writes through.
-    // The binary's admin listener takes state-changing requests only with the admin token,
-    // which both send to each other, as the stack's routers do.
-    let secrets = tempfile::tempdir()?;
-    let token = secrets.path().join("admin_token");
-    std::fs::write(&token, "double-fault-test-token\n")?;
-    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let a_admin = a_listener.local_addr()?;
-    let config = support::config(&primary.name, &replica.name, "")
-        + &format!(
-            "peers = [\"{a_admin}\"]\npeer_token_file = \"{}\"\n",
-            token.display()
-        );
-    let config = config.replacen(
-        "[service]\n",
-        &format!("[service]\nadmin_token_file = \"{}\"\n", token.display()),
-        1,
-    );
-    let b = support::Router::start(&config).await?;
-    let b_admin = b.admin.to_string();
-    let (a, a_guard) = router_with(&db, |m| {
-        m.peers = vec![b_admin];
-        m.peer_token_file = token.clone();
-    })
-    .await?;
-    serve_admin(&a_guard, a_listener);
+    let (a, a_guard, b, _secrets) = peer_routers(&db).await?;
     wait_healthy_pair(&a, &db).await?;
     app_conn(db.primary_addr)
         .await?
@@ -878,31 +852,9 @@ async fn frozen_peer_router_blocks_the_promotion_until_an_operator_forces_it_wit
 -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let db = ReplicatedDatabase::start_internal().await?;
-    let (primary, replica) = nodes(&db);
-    // Router a (this process) and router b (the binary) know each other, as in the stack.
-    let secrets = tempfile::tempdir()?;
-    let token = secrets.path().join("admin_token");
-    std::fs::write(&token, "frozen-peer-test-token\n")?;
-    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let a_admin = a_listener.local_addr()?;
-    let config = support::config(&primary.name, &replica.name, "")
-        + &format!(
-            "peers = [\"{a_admin}\"]\npeer_token_file = \"{}\"\n",
-            token.display()
-        );
-    let config = config.replacen(
-        "[service]\n",
-        &format!("[service]\nadmin_token_file = \"{}\"\n", token.display()),
-        1,
-    );
-    let b = support::Router::start(&config).await?;
+    let (_, replica) = nodes(&db);
+    let (a, a_guard, b, _secrets) = peer_routers(&db).await?;
     let b_admin = b.admin.to_string();
-    let (a, a_guard) = router_with(&db, |m| {
-        m.peers = vec![b_admin.clone()];
-        m.peer_token_file = token.clone();
-    })
-    .await?;
-    serve_admin(&a_guard, a_listener);
     wait_healthy_pair(&a, &db).await?;
     app_conn(db.primary_addr)
         .await?
@@ -1171,6 +1123,41 @@ fn nodes(db: &ReplicatedDatabase) -> (Node, Node) {
             name: db.replica_addr.to_string(),
         },
     )
+}
+
+/// Two routers that know each other, as router-a and router-b in the stack: this process's
+/// topology half (a, its admin routes served), and the binary (b), which clients write
+/// through. Each takes state-changing admin requests only with the admin token, which both
+/// send to each other, as the stack's routers do; the folder holding it is returned, to be
+/// kept until the end of the test.
+async fn peer_routers(
+    db: &ReplicatedDatabase,
+) -> anyhow::Result<(Topology, Guard, support::Router, tempfile::TempDir)> {
+    let (primary, replica) = nodes(db);
+    let secrets = tempfile::tempdir()?;
+    let token = secrets.path().join("admin_token");
+    std::fs::write(&token, "peer-routers-test-token\n")?;
+    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let a_admin = a_listener.local_addr()?;
+    let config = support::config(&primary.name, &replica.name, "")
+        + &format!(
+            "peers = [\"{a_admin}\"]\npeer_token_file = \"{}\"\n",
+            token.display()
+        );
+    let config = config.replacen(
+        "[service]\n",
+        &format!("[service]\nadmin_token_file = \"{}\"\n", token.display()),
+        1,
+    );
+    let b = support::Router::start(&config).await?;
+    let b_admin = b.admin.to_string();
+    let (a, a_guard) = router_with(db, |m| {
+        m.peers = vec![b_admin];
+        m.peer_token_file = token.clone();
+    })
+    .await?;
+    serve_admin(&a_guard, a_listener);
+    Ok((a, a_guard, b, secrets))
 }
 
 /// A router's topology half with the stack's default monitor settings. Keep the Context:
