@@ -5,6 +5,8 @@
 //! connections, with the session's state (`SET`, `USE`, prepared statements) replayed on
 //! each, and the answer relayed packet by packet. The modules, from the wire up:
 //!
+//! - [`compress`]: the compressed protocol's frames (zlib), a byte stream under the packets,
+//!   for clients that ask for it.
 //! - [`packet`]: 3-byte length + sequence id framing, 16 MiB splitting and joining.
 //! - [`wire`]: capability and status flags, length-encoded values, OK / ERR / EOF packets,
 //!   the statement id of a COM_STMT_* packet (read and rewritten).
@@ -26,6 +28,7 @@
 pub mod auth;
 pub mod backend;
 pub mod classifier;
+pub mod compress;
 pub mod config;
 pub mod handshake;
 pub mod metrics;

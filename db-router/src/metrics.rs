@@ -22,7 +22,8 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabels {
-    /// `tls` or `plain`: how the client reached the router.
+    /// `tls` or `plain`, with `+zlib` for the compressed protocol: how the client reached the
+    /// router.
     pub transport: &'static str,
 }
 
@@ -69,7 +70,7 @@ impl Metrics {
         );
         ctx.register(
             "logins",
-            "Client sessions logged in, by transport (tls, plain)",
+            "Client sessions logged in, by transport (tls, plain; +zlib when compressed)",
             m.logins.clone(),
         );
         ctx.register(

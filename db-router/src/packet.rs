@@ -278,6 +278,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         self.stream
     }
 
+    /// The stream and the bytes read from it past the last packet taken, for a layer that
+    /// starts between two packets (compression, after the login's OK). Whatever was queued
+    /// and not flushed is dropped.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        debug_assert!(self.write_buf.is_empty());
+        (self.stream, self.read_buf)
+    }
+
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;

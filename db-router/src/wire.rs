@@ -43,7 +43,6 @@ pub mod cap {
     /// for it unoffered and then sends attributes only to a server that offered them, as
     /// MariaDB, which ignores the flag and serves that client, shows.
     pub const WIRE_CHANGING: &[(u32, &str)] = &[
-        (COMPRESS, "compression (CLIENT_COMPRESS)"),
         (
             ZSTD_COMPRESSION,
             "zstd compression (CLIENT_ZSTD_COMPRESSION_ALGORITHM)",
@@ -54,7 +53,8 @@ pub mod cap {
         ),
     ];
 
-    /// What the router offers clients, and SSL when a certificate is configured. No COMPRESS, no
+    /// What the router offers clients, and SSL when a certificate is configured. COMPRESS is
+    /// zlib between the client and the router only ([`crate::compress`]); no zstd. No
     /// LOCAL_FILES (LOAD DATA LOCAL would need the router to relay files), no CONNECT_ATTRS
     /// forwarding.
     pub const ROUTER: u32 = LONG_PASSWORD
@@ -73,7 +73,8 @@ pub mod cap {
         | CONNECT_ATTRS
         | PLUGIN_AUTH_LENENC_DATA
         | SESSION_TRACK
-        | DEPRECATE_EOF;
+        | DEPRECATE_EOF
+        | COMPRESS;
 
     /// The client's choices that change what a backend sends back; a session's backend
     /// connections use exactly these, so their responses can be relayed unchanged.

@@ -60,7 +60,10 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     scenario!(malformed_packets_end_only_their_own_session, &router);
     scenario!(a_killed_client_rolls_back_its_transaction, &router, &db);
     scenario!(clients_beyond_the_limit_get_1040, &router);
-    scenario!(a_client_asking_for_compression_never_hangs, &router);
+    scenario!(
+        a_client_asking_for_compression_is_served_compressed,
+        &router
+    );
     scenario!(
         user_variables_set_on_the_primary_are_read_there,
         &router,
@@ -979,24 +982,28 @@ async fn the_mariadb_client_verifies_the_router_and_is_routed_over_tls(
     let sql = "SELECT @@server_id; BEGIN; SELECT @@server_id; COMMIT; \
                INSERT INTO items (n) VALUES (443); SELECT @@server_id, ROW_COUNT(); \
                SELECT REPEAT('y', 300000)";
-    let out = mariadb_with(router.mysql, &verified, sql).await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "mariadb over TLS: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout)?;
-    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('\t').collect()).collect();
-    anyhow::ensure!(
-        rows.len() == 4
+    // And the same with the compressed protocol inside TLS (CLIENT_COMPRESS).
+    let compressed = [verified.clone(), vec!["--compress".to_owned()]].concat();
+    for options in [&verified, &compressed] {
+        let out = mariadb_with(router.mysql, options, sql).await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "mariadb over TLS {options:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout)?;
+        let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('\t').collect()).collect();
+        anyhow::ensure!(
+            rows.len() == 4
             && rows[..3] == [vec![REPLICA_ID], vec![PRIMARY_ID], vec![PRIMARY_ID, "1"]]
             // 300 kB: many TLS records, flushed to the end.
             && rows[3] == ["y".repeat(300000).as_str()],
-        "routed over TLS: {:?}",
-        rows.iter()
-            .map(|r| r.iter().map(|c| &c[..c.len().min(20)]).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
-    );
+            "routed over TLS: {:?}",
+            rows.iter()
+                .map(|r| r.iter().map(|c| &c[..c.len().min(20)]).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        );
+    }
     // Verification is real: a client trusting another CA refuses the router.
     let stranger = Certificates::generate()?;
     let out = mariadb_with(router.mysql, &stranger.verified(), "SELECT 1").await?;
@@ -1008,6 +1015,13 @@ async fn the_mariadb_client_verifies_the_router_and_is_routed_over_tls(
         .metric("foobar_db_router_logins_total{transport=\"tls\"}")
         .await?;
     anyhow::ensure!(tls >= 2.0, "TLS logins counted: {tls}");
+    let compressed = router
+        .metric("foobar_db_router_logins_total{transport=\"tls+zlib\"}")
+        .await?;
+    anyhow::ensure!(
+        compressed >= 1.0,
+        "compressed TLS logins counted: {compressed}"
+    );
     Ok(())
 }
 
@@ -1220,36 +1234,51 @@ async fn the_mariadb_client_reads_the_error_of_a_primary_lost_mid_session(
 /// mysql-connector-python's pure driver do) once hung for ever: now it is refused at login
 /// with a clear error, or (Connector/C, which drops what the server did not offer) served
 /// uncompressed. Within 10 s either way.
-async fn a_client_asking_for_compression_never_hangs(router: &Router) -> anyhow::Result<()> {
+async fn a_client_asking_for_compression_is_served_compressed(
+    router: &Router,
+) -> anyhow::Result<()> {
+    let before = router
+        .metric("foobar_db_router_logins_total{transport=\"plain+zlib\"}")
+        .await?;
     let compress = ["--compress".to_owned()];
-    let run = mariadb_with(router.mysql, &compress, "SELECT 42");
-    let out = tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .context("mariadb --compress hung")??;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    for (sql, expected) in [("SELECT 42", "42"), ("status", "Compressed")] {
+        let run = mariadb_with(router.mysql, &compress, sql);
+        let out = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .context("mariadb --compress hung")??;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // `status` has a line `Protocol: Compressed` when the client's session is.
+        anyhow::ensure!(
+            out.status.success() && stdout.lines().any(|l| l.trim().ends_with(expected)),
+            "mariadb --compress -e {sql:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = router
+        .metric("foobar_db_router_logins_total{transport=\"plain+zlib\"}")
+        .await?;
     anyhow::ensure!(
-        stdout.trim() == "42" || stderr.contains("CLIENT_COMPRESS"),
-        "mariadb --compress: {stdout}{stderr}"
+        after > before,
+        "compressed logins counted: {before} then {after}"
     );
-    // A raw login that sets CLIENT_COMPRESS regardless: refused with the reason.
+    // A raw login that asks for zstd, which is not offered: refused with the reason.
     use foobar_db_router::{auth, handshake, packet::PacketStream, wire};
     let tcp = tokio::net::TcpStream::connect(router.mysql).await?;
     let mut stream = PacketStream::new(tcp, 1 << 20);
     let (seq, greeting) = stream.read_packet().await?;
     let greeting = handshake::parse_greeting(&greeting).map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(greeting.caps & wire::cap::COMPRESS == 0);
+    anyhow::ensure!(greeting.caps & wire::cap::ZSTD_COMPRESSION == 0);
     let answer = auth::answer(support::PASSWORD.as_bytes(), &greeting.scramble);
-    let caps = support::raw::CAPS | wire::cap::COMPRESS;
+    let caps = support::raw::CAPS | wire::cap::COMPRESS | wire::cap::ZSTD_COMPRESSION;
     let login = handshake::login_request(caps, 45, support::USER, &answer, None);
     stream.send(seq + 1, &login).await?;
     let (_, reply) = tokio::time::timeout(Duration::from_secs(10), stream.read_packet())
         .await
-        .context("no answer to a compressed login")??;
+        .context("no answer to a zstd login")??;
     let error = wire::parse_err(&reply);
     anyhow::ensure!(
-        error.code == 1043 && error.message.contains("CLIENT_COMPRESS"),
-        "answer to a login with CLIENT_COMPRESS: {error:?}"
+        error.code == 1043 && error.message.contains("zstd"),
+        "answer to a login with zstd: {error:?}"
     );
     Ok(())
 }

@@ -1,18 +1,35 @@
-//! Everything the router parses from a client, on arbitrary bytes: the packet decoder
-//! (framing, joining, the size limit), the handshake response, COM_CHANGE_USER, and a
-//! COM_STMT_EXECUTE's parameter types and its rewriting for a backend. None may panic;
-//! joined payloads must hold exactly the bytes their wire packets carried.
+//! Everything the router parses from a client, on arbitrary bytes: compressed frames
+//! (inflated within their declared size; encoding a frame's payload again gives it back),
+//! the packet decoder (framing, joining, the size limit), also over what the frames held,
+//! the handshake response, COM_CHANGE_USER, and a COM_STMT_EXECUTE's parameter types and its
+//! rewriting for a backend. None may panic; joined payloads must hold exactly the bytes their
+//! wire packets carried.
 #![no_main]
 
 use bytes::BytesMut;
 use foobar_db_router::packet::{Decoder, MAX_CHUNK};
-use foobar_db_router::{handshake, prepared, wire};
+use foobar_db_router::{compress, handshake, prepared, wire};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let decoder = Decoder {
         max_payload: 1 << 20,
     };
+    let mut codec = compress::Codec::default();
+    let mut frames = BytesMut::from(data);
+    let mut inflated = BytesMut::new();
+    while let Ok(Some(frame)) = codec.next_frame(&mut frames) {
+        assert!(frame.payload.len() <= compress::MAX_FRAME);
+        let mut again = BytesMut::new();
+        codec.encode(&mut again, frame.seq, &frame.payload);
+        let back = codec.next_frame(&mut again).unwrap().unwrap();
+        assert_eq!((back.seq, &back.payload[..]), (frame.seq, &frame.payload[..]));
+        assert!(again.is_empty());
+        inflated.extend_from_slice(&frame.payload);
+    }
+    while let Ok(Some((_, payload))) = decoder.next_packet(&mut inflated) {
+        parse_as_client_message(&payload);
+    }
     let mut buf = BytesMut::from(data);
     while let Ok(Some((_, payload))) = decoder.next_packet(&mut buf) {
         assert!(payload.len() <= decoder.max_payload);

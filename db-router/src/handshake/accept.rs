@@ -10,6 +10,7 @@ use super::{
     LoginRequest, auth_switch, greeting, is_ssl_request, parse_login, unoffered_wire_change,
 };
 use crate::auth::{self, NATIVE_PASSWORD};
+use crate::compress::Compressed;
 use crate::config::Users;
 use crate::packet::{PacketError, PacketStream};
 use crate::wire::{self, cap, code};
@@ -49,12 +50,44 @@ pub struct ClientTls {
     pub required: bool,
 }
 
-/// A logged-in client's connection, plain or TLS: two types rather than one stream behind a
-/// `dyn`, so the session is compiled for each and a plain one pays nothing for TLS. The TLS
-/// state (over a kilobyte) lives on the heap, so a TLS session's task stays as small.
+/// A logged-in client's connection, plain or TLS, compressed or not: four types rather than
+/// one stream behind a `dyn`, so the session is compiled for each and a plain one pays
+/// nothing for TLS or compression. The TLS state (over a kilobyte) lives on the heap, so a
+/// TLS session's task stays as small.
 pub enum ClientConnection<S> {
     Plain(PacketStream<S>),
     Tls(PacketStream<Box<TlsStream<S>>>),
+    Compressed(PacketStream<Compressed<S>>),
+    TlsCompressed(PacketStream<Compressed<Box<TlsStream<S>>>>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientConnection<S> {
+    fn plain(client: PacketStream<S>, login: &ClientLogin, max_packet: usize) -> Self {
+        match login.caps & cap::COMPRESS {
+            0 => Self::Plain(client),
+            _ => Self::Compressed(compressed(client, max_packet)),
+        }
+    }
+
+    fn tls(
+        client: PacketStream<Box<TlsStream<S>>>,
+        login: &ClientLogin,
+        max_packet: usize,
+    ) -> Self {
+        match login.caps & cap::COMPRESS {
+            0 => Self::Tls(client),
+            _ => Self::TlsCompressed(compressed(client, max_packet)),
+        }
+    }
+}
+
+/// The client's connection from its login's OK on, which went uncompressed.
+fn compressed<T: AsyncRead + AsyncWrite + Unpin>(
+    client: PacketStream<T>,
+    max_packet: usize,
+) -> PacketStream<Compressed<T>> {
+    let (stream, received) = client.into_parts();
+    PacketStream::new(Compressed::new(stream, received), max_packet)
 }
 
 /// Greets a client, takes it through TLS when it asks (and `tls` is configured), and checks
@@ -98,7 +131,8 @@ pub async fn accept_client<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(LoginError::Malformed("a second SSLRequest"));
             }
             let login = login(&mut client, users, &scramble, seq, &payload, peer, offered).await?;
-            Ok((ClientConnection::Tls(client), login))
+            let client = ClientConnection::tls(client, &login, max_packet);
+            Ok((client, login))
         }
         Some(tls) if tls.required => {
             let message = "Connections using insecure transport are prohibited while \
@@ -108,7 +142,8 @@ pub async fn accept_client<S: AsyncRead + AsyncWrite + Unpin>(
         }
         _ => {
             let login = login(&mut client, users, &scramble, seq, &payload, peer, offered).await?;
-            Ok((ClientConnection::Plain(client), login))
+            let client = ClientConnection::plain(client, &login, max_packet);
+            Ok((client, login))
         }
     }
 }
@@ -340,18 +375,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_login_asking_for_compression_is_refused_not_left_hanging() {
+    async fn a_login_asking_for_compression_is_answered_uncompressed_then_compressed() {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let router = tokio::spawn(async move {
+            let (client, login) = accept_client(theirs, None, &users(), 7, "peer", 1 << 20)
+                .await
+                .unwrap();
+            let ClientConnection::Compressed(mut client) = client else {
+                panic!("not a compressed connection");
+            };
+            let (seq, command) = client.read_packet().await.unwrap();
+            client.send(seq + 1, &command).await.unwrap();
+            login
+        });
+        let mut client = PacketStream::new(ours, 1 << 20);
+        let (seq, greeting) = client.read_packet().await.unwrap();
+        let greeting = parse_greeting(&greeting).unwrap();
+        assert_ne!(greeting.caps & cap::COMPRESS, 0, "compression offered");
+        let caps = cap::BACKEND_BASE | cap::COMPRESS;
+        let reply = log_in(&mut client, &greeting.scramble, caps, seq + 1).await;
+        assert_eq!(reply.first(), Some(&0x00), "an uncompressed OK: {reply:?}");
+        let (stream, _) = client.into_parts();
+        let mut client = PacketStream::new(Compressed::new(stream, BytesMut::new()), 1 << 20);
+        let command = b"\x03SELECT 'an echo long enough to be deflated, deflated, deflated'";
+        client.send(0, command).await.unwrap();
+        let (seq, echo) = client.read_packet().await.unwrap();
+        assert_eq!((seq, &echo[..]), (1, &command[..]));
+        assert_ne!(router.await.unwrap().caps & cap::COMPRESS, 0);
+    }
+
+    #[tokio::test]
+    async fn a_login_asking_for_zstd_is_refused_not_left_hanging() {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let router = router(theirs, None);
         let mut client = PacketStream::new(ours, 1 << 20);
         let (seq, greeting) = client.read_packet().await.unwrap();
         let greeting = parse_greeting(&greeting).unwrap();
-        assert_eq!(greeting.caps & cap::COMPRESS, 0, "compression not offered");
-        let caps = cap::BACKEND_BASE | cap::COMPRESS;
+        assert_eq!(greeting.caps & cap::ZSTD_COMPRESSION, 0, "zstd not offered");
+        let caps = cap::BACKEND_BASE | cap::COMPRESS | cap::ZSTD_COMPRESSION;
         let reply = log_in(&mut client, &greeting.scramble, caps, seq + 1).await;
         let error = wire::parse_err(&reply);
         assert_eq!((error.code, error.sqlstate.as_str()), (1043, "08S01"));
-        assert!(error.message.contains("CLIENT_COMPRESS"), "{error:?}");
+        assert!(error.message.contains("zstd"), "{error:?}");
         assert!(matches!(
             router.await.unwrap(),
             Err(LoginError::Malformed(_))

@@ -114,9 +114,6 @@ pub fn unoffered_wire_change(asked: u32, offered: u32) -> Option<&'static str> {
         .iter()
         .find(|(flag, _)| asked & flag != 0 && offered & flag == 0)
         .map(|(flag, _)| match *flag {
-            cap::COMPRESS => {
-                "this router does not offer compression (CLIENT_COMPRESS); connect without it"
-            }
             cap::ZSTD_COMPRESSION => {
                 "this router does not offer zstd compression; connect without it"
             }
@@ -316,8 +313,8 @@ mod tests {
                 None
             );
         }
-        let why = unoffered_wire_change(cap::ROUTER | cap::COMPRESS, cap::ROUTER).unwrap();
-        assert!(why.contains("CLIENT_COMPRESS"), "{why}");
+        let why = unoffered_wire_change(cap::ROUTER | cap::ZSTD_COMPRESSION, cap::ROUTER).unwrap();
+        assert!(why.contains("zstd"), "{why}");
     }
 
     /// A handshake cut before the end of its required fields is refused with an error, never

@@ -148,6 +148,18 @@ pub async fn serve(
                 .serve(shutdown)
                 .await;
         }
+        ClientConnection::Compressed(client) => {
+            shared.metrics.login("plain+zlib");
+            Session::new(shared, client, login, peer_host)
+                .serve(shutdown)
+                .await;
+        }
+        ClientConnection::TlsCompressed(client) => {
+            shared.metrics.login("tls+zlib");
+            Session::new(shared, client, login, peer_host)
+                .serve(shutdown)
+                .await;
+        }
     }
 }
 

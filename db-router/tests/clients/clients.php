@@ -199,8 +199,10 @@ $steps = [
     },
     'compression' => function ($db) {
         $c = connect(compress: true);
-        [, $value] = one($c, "SHOW SESSION STATUS LIKE 'Compression'");
-        return $value;
+        // 110 KB up and 140 KB back: frames both ways, deflated and split.
+        $big = str_repeat('compressed ', 10000);
+        [$length, $digest, $back] = one($c, 'SELECT LENGTH(?), MD5(?), REPEAT(?, 20000)', [$big, $big, 'foobar ']);
+        return "$length $digest " . strlen($back);
     },
     'load_local' => function ($db) use ($prefix, $csv, $driver) {
         $c = connect(local: true);

@@ -122,8 +122,11 @@ my @steps = (
     }],
     [compression => sub {
         my $c = connect_db(';mariadb_compression=1');
-        my (undef, $value) = one($c, "SHOW SESSION STATUS LIKE 'Compression'");
-        return $value;
+        # 110 KB up and 140 KB back: frames both ways, deflated and split.
+        my $big = 'compressed ' x 10000;
+        my ($length, $digest, $back) =
+            one($c, 'SELECT LENGTH(?), MD5(?), REPEAT(?, 20000)', $big, $big, 'foobar ');
+        return "$length $digest " . length($back);
     }],
     [load_local => sub {
         my $c = connect_db(';mariadb_local_infile=1');
