@@ -135,32 +135,32 @@ pub async fn serve(
         }
     };
     tracing::debug!(%peer, user = login.user, "client logged in");
+    let host = peer_host;
     match client {
-        ClientConnection::Plain(client) => {
-            shared.metrics.login("plain");
-            Session::new(shared, client, login, peer_host)
-                .serve(shutdown)
-                .await;
+        ClientConnection::Plain(c) => start(shared, c, login, host, "plain", shutdown).await,
+        ClientConnection::Tls(c) => start(shared, c, login, host, "tls", shutdown).await,
+        ClientConnection::Compressed(c) => {
+            start(shared, c, login, host, "plain+zlib", shutdown).await;
         }
-        ClientConnection::Tls(client) => {
-            shared.metrics.login("tls");
-            Session::new(shared, client, login, peer_host)
-                .serve(shutdown)
-                .await;
-        }
-        ClientConnection::Compressed(client) => {
-            shared.metrics.login("plain+zlib");
-            Session::new(shared, client, login, peer_host)
-                .serve(shutdown)
-                .await;
-        }
-        ClientConnection::TlsCompressed(client) => {
-            shared.metrics.login("tls+zlib");
-            Session::new(shared, client, login, peer_host)
-                .serve(shutdown)
-                .await;
+        ClientConnection::TlsCompressed(c) => {
+            start(shared, c, login, host, "tls+zlib", shutdown).await;
         }
     }
+}
+
+/// Counts the login by `transport` and serves the session to its end.
+async fn start<C: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    client: PacketStream<C>,
+    login: ClientLogin,
+    peer: String,
+    transport: &'static str,
+    shutdown: CancellationToken,
+) {
+    shared.metrics.login(transport);
+    Session::new(shared, client, login, peer)
+        .serve(shutdown)
+        .await;
 }
 
 struct Session<C> {
