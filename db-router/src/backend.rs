@@ -4,7 +4,10 @@
 //!
 //! A connection logs in with the `[backends]` account, using the client's own capability
 //! choices for everything that shapes a response (so responses relay unchanged) plus
-//! SESSION_TRACK, and asks the server to report `last_gtid` in its OK packets. It remembers
+//! SESSION_TRACK, and asks the server to report `last_gtid` in its OK packets. It has
+//! CLIENT_LOCAL_FILES only when the session asks for it (its writer, for a client that
+//! allows files) and `router.load_data_local_max_bytes` is not 0, so a server asks for a
+//! file only a client that allows it. It remembers
 //! what the session has already applied to it (replayed `SET`s, current database, prepared
 //! statements), so the session knows what to replay before the next statement.
 
@@ -13,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -41,6 +45,16 @@ pub enum BackendError {
     Busy { node: String },
 }
 
+/// How a connection that lets the server ask for the client's files (LOAD DATA LOCAL
+/// INFILE) passes them on.
+#[derive(Debug, Clone)]
+pub struct LocalFiles {
+    /// The most bytes of one file that reach the server (`router.load_data_local_max_bytes`).
+    pub max_bytes: u64,
+    /// Counts the bytes of files passed on.
+    pub relayed: Counter,
+}
+
 /// Opens backend connections; shared by all sessions.
 pub struct Connector {
     user: String,
@@ -49,6 +63,8 @@ pub struct Connector {
     retry_after: Duration,
     max_per_node: usize,
     max_packet: usize,
+    /// None: no connection has CLIENT_LOCAL_FILES (the server refuses LOAD DATA LOCAL).
+    local_files: Option<LocalFiles>,
     nodes: Mutex<HashMap<String, NodeState>>,
 }
 
@@ -65,6 +81,7 @@ impl Connector {
         retry_after: Duration,
         max_per_node: usize,
         max_packet: usize,
+        local_files: Option<LocalFiles>,
     ) -> Self {
         Self {
             user,
@@ -73,6 +90,7 @@ impl Connector {
             retry_after,
             max_per_node,
             max_packet,
+            local_files,
             nodes: Mutex::new(HashMap::new()),
         }
     }
@@ -102,7 +120,8 @@ impl Connector {
         }
     }
 
-    /// Connects and logs in to `node` for a client with capabilities `client_caps`.
+    /// Connects and logs in to `node` for a client with capabilities `client_caps`;
+    /// CLIENT_LOCAL_FILES among them asks for a connection the server may ask for files.
     pub async fn connect(
         &self,
         node: &Node,
@@ -167,6 +186,9 @@ impl Connector {
         if database.is_some() {
             caps |= cap::CONNECT_WITH_DB;
         }
+        if self.local_files.is_some() {
+            caps |= client_caps & cap::LOCAL_FILES;
+        }
         caps &= greeting.caps;
         let answer = auth::answer(self.password.as_bytes(), &greeting.scramble);
         let request = handshake::login_request(caps, collation, &self.user, &answer, database);
@@ -214,6 +236,10 @@ impl Connector {
             statements: HashMap::new(),
             confirmed_gtid: None,
             connection_id: greeting.connection_id,
+            local_files: self
+                .local_files
+                .clone()
+                .filter(|_| caps & cap::LOCAL_FILES != 0),
             _permit: permit,
         };
         match backend.query(SESSION_TRACKING).await? {
@@ -254,6 +280,8 @@ pub struct Backend {
     /// The newest write GTID this replica connection is known to have applied.
     pub confirmed_gtid: Option<String>,
     pub connection_id: u32,
+    /// Some: opened with CLIENT_LOCAL_FILES, the server may ask for the client's files.
+    pub local_files: Option<LocalFiles>,
     _permit: OwnedSemaphorePermit,
 }
 

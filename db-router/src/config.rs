@@ -54,6 +54,10 @@ pub struct RouterConfig {
     pub reader_retry_after: Duration,
     /// The largest packet (command or row) a client may send, in bytes.
     pub max_packet_size: usize,
+    /// The largest file a client may send for LOAD DATA LOCAL INFILE, in bytes; beyond it
+    /// nothing of the file is loaded and the client gets an error. 0: LOAD DATA LOCAL is off
+    /// (the primary refuses it with 4166, as when the client does not allow files).
+    pub load_data_local_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -79,6 +83,7 @@ impl Default for RouterConfig {
             gtid_wait_timeout: Duration::from_millis(500),
             reader_retry_after: Duration::from_secs(2),
             max_packet_size: 64 << 20,
+            load_data_local_max_bytes: 64 << 20,
         }
     }
 }

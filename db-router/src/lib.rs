@@ -16,7 +16,8 @@
 //! - [`tokenizer`] and [`classifier`]: where a statement may run and what it changes.
 //! - [`backend`]: one logged-in backend connection, and the [`backend::Connector`] that
 //!   bounds and opens them.
-//! - [`relay`]: a backend's response streamed to the client.
+//! - [`relay`]: a backend's response streamed to the client (and a client's LOAD DATA LOCAL
+//!   file to the backend).
 //! - [`prepared`]: one client statement id over statements prepared on several backends.
 //! - [`session`]: a client's session: routing, state replay, read-your-writes.
 //! - [`topology`]: which node takes writes and which takes reads; the monitor and failover.
@@ -102,6 +103,11 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     // The monitor: checks both nodes once before the first client, then keeps watching.
     let topology = topology::start(&config.backends, &config.monitor, &ctx).await?;
     ctx.add_admin_routes(topology::admin_routes(&topology));
+    let metrics = metrics::Metrics::register(&ctx);
+    let local_files = (config.router.load_data_local_max_bytes > 0).then(|| backend::LocalFiles {
+        max_bytes: config.router.load_data_local_max_bytes,
+        relayed: metrics.load_data_local_bytes.clone(),
+    });
     let connector = backend::Connector::new(
         config.backends.user.clone(),
         backend_password,
@@ -109,10 +115,11 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         config.router.reader_retry_after,
         config.router.max_backend_connections,
         config.router.max_packet_size,
+        local_files,
     );
     let tls = client_tls(&config.router)?;
     let shared = Arc::new(session::Shared {
-        metrics: metrics::Metrics::register(&ctx),
+        metrics,
         config: config.router.clone(),
         tls,
         users,

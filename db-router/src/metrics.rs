@@ -37,6 +37,7 @@ pub struct Metrics {
     pub sessions_total: Counter,
     pub logins: Family<TransportLabels, Counter>,
     pub backend_connections: Counter,
+    pub load_data_local_bytes: Counter,
 }
 
 impl Metrics {
@@ -77,6 +78,11 @@ impl Metrics {
             "backend_connections_opened",
             "Connections the router opened to backends",
             m.backend_connections.clone(),
+        );
+        ctx.register(
+            "load_data_local_bytes",
+            "Bytes of LOAD DATA LOCAL files relayed from clients to the primary",
+            m.load_data_local_bytes.clone(),
         );
         m
     }

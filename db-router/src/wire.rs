@@ -37,8 +37,8 @@ pub mod cap {
     /// Capabilities that change how every later packet is framed or laid out. A client that
     /// asks for one the router did not offer would speak a protocol the router cannot read
     /// (a compressed command answered uncompressed hangs the client), so its login is
-    /// refused. Others it asks for and was not offered (LOCAL_FILES, which libmariadb sets
-    /// by default, ODBC ...) are permissions or hints and are simply not used. So is
+    /// refused. Others it asks for and was not offered (ODBC ...) are permissions or hints
+    /// and are simply not used. So is
     /// QUERY_ATTRIBUTES: MySQL's libmysqlclient (mysql-connector-python's C extension) asks
     /// for it unoffered and then sends attributes only to a server that offered them, as
     /// MariaDB, which ignores the flag and serves that client, shows.
@@ -54,13 +54,14 @@ pub mod cap {
     ];
 
     /// What the router offers clients, and SSL when a certificate is configured. COMPRESS is
-    /// zlib between the client and the router only ([`crate::compress`]); no zstd. No
-    /// LOCAL_FILES (LOAD DATA LOCAL would need the router to relay files), no CONNECT_ATTRS
-    /// forwarding.
+    /// zlib between the client and the router only ([`crate::compress`]); no zstd.
+    /// LOCAL_FILES: the router relays the files of LOAD DATA LOCAL (`relay::stream_file`). No
+    /// CONNECT_ATTRS forwarding.
     pub const ROUTER: u32 = LONG_PASSWORD
         | FOUND_ROWS
         | LONG_FLAG
         | CONNECT_WITH_DB
+        | LOCAL_FILES
         | IGNORE_SPACE
         | PROTOCOL_41
         | INTERACTIVE
@@ -152,6 +153,9 @@ pub mod code {
     pub const BACKEND_LOST: (u16, &str) = (1927, "08S01");
     /// ER_ERROR_DURING_COMMIT: a commit whose OK the router withheld (a failover).
     pub const WITHHELD: (u16, &str) = (1180, "HY000");
+    /// ER_USER_LIMIT_REACHED: a LOAD DATA LOCAL file over `load_data_local_max_bytes`;
+    /// nothing of it was loaded, and the session goes on.
+    pub const FILE_TOO_LARGE: (u16, &str) = (1226, "42000");
 
     /// Every code above, for the test that keeps them out of the client range.
     pub const ALL: &[(u16, &str)] = &[
@@ -169,6 +173,7 @@ pub mod code {
         BACKEND_UNREACHABLE,
         BACKEND_LOST,
         WITHHELD,
+        FILE_TOO_LARGE,
     ];
 }
 

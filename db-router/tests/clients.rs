@@ -5,7 +5,7 @@
 //! prepares, Connector/C underneath), the `mariadb` command line, and sysbench's
 //! `oltp_read_write` and `oltp_write_only` with prepared statements. Each language's steps are
 //! one script in `tests/clients/` printing `step<TAB>result[<TAB>detail]`; the `mariadb`
-//! client's are below. The matrix (client x step: pass, refused, n/a, fail) is printed; the
+//! client's are below. The matrix (client x step: pass, n/a, gap, fail) is printed; the
 //! test fails on any `fail`, naming the client, the step and both outputs.
 //! Needs what `scripts/install-tools.sh` installs (php-cli, php-mysql, libdbd-mariadb-perl,
 //! python3-pymysql, sysbench, mysql-connector-python in `CONNECTOR_PYTHON_DIR`).
@@ -330,8 +330,6 @@ enum Cell {
     /// The same result both ways (for `killed`: an error both ways, and through the router a
     /// code of its table).
     Pass,
-    /// Works directly; through the router a clear refusal that issue 17 asks to lift.
-    Refused(String),
     /// The client cannot do this step (it says why), both ways.
     NotApplicable,
     /// One of [`KNOWN_GAPS`], as it is today.
@@ -387,12 +385,6 @@ fn compare(client: &str, direct: &Run, routed: &Run) -> BTreeMap<String, Cell> {
                 _ => Cell::Fail(both),
             },
             _ if error_code(direct).is_none() && routed.result == direct.result => Cell::Pass,
-            // Issue 17 asks for LOAD DATA LOCAL to work through the router. Until then the
-            // router refuses it clearly, with 4166. Success directly.
-            "load_local" if error_code(direct).is_none() => match error_code(&routed) {
-                Some("4166") => Cell::Refused(routed.result.clone()),
-                _ => Cell::Fail(both),
-            },
             // The expected error (its code is the result), then `SELECT 1` on the same
             // connection: the same both ways.
             "duplicate_key"
@@ -433,7 +425,6 @@ fn render(matrix: &[(String, BTreeMap<String, Cell>)], columns: &[&str]) -> (Str
             let text = match cells.get(*step) {
                 None => String::new(),
                 Some(Cell::Pass) => "pass".to_owned(),
-                Some(Cell::Refused(how)) => format!("refused ({how})"),
                 Some(Cell::NotApplicable) => "n/a".to_owned(),
                 Some(Cell::Gap(how)) => format!("gap ({how})"),
                 Some(Cell::Fail(both)) => {

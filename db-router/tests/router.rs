@@ -3,8 +3,11 @@
 //! two cores), so the scenarios run in sequence inside one test, each named in the output.
 //! Routing is proven by `@@server_id`: 1 on the primary, 2 on the replica. Two more routers
 //! with a certificate (TLS offered, then required) run in front of the same pair for the
-//! TLS scenarios.
+//! TLS scenarios, and one with a small `load_data_local_max_bytes` for LOAD DATA LOCAL's
+//! limit (`router/load_local.rs`).
 
+#[path = "router/load_local.rs"]
+mod load_local;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -12,6 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use foobar_stack_tests::ReplicatedDatabase;
+use load_local::{
+    load_data_local_over_the_limit_loads_nothing, load_data_local_streams_a_file_to_the_primary,
+};
 use sqlx::{Connection, Executor, Row};
 use support::raw::RawClient;
 use support::{Certificates, PRIMARY_ID, REPLICA_ID, Router, mariadb, mariadb_with};
@@ -68,6 +74,13 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
         user_variables_set_on_the_primary_are_read_there,
         &router,
         &db
+    );
+    scenario!(load_data_local_streams_a_file_to_the_primary, &router, &db);
+    scenario!(
+        load_data_local_over_the_limit_loads_nothing,
+        &db,
+        &primary,
+        &replica
     );
 
     let certificates = Certificates::generate()?;

@@ -382,6 +382,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             };
             match result {
                 Ok(outcome) => {
+                    if outcome.backend_closed {
+                        self.drop_closed(role);
+                    }
                     self.after(role, &outcome);
                     return Ok(Some((role, outcome)));
                 }
@@ -411,6 +414,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 .topology
                 .report_failure(&backend.node, &error.to_string());
         }
+        self.routing.lost(role);
+    }
+
+    /// The relay shut the `role` connection down mid-statement (a LOAD DATA LOCAL file over
+    /// the limit): the node is fine, but what the connection held is gone, as when it breaks.
+    fn drop_closed(&mut self, role: Role) {
+        self.shared.metrics.error("load_data_local_too_large");
+        self.slot(role).take();
         self.routing.lost(role);
     }
 

@@ -102,12 +102,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
         }
         if self.slot(role).is_none() {
+            // LOAD DATA LOCAL is a write: only the writer lets the server ask for files.
+            let caps = match role {
+                Role::Writer => self.login.caps,
+                Role::Reader => self.login.caps & !cap::LOCAL_FILES,
+            };
             let backend = self
                 .shared
                 .connector
                 .connect(
                     node,
-                    self.login.caps,
+                    caps,
                     self.login.collation,
                     self.routing.database.as_deref(),
                 )

@@ -298,6 +298,28 @@ mod tests {
     }
 
     #[test]
+    fn load_data_local_goes_to_the_writer_in_and_out_of_transactions() {
+        let load = "LOAD DATA LOCAL INFILE 'a.csv' INTO TABLE t FIELDS TERMINATED BY ','";
+        let mut routing = Routing::new(None);
+        assert_eq!(route(&routing, load), Role::Writer);
+        assert_eq!(
+            routing.query(NONE_OPEN, &classify(load.as_bytes())),
+            Role::Writer
+        );
+        run(
+            &mut routing,
+            Role::Writer,
+            "BEGIN",
+            status::AUTOCOMMIT | status::IN_TRANS,
+        );
+        assert_eq!(route(&routing, load), Role::Writer);
+        // A file over the limit closes the writer connection: its transaction is gone.
+        routing.lost(Role::Writer);
+        assert_eq!(routing.client_status() & status::IN_TRANS, 0);
+        assert_eq!(route(&routing, "SELECT 1"), Role::Reader);
+    }
+
+    #[test]
     fn autocommit_off_pins_reads_to_the_writer() {
         let mut routing = Routing::new(None);
         run(&mut routing, Role::Writer, "SET autocommit=0", 0);

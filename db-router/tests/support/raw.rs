@@ -47,6 +47,16 @@ impl RawClient {
         user: &str,
         password: &str,
     ) -> anyhow::Result<Result<Self, ServerError>> {
+        Self::connect_with(addr, user, password, CAPS).await
+    }
+
+    /// [`RawClient::connect`] with capabilities `caps` instead of [`CAPS`].
+    pub async fn connect_with(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        caps: u32,
+    ) -> anyhow::Result<Result<Self, ServerError>> {
         let tcp = TcpStream::connect(addr).await?;
         let mut stream = PacketStream::new(tcp, 64 << 20);
         let (seq, greeting) = stream.read_packet().await?;
@@ -55,7 +65,7 @@ impl RawClient {
         }
         let greeting = handshake::parse_greeting(&greeting).map_err(anyhow::Error::msg)?;
         let answer = auth::answer(password.as_bytes(), &greeting.scramble);
-        let login = handshake::login_request(CAPS, 45, user, &answer, None);
+        let login = handshake::login_request(caps, 45, user, &answer, None);
         stream.send(seq.wrapping_add(1), &login).await?;
         let (_, reply) = stream.read_packet().await?;
         match reply.first() {
