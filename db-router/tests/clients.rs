@@ -82,14 +82,10 @@ const MARIADB_TEST_DIR: &str = "/usr/share/mysql/mysql-test";
 /// What the matrix found that the router gets wrong today (issue 17 asks for each to work):
 /// (client, step or `*` for every step, the result through the router). Asserted as they
 /// are, so the matrix shows them as `gap` and fails once one changes: then move it to `pass`.
-/// - `mariadb-test --ps-protocol` sends `SET time_zone` and `SET optimizer_switch` as
-///   prepared statements: the router replays a text `SET` on the replica, not a prepared one,
-///   so the replica's reads use the session's old values (func_timestamp: another time zone;
-///   func_op: another plan, rows in another order).
-const KNOWN_GAPS: [(&str, &str, &str); 2] = [
-    ("mariadb-test --ps-protocol", "func_op", "fail"),
-    ("mariadb-test --ps-protocol", "func_timestamp", "fail"),
-];
+/// None today: the last ones, `SET time_zone` and `SET optimizer_switch` sent as prepared
+/// statements by `mariadb-test --ps-protocol` (func_op, func_timestamp), are replayed on the
+/// replica since prepared `SET`s are.
+const KNOWN_GAPS: [(&str, &str, &str); 0] = [];
 
 /// Where a client connects, and as whom.
 struct Target {
