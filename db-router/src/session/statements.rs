@@ -376,6 +376,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some((role, backend, on)) = target else {
             return self.unknown_statement("mysqld_stmt_fetch").await;
         };
+        self.shared.metrics.query(role.label(), "fetch");
         let fetch = wire::with_id(payload, on.id);
         let result = match backend.send_command(&fetch).await {
             Ok(()) => {
