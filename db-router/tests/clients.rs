@@ -5,9 +5,12 @@
 //! prepares, Connector/C underneath), the `mariadb` command line, and sysbench's
 //! `oltp_read_write` and `oltp_write_only` with prepared statements, and MariaDB's own test
 //! files run by `mariadb-test` over the text protocol, prepared statements and cursors
-//! (COM_STMT_FETCH). Each language's steps are one script in `tests/clients/` printing
-//! `step<TAB>result[<TAB>detail]`; the `mariadb` client's are below. The matrix (client x step: pass, refused, n/a, fail) is printed; the
-//! test fails on any `fail`, naming the client, the step and both outputs.
+//! (COM_STMT_FETCH). COM_STMT_SEND_LONG_DATA comes from PHP mysqli's and
+//! mysql-connector-python's (pure) blob, COM_STMT_RESET from mysqli's (discarding long data)
+//! and mysql-connector-python's, before each EXECUTE. Each language's steps are one script in
+//! `tests/clients/` printing `step<TAB>result[<TAB>detail]`; the `mariadb` client's are below.
+//! The matrix (client x step: pass, refused, n/a, fail) is printed; the test fails on any
+//! `fail`, naming the client, the step and both outputs.
 //! Needs what `scripts/install-tools.sh` installs (php-cli, php-mysql, libdbd-mariadb-perl,
 //! python3-pymysql, sysbench, mysql-connector-python in `CONNECTOR_PYTHON_DIR`).
 
