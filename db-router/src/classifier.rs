@@ -72,6 +72,13 @@ impl Classification {
         self.route == Route::Read
     }
 
+    /// Records a statement to replay on the session's other connections (a `SET`).
+    pub fn replays(&self) -> bool {
+        self.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Replay { .. }))
+    }
+
     pub fn begin(&self) -> Option<bool> {
         self.effects.iter().find_map(|e| match e {
             Effect::Begin { read_only } => Some(*read_only),
@@ -378,14 +385,15 @@ fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
     s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// A value the same on every backend: a number, string, NULL, TRUE, FALSE, ON, OFF, DEFAULT.
+/// A value the same on every backend: a number, string, NULL, TRUE, FALSE, ON, OFF, DEFAULT,
+/// or a prepared statement's parameter `?` (its bound value is replayed with it).
 fn is_literal(value: &[Token<'_>]) -> bool {
     let value = match value {
         [Token::Punct(b'-' | b'+'), rest @ ..] => rest,
         _ => value,
     };
     match value {
-        [Token::Number | Token::Str] => true,
+        [Token::Number | Token::Str | Token::Punct(b'?')] => true,
         [w] => ["NULL", "TRUE", "FALSE", "ON", "OFF", "DEFAULT"]
             .iter()
             .any(|kw| w.is(kw)),
@@ -529,6 +537,12 @@ mod tests {
         assert_eq!(c.route, Route::Write);
         assert!(c.effects.contains(&Effect::PinToWriter));
         assert_eq!(route("SET @id = LAST_INSERT_ID()"), Route::Write);
+        // Prepared: a parameter is a value like a literal, replayed with the statement.
+        let c = classify(b"SET @a = ?, time_zone = ?");
+        assert_eq!(c.route, Route::Session);
+        assert!(c.replays());
+        assert!(!classify(b"SELECT ?").replays());
+        assert_eq!(route("SET @a = ? + 1"), Route::Write);
     }
 
     #[test]

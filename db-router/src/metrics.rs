@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 pub struct QueryLabels {
     /// `writer` or `reader`: where the statement ran.
     pub route: &'static str,
-    /// `read`, `write`, `session`, `last_used`, `prepare`, `other`.
+    /// `read`, `write`, `session`, `last_used`, `prepare`, `fetch` (a cursor's rows), `other`.
     pub kind: &'static str,
 }
 

@@ -123,6 +123,24 @@ pub fn execute_for_backend(
     Ok(out)
 }
 
+/// The cursor bits of an EXECUTE's flags byte (CURSOR_TYPE_READ_ONLY, FOR_UPDATE,
+/// SCROLLABLE).
+const CURSOR_FLAGS: u8 = 0x07;
+
+/// An EXECUTE kept to be replayed on another connection (a prepared `SET` with parameters,
+/// see `session::routing::Bound`): statement id 0 (each replay names its own), the parameter
+/// types always (the statement is prepared afresh there), and no cursor (a `SET` has no rows;
+/// the replay reads a plain OK).
+pub fn replayable_execute(
+    payload: &[u8],
+    params: u16,
+    types: Option<&[u8]>,
+) -> Result<Vec<u8>, &'static str> {
+    let mut execute = execute_for_backend(payload, 0, params, types, false)?;
+    execute[5] &= !CURSOR_FLAGS;
+    Ok(execute.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +176,21 @@ mod tests {
         let unchanged = execute_for_backend(&execute(false), 77, 2, None, true).unwrap();
         assert_eq!(unchanged.len(), execute(false).len());
         assert!(execute_for_backend(&execute(false), 77, 2, None, false).is_err());
+    }
+
+    #[test]
+    fn a_replayable_execute_names_no_statement_binds_its_types_and_opens_no_cursor() {
+        let mut with_cursor = execute(false);
+        with_cursor[5] = 1;
+        let replay = replayable_execute(&with_cursor, 2, Some(&[8, 0, 253, 0])).unwrap();
+        let mut expected = execute(true);
+        expected[1] = 0;
+        assert_eq!(replay, expected);
+        assert_eq!(
+            replayable_execute(&execute(true), 2, None).unwrap(),
+            expected
+        );
+        assert!(replayable_execute(&execute(false), 2, None).is_err());
+        assert!(replayable_execute(&execute(true)[..9], 2, None).is_err());
     }
 }

@@ -3,10 +3,14 @@
 //! clients: PyMySQL, mysql-connector-python (pure and its C extension, server-side prepares),
 //! PHP mysqli and PDO over mysqlnd (server-side prepares), Perl DBD::MariaDB (server-side
 //! prepares, Connector/C underneath), the `mariadb` command line, and sysbench's
-//! `oltp_read_write` and `oltp_write_only` with prepared statements. Each language's steps are
-//! one script in `tests/clients/` printing `step<TAB>result[<TAB>detail]`; the `mariadb`
-//! client's are below. The matrix (client x step: pass, n/a, gap, fail) is printed; the
-//! test fails on any `fail`, naming the client, the step and both outputs.
+//! `oltp_read_write` and `oltp_write_only` with prepared statements, and MariaDB's own test
+//! files run by `mariadb-test` over the text protocol, prepared statements and cursors
+//! (COM_STMT_FETCH). COM_STMT_SEND_LONG_DATA comes from PHP mysqli's and
+//! mysql-connector-python's (pure) blob, COM_STMT_RESET from mysqli's (discarding long data)
+//! and mysql-connector-python's, before each EXECUTE. Each language's steps are one script in
+//! `tests/clients/` printing `step<TAB>result[<TAB>detail]`; the `mariadb` client's are below.
+//! The matrix (client x step: pass, n/a, gap, fail) is printed; the test fails on any
+//! `fail`, naming the client, the step and both outputs.
 //! Needs what `scripts/install-tools.sh` installs (php-cli, php-mysql, libdbd-mariadb-perl,
 //! python3-pymysql, sysbench, mysql-connector-python in `CONNECTOR_PYTHON_DIR`).
 
@@ -53,7 +57,8 @@ const STEPS: [&str; 12] = [
 const KILLED_CODES: [&str; 3] = ["1927", "1429", "1290"];
 
 /// MariaDB's own test files (Debian's mariadb-test package, `main` suite) that pass straight
-/// to the image's primary as the application's account: prepared statements, types,
+/// to the image's primary as the application's account, over each protocol (a file that
+/// fails directly is a `FAIL`, not a pass both ways): prepared statements, types,
 /// functions, stored procedures, window functions. Not win_ntile: a query of it crashes the
 /// image's mariadbd 10.11.18 (SIGFPE in NTILE), which 10.11.19 fixed.
 const MARIADB_TESTS: [&str; 19] = [
@@ -82,14 +87,10 @@ const MARIADB_TEST_DIR: &str = "/usr/share/mysql/mysql-test";
 /// What the matrix found that the router gets wrong today (issue 17 asks for each to work):
 /// (client, step or `*` for every step, the result through the router). Asserted as they
 /// are, so the matrix shows them as `gap` and fails once one changes: then move it to `pass`.
-/// - `mariadb-test --ps-protocol` sends `SET time_zone` and `SET optimizer_switch` as
-///   prepared statements: the router replays a text `SET` on the replica, not a prepared one,
-///   so the replica's reads use the session's old values (func_timestamp: another time zone;
-///   func_op: another plan, rows in another order).
-const KNOWN_GAPS: [(&str, &str, &str); 2] = [
-    ("mariadb-test --ps-protocol", "func_op", "fail"),
-    ("mariadb-test --ps-protocol", "func_timestamp", "fail"),
-];
+/// None today: the last ones, `SET time_zone` and `SET optimizer_switch` sent as prepared
+/// statements by `mariadb-test --ps-protocol` (func_op, func_timestamp), are replayed on the
+/// replica since prepared `SET`s are.
+const KNOWN_GAPS: [(&str, &str, &str); 0] = [];
 
 /// Where a client connects, and as whom.
 struct Target {
@@ -199,8 +200,11 @@ async fn real_clients_get_the_same_results_through_the_router_as_directly() -> a
         let client = format!("sysbench {test}");
         matrix.push((client.clone(), compare(&client, &direct, &routed)));
     }
-    // MariaDB's own test files, each over the text protocol and over prepared statements
-    // (`--ps-protocol`), in a database emptied first (the tests expect no other table).
+    // MariaDB's own test files, each over the text protocol, over prepared statements
+    // (`--ps-protocol`) and over cursors (`--cursor-protocol`: every statement prepared and
+    // executed with CURSOR_TYPE_READ_ONLY, so one with rows opens a cursor on the server and
+    // Connector/C reads them with COM_STMT_FETCH), in a database emptied first (the tests
+    // expect no other table).
     bench
         .primary
         .execute(sqlx::AssertSqlSafe(format!(
@@ -217,9 +221,12 @@ async fn real_clients_get_the_same_results_through_the_router_as_directly() -> a
         .await?;
     anyhow::ensure!(reached == 0, "the replica did not reach {gtid} within 30 s");
     let t = Instant::now();
+    let fetch = "foobar_db_router_queries_total{route=\"reader\",kind=\"fetch\"}";
+    let fetched_before = router.metric(fetch).await?;
     for (label, protocol) in [
         ("mariadb-test", None),
         ("mariadb-test --ps-protocol", Some("--ps-protocol")),
+        ("mariadb-test --cursor-protocol", Some("--cursor-protocol")),
     ] {
         let mut direct = Run::new();
         let mut routed = Run::new();
@@ -233,8 +240,20 @@ async fn real_clients_get_the_same_results_through_the_router_as_directly() -> a
                 mariadb_test(&bench.routed, test, protocol, files.path()).await?,
             );
         }
-        mariadb_tests.push((label.to_owned(), compare(label, &direct, &routed)));
+        let mut cells = compare(label, &direct, &routed);
+        // A file is in the matrix because it passes directly: failing both ways is no pass.
+        for (test, outcome) in &direct {
+            if outcome.result != "pass" {
+                let why = format!("fails directly: {}", show(outcome));
+                cells.insert(test.clone(), Cell::Fail(why));
+            }
+        }
+        mariadb_tests.push((label.to_owned(), cells));
     }
+    // The cursors were the router's, their rows read from the replica with COM_STMT_FETCH.
+    let fetched = router.metric(fetch).await? - fetched_before;
+    anyhow::ensure!(fetched > 0.0, "--cursor-protocol sent no COM_STMT_FETCH");
+    println!("COM_STMT_FETCH through the router to the replica: {fetched}");
     println!("ran mariadb-test ({:?})", t.elapsed());
     println!("matrix in {:?}", started.elapsed());
 

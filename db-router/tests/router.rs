@@ -58,6 +58,7 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
         prepared_statements_are_routed_and_reprepared_with_their_types,
         &router
     );
+    scenario!(prepared_set_follows_the_session_to_both_nodes, &router);
     scenario!(sqlx_pool_works_through_the_router, &router);
     scenario!(pymysql_works_through_the_router, &router);
     scenario!(sysbench_read_write_runs_without_errors, &router);
@@ -527,6 +528,55 @@ async fn prepared_statements_are_routed_and_reprepared_with_their_types(
     );
     let rows = raw.rows("SELECT 1").await?;
     anyhow::ensure!(rows == [[Some("1".into())]], "session goes on");
+    Ok(())
+}
+
+/// A `SET` sent as a prepared statement (sqlx prepares every query), with and without
+/// parameters, reaches the session's other connection as a text one does.
+async fn prepared_set_follows_the_session_to_both_nodes(router: &Router) -> anyhow::Result<()> {
+    let pool = router.pool(1).await?;
+    let mut conn = pool.acquire().await?;
+    const SETTINGS: &str = "SELECT @@time_zone, CAST(@@div_precision_increment AS CHAR), \
+                            CAST(@@server_id AS CHAR)";
+    // On the reader (no writer connection yet), then read on the writer.
+    sqlx::query("SET time_zone = ?, @p = ?")
+        .bind("+05:00")
+        .bind("prepared")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SET div_precision_increment = 7")
+        .execute(&mut *conn)
+        .await?;
+    let row: (String, String, String) = sqlx::query_as(
+        "SELECT @@time_zone, CAST(@@div_precision_increment AS CHAR), \
+         CAST(@@server_id AS CHAR) FROM counter WHERE id = ? FOR UPDATE",
+    )
+    .bind(1)
+    .fetch_one(&mut *conn)
+    .await?;
+    anyhow::ensure!(
+        row == ("+05:00".into(), "7".into(), PRIMARY_ID.into()),
+        "prepared SETs replayed on the writer: {row:?}"
+    );
+    let variable: Option<String> = sqlx::query_scalar("SELECT CAST(@p AS CHAR)")
+        .fetch_one(&mut *conn)
+        .await?;
+    anyhow::ensure!(
+        variable.as_deref() == Some("prepared"),
+        "user variable: {variable:?}"
+    );
+    // On the writer (open now), then read on the reader.
+    sqlx::query("SET time_zone = ?")
+        .bind("-03:00")
+        .execute(&mut *conn)
+        .await?;
+    let row: (String, String, String) = sqlx::query_as(SETTINGS).fetch_one(&mut *conn).await?;
+    anyhow::ensure!(
+        row == ("-03:00".into(), "7".into(), REPLICA_ID.into()),
+        "prepared SET replayed on the reader: {row:?}"
+    );
+    drop(conn);
+    pool.close().await;
     Ok(())
 }
 

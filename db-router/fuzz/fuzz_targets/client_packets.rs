@@ -2,8 +2,8 @@
 //! (inflated within their declared size; encoding a frame's payload again gives it back),
 //! the packet decoder (framing, joining, the size limit), also over what the frames held,
 //! the handshake response, COM_CHANGE_USER, and a COM_STMT_EXECUTE's parameter types and its
-//! rewriting for a backend. None may panic; joined payloads must hold exactly the bytes their
-//! wire packets carried.
+//! rewriting for a backend or for a replay. None may panic; joined payloads must hold exactly
+//! the bytes their wire packets carried.
 #![no_main]
 
 use bytes::BytesMut;
@@ -65,6 +65,10 @@ fn parse_as_client_message(payload: &[u8]) {
             prepared::execute_for_backend(payload, 7, params, Some(&fallback), false)
         {
             assert!(rewritten.len() >= payload.len());
+        }
+        if let Ok(replay) = prepared::replayable_execute(payload, params, types.as_deref()) {
+            assert_eq!(wire::statement_id(&replay), Some(0));
+            assert_eq!(replay[5] & 0x07, 0, "a replay opens no cursor");
         }
     }
 }

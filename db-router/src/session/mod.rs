@@ -37,7 +37,7 @@ use crate::relay::{self, Outcome, RelayError, Shape};
 use crate::topology::{Role, Topology};
 use crate::wire::{self, cap, code, com, status};
 
-use routing::{Open, Routing};
+use routing::{Applied, Open, Routing};
 
 /// What every session shares.
 pub struct Shared {
@@ -462,17 +462,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             self.routing.ran(role, class.route);
             if outcome.error.is_none() {
                 let applied = self.routing.apply(&class, &payload[1..]);
-                if let Some(backend) = self.slot(role).as_mut() {
-                    if let Some(replayed) = applied.replayed {
-                        backend.replayed = replayed;
-                    }
-                    if let Some(database) = applied.database {
-                        backend.database = Some(database);
-                    }
-                }
+                self.applied(role, applied);
             }
         }
         Ok(())
+    }
+
+    /// The `role` connection ran a statement whose effects were just recorded: it has them.
+    fn applied(&mut self, role: Role, applied: Applied) {
+        if let Some(backend) = self.slot(role).as_mut() {
+            if let Some(replayed) = applied.replayed {
+                backend.replayed = replayed;
+            }
+            if let Some(database) = applied.database {
+                backend.database = Some(database);
+            }
+        }
     }
 
     async fn malformed(&mut self, why: &str) -> std::io::Result<Flow> {

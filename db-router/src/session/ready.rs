@@ -5,11 +5,13 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::routing::{Bound, Replay};
 use super::{Refusal, Session};
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Collected};
 use crate::config::Consistency;
+use crate::relay;
 use crate::topology::snapshot::{Node, Role};
-use crate::wire::{ServerError, cap, code};
+use crate::wire::{self, ServerError, cap, code, com};
 
 /// Why a backend connection could not be made ready.
 enum NotReady {
@@ -196,7 +198,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 async fn sync(
     backend: &mut Backend,
     database: Option<&str>,
-    replays: &[(u64, Vec<u8>)],
+    replays: &[(u64, Replay)],
     multi_statements: bool,
 ) -> Result<(), NotReady> {
     if (backend.caps & cap::MULTI_STATEMENTS != 0) != multi_statements {
@@ -216,15 +218,45 @@ async fn sync(
             return Err(NotReady::Replay(error));
         }
     }
-    for (number, text) in replays {
+    for (number, replay) in replays {
         if *number <= backend.replayed {
             continue;
         }
-        let answer = backend.query(text).await.map_err(NotReady::Backend)?;
+        let answer = match replay {
+            Replay::Text(text) => backend.query(text).await,
+            Replay::Prepared(bound) => replay_prepared(backend, bound).await,
+        }
+        .map_err(NotReady::Backend)?;
         if let Some(error) = answer.error {
             return Err(NotReady::Replay(error));
         }
         backend.replayed = *number;
     }
     Ok(())
+}
+
+/// Runs a statement prepared with parameters on `backend` as the client ran it elsewhere:
+/// prepared, its long data and EXECUTE sent with the same bytes, then closed (the client
+/// never sees this statement).
+async fn replay_prepared(backend: &mut Backend, bound: &Bound) -> Result<Collected, BackendError> {
+    let id = match relay::prepare_silently(backend, &bound.sql).await? {
+        Ok(ok) => ok.id,
+        Err(error) => {
+            return Ok(Collected {
+                error: Some(error),
+                ..Collected::default()
+            });
+        }
+    };
+    for chunk in &bound.long_data {
+        backend.send_command(&wire::with_id(chunk, id)).await?;
+    }
+    backend
+        .send_command(&wire::with_id(&bound.execute, id))
+        .await?;
+    let answer = backend.collect().await?;
+    let mut close = [com::STMT_CLOSE, 0, 0, 0, 0];
+    close[1..].copy_from_slice(&id.to_le_bytes());
+    backend.send_command(&close).await?;
+    Ok(answer)
 }

@@ -13,6 +13,10 @@
 //!   everything else to the writer;
 //! - a read naming a user variable goes to the writer after a write that may have set one
 //!   there ([`Routing::user_variables_on_writer`]).
+//!
+//! A session statement (`SET`) is recorded as a [`Replay`] by whichever connection ran it
+//! first, as text or, prepared with parameters, as the statement and the EXECUTE that bound
+//! them; every other connection of the session runs it before its next command.
 
 use std::collections::HashSet;
 
@@ -38,6 +42,40 @@ pub struct Applied {
     pub database: Option<String>,
 }
 
+/// A session statement every backend connection of the session must run: recorded after
+/// it succeeded on one, run on each other one before its next command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Run as COM_QUERY: a `SET` sent as a query, or prepared without parameters (its text
+    /// is the whole statement, values included).
+    Text(Vec<u8>),
+    /// Prepared, executed with the same parameter packet, closed: a `SET` prepared with
+    /// parameters (`SET time_zone = ?`).
+    Prepared(Bound),
+}
+
+/// A statement prepared with parameters and what bound them, as the client sent them.
+///
+/// Replaying it exactly that way (COM_STMT_PREPARE of the same text, COM_STMT_EXECUTE of
+/// the same parameter bytes and types, COM_STMT_CLOSE) was chosen over writing the values
+/// into the text as literals: the other server converts the very bytes and types the first
+/// one did (a double, a datetime with microseconds, a string in the client's character set),
+/// with no quoting to get right under any `sql_mode` (`NO_BACKSLASH_ESCAPES`). Refusing it,
+/// or pinning the session to the writer, would cost the read scaling of every client that
+/// prepares all its statements (Connector/C's `mariadb-test --ps-protocol`, PHP and Perl
+/// with server-side prepares). What it costs is two round trips per replay, on a connection
+/// the session had not used since, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The statement's text, as the client prepared it.
+    pub sql: Vec<u8>,
+    /// COM_STMT_SEND_LONG_DATA payloads sent before the EXECUTE, statement id 0.
+    pub long_data: Vec<Vec<u8>>,
+    /// The COM_STMT_EXECUTE payload, statement id 0, with the parameter types (a statement
+    /// prepared afresh needs them) and without a cursor.
+    pub execute: Vec<u8>,
+}
+
 /// The session state that decides where statements go, and the state every backend
 /// connection must have (the database, the session statements to replay).
 #[derive(Debug, Clone)]
@@ -48,7 +86,7 @@ pub struct Routing {
     /// The current database, which every backend connection is brought to.
     pub database: Option<String>,
     /// Session statements (`SET ...`) every backend connection must have run, numbered.
-    pub replays: Vec<(u64, Vec<u8>)>,
+    pub replays: Vec<(u64, Replay)>,
     replay_count: u64,
     temporary_tables: HashSet<String>,
     tables_locked: bool,
@@ -172,17 +210,45 @@ impl Routing {
         }
     }
 
-    /// The session effects of a statement that succeeded on one connection; what that
+    /// The session effects of a query that succeeded on one connection; what that
     /// connection has now (see [`Applied`]).
     pub fn apply(&mut self, class: &Classification, sql: &[u8]) -> Applied {
+        self.apply_with(class, |start, end| Replay::Text(sql[start..end].to_vec()))
+    }
+
+    /// The session effects of an EXECUTE that succeeded on one connection, the statement
+    /// prepared from `sql` as `class`; `bound` is what bound its parameters, `None` when it
+    /// has none (then its text is replayed, as a query's is). The same effects as the same
+    /// text sent as a query: a prepared `SET` is replayed, a prepared `CREATE TEMPORARY
+    /// TABLE` pins the session to the writer.
+    pub fn apply_executed(
+        &mut self,
+        class: &Classification,
+        sql: &[u8],
+        bound: Option<Bound>,
+    ) -> Applied {
+        match bound {
+            None => self.apply(class, sql),
+            Some(bound) => self.apply_with(class, |_, _| Replay::Prepared(bound.clone())),
+        }
+    }
+
+    /// The effects of `class`, each recorded statement (a byte range of its text) made into a
+    /// replay by `replay`. One recorded again moves to the end, so it runs after the ones it
+    /// may have overridden in between.
+    fn apply_with(
+        &mut self,
+        class: &Classification,
+        replay: impl Fn(usize, usize) -> Replay,
+    ) -> Applied {
         let mut applied = Applied::default();
         for effect in &class.effects {
             match effect {
                 Effect::Replay { start, end } => {
-                    let text = sql[*start..*end].to_vec();
-                    self.replays.retain(|(_, t)| *t != text);
+                    let replay = replay(*start, *end);
+                    self.replays.retain(|(_, r)| *r != replay);
                     self.replay_count += 1;
-                    self.replays.push((self.replay_count, text));
+                    self.replays.push((self.replay_count, replay));
                     applied.replayed = Some(self.replay_count);
                 }
                 Effect::UseDatabase(db) => {
@@ -501,16 +567,70 @@ mod tests {
         assert_eq!(apply(names).replayed, Some(2));
         assert_eq!(apply(set).replayed, Some(3));
         assert_eq!(apply("SELECT 1"), Applied::default());
-        let texts: Vec<(u64, &[u8])> = routing
-            .replays
-            .iter()
-            .map(|(n, t)| (*n, t.as_slice()))
-            .collect();
-        assert_eq!(texts, [(2, names.as_bytes()), (3, set.as_bytes())]);
+        let text = |sql: &str| Replay::Text(sql.as_bytes().to_vec());
+        assert_eq!(routing.replays, [(2, text(names)), (3, text(set))]);
         routing.reset();
         assert!(routing.replays.is_empty());
         let mut apply = |sql: &str| routing.apply(&classify(sql.as_bytes()), sql.as_bytes());
         assert_eq!(apply(names).replayed, Some(4));
+    }
+
+    /// What an EXECUTE of `SET time_zone = ?` binding `zone` leaves to replay.
+    fn time_zone(zone: &str) -> Bound {
+        let mut execute = vec![0x17, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 253, 0];
+        execute.push(u8::try_from(zone.len()).unwrap());
+        execute.extend_from_slice(zone.as_bytes());
+        Bound {
+            sql: b"SET time_zone = ?".to_vec(),
+            long_data: Vec::new(),
+            execute,
+        }
+    }
+
+    #[test]
+    fn a_prepared_set_is_replayed_with_the_values_it_was_executed_with() {
+        let mut routing = Routing::new(None);
+        let class = classify(b"SET time_zone = ?");
+        let sql = b"SET time_zone = ?";
+        let first = routing.apply_executed(&class, sql, Some(time_zone("+05:00")));
+        assert_eq!(first.replayed, Some(1));
+        routing.apply_executed(&class, sql, Some(time_zone("+01:00")));
+        // The same values again: one replay, moved after the other.
+        let again = routing.apply_executed(&class, sql, Some(time_zone("+05:00")));
+        assert_eq!(again.replayed, Some(3));
+        assert_eq!(
+            routing.replays,
+            [
+                (2, Replay::Prepared(time_zone("+01:00"))),
+                (3, Replay::Prepared(time_zone("+05:00")))
+            ]
+        );
+        // Prepared without parameters, its text says it all: replayed as a query.
+        let sql = b"SET sql_mode = 'ANSI'";
+        routing.apply_executed(&classify(sql), sql, None);
+        assert_eq!(routing.replays[2], (4, Replay::Text(sql.to_vec())));
+        routing.reset();
+        assert!(routing.replays.is_empty());
+    }
+
+    #[test]
+    fn a_prepared_statement_changes_the_session_as_its_text_would() {
+        let mut routing = Routing::new(None);
+        let create = b"CREATE TEMPORARY TABLE t (id INT)";
+        let applied = routing.apply_executed(&classify(create), create, None);
+        assert_eq!(applied, Applied::default());
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Writer);
+        let drop = b"DROP TEMPORARY TABLE t";
+        routing.apply_executed(&classify(drop), drop, None);
+        assert_eq!(route(&routing, "SELECT * FROM posts"), Role::Reader);
+        // A prepared `SET @v = ?` is replayed, so it does not send `@v`'s reads to the writer.
+        let set = b"SET @v = ?";
+        let class = classify(set);
+        assert_eq!(routing.execute(NONE_OPEN, &class), Role::Reader);
+        routing.answered(Role::Reader, status::AUTOCOMMIT, None);
+        routing.ran(Role::Reader, class.route);
+        routing.apply_executed(&class, set, Some(time_zone("+05:00")));
+        assert_eq!(route(&routing, "SELECT @v"), Role::Reader);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::routing::Routing;
+use super::routing::{Bound, Routing};
 use super::{Flow, Refusal, Session};
 use crate::backend::{BackendError, PreparedOn};
 use crate::classifier::{self, Route};
@@ -212,6 +212,24 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Ok(execute) => execute,
             Err(why) => return Ok(Attempt::Done(self.malformed(why).await?)),
         };
+        // A prepared `SET` is replayed on the session's other connections once it succeeds;
+        // one with parameters as this statement and this EXECUTE (see `routing::Bound`),
+        // checked here, before it runs.
+        let bound = if params > 0 && statement.class.replays() {
+            match prepared::replayable_execute(payload, params, statement.types.as_deref()) {
+                Ok(execute) => Some(Bound {
+                    sql: statement.sql.clone(),
+                    long_data: long_data
+                        .iter()
+                        .map(|chunk| wire::with_id(chunk, 0).to_vec())
+                        .collect(),
+                    execute,
+                }),
+                Err(why) => return Ok(Attempt::Done(self.malformed(why).await?)),
+            }
+        } else {
+            None
+        };
         if params > 0 {
             if let Some(on) = backend.statements.get_mut(&id) {
                 on.types_sent = true;
@@ -248,6 +266,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Ok(outcome) => {
                 self.after(role, &outcome);
                 self.routing.ran(role, route);
+                if outcome.error.is_none()
+                    && let Some(statement) = self.statements.get(id)
+                    && !statement.class.effects.is_empty()
+                {
+                    let applied =
+                        self.routing
+                            .apply_executed(&statement.class, &statement.sql, bound);
+                    self.applied(role, applied);
+                }
                 Ok(Attempt::Done(Flow::Continue))
             }
             Err(RelayError::Client(e)) => Err(e),
@@ -349,6 +376,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some((role, backend, on)) = target else {
             return self.unknown_statement("mysqld_stmt_fetch").await;
         };
+        self.shared.metrics.query(role.label(), "fetch");
         let fetch = wire::with_id(payload, on.id);
         let result = match backend.send_command(&fetch).await {
             Ok(()) => {

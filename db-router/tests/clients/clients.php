@@ -2,7 +2,8 @@
 // The client matrix's steps for PHP's drivers over mysqlnd (db-router/tests/clients.rs runs this).
 //
 // Usage: php clients.php DRIVER HOST PORT USER PASSWORD DATABASE PREFIX CSV
-// DRIVER: mysqli (prepared statements, the blob sent with COM_STMT_SEND_LONG_DATA) or pdo
+// DRIVER: mysqli (prepared statements, the blob sent with COM_STMT_SEND_LONG_DATA after a
+// COM_STMT_RESET) or pdo
 // (server-side prepares: PDO::ATTR_EMULATE_PREPARES off). Prints one line per step,
 // `step<TAB>result[<TAB>detail]`, as clients.py does, and `kill-ready<TAB>ID` before the last
 // step, then waits for a line on stdin while the test kills that connection.
@@ -111,10 +112,13 @@ $steps = [
     },
     'blob' => function ($db) use ($prefix, $blob, $driver) {
         if ($driver === 'mysqli') {
-            // COM_STMT_SEND_LONG_DATA, in 16 KB pieces.
+            // COM_STMT_SEND_LONG_DATA, in 16 KB pieces, after a piece that COM_STMT_RESET
+            // discards.
             $stmt = $db->prepare("INSERT INTO {$prefix}_rows (id, b) VALUES (2, ?)");
             $null = null;
             $stmt->bind_param('b', $null);
+            $stmt->send_long_data(0, 'discarded by the reset');
+            $stmt->reset();
             foreach (str_split($blob, 16 * 1024) as $piece) {
                 $stmt->send_long_data(0, $piece);
             }

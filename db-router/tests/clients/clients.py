@@ -2,7 +2,8 @@
 
 Usage: clients.py DRIVER HOST PORT USER PASSWORD DATABASE PREFIX CSV
 DRIVER: pymysql, connector-pure or connector-c (mysql-connector-python; its parameter steps
-use server-side prepares). Prints one line per step, `step<TAB>result[<TAB>detail]`; the test
+use server-side prepares, each EXECUTE after a COM_STMT_RESET, and the pure one sends the blob
+with COM_STMT_SEND_LONG_DATA). Prints one line per step, `step<TAB>result[<TAB>detail]`; the test
 compares `result` between a run straight to the primary and one through the router, and shows
 `detail` (an error's message) only. Before the last step it prints `kill-ready<TAB>ID` (its
 connection id on the primary) and waits for a line on stdin: the test kills that connection
@@ -11,6 +12,7 @@ meanwhile.
 
 import datetime
 import hashlib
+import io
 import json
 import sys
 
@@ -96,7 +98,9 @@ def params(conn):
 
 
 def blob(conn):
-    run(conn, f"INSERT INTO {PREFIX}_rows (id, b) VALUES (%s, %s)", (2, BLOB), prepared=True)
+    # A file object is sent with COM_STMT_SEND_LONG_DATA (the C extension cannot: bytes).
+    value = io.BytesIO(BLOB) if DRIVER == "connector-pure" else BLOB
+    run(conn, f"INSERT INTO {PREFIX}_rows (id, b) VALUES (%s, %s)", (2, value), prepared=True)
     (b,) = one(conn, f"SELECT b FROM {PREFIX}_rows WHERE id = %s", (2,), prepared=True)
     return f"{len(b)} {hashlib.sha256(bytes(b)).hexdigest()}"
 
