@@ -651,20 +651,7 @@ conn.close()
         user = support::USER,
         password = support::PASSWORD,
     );
-    let out = tokio::process::Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "PyMySQL: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?
-        .lines()
-        .map(str::to_owned)
-        .collect())
+    support::python(&script).await
 }
 
 async fn pymysql_works_through_the_router(router: &Router) -> anyhow::Result<()> {
@@ -810,7 +797,11 @@ async fn malformed_packets_end_only_their_own_session(router: &Router) -> anyhow
         ("unknown command then garbage", vec![1, 0, 0, 0, 0xEE], 1047),
         // MariaDB's batch command, which the router never offers (its greeting has no
         // MariaDB extended capabilities, so Connector/C executes a batch row by row).
-        ("COM_STMT_BULK_EXECUTE", vec![5, 0, 0, 0, 0xFA, 1, 0, 0, 0], 1047),
+        (
+            "COM_STMT_BULK_EXECUTE",
+            vec![5, 0, 0, 0, 0xFA, 1, 0, 0, 0],
+            1047,
+        ),
         ("empty command", vec![0, 0, 0, 0], 1158),
         (
             "packet announced larger than the limit",

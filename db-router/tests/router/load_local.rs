@@ -255,18 +255,7 @@ print(count())
         exact = exact.display(),
         over = over.display(),
     );
-    let out = tokio::process::Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "PyMySQL: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8(out.stdout)?;
-    let lines: Vec<&str> = out.lines().collect();
+    let lines = support::python(&script).await?;
     println!("  {}", lines.join("\n  "));
     let limit = "router.load_data_local_max_bytes (1048576 bytes); nothing was loaded";
     anyhow::ensure!(lines.len() == 5, "PyMySQL: {lines:?}");

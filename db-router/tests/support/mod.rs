@@ -110,6 +110,25 @@ impl Router {
     }
 }
 
+/// Runs a Python script (PyMySQL's steps) to its end: its stdout lines, or its stderr as
+/// the error when it failed.
+pub async fn python(script: &str) -> anyhow::Result<Vec<String>> {
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "PyMySQL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Runs `mariadb -N -B -e SQL` through `addr` in database foobar: stdout lines, tab-split.
 pub async fn mariadb(addr: SocketAddr, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
     mariadb_rows(mariadb_with(addr, &[], sql).await?).with_context(|| format!("mariadb -e {sql:?}"))
