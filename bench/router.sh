@@ -6,7 +6,8 @@
 # proxy hop that only copies bytes, the least any proxy can cost on this machine. The three
 # are measured in turn over ROUNDS rounds (default 3), each judged by its median round (runs
 # minutes apart vary by a quarter here). Prints transactions per second and p95 latency, the
-# ratios to direct, the router's CPU per transaction, and its memory (RSS) idle and after.
+# ratios to direct, the router's and HAProxy's CPU per transaction with the router / HAProxy
+# ratios of rate and CPU (issue 17's targets), and the router's memory (RSS) idle and after.
 #
 # It starts its own MariaDB primary and replica from foobar/mariadb:dev (make images) on a
 # private Docker network and removes them at the end. Every client reaches them at their
@@ -195,10 +196,13 @@ for test in ${TESTS:-oltp_point_select oltp_read_only}; do
 done
 echo "(median round of $ROUNDS, ${DURATION}s each, $THREADS threads; p95 in ms; direct = the primary;"
 echo " router = foobar-db-router, reads on the replica; haproxy = HAProxy mode tcp to the replica,"
-echo " a hop that copies bytes and parses nothing. Target: router >= 0.90x direct)"
+echo " a hop that copies bytes and parses nothing)"
 echo
+us_per_txn() { sed -E 's/.* ([0-9.]+) us\/txn$/\1/' <<< "$1"; }
 for test in ${TESTS:-oltp_point_select oltp_read_only}; do
-  echo "CPU during $test (median round): foobar-db-router ${cpu[$(median_run router "$test")]};" \
-    "HAProxy ${cpu[$(median_run haproxy-tcp "$test")]}"
+  r=$(median_run router "$test") h=$(median_run haproxy-tcp "$test")
+  echo "CPU during $test (median round): foobar-db-router ${cpu[$r]}; HAProxy ${cpu[$h]}"
+  echo "  router / HAProxy: rate $(ratio "${tps[$r]}" "${tps[$h]}") (target >= 1)," \
+    "CPU per transaction $(ratio "$(us_per_txn "${cpu[$r]}")" "$(us_per_txn "${cpu[$h]}")") (target < 1)"
 done
 echo "foobar-db-router RSS: idle ${idle_rss} MB, after the runs ${loaded_rss} MB (target: idle < 15 MB)"
