@@ -22,7 +22,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -51,7 +51,7 @@ pub enum FrameError {
 #[derive(Debug)]
 pub struct Frame {
     pub seq: u8,
-    pub payload: BytesMut,
+    pub payload: Bytes,
 }
 
 /// zlib both ways, its state kept between frames (each frame is a stream of its own: the
@@ -93,7 +93,10 @@ impl Codec {
         buf.advance(HEADER);
         let body = buf.split_to(sent);
         if inflated == 0 {
-            return Ok(Some(Frame { seq, payload: body }));
+            return Ok(Some(Frame {
+                seq,
+                payload: body.freeze(),
+            }));
         }
         self.inflate.reset(true);
         let mut out = Vec::with_capacity(inflated);
@@ -109,7 +112,7 @@ impl Codec {
         }
         Ok(Some(Frame {
             seq,
-            payload: BytesMut::from(&out[..]),
+            payload: Bytes::from(out),
         }))
     }
 
@@ -124,25 +127,27 @@ impl Codec {
             let sent = out.len() - start - HEADER;
             write_header(&mut out[start..], sent, seq, payload.len());
         } else {
-            out.truncate(start + HEADER);
             out.put_slice(payload);
             write_header(&mut out[start..], payload.len(), seq, 0);
         }
     }
 
-    /// Deflates `payload` onto `out`; false when the result would not be shorter.
+    /// Deflates `payload` onto `out`, straight into its buffer; false (and `out` as it was)
+    /// when the result would not be shorter.
     fn deflate_into(&mut self, out: &mut BytesMut, payload: &[u8]) -> bool {
         self.deflate.reset();
-        let mut deflated = Vec::with_capacity(payload.len());
-        match self
+        let start = out.len();
+        out.resize(start + payload.len(), 0);
+        let status = self
             .deflate
-            .compress_vec(payload, &mut deflated, FlushCompress::Finish)
-        {
-            Ok(Status::StreamEnd) if deflated.len() < payload.len() => {
-                out.put_slice(&deflated);
-                true
-            }
-            _ => false,
+            .compress(payload, &mut out[start..], FlushCompress::Finish);
+        let written = self.deflate.total_out() as usize;
+        if matches!(status, Ok(Status::StreamEnd)) && written < payload.len() {
+            out.truncate(start + written);
+            true
+        } else {
+            out.truncate(start);
+            false
         }
     }
 }
@@ -168,7 +173,7 @@ pub struct Compressed<S> {
     /// Bytes received, not yet a whole frame.
     received: BytesMut,
     /// An inflated frame, not yet read.
-    inflated: BytesMut,
+    inflated: Bytes,
     /// Bytes written, not yet framed.
     pending: BytesMut,
     /// Frames not yet written to `inner`.
@@ -184,7 +189,7 @@ impl<S> Compressed<S> {
             codec: Codec::default(),
             seq: 0,
             received,
-            inflated: BytesMut::new(),
+            inflated: Bytes::new(),
             pending: BytesMut::new(),
             framed: BytesMut::new(),
         }
