@@ -135,15 +135,14 @@ pub async fn serve(
         }
     };
     tracing::debug!(%peer, user = login.user, "client logged in");
-    let host = peer_host;
     match client {
-        ClientConnection::Plain(c) => start(shared, c, login, host, "plain", shutdown).await,
-        ClientConnection::Tls(c) => start(shared, c, login, host, "tls", shutdown).await,
+        ClientConnection::Plain(c) => start(shared, c, login, peer_host, "plain", shutdown).await,
+        ClientConnection::Tls(c) => start(shared, c, login, peer_host, "tls", shutdown).await,
         ClientConnection::Compressed(c) => {
-            start(shared, c, login, host, "plain+zlib", shutdown).await;
+            start(shared, c, login, peer_host, "plain+zlib", shutdown).await;
         }
         ClientConnection::TlsCompressed(c) => {
-            start(shared, c, login, host, "tls+zlib", shutdown).await;
+            start(shared, c, login, peer_host, "tls+zlib", shutdown).await;
         }
     }
 }
