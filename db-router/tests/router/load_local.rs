@@ -12,6 +12,18 @@ use super::support::raw::{self, RawClient};
 use super::support::{self, PRIMARY_ID, Router, mariadb_rows, mariadb_with};
 use super::wait_for_replica;
 
+/// A raw client logged in with CLIENT_LOCAL_FILES: the primary may ask it for a file.
+async fn allowing_files(router: &Router) -> anyhow::Result<RawClient> {
+    RawClient::connect_with(
+        router.mysql,
+        support::USER,
+        support::PASSWORD,
+        raw::CAPS | cap::LOCAL_FILES,
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("login: {e}"))
+}
+
 /// `rows` lines `id,text` from `first`, every line `width` bytes long, in `path`.
 fn write_csv(path: &Path, first: u64, rows: u64, width: usize) -> anyhow::Result<u64> {
     let mut text = String::with_capacity(rows as usize * width);
@@ -99,14 +111,7 @@ pub async fn load_data_local_streams_a_file_to_the_primary(
     );
 
     // Sequence ids as the server gives them, and a result after the load's OK.
-    let mut client = RawClient::connect_with(
-        router.mysql,
-        support::USER,
-        support::PASSWORD,
-        raw::CAPS | cap::LOCAL_FILES,
-    )
-    .await?
-    .map_err(|e| anyhow::anyhow!("login: {e}"))?;
+    let mut client = allowing_files(router).await?;
     client.rows("USE foobar").await?;
     client
         .send(
@@ -146,14 +151,7 @@ pub async fn load_data_local_streams_a_file_to_the_primary(
 
     // A client that leaves mid-file: what reached the server is never committed. A dirty
     // read shows the server loading the rows first, so the test cannot pass by loading none.
-    let mut leaving = RawClient::connect_with(
-        router.mysql,
-        support::USER,
-        support::PASSWORD,
-        raw::CAPS | cap::LOCAL_FILES,
-    )
-    .await?
-    .map_err(|e| anyhow::anyhow!("login: {e}"))?;
+    let mut leaving = allowing_files(router).await?;
     leaving
         .send(b"\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE foobar.loaded FIELDS TERMINATED BY ','")
         .await?;
