@@ -27,7 +27,8 @@ pub struct Config {
 pub struct ListenerConfig {
     /// UDP and TCP, on the same address.
     pub listen: SocketAddr,
-    /// A TCP client that sends nothing for this long is disconnected.
+    /// A TCP client that sends no whole query, or takes none of its answers, for this long
+    /// is disconnected.
     #[serde(with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
     /// TCP connections beyond this wait in the kernel's backlog.

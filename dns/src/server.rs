@@ -164,8 +164,20 @@ pub async fn serve_tcp(
     connections.wait().await;
 }
 
-/// RFC 7766: length-prefixed messages, several per connection, answered in order. A client
-/// idle for `idle` (between or inside messages) is disconnected.
+/// Bytes asked for in one read from a TCP client: a client that pipelines (dnsperf keeps up
+/// to 200 queries in flight on one connection) gets many queries read by one system call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Answers gathered before they are written, even while more queries are waiting: bounds
+/// what one connection holds (plus at most one answer of 64 KiB).
+const WRITE_FLUSH: usize = 16 * 1024;
+
+/// RFC 7766: length-prefixed messages, several per connection, pipelined, answered in order.
+/// Every whole message read is answered before the next read, and the answers go out in one
+/// write, so a pipelining client costs one read and one write per batch instead of two of
+/// each per query (bench/dns.sh over TCP). A client that sends no whole message for `idle`
+/// (a slow one dribbling bytes included), or does not take its answers for `idle`, is
+/// disconnected.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -173,32 +185,66 @@ async fn serve_connection(
     idle: Duration,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
-    let mut message = Vec::with_capacity(512);
+    // Answers leave in one write each batch: nothing is left waiting for an acknowledgement.
+    stream.set_nodelay(true)?;
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut answers: Vec<u8> = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        let mut prefix = [0u8; 2];
-        let read = async {
-            stream.read_exact(&mut prefix).await?;
-            message.resize(usize::from(u16::from_be_bytes(prefix)), 0);
-            stream.read_exact(&mut message).await
-        };
+        let mut used = 0;
+        while let Some(len) = whole_message(&input[used..]) {
+            let message = &mut input[used + 2..used + 2 + len];
+            used += 2 + len;
+            deadline = tokio::time::Instant::now() + idle;
+            let started = Instant::now();
+            let answered = dns.answer(message, peer, true, &mut out).await;
+            dns.metrics.latency_tcp.observe(started.elapsed());
+            if !answered {
+                return write(&mut stream, &answers, idle).await;
+            }
+            let len =
+                u16::try_from(out.len()).map_err(|_| std::io::Error::other("answer too long"))?;
+            answers.extend_from_slice(&len.to_be_bytes());
+            answers.extend_from_slice(&out);
+            if answers.len() >= WRITE_FLUSH {
+                write(&mut stream, &answers, idle).await?;
+                answers.clear();
+            }
+        }
+        if !answers.is_empty() {
+            write(&mut stream, &answers, idle).await?;
+            answers.clear();
+        }
+        // What is left is the start of a message: keep it at the front and read the rest.
+        input.drain(..used);
+        input.reserve(READ_CHUNK);
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            read = tokio::time::timeout(idle, read) => match read {
+            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => match read {
+                Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle")),
             },
         }
-        let started = Instant::now();
-        let answered = dns.answer(&mut message, peer, true, &mut out).await;
-        dns.metrics.latency_tcp.observe(started.elapsed());
-        if !answered {
-            return Ok(());
-        }
-        let len = u16::try_from(out.len()).map_err(|_| std::io::Error::other("answer too long"))?;
-        stream.write_all(&len.to_be_bytes()).await?;
-        stream.write_all(&out).await?;
+    }
+}
+
+/// The length of the message at the start of `input` when all of it has been read.
+fn whole_message(input: &[u8]) -> Option<usize> {
+    let prefix = input.get(..2)?;
+    let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+    (input.len() >= 2 + len).then_some(len)
+}
+
+/// Writes `bytes` whole, or fails when the client has taken none of them for `idle`.
+async fn write(stream: &mut TcpStream, bytes: &[u8], idle: Duration) -> std::io::Result<()> {
+    match tokio::time::timeout(idle, stream.write_all(bytes)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "answers not read",
+        )),
     }
 }

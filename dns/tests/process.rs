@@ -712,6 +712,111 @@ async fn bad_input_never_stops_it() {
     fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
+/// A query for `name`/A with message ID `id`, as it goes over TCP: with its length prefix.
+fn tcp_query(id: u16, name: &str) -> Vec<u8> {
+    let mut message = id.to_be_bytes().to_vec();
+    message.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        message.push(u8::try_from(label.len()).unwrap());
+        message.extend_from_slice(label.as_bytes());
+    }
+    message.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut framed = u16::try_from(message.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    framed
+}
+
+/// RFC 7766 6.2.1.1: queries pipelined on one connection, in one write or split anywhere
+/// (here inside a length prefix and inside a message), are all answered, in order.
+#[tokio::test]
+async fn pipelined_tcp_queries_are_all_answered_in_order() {
+    let fx = start(18_010).await;
+    let mut stream = tokio::net::TcpStream::connect(fx.dns.addr("dns-tcp"))
+        .await
+        .unwrap();
+    let mut queries: Vec<u8> = (0..300u16)
+        .flat_map(|id| {
+            tcp_query(
+                id,
+                if id % 2 == 0 {
+                    "www.foobar.com"
+                } else {
+                    "nx.foobar.com"
+                },
+            )
+        })
+        .collect();
+    let last = tcp_query(300, "www.foobar.com");
+    queries.extend_from_slice(&last[..1]);
+    stream.write_all(&queries).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(&last[1..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(&last[10..]).await.unwrap();
+
+    for id in 0..=300u16 {
+        let mut prefix = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut prefix))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to query {id}"))
+            .unwrap();
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(
+            u16::from_be_bytes([answer[0], answer[1]]),
+            id,
+            "answers in order"
+        );
+        let rcode = answer[3] & 0x0F;
+        let expected = if id % 2 == 0 { 0 } else { 3 };
+        assert_eq!(
+            rcode, expected,
+            "query {id}: NOERROR for www, NXDOMAIN for nx"
+        );
+    }
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A client that pipelines queries and never reads the answers fills its socket's buffers;
+/// once its answers have waited for tcp_idle_timeout (1 s) it is disconnected, and the
+/// server goes on answering others.
+#[tokio::test]
+async fn a_tcp_client_that_never_reads_its_answers_is_cut_off() {
+    let fx = start(18_011).await;
+    let mut stream = tokio::net::TcpStream::connect(fx.dns.addr("dns-tcp"))
+        .await
+        .unwrap();
+    // About 1.6 KB per answer: 20 000 of them are far more than the sockets' buffers hold.
+    let queries: Vec<u8> = (0..20_000u16)
+        .flat_map(|id| tcp_query(id, "huge.foobar.com"))
+        .collect();
+    let (mut reader, mut writer) = stream.split();
+    // The server stops reading when its writes stall, so this write may never finish.
+    let _ = tokio::time::timeout(Duration::from_secs(3), writer.write_all(&queries)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut drained = 0usize;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "still connected after {drained} bytes");
+    assert!(
+        drained < 20_000 * 1_600,
+        "every answer arrived ({drained} bytes): the buffers never filled"
+    );
+    assert_eq!(
+        dig(fx.addr, &["+tcp", "www.foobar.com", "A"]).await.status,
+        "NOERROR"
+    );
+    fx.dns.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
 #[test]
 fn check_config_accepts_good_and_names_the_bad_key() {
     let dir = std::env::temp_dir().join(format!("foobar-dns-check-{}", std::process::id()));
