@@ -919,6 +919,15 @@ impl HeaderBlock {
         let res = decoder.decode(&mut cursor, |header| {
             use crate::hpack::Header::*;
 
+            let header = match header {
+                Ok(header) => header,
+                Err(e) => {
+                    tracing::trace!("load_hpack; header malformed -- invalid field; err={:?}", e);
+                    malformed = true;
+                    return ControlFlow::Continue(());
+                }
+            };
+
             match header {
                 Field { name, value } => {
                     // Connection level header fields are not supported and must

@@ -138,9 +138,25 @@ enum Representation {
 
 #[derive(Debug)]
 struct Table {
-    entries: VecDeque<Header>,
+    entries: VecDeque<Entry>,
     size: usize,
     max_size: usize,
+}
+
+/// A decoded header field, as the dynamic table holds it.
+#[derive(Debug, Clone)]
+enum Entry {
+    Header(Header),
+    /// A field that is valid HPACK but not a valid HTTP/2 field: a name that
+    /// is not a lowercase token, an unknown pseudo-header, a value with CR, LF
+    /// or NUL (RFC 9113 sections 8.2.1 and 8.3). It is kept as received, so
+    /// that the dynamic table stays in sync with the peer's encoder, and a
+    /// header block using it is malformed: a stream error, not a connection
+    /// error (RFC 9113 section 8.1.1).
+    Malformed {
+        name: Bytes,
+        value: Bytes,
+    },
 }
 
 struct StringMarker {
@@ -174,13 +190,17 @@ impl Decoder {
     }
 
     /// Decodes the headers found in the given buffer.
+    ///
+    /// A field that HPACK decodes but that is not a valid HTTP/2 field is
+    /// passed to `f` as an `Err`: the message is malformed, yet the rest of
+    /// the block is still decoded, so the error is the stream's alone.
     pub fn decode<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
         mut f: F,
     ) -> Result<(), DecoderError>
     where
-        F: FnMut(Header) -> ControlFlow<()>,
+        F: FnMut(Result<Header, DecoderError>) -> ControlFlow<()>,
     {
         use self::Representation::*;
 
@@ -205,7 +225,7 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_indexed(src)?;
                     consume(src);
-                    if f(entry).is_break() {
+                    if f(entry.into_header()).is_break() {
                         break;
                     }
                 }
@@ -218,7 +238,7 @@ impl Decoder {
                     self.table.insert(entry.clone());
                     consume(src);
 
-                    if f(entry).is_break() {
+                    if f(entry.into_header()).is_break() {
                         break;
                     }
                 }
@@ -227,7 +247,7 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_literal(src, false)?;
                     consume(src);
-                    if f(entry).is_break() {
+                    if f(entry.into_header()).is_break() {
                         break;
                     }
                 }
@@ -239,7 +259,7 @@ impl Decoder {
 
                     // TODO: Track that this should never be indexed
 
-                    if f(entry).is_break() {
+                    if f(entry.into_header()).is_break() {
                         break;
                     }
                 }
@@ -277,7 +297,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn decode_indexed(&self, buf: &mut Cursor<&mut BytesMut>) -> Result<Header, DecoderError> {
+    fn decode_indexed(&self, buf: &mut Cursor<&mut BytesMut>) -> Result<Entry, DecoderError> {
         let index = decode_int(buf, 7)?;
         self.table.get(index)
     }
@@ -286,7 +306,7 @@ impl Decoder {
         &mut self,
         buf: &mut Cursor<&mut BytesMut>,
         index: bool,
-    ) -> Result<Header, DecoderError> {
+    ) -> Result<Entry, DecoderError> {
         let prefix = if index { 6 } else { 4 };
 
         // Extract the table index for the name, or 0 if not indexed
@@ -301,12 +321,12 @@ impl Decoder {
             // Read the name as a literal
             let name = name_marker.consume(buf);
             let value = value_marker.consume(buf);
-            Header::new(name, value)
+            Ok(Entry::new(name, value))
         } else {
             let e = self.table.get(table_idx)?;
             let value = self.decode_string(buf)?;
 
-            e.name().into_entry(value)
+            Ok(e.with_value(value))
         }
     }
 
@@ -492,6 +512,54 @@ fn consume(buf: &mut Cursor<&mut BytesMut>) {
     take(buf, 0);
 }
 
+// ===== impl Entry =====
+
+impl Entry {
+    fn new(name: Bytes, value: Bytes) -> Entry {
+        match Header::new(name.clone(), value.clone()) {
+            Ok(header) => Entry::Header(header),
+            Err(_) => Entry::malformed(&name, &value),
+        }
+    }
+
+    fn malformed(name: &[u8], value: &[u8]) -> Entry {
+        // Copied, so that the entry does not keep the whole frame alive.
+        Entry::Malformed {
+            name: Bytes::copy_from_slice(name),
+            value: Bytes::copy_from_slice(value),
+        }
+    }
+
+    /// The field a literal with an indexed name makes of this entry's name.
+    fn with_value(self, value: Bytes) -> Entry {
+        match self {
+            Entry::Header(e) => match e.name().into_entry(value.clone()) {
+                Ok(header) => Entry::Header(header),
+                Err(_) => Entry::malformed(e.name().as_slice(), &value),
+            },
+            Entry::Malformed { name, .. } => Entry::new(name, value),
+        }
+    }
+
+    fn into_header(self) -> Result<Header, DecoderError> {
+        match self {
+            Entry::Header(header) => Ok(header),
+            // Fails again, with the field's error.
+            Entry::Malformed { name, value } => Header::new(name, value),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match *self {
+            Entry::Header(ref header) => header.len(),
+            Entry::Malformed {
+                ref name,
+                ref value,
+            } => 32 + name.len() + value.len(),
+        }
+    }
+}
+
 // ===== impl Table =====
 
 impl Table {
@@ -515,13 +583,13 @@ impl Table {
     ///
     /// This is according to the [HPACK spec, section 2.3.3.]
     /// (http://http2.github.io/http2-spec/compression.html#index.address.space)
-    pub fn get(&self, index: usize) -> Result<Header, DecoderError> {
+    pub fn get(&self, index: usize) -> Result<Entry, DecoderError> {
         if index == 0 {
             return Err(DecoderError::InvalidTableIndex);
         }
 
         if index <= 61 {
-            return Ok(get_static(index));
+            return Ok(Entry::Header(get_static(index)));
         }
 
         // Convert the index for lookup in the entries structure.
@@ -531,7 +599,7 @@ impl Table {
         }
     }
 
-    fn insert(&mut self, entry: Header) {
+    fn insert(&mut self, entry: Entry) {
         let len = entry.len();
 
         self.reserve(len);
@@ -876,7 +944,7 @@ mod test {
 
         let mut res = vec![];
         de.decode(&mut Cursor::new(&mut buf), |h| {
-            res.push(h);
+            res.push(h.unwrap());
             ControlFlow::Continue(())
         })
         .unwrap();
@@ -917,7 +985,7 @@ mod test {
         let mut res = vec![];
         let e = de
             .decode(&mut Cursor::new(&mut buf), |h| {
-                res.push(h);
+                res.push(h.unwrap());
                 ControlFlow::Continue(())
             })
             .unwrap_err();
@@ -927,7 +995,7 @@ mod test {
         // extend buf with the remaining header value
         buf.extend(&value[1..]);
         de.decode(&mut Cursor::new(&mut buf), |h| {
-            res.push(h);
+            res.push(h.unwrap());
             ControlFlow::Continue(())
         })
         .unwrap();
@@ -945,5 +1013,85 @@ mod test {
             }
             _ => panic!(),
         }
+    }
+
+    fn decode_all(de: &mut Decoder, src: &[u8]) -> Vec<Result<Header, DecoderError>> {
+        let mut buf = BytesMut::from(src);
+        let mut res = vec![];
+        de.decode(&mut Cursor::new(&mut buf), |h| {
+            res.push(h);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        res
+    }
+
+    #[test]
+    fn test_decode_malformed_fields_keep_table_in_sync() {
+        let mut de = Decoder::new(4096);
+
+        // Each with incremental indexing, new name: an uppercase name, an
+        // unknown pseudo-header, CR, LF and NUL in a value; then a valid one.
+        let mut src = vec![];
+        for (name, value) in [
+            (&b"X-Up"[..], &b"1"[..]),
+            (b":foo", b"2"),
+            (b"x-cr", b"a\rb"),
+            (b"x-lf", b"a\nb"),
+            (b"x-nul", b"a\0b"),
+            (b"x-ok", b"6"),
+        ] {
+            src.push(0b0100_0000);
+            src.push(name.len() as u8);
+            src.extend(name);
+            src.push(value.len() as u8);
+            src.extend(value);
+        }
+        let res = decode_all(&mut de, &src);
+        assert_eq!(res.len(), 6);
+        assert!(res[..5].iter().all(Result::is_err), "{:?}", res);
+        assert_eq!(
+            res[5],
+            Ok(Header::Field {
+                name: "x-ok".parse().unwrap(),
+                value: "6".parse().unwrap(),
+            })
+        );
+        // Every field is in the table, at its size as received.
+        assert_eq!(de.table.size(), 6 * 32 + 5 + 5 + 7 + 7 + 8 + 5);
+
+        // A later block: the valid entry (62), the malformed ones whole (63,
+        // 67) or by name: `x-nul` with a valid value is a valid field, `X-Up`
+        // with any value is not.
+        let res = decode_all(&mut de, &[0x80 | 62, 0x80 | 63, 0x80 | 67]);
+        assert!(res[0].is_ok() && res[1].is_err() && res[2].is_err());
+        let res = decode_all(&mut de, &[0b0000_1111, 63 - 15, 1, b'z']);
+        assert_eq!(
+            res,
+            [Ok(Header::Field {
+                name: "x-nul".parse().unwrap(),
+                value: "z".parse().unwrap(),
+            })]
+        );
+        let res = decode_all(&mut de, &[0b0000_1111, 67 - 15, 1, b'z']);
+        assert!(res[0].is_err());
+
+        // A valid name with an invalid value, by name index (`user-agent`).
+        let res = decode_all(&mut de, &[0b0100_0000 | 58, 2, b'a', 0]);
+        assert!(res[0].is_err());
+        assert_eq!(de.table.size(), 7 * 32 + 5 + 5 + 7 + 7 + 8 + 5 + 10 + 2);
+        let res = decode_all(&mut de, &[0x80 | 62, 0x80 | 63]);
+        assert!(res[0].is_err() && res[1].is_ok());
+    }
+
+    #[test]
+    fn test_decode_hpack_errors_are_still_errors() {
+        let mut de = Decoder::new(4096);
+        // An index past the dynamic table.
+        let mut buf = BytesMut::from(&[0x80 | 62][..]);
+        let e = de
+            .decode(&mut Cursor::new(&mut buf), |_| ControlFlow::Continue(()))
+            .unwrap_err();
+        assert_eq!(e, DecoderError::InvalidTableIndex);
     }
 }
