@@ -192,7 +192,10 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             // Load the HPACK encoded headers
             match frame.load_hpack(&mut payload, decoder.max_header_list_size, &mut decoder.hpack) {
                 Ok(_) => {},
-                Err(frame::Error::Hpack(hpack::DecoderError::NeedMore(_))) if !is_end_headers => {},
+                // A malformed block is reset once it has all been decoded,
+                // which the HPACK state needs.
+                Err(frame::Error::Hpack(hpack::DecoderError::NeedMore(_)) | frame::Error::MalformedMessage)
+                    if !is_end_headers => {},
                 Err(frame::Error::MalformedMessage) => {
                     let id = $head.stream_id();
                     proto_err!(stream: "malformed header block; stream={:?}", id);
@@ -375,7 +378,12 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                 &mut decoder.hpack,
             ) {
                 Ok(_) => {}
-                Err(frame::Error::Hpack(hpack::DecoderError::NeedMore(_))) if !is_end_headers => {}
+                // A malformed block is reset once it has all been decoded,
+                // which the HPACK state needs.
+                Err(
+                    frame::Error::Hpack(hpack::DecoderError::NeedMore(_))
+                    | frame::Error::MalformedMessage,
+                ) if !is_end_headers => {}
                 Err(frame::Error::MalformedMessage) => {
                     let id = head.stream_id();
                     proto_err!(stream: "malformed CONTINUATION frame; stream={:?}", id);
@@ -488,6 +496,55 @@ impl<T> From<Continuable> for Frame<T> {
                 push.set_end_headers();
                 push.into()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn raw_frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> BytesMut {
+        let mut frame = BytesMut::new();
+        frame.put_uint(payload.len() as u64, 3);
+        frame.put_u8(kind);
+        frame.put_u8(flags);
+        frame.put_u32(stream_id);
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn malformed_block_split_over_continuation_is_reset_at_its_end() {
+        // :method GET, :scheme http, :path /, then `X-Up: 1` with incremental
+        // indexing (an uppercase name), then `x-ok: 2`; split after `X-Up`,
+        // and inside `x-ok`.
+        let block = b"\x82\x86\x84\x40\x04X-Up\x011\x40\x04x-ok\x012";
+        for at in [block.len() - 8, block.len() - 5] {
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE as usize);
+            let (first, rest) = block.split_at(at);
+
+            let res = decode_frame(&mut decoder, raw_frame(0x1, 0x1, 1, first));
+            assert!(matches!(res, Ok(None)), "{:?}", res);
+            let res = decode_frame(&mut decoder, raw_frame(0x9, 0x4, 1, rest));
+            assert!(
+                matches!(
+                    res,
+                    Err(Error::Reset(id, Reason::PROTOCOL_ERROR, _)) if id == 1
+                ),
+                "{:?}",
+                res
+            );
+
+            // Both fields are in the table: `x-ok` at 62, then `X-Up`.
+            let res = decode_frame(&mut decoder, raw_frame(0x1, 0x5, 3, b"\x82\x86\x84\xbe"));
+            match res {
+                Ok(Some(Frame::Headers(headers))) => assert_eq!(headers.fields()["x-ok"], "2"),
+                other => panic!("{:?}", other),
+            }
+            let res = decode_frame(&mut decoder, raw_frame(0x1, 0x5, 5, b"\x82\x86\x84\xbf"));
+            assert!(matches!(res, Err(Error::Reset(..))), "{:?}", res);
         }
     }
 }
