@@ -29,13 +29,9 @@ BACKEND_B_PORT=${BACKEND_B_PORT:-15402}
 HAPROXY_PORT=${HAPROXY_PORT:-15403}
 FOOBAR_PORT=${FOOBAR_PORT:-15404}
 HAPROXY_HEADERS_PORT=${HAPROXY_HEADERS_PORT:-15406}
-bash scripts/install-tools.sh bench
 
-bench_start balancer foobar-balancer
-
-for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$HAPROXY_HEADERS_PORT"; do
-  tcp_port_free "$port"
-done
+bench_start balancer foobar-balancer \
+  "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$HAPROXY_HEADERS_PORT"
 
 # HAProxy (haproxy_common, bench/lib.sh) bare, and with the same headers as foobar-balancer adds
 # (HAProxy 2.6 has no "option forwarded": by hand).

@@ -23,7 +23,6 @@ PROTOCOLS=${PROTOCOLS:-udp tcp}
 NSD_PORT=${NSD_PORT:-15301}
 FOOBAR_PORT=${FOOBAR_PORT:-15302}
 KNOT_PORT=${KNOT_PORT:-15303}
-bash scripts/install-tools.sh bench
 
 bench_start dns foobar-dns
 

@@ -43,13 +43,9 @@ BACKEND_B_PORT=${BACKEND_B_PORT:-15412}
 HAPROXY_PORT=${HAPROXY_PORT:-15413}
 FOOBAR_PORT=${FOOBAR_PORT:-15414}
 FOOBAR_HTTP_PORT=${FOOBAR_HTTP_PORT:-15415}
-bash scripts/install-tools.sh bench
 
-bench_start https foobar-balancer
-
-for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$FOOBAR_HTTP_PORT"; do
-  tcp_port_free "$port"
-done
+bench_start https foobar-balancer \
+  "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$FOOBAR_HTTP_PORT"
 
 step "an ECDSA P-256 certificate for localhost (openssl), for both balancers"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=localhost \

@@ -3,17 +3,22 @@
 # only. `bench_start` sets `work` (a scratch folder), `pids` (the servers' process groups,
 # killed on exit) and `binary` (the release build under test).
 
-# bench_start NAME BINARY: the scratch folder, the cleanup on exit, and a release build.
+# bench_start NAME BINARY [PORT...]: the benchmark tools (install-tools.sh bench), nothing yet
+# listening on any PORT (tcp_port_free), the scratch folder, the cleanup on exit, and a
+# release build.
 # A server is started with `setsid` and its pid added to `pids`: it is then the id of the
 # server's session and process group, which cpu_seconds measures and bench_cleanup kills.
 bench_start() {
-  work=$(mktemp -d "/tmp/foobar-bench-$1.XXXXXX")
+  local name=$1 bin=$2 port; shift 2
+  bash scripts/install-tools.sh bench
+  for port in "$@"; do tcp_port_free "$port"; done
+  work=$(mktemp -d "/tmp/foobar-bench-$name.XXXXXX")
   pids=()
   trap bench_cleanup EXIT
-  step "building $2 (release)"
-  cargo build --release --locked --bin "$2" 2>&1 | tail -n 1
+  step "building $bin (release)"
+  cargo build --release --locked --bin "$bin" 2>&1 | tail -n 1
   # shellcheck disable=SC2034 # for the script that sourced this file
-  binary="${CARGO_TARGET_DIR:-target}"/release/$2
+  binary="${CARGO_TARGET_DIR:-target}"/release/$bin
 }
 
 # Each server runs in its own session and process group (setsid): kill the whole group.

@@ -24,12 +24,8 @@ CONNECTIONS=${CONNECTIONS:-50}
 NGINX_PORT=${NGINX_PORT:-15501}
 FOOBAR_PORT=${FOOBAR_PORT:-15502}
 GUESTBOOK_DATABASE_URL=${GUESTBOOK_DATABASE_URL:-}
-bash scripts/install-tools.sh bench
 
-bench_start static foobar-webapp
-
-tcp_port_free "$NGINX_PORT"
-tcp_port_free "$FOOBAR_PORT"
+bench_start static foobar-webapp "$NGINX_PORT" "$FOOBAR_PORT"
 
 # The folder both serve: the site's static files and a 4 KB page of text.
 chmod 755 "$work" # nginx's workers run as nobody when started by root
