@@ -132,14 +132,14 @@ failed_rounds() { # name: failures over every round of NAME
   echo "$n"
 }
 
-# nginx_backends PORT_A PORT_B CPU: one nginx, one worker, answering on both ports with a
-# 612-byte page (nginx's own index size) at /index.html and 200 at /readyz; started pinned to
-# CPU into `pids`, returns once both ports answer.
-nginx_backends() {
-  mkdir -p "$work/www" "$work/nginx-temp"
+# nginx_conf: $work/nginx.conf for the nginx of every benchmark: in the foreground, one
+# worker, its log, pid and temporary files in $work, no access log, keep-alive connections
+# for the whole run. The rest of its http block (servers, other directives) comes on stdin.
+nginx_conf() {
+  mkdir -p "$work/nginx-temp"
   chmod 755 "$work" # nginx's workers run as nobody when started by root
-  head -c 612 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
-  cat > "$work/nginx.conf" <<CONF
+  {
+    cat <<CONF
 daemon off;
 worker_processes 1;
 error_log $work/nginx-error.log warn;
@@ -154,12 +154,24 @@ http {
     fastcgi_temp_path $work/nginx-temp;
     uwsgi_temp_path $work/nginx-temp;
     scgi_temp_path $work/nginx-temp;
-    server {
-        listen 127.0.0.1:$1;
-        listen 127.0.0.1:$2;
-        root $work/www;
-        location = /readyz { return 200 "ready\n"; }
-    }
+CONF
+    sed 's/^/    /'
+    echo "}"
+  } > "$work/nginx.conf"
+}
+
+# nginx_backends PORT_A PORT_B CPU: one nginx, one worker, answering on both ports with a
+# 612-byte page (nginx's own index size) at /index.html and 200 at /readyz; started pinned to
+# CPU into `pids`, returns once both ports answer.
+nginx_backends() {
+  mkdir -p "$work/www"
+  head -c 612 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
+  nginx_conf <<CONF
+server {
+    listen 127.0.0.1:$1;
+    listen 127.0.0.1:$2;
+    root $work/www;
+    location = /readyz { return 200 "ready\n"; }
 }
 CONF
   step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU $3"

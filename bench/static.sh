@@ -28,37 +28,21 @@ GUESTBOOK_DATABASE_URL=${GUESTBOOK_DATABASE_URL:-}
 bench_start static foobar-webapp "$NGINX_PORT" "$FOOBAR_PORT"
 
 # The folder both serve: the site's static files and a 4 KB page of text.
-chmod 755 "$work" # nginx's workers run as nobody when started by root
 cp -r webapp/static "$work/www"
-mkdir -p "$work/nginx-temp"
 head -c 3100 /dev/urandom | base64 -w 76 > "$work/www/4k.html"
 truncate -s 4096 "$work/www/4k.html"
 file=/4k.html
 
-cat > "$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $work/nginx-error.log warn;
-pid $work/nginx.pid;
-events { worker_connections 4096; }
-http {
-    include /etc/nginx/mime.types;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    open_file_cache max=1000 inactive=60s;
-    open_file_cache_valid 60s;
-    client_body_temp_path $work/nginx-temp;
-    proxy_temp_path $work/nginx-temp;
-    fastcgi_temp_path $work/nginx-temp;
-    uwsgi_temp_path $work/nginx-temp;
-    scgi_temp_path $work/nginx-temp;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $work/www;
-    }
+# nginx_conf (bench/lib.sh) with what nginx does for static files in production.
+nginx_conf <<CONF
+include /etc/nginx/mime.types;
+sendfile on;
+tcp_nopush on;
+open_file_cache max=1000 inactive=60s;
+open_file_cache_valid 60s;
+server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $work/www;
 }
 CONF
 
