@@ -126,6 +126,14 @@ per_request() { # name
     echo "$(cat "$work/$1-$round.cpu") $(requests_done "$1-$round")"
   done | awk '{ cpu += $1; n += $2 } END { if (n > 0) printf "%.1f", cpu * 1e6 / n; else print "-" }'
 }
+# How busy a core was over every round of NAME: the CPU time in $work/NAME-ROUND.EXT, in
+# units of which PER_SECOND make a second (1: seconds, 1e9: nanoseconds), as a whole
+# percentage of DURATION s times ROUNDS.
+core_busy() { # name ext per-second
+  local round
+  for round in $(seq 1 "$ROUNDS"); do cat "$work/$1-$round.$2"; done \
+    | awk -v s="$3" -v d="$DURATION" -v r="$ROUNDS" '{ t += $1 } END { printf "%.0f", 100 * t / s / (d * r) }'
+}
 failed_rounds() { # name: failures over every round of NAME
   local round n=0
   for round in $(seq 1 "$ROUNDS"); do n=$((n + $(failures "$1-$round"))); done
