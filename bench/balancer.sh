@@ -58,16 +58,8 @@ CONF
 } > "$work/haproxy.cfg"
 
 {
-  cat <<CONF
-[service]
-admin_listen = "127.0.0.1:0"
-[http]
-listen = "127.0.0.1:$FOOBAR_PORT"
-redirect_to_https = false
-[https]
-enabled = false
-CONF
-  foobar_pool 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+  foobar_common 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$FOOBAR_PORT"
+  printf '[https]\nenabled = false\n'
 } > "$work/foobar-balancer.toml"
 
 # Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds the server

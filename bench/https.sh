@@ -64,19 +64,14 @@ CONF
 } > "$work/haproxy.cfg"
 
 {
+  foobar_common 8000 "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$FOOBAR_HTTP_PORT"
   cat <<CONF
-[service]
-admin_listen = "127.0.0.1:0"
-[http]
-listen = "127.0.0.1:$FOOBAR_HTTP_PORT"
-redirect_to_https = false
 [https]
 enabled = true
 listen = "127.0.0.1:$FOOBAR_PORT"
 cert = "$work/cert.pem"
 key = "$work/key.pem"
 CONF
-  foobar_pool 8000 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
 } > "$work/foobar-balancer.toml"
 
 https_answering() { # port

@@ -208,7 +208,8 @@ print_rounds() { # name...: each one's requests per second, round by round
 # What both balancer benchmarks (balancer.sh, https.sh) give the two balancers in front of
 # nginx_backends' two ports: one thread, round robin, keep-alive to clients and backends
 # (connections reused across requests), the same health checks and timeouts. Each prints its
-# part of a configuration; the scripts add the listeners.
+# part of a configuration; the scripts add the listeners (HAProxy's frontends, the
+# balancer's [https] section).
 haproxy_common() { # maxconn port-a port-b: HAProxy's global, defaults and backend `webs`
   cat <<CONF
 global
@@ -230,8 +231,14 @@ backend webs
     server b 127.0.0.1:$3 check inter 1s rise 2 fall 2
 CONF
 }
-foobar_pool() { # max-connections port-a port-b: foobar-balancer's pool, checks, timeouts, limits
+foobar_common() { # max-connections port-a port-b http-port: foobar-balancer's admin listener
+  # (any free port), plain HTTP listener (no redirect), pool, checks, timeouts and limits
   cat <<CONF
+[service]
+admin_listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:$4"
+redirect_to_https = false
 [pool]
 algorithm = "round_robin"
 [[pool.backends]]
