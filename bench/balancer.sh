@@ -62,17 +62,10 @@ CONF
   printf '[https]\nenabled = false\n'
 } > "$work/foobar-balancer.toml"
 
-# Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds the server
-# (session SID: cpu_seconds, bench/lib.sh) used meanwhile in $work/NAME.cpu.
-run_wrk() { # name port sid
-  local name=$1 port=$2 sid=$3
-  step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk on CPU 1, nginx on CPU $NGINX_CPU)"
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/index.html" > /dev/null # warm-up
-  local before; before=$(cpu_seconds "$sid")
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/index.html" \
-    > "$work/$name.wrk" 2>&1
-  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
-  grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+# A run of wrk against PORT (run_wrk, bench/lib.sh: NAME's figures and the server's CPU).
+measure() { # name port sid
+  step "wrk against $1 for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk on CPU 1, nginx on CPU $NGINX_CPU)"
+  run_wrk "$1" "$3" 2 "http://127.0.0.1:$2/index.html"
 }
 nginx_backends "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$NGINX_CPU"
 
@@ -91,9 +84,9 @@ idle_rss=$(rss_kb "$foobar_pid")
 
 # In turn, ROUNDS times; each judged by its median round (median_round, bench/lib.sh).
 for round in $(seq 1 "$ROUNDS"); do
-  run_wrk "haproxy-$round" "$HAPROXY_PORT" "$haproxy_pid"
-  run_wrk "haproxy-headers-$round" "$HAPROXY_HEADERS_PORT" "$haproxy_pid"
-  run_wrk "foobar-balancer-$round" "$FOOBAR_PORT" "$foobar_pid"
+  measure "haproxy-$round" "$HAPROXY_PORT" "$haproxy_pid"
+  measure "haproxy-headers-$round" "$HAPROXY_HEADERS_PORT" "$haproxy_pid"
+  measure "foobar-balancer-$round" "$FOOBAR_PORT" "$foobar_pid"
 done
 haproxy_rss=$(rss_kb "$haproxy_pid")
 loaded_rss=$(rss_kb "$foobar_pid")

@@ -106,15 +106,11 @@ url() { echo "https://localhost:$1/index.html"; }
 # One run of MODE against a server: NAME's figures (bench/lib.sh: rps, percentile,
 # requests_done, failures) and the server's CPU seconds meanwhile in $work/NAME.cpu.
 run_mode() { # mode name port sid
-  local mode=$1 name=$2 port=$3 sid=$4 before
+  local mode=$1 name=$2 port=$3 sid=$4
   case "$mode" in
     h1)
       step "$name: wrk, HTTP/1.1 over TLS, $CONNECTIONS keep-alive connections, ${DURATION}s"
-      taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$(url "$port")" > /dev/null
-      before=$(cpu_seconds "$sid")
-      taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$(url "$port")" > "$work/$name.wrk" 2>&1
-      awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
-      grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+      run_wrk "$name" "$sid" "$WARMUP" "$(url "$port")"
       ;;
     h2)
       step "$name: h2load, HTTP/2, $H2_CLIENTS connections x $H2_STREAMS streams, ${DURATION}s"

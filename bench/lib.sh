@@ -90,6 +90,18 @@ failures() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
+# run_wrk NAME SID WARMUP URL: wrk pinned to CPU 1 with CONNECTIONS connections, WARMUP s not
+# measured, then DURATION s with its output in $work/NAME.wrk and the CPU seconds the server
+# (session SID: cpu_seconds) used meanwhile in $work/NAME.cpu.
+run_wrk() {
+  local name=$1 sid=$2 warmup=$3 url=$4 before
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${warmup}s" "$url" > /dev/null
+  before=$(cpu_seconds "$sid")
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" > "$work/$name.wrk" 2>&1
+  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
+  grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+}
+
 # run_h2load NAME SID H2LOAD-ARGS...: h2load pinned to CPU 1 with a log of every request, from
 # which p50 and p99 are taken (h2load prints only min, mean and max), and the CPU seconds the
 # server (session SID: cpu_seconds; none for "-") used meanwhile in $work/NAME.cpu. The rate is h2load's
