@@ -70,12 +70,7 @@ measure() { # name port sid
 nginx_backends "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$NGINX_CPU"
 
 step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') and foobar-balancer, both on CPU 0"
-setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
-pids+=($!)
-haproxy_pid=${pids[-1]}
-RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
-pids+=($!)
-foobar_pid=${pids[-1]}
+start_balancers
 http_answering "$HAPROXY_PORT" /index.html
 http_answering "$HAPROXY_HEADERS_PORT" /index.html
 http_answering "$FOOBAR_PORT" /index.html

@@ -142,12 +142,7 @@ connect_ms() { # name
 nginx_backends "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$NGINX_CPU"
 
 step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') and foobar-balancer with TLS, both on CPU 0"
-setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
-pids+=($!)
-haproxy_pid=${pids[-1]}
-RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
-pids+=($!)
-foobar_pid=${pids[-1]}
+start_balancers
 https_answering "$HAPROXY_PORT"
 https_answering "$FOOBAR_PORT"
 sleep 1 # settled: what it holds before any load is its idle memory

@@ -243,6 +243,19 @@ backend webs
     server b 127.0.0.1:$3 check inter 1s rise 2 fall 2
 CONF
 }
+# start_balancers: HAProxy with $work/haproxy.cfg and foobar-balancer with
+# $work/foobar-balancer.toml, both pinned to CPU 0, into `pids`; sets haproxy_pid and
+# foobar_pid, the sessions to measure.
+start_balancers() {
+  setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
+  pids+=($!)
+  # shellcheck disable=SC2034 # for the script that sourced this file
+  haproxy_pid=${pids[-1]}
+  RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
+  pids+=($!)
+  # shellcheck disable=SC2034
+  foobar_pid=${pids[-1]}
+}
 foobar_common() { # max-connections port-a port-b http-port: foobar-balancer's admin listener
   # (any free port), plain HTTP listener (no redirect), pool, checks, timeouts and limits
   cat <<CONF
