@@ -17,7 +17,6 @@
 #   NGINX_CPU=1 bench/balancer.sh     # the backends beside wrk instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}

@@ -14,7 +14,6 @@
 #   PROTOCOLS=udp bench/dns.sh          # udp, tcp or both (default "udp tcp")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-10}

@@ -25,7 +25,6 @@
 #   HANDSHAKES=4000 RESUMES=40000 H2_CLIENTS=10 H2_STREAMS=10 CONNECTIONS=50 bench/https.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}

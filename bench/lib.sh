@@ -1,7 +1,10 @@
 # shellcheck shell=bash
-# Shared by the benchmarks in bench/. Source it after scripts/lib.sh; it defines functions
-# only. `bench_start` sets `work` (a scratch folder), `pids` (the servers' process groups,
-# killed on exit) and `binary` (the release build under test).
+# Shared by the benchmarks in bench/. Source it from the repository's root: it sources
+# scripts/lib.sh (for `step`) and defines functions only. `bench_start` sets `work` (a scratch
+# folder), `pids` (the servers' process groups, killed on exit) and `binary` (the release
+# build under test).
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # bench_start NAME BINARY [PORT...]: the benchmark tools (install-tools.sh bench), nothing yet
 # listening on any PORT (tcp_port_free), the scratch folder, the cleanup on exit, and a

@@ -22,7 +22,6 @@
 #   TESTS=oltp_point_select ROUTER_THREADS=2 bench/router.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-30}

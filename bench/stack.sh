@@ -32,7 +32,6 @@
 # Needs Docker; run it while no other benchmark or build uses the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}

@@ -15,7 +15,6 @@
 #                                      # through that URL: a db-router, or a database directly
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}
