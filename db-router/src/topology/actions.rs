@@ -59,27 +59,29 @@ pub async fn promote(
     catch_up: Duration,
     required: impl Future<Output = Result<GtidSet, String>>,
 ) -> anyhow::Result<Promotion> {
-    let result = async {
-        let conn = connect(probe).await?;
-        lock(conn).await?;
-        let outcome = promote_locked(conn, epoch, promoted_by, catch_up, required).await;
-        exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
-        outcome
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    under_promotion_lock(probe, async move |conn| {
+        promote_locked(conn, epoch, promoted_by, catch_up, required).await
+    })
+    .await
 }
 
 /// The node is the primary by record but read-only (a promotion cut short, or a promoted
 /// node that restarted): reset its replication and make it writable.
 pub async fn complete_promotion(probe: &mut Probe) -> anyhow::Result<()> {
+    under_promotion_lock(probe, async |conn| finish(conn).await).await
+}
+
+/// Runs `act` on the node behind `probe` holding its promotion lock (see the module's doc),
+/// and releases the lock whatever `act` returned. On an error the probe's connection is
+/// dropped: the next step starts from a new session.
+async fn under_promotion_lock<T>(
+    probe: &mut Probe,
+    act: impl AsyncFnOnce(&mut MySqlConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let result = async {
         let conn = connect(probe).await?;
         lock(conn).await?;
-        let outcome = finish(conn).await;
+        let outcome = act(conn).await;
         exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
         outcome
     }
