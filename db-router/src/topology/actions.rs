@@ -179,14 +179,7 @@ async fn mark_position(conn: &mut MySqlConnection, record: &Record) -> anyhow::R
 /// another router holds it (it is rejoining the node). Held until the connection closes.
 pub async fn rejoin_lock(probe: &mut Probe) -> anyhow::Result<bool> {
     let conn = connect(probe).await?;
-    let row = tokio::time::timeout(
-        STEP_TIMEOUT,
-        conn.fetch_one("SELECT GET_LOCK('foobar_router.rejoin', 0)"),
-    )
-    .await
-    .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
-    .sql_context("GET_LOCK")?;
-    Ok(text(&row, 0) == "1")
+    get_lock(conn, "SELECT GET_LOCK('foobar_router.rejoin', 0)").await
 }
 
 /// Whether no promotion can be under way on the node: its promotion lock is free (taken and
@@ -194,14 +187,7 @@ pub async fn rejoin_lock(probe: &mut Probe) -> anyhow::Result<bool> {
 pub async fn promotion_idle(probe: &mut Probe) -> anyhow::Result<bool> {
     let result = async {
         let conn = connect(probe).await?;
-        let row = tokio::time::timeout(
-            STEP_TIMEOUT,
-            conn.fetch_one("SELECT GET_LOCK('foobar_router.promote', 0)"),
-        )
-        .await
-        .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
-        .sql_context("GET_LOCK")?;
-        let free = text(&row, 0) == "1";
+        let free = get_lock(conn, "SELECT GET_LOCK('foobar_router.promote', 0)").await?;
         if free {
             exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
         }
@@ -321,14 +307,20 @@ fn errant_message(node: &Status, primary: &Status, detail: &str) -> String {
 /// Takes the promotion lock on the node (released by [`PROMOTION_UNLOCK`], or when the
 /// connection drops).
 async fn lock(conn: &mut MySqlConnection) -> anyhow::Result<()> {
-    let row = tokio::time::timeout(STEP_TIMEOUT, conn.fetch_one(PROMOTION_LOCK))
-        .await
-        .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
-        .sql_context("GET_LOCK")?;
-    if text(&row, 0) != "1" {
+    if !get_lock(conn, PROMOTION_LOCK).await? {
         bail!("another router holds the promotion lock on this node; its record decides");
     }
     Ok(())
+}
+
+/// Runs `get_lock`, a `SELECT GET_LOCK(...)`, within [`STEP_TIMEOUT`]: whether the lock is
+/// now held by this connection (false: another holds it, and the wait ran out).
+async fn get_lock(conn: &mut MySqlConnection, get_lock: &'static str) -> anyhow::Result<bool> {
+    let row = tokio::time::timeout(STEP_TIMEOUT, conn.fetch_one(get_lock))
+        .await
+        .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
+        .sql_context("GET_LOCK")?;
+    Ok(text(&row, 0) == "1")
 }
 
 async fn promote_locked(
