@@ -72,24 +72,18 @@ pub async fn complete_promotion(probe: &mut Probe) -> anyhow::Result<()> {
 }
 
 /// Runs `act` on the node behind `probe` holding its promotion lock (see the module's doc),
-/// and releases the lock whatever `act` returned. On an error the probe's connection is
-/// dropped: the next step starts from a new session.
+/// and releases the lock whatever `act` returned.
 async fn under_promotion_lock<T>(
     probe: &mut Probe,
     act: impl AsyncFnOnce(&mut MySqlConnection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let result = async {
-        let conn = connect(probe).await?;
+    on_node(probe, async |conn| {
         lock(conn).await?;
         let outcome = act(conn).await;
         exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
         outcome
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 /// Makes a node that must not take writes read-only, and ends the sessions of `app_user`
@@ -106,8 +100,7 @@ pub async fn fence(
     app_user: &str,
     superseded_by: Option<&Record>,
 ) -> anyhow::Result<usize> {
-    let result = async {
-        let conn = connect(probe).await?;
+    on_node(probe, async |conn| {
         let mut killed = kill_sessions(conn, app_user).await?;
         if let Some(record) = superseded_by
             && let Err(e) = mark_fenced(conn, record).await
@@ -128,12 +121,8 @@ pub async fn fence(
             );
         }
         Ok(killed)
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 async fn mark_fenced(conn: &mut MySqlConnection, record: &Record) -> anyhow::Result<()> {
@@ -185,19 +174,14 @@ pub async fn rejoin_lock(probe: &mut Probe) -> anyhow::Result<bool> {
 /// Whether no promotion can be under way on the node: its promotion lock is free (taken and
 /// released at once). A promoter holds it from before it asks the routers until it is done.
 pub async fn promotion_idle(probe: &mut Probe) -> anyhow::Result<bool> {
-    let result = async {
-        let conn = connect(probe).await?;
+    on_node(probe, async |conn| {
         let free = get_lock(conn, "SELECT GET_LOCK('foobar_router.promote', 0)").await?;
         if free {
             exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
         }
         Ok(free)
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 /// Makes the fenced node behind `probe` (`node`, as last checked) a replica of `primary`,
@@ -230,8 +214,7 @@ pub async fn rejoin(
     if !errant.is_empty() {
         bail!(errant_message(node, primary, &errant.join(",")));
     }
-    let result = async {
-        let conn = connect(probe).await?;
+    on_node(probe, async |conn| {
         // Its own writes are where replication resumes: slave_pos, as the image's replicas.
         exec(
             conn,
@@ -283,12 +266,8 @@ pub async fn rejoin(
             primary.host,
             primary.port
         )
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 fn errant_message(node: &Status, primary: &Status, detail: &str) -> String {
@@ -302,6 +281,22 @@ fn errant_message(node: &Status, primary: &Status, detail: &str) -> String {
          (old primary at {}, primary at {})",
         node.server_id, primary.server_id, node.gtid_binlog_pos, primary.gtid_binlog_pos
     )
+}
+
+/// Runs `act` on the probe's connection to its node. On an error the connection is dropped,
+/// whatever state an action cut short left its session in: the next use opens a new one.
+async fn on_node<T>(
+    probe: &mut Probe,
+    act: impl AsyncFnOnce(&mut MySqlConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let result = match connect(probe).await {
+        Ok(conn) => act(conn).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        probe.reset();
+    }
+    result
 }
 
 /// Takes the promotion lock on the node (released by [`PROMOTION_UNLOCK`], or when the
