@@ -209,14 +209,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Ok(Ok(packet)) => packet,
                 Ok(Err(PacketError::Closed)) => return,
                 Ok(Err(e @ PacketError::TooLarge { .. })) => {
-                    self.shared.metrics.error("packet_too_large");
-                    let _ = self.fail(1, code::PACKET_TOO_LARGE, &e.to_string()).await;
+                    let refusal =
+                        Refusal::new(code::PACKET_TOO_LARGE, e.to_string(), "packet_too_large");
+                    let _ = self.refuse(refusal).await;
                     return;
                 }
                 Ok(Err(e)) => {
-                    self.shared.metrics.error("protocol");
                     let message = format!("Got an error reading communication packets: {e}");
-                    let _ = self.fail(1, code::NET_READ, &message).await;
+                    let _ = self
+                        .refuse(Refusal::new(code::NET_READ, message, "protocol"))
+                        .await;
                     return;
                 }
             };
@@ -258,14 +260,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn command(&mut self, payload: BytesMut) -> std::io::Result<Flow> {
         let Some(&command) = payload.first() else {
-            self.shared.metrics.error("protocol");
-            self.fail(
-                1,
-                code::NET_READ,
-                "Malformed communication packet: empty command",
-            )
-            .await?;
-            return Ok(Flow::Close);
+            return self.malformed("empty command").await;
         };
         match command {
             com::QUIT => return Ok(Flow::Close),
@@ -308,13 +303,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             com::STMT_FETCH => return self.fetch(&payload).await,
             com::SET_OPTION => self.set_option(&payload).await?,
             other => {
-                self.shared.metrics.error("unknown_command");
-                self.fail(
-                    1,
-                    code::UNKNOWN_COM,
-                    &format!("Unknown command 0x{other:02x}"),
-                )
-                .await?;
+                let message = format!("Unknown command 0x{other:02x}");
+                self.refuse(Refusal::new(code::UNKNOWN_COM, message, "unknown_command"))
+                    .await?;
             }
         }
         Ok(Flow::Continue)
@@ -480,13 +471,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn malformed(&mut self, why: &str) -> std::io::Result<Flow> {
-        self.shared.metrics.error("protocol");
-        self.fail(
-            1,
-            code::NET_READ,
-            &format!("Malformed communication packet: {why}"),
-        )
-        .await?;
+        let message = format!("Malformed communication packet: {why}");
+        self.refuse(Refusal::new(code::NET_READ, message, "protocol"))
+            .await?;
         Ok(Flow::Close)
     }
 

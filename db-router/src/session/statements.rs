@@ -88,12 +88,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn unknown_statement(&mut self, what: &str) -> std::io::Result<Flow> {
-        self.shared.metrics.error("unknown_statement");
-        self.fail(
-            1,
+        let message = format!("Unknown prepared statement handler given to {what}");
+        self.refuse(Refusal::new(
             code::UNKNOWN_STMT,
-            &format!("Unknown prepared statement handler given to {what}"),
-        )
+            message,
+            "unknown_statement",
+        ))
         .await?;
         Ok(Flow::Continue)
     }
