@@ -334,6 +334,31 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         }
     }
 
+    /// Counts a query of `kind` on `role`, sends `payload` to that connection and relays its
+    /// answer (of `shape`) to the client, recording a writer's GTIDs in the topology's
+    /// ledger. None when the role has no connection open.
+    async fn send_and_relay(
+        &mut self,
+        role: Role,
+        kind: &'static str,
+        payload: &[u8],
+        shape: Shape,
+    ) -> Option<Result<Outcome, RelayError>> {
+        self.shared.metrics.query(role.label(), kind);
+        let caps = self.login.caps;
+        let shared = Arc::clone(&self.shared);
+        let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
+        let (slot, client) = self.slot_and_client(role);
+        let backend = slot.as_mut()?;
+        Some(match backend.send_command(payload).await {
+            Ok(()) => relay::relay(backend, client, ledger, caps, shape).await,
+            Err(error) => Err(RelayError::Backend {
+                error,
+                forwarded: false,
+            }),
+        })
+    }
+
     /// Sends `payload` to a backend of `want` (see [`Session::acquire`]) and relays the
     /// answer. A read whose reader connection breaks before answering is run on the writer;
     /// anything else that may have reached a backend is never sent again.
@@ -354,21 +379,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     return Ok(None);
                 }
             };
-            self.shared.metrics.query(role.label(), kind);
-            let caps = self.login.caps;
-            let shared = Arc::clone(&self.shared);
-            let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
-            let (slot, client) = self.slot_and_client(role);
-            let Some(backend) = slot.as_mut() else {
+            let Some(result) = self.send_and_relay(role, kind, payload, shape).await else {
                 return Ok(None);
-            };
-            let sent = backend.send_command(payload).await;
-            let result = match sent {
-                Ok(()) => relay::relay(backend, client, ledger, caps, shape).await,
-                Err(error) => Err(RelayError::Backend {
-                    error,
-                    forwarded: false,
-                }),
             };
             match result {
                 Ok(outcome) => {
