@@ -17,7 +17,6 @@
 #   NGINX_CPU=1 bench/balancer.sh     # the backends beside wrk instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}
@@ -29,13 +28,9 @@ BACKEND_B_PORT=${BACKEND_B_PORT:-15402}
 HAPROXY_PORT=${HAPROXY_PORT:-15403}
 FOOBAR_PORT=${FOOBAR_PORT:-15404}
 HAPROXY_HEADERS_PORT=${HAPROXY_HEADERS_PORT:-15406}
-bash scripts/install-tools.sh bench
 
-bench_start balancer foobar-balancer
-
-for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$HAPROXY_HEADERS_PORT"; do
-  tcp_port_free "$port"
-done
+bench_start balancer foobar-balancer \
+  "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$HAPROXY_HEADERS_PORT"
 
 # HAProxy (haproxy_common, bench/lib.sh) bare, and with the same headers as foobar-balancer adds
 # (HAProxy 2.6 has no "option forwarded": by hand).
@@ -62,39 +57,19 @@ CONF
 } > "$work/haproxy.cfg"
 
 {
-  cat <<CONF
-[service]
-admin_listen = "127.0.0.1:0"
-[http]
-listen = "127.0.0.1:$FOOBAR_PORT"
-redirect_to_https = false
-[https]
-enabled = false
-CONF
-  foobar_pool 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
+  foobar_common 4096 "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$FOOBAR_PORT"
+  printf '[https]\nenabled = false\n'
 } > "$work/foobar-balancer.toml"
 
-# Runs wrk against PORT, leaving its output in $work/NAME.wrk and the CPU seconds the server
-# (session SID: cpu_seconds, bench/lib.sh) used meanwhile in $work/NAME.cpu.
-run_wrk() { # name port sid
-  local name=$1 port=$2 sid=$3
-  step "wrk against $name for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk on CPU 1, nginx on CPU $NGINX_CPU)"
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/index.html" > /dev/null # warm-up
-  local before; before=$(cpu_seconds "$sid")
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/index.html" \
-    > "$work/$name.wrk" 2>&1
-  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
-  grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+# A run of wrk against PORT (run_wrk, bench/lib.sh: NAME's figures and the server's CPU).
+measure() { # name port sid
+  step "wrk against $1 for ${DURATION}s, $CONNECTIONS connections (balancers on CPU 0, wrk on CPU 1, nginx on CPU $NGINX_CPU)"
+  run_wrk "$1" "$3" 2 "http://127.0.0.1:$2/index.html"
 }
 nginx_backends "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$NGINX_CPU"
 
 step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') and foobar-balancer, both on CPU 0"
-setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
-pids+=($!)
-haproxy_pid=${pids[-1]}
-RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
-pids+=($!)
-foobar_pid=${pids[-1]}
+start_balancers
 http_answering "$HAPROXY_PORT" /index.html
 http_answering "$HAPROXY_HEADERS_PORT" /index.html
 http_answering "$FOOBAR_PORT" /index.html
@@ -103,9 +78,9 @@ idle_rss=$(rss_kb "$foobar_pid")
 
 # In turn, ROUNDS times; each judged by its median round (median_round, bench/lib.sh).
 for round in $(seq 1 "$ROUNDS"); do
-  run_wrk "haproxy-$round" "$HAPROXY_PORT" "$haproxy_pid"
-  run_wrk "haproxy-headers-$round" "$HAPROXY_HEADERS_PORT" "$haproxy_pid"
-  run_wrk "foobar-balancer-$round" "$FOOBAR_PORT" "$foobar_pid"
+  measure "haproxy-$round" "$HAPROXY_PORT" "$haproxy_pid"
+  measure "haproxy-headers-$round" "$HAPROXY_HEADERS_PORT" "$haproxy_pid"
+  measure "foobar-balancer-$round" "$FOOBAR_PORT" "$foobar_pid"
 done
 haproxy_rss=$(rss_kb "$haproxy_pid")
 loaded_rss=$(rss_kb "$foobar_pid")

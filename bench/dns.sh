@@ -14,7 +14,6 @@
 #   PROTOCOLS=udp bench/dns.sh          # udp, tcp or both (default "udp tcp")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-10}
@@ -23,7 +22,6 @@ PROTOCOLS=${PROTOCOLS:-udp tcp}
 NSD_PORT=${NSD_PORT:-15301}
 FOOBAR_PORT=${FOOBAR_PORT:-15302}
 KNOT_PORT=${KNOT_PORT:-15303}
-bash scripts/install-tools.sh bench
 
 bench_start dns foobar-dns
 
@@ -165,12 +163,6 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 loaded_rss=$(rss_kb "$foobar_pid")
 
-# How busy the server's core was over every round of NAME.
-busy() { # name
-  local round
-  for round in $(seq 1 "$ROUNDS"); do cat "$work/$1-$round.cpu"; done \
-    | awk -v d="$DURATION" -v r="$ROUNDS" '{ t += $1 } END { printf "%.0f%%", 100 * t / (d * r) }'
-}
 echo
 for protocol in $PROTOCOLS; do
   print_rounds "${servers[@]/#/$protocol-}"
@@ -180,7 +172,7 @@ printf '%-6s %-12s %12s %12s %14s %8s\n' proto server queries/s "CPU 0 busy" "CP
 for protocol in $PROTOCOLS; do
   for server in "${servers[@]}"; do
     printf '%-6s %-12s %12.0f %12s %14s %8s\n' "$protocol" "$server" "$(rps "$(median_round "$protocol-$server")")" \
-      "$(busy "$protocol-$server")" "$(per_request "$protocol-$server")" "$(failed_rounds "$protocol-$server")"
+      "$(core_busy "$protocol-$server" cpu 1)%" "$(per_request "$protocol-$server")" "$(failed_rounds "$protocol-$server")"
   done
 done
 echo "(median round of $ROUNDS, ${DURATION}s each; busy, CPU and lost over every round)"

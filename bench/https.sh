@@ -25,7 +25,6 @@
 #   HANDSHAKES=4000 RESUMES=40000 H2_CLIENTS=10 H2_STREAMS=10 CONNECTIONS=50 bench/https.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}
@@ -43,13 +42,9 @@ BACKEND_B_PORT=${BACKEND_B_PORT:-15412}
 HAPROXY_PORT=${HAPROXY_PORT:-15413}
 FOOBAR_PORT=${FOOBAR_PORT:-15414}
 FOOBAR_HTTP_PORT=${FOOBAR_HTTP_PORT:-15415}
-bash scripts/install-tools.sh bench
 
-bench_start https foobar-balancer
-
-for port in "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$FOOBAR_HTTP_PORT"; do
-  tcp_port_free "$port"
-done
+bench_start https foobar-balancer \
+  "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$FOOBAR_HTTP_PORT"
 
 step "an ECDSA P-256 certificate for localhost (openssl), for both balancers"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=localhost \
@@ -68,19 +63,14 @@ CONF
 } > "$work/haproxy.cfg"
 
 {
+  foobar_common 8000 "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$FOOBAR_HTTP_PORT"
   cat <<CONF
-[service]
-admin_listen = "127.0.0.1:0"
-[http]
-listen = "127.0.0.1:$FOOBAR_HTTP_PORT"
-redirect_to_https = false
 [https]
 enabled = true
 listen = "127.0.0.1:$FOOBAR_PORT"
 cert = "$work/cert.pem"
 key = "$work/key.pem"
 CONF
-  foobar_pool 8000 "$BACKEND_A_PORT" "$BACKEND_B_PORT"
 } > "$work/foobar-balancer.toml"
 
 https_answering() { # port
@@ -115,15 +105,11 @@ url() { echo "https://localhost:$1/index.html"; }
 # One run of MODE against a server: NAME's figures (bench/lib.sh: rps, percentile,
 # requests_done, failures) and the server's CPU seconds meanwhile in $work/NAME.cpu.
 run_mode() { # mode name port sid
-  local mode=$1 name=$2 port=$3 sid=$4 before
+  local mode=$1 name=$2 port=$3 sid=$4
   case "$mode" in
     h1)
       step "$name: wrk, HTTP/1.1 over TLS, $CONNECTIONS keep-alive connections, ${DURATION}s"
-      taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$(url "$port")" > /dev/null
-      before=$(cpu_seconds "$sid")
-      taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$(url "$port")" > "$work/$name.wrk" 2>&1
-      awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
-      grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+      run_wrk "$name" "$sid" "$WARMUP" "$(url "$port")"
       ;;
     h2)
       step "$name: h2load, HTTP/2, $H2_CLIENTS connections x $H2_STREAMS streams, ${DURATION}s"
@@ -155,12 +141,7 @@ connect_ms() { # name
 nginx_backends "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$NGINX_CPU"
 
 step "starting HAProxy $(haproxy -v | awk 'NR == 1 {print $3}') and foobar-balancer with TLS, both on CPU 0"
-setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
-pids+=($!)
-haproxy_pid=${pids[-1]}
-RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
-pids+=($!)
-foobar_pid=${pids[-1]}
+start_balancers
 https_answering "$HAPROXY_PORT"
 https_answering "$FOOBAR_PORT"
 sleep 1 # settled: what it holds before any load is its idle memory

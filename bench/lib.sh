@@ -1,19 +1,27 @@
 # shellcheck shell=bash
-# Shared by the benchmarks in bench/. Source it after scripts/lib.sh; it defines functions
-# only. `bench_start` sets `work` (a scratch folder), `pids` (the servers' process groups,
-# killed on exit) and `binary` (the release build under test).
+# Shared by the benchmarks in bench/. Source it from the repository's root: it sources
+# scripts/lib.sh (for `step`) and defines functions only. `bench_start` sets `work` (a scratch
+# folder), `pids` (the servers' process groups, killed on exit) and `binary` (the release
+# build under test).
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-# bench_start NAME BINARY: the scratch folder, the cleanup on exit, and a release build.
+# bench_start NAME BINARY [PORT...]: the benchmark tools (install-tools.sh bench), nothing yet
+# listening on any PORT (tcp_port_free), the scratch folder, the cleanup on exit, and a
+# release build.
 # A server is started with `setsid` and its pid added to `pids`: it is then the id of the
 # server's session and process group, which cpu_seconds measures and bench_cleanup kills.
 bench_start() {
-  work=$(mktemp -d "/tmp/foobar-bench-$1.XXXXXX")
+  local name=$1 bin=$2 port; shift 2
+  bash scripts/install-tools.sh bench
+  for port in "$@"; do tcp_port_free "$port"; done
+  work=$(mktemp -d "/tmp/foobar-bench-$name.XXXXXX")
   pids=()
   trap bench_cleanup EXIT
-  step "building $2 (release)"
-  cargo build --release --locked --bin "$2" 2>&1 | tail -n 1
+  step "building $bin (release)"
+  cargo build --release --locked --bin "$bin" 2>&1 | tail -n 1
   # shellcheck disable=SC2034 # for the script that sourced this file
-  binary="${CARGO_TARGET_DIR:-target}"/release/$2
+  binary="${CARGO_TARGET_DIR:-target}"/release/$bin
 }
 
 # Each server runs in its own session and process group (setsid): kill the whole group.
@@ -85,6 +93,18 @@ failures() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
+# run_wrk NAME SID WARMUP URL: wrk pinned to CPU 1 with CONNECTIONS connections, WARMUP s not
+# measured, then DURATION s with its output in $work/NAME.wrk and the CPU seconds the server
+# (session SID: cpu_seconds) used meanwhile in $work/NAME.cpu.
+run_wrk() {
+  local name=$1 sid=$2 warmup=$3 url=$4 before
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${warmup}s" "$url" > /dev/null
+  before=$(cpu_seconds "$sid")
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" > "$work/$name.wrk" 2>&1
+  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
+  grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+}
+
 # run_h2load NAME SID H2LOAD-ARGS...: h2load pinned to CPU 1 with a log of every request, from
 # which p50 and p99 are taken (h2load prints only min, mean and max), and the CPU seconds the
 # server (session SID: cpu_seconds; none for "-") used meanwhile in $work/NAME.cpu. The rate is h2load's
@@ -121,20 +141,28 @@ per_request() { # name
     echo "$(cat "$work/$1-$round.cpu") $(requests_done "$1-$round")"
   done | awk '{ cpu += $1; n += $2 } END { if (n > 0) printf "%.1f", cpu * 1e6 / n; else print "-" }'
 }
+# How busy a core was over every round of NAME: the CPU time in $work/NAME-ROUND.EXT, in
+# units of which PER_SECOND make a second (1: seconds, 1e9: nanoseconds), as a whole
+# percentage of DURATION s times ROUNDS.
+core_busy() { # name ext per-second
+  local round
+  for round in $(seq 1 "$ROUNDS"); do cat "$work/$1-$round.$2"; done \
+    | awk -v s="$3" -v d="$DURATION" -v r="$ROUNDS" '{ t += $1 } END { printf "%.0f", 100 * t / s / (d * r) }'
+}
 failed_rounds() { # name: failures over every round of NAME
   local round n=0
   for round in $(seq 1 "$ROUNDS"); do n=$((n + $(failures "$1-$round"))); done
   echo "$n"
 }
 
-# nginx_backends PORT_A PORT_B CPU: one nginx, one worker, answering on both ports with a
-# 612-byte page (nginx's own index size) at /index.html and 200 at /readyz; started pinned to
-# CPU into `pids`, returns once both ports answer.
-nginx_backends() {
-  mkdir -p "$work/www" "$work/nginx-temp"
+# nginx_conf: $work/nginx.conf for the nginx of every benchmark: in the foreground, one
+# worker, its log, pid and temporary files in $work, no access log, keep-alive connections
+# for the whole run. The rest of its http block (servers, other directives) comes on stdin.
+nginx_conf() {
+  mkdir -p "$work/nginx-temp"
   chmod 755 "$work" # nginx's workers run as nobody when started by root
-  head -c 612 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
-  cat > "$work/nginx.conf" <<CONF
+  {
+    cat <<CONF
 daemon off;
 worker_processes 1;
 error_log $work/nginx-error.log warn;
@@ -149,12 +177,24 @@ http {
     fastcgi_temp_path $work/nginx-temp;
     uwsgi_temp_path $work/nginx-temp;
     scgi_temp_path $work/nginx-temp;
-    server {
-        listen 127.0.0.1:$1;
-        listen 127.0.0.1:$2;
-        root $work/www;
-        location = /readyz { return 200 "ready\n"; }
-    }
+CONF
+    sed 's/^/    /'
+    echo "}"
+  } > "$work/nginx.conf"
+}
+
+# nginx_backends PORT_A PORT_B CPU: one nginx, one worker, answering on both ports with a
+# 612-byte page (nginx's own index size) at /index.html and 200 at /readyz; started pinned to
+# CPU into `pids`, returns once both ports answer.
+nginx_backends() {
+  mkdir -p "$work/www"
+  head -c 612 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
+  nginx_conf <<CONF
+server {
+    listen 127.0.0.1:$1;
+    listen 127.0.0.1:$2;
+    root $work/www;
+    location = /readyz { return 200 "ready\n"; }
 }
 CONF
   step "starting nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') (two backends) on CPU $3"
@@ -183,7 +223,8 @@ print_rounds() { # name...: each one's requests per second, round by round
 # What both balancer benchmarks (balancer.sh, https.sh) give the two balancers in front of
 # nginx_backends' two ports: one thread, round robin, keep-alive to clients and backends
 # (connections reused across requests), the same health checks and timeouts. Each prints its
-# part of a configuration; the scripts add the listeners.
+# part of a configuration; the scripts add the listeners (HAProxy's frontends, the
+# balancer's [https] section).
 haproxy_common() { # maxconn port-a port-b: HAProxy's global, defaults and backend `webs`
   cat <<CONF
 global
@@ -205,8 +246,27 @@ backend webs
     server b 127.0.0.1:$3 check inter 1s rise 2 fall 2
 CONF
 }
-foobar_pool() { # max-connections port-a port-b: foobar-balancer's pool, checks, timeouts, limits
+# start_balancers: HAProxy with $work/haproxy.cfg and foobar-balancer with
+# $work/foobar-balancer.toml, both pinned to CPU 0, into `pids`; sets haproxy_pid and
+# foobar_pid, the sessions to measure.
+start_balancers() {
+  setsid taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.out" 2>&1 &
+  pids+=($!)
+  # shellcheck disable=SC2034 # for the script that sourced this file
+  haproxy_pid=${pids[-1]}
+  RUST_LOG=warn setsid taskset -c 0 "$binary" --config "$work/foobar-balancer.toml" > "$work/foobar.out" 2>&1 &
+  pids+=($!)
+  # shellcheck disable=SC2034
+  foobar_pid=${pids[-1]}
+}
+foobar_common() { # max-connections port-a port-b http-port: foobar-balancer's admin listener
+  # (any free port), plain HTTP listener (no redirect), pool, checks, timeouts and limits
   cat <<CONF
+[service]
+admin_listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:$4"
+redirect_to_https = false
 [pool]
 algorithm = "round_robin"
 [[pool.backends]]

@@ -22,7 +22,6 @@
 #   TESTS=oltp_point_select ROUTER_THREADS=2 bench/router.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-30}
@@ -31,12 +30,10 @@ THREADS=${THREADS:-4}
 HAPROXY_PORT=${HAPROXY_PORT:-15405}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 IMAGE=foobar/mariadb:dev
-bash scripts/install-tools.sh bench
 docker image inspect "$IMAGE" >/dev/null 2>&1 \
   || { echo "$IMAGE is missing: run make images first" >&2; exit 1; }
-tcp_port_free "$HAPROXY_PORT"
 
-bench_start router foobar-db-router
+bench_start router foobar-db-router "$HAPROXY_PORT"
 run_id=foobar-bench-router-$$
 remove_databases() {
   docker rm -f "$run_id-primary" "$run_id-replica" >/dev/null 2>&1 || true

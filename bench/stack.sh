@@ -32,7 +32,6 @@
 # Needs Docker; run it while no other benchmark or build uses the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}
@@ -262,11 +261,7 @@ hop_per_request() { # name hop
   for round in $(seq 1 "$ROUNDS"); do echo "$(cat "$work/$1-$round.$2") $(requests_done "$1-$round")"; done \
     | awk '{ ns += $1; n += $2 } END { if (n > 0) printf "%.0f", ns / 1000 / n; else print "-" }'
 }
-hop_busy() { # name hop
-  local round
-  for round in $(seq 1 "$ROUNDS"); do cat "$work/$1-$round.$2"; done \
-    | awk -v d="$DURATION" -v r="$ROUNDS" '{ ns += $1 } END { printf "%.0f", 100 * ns / 1e9 / (d * r) }'
-}
+hop_busy() { core_busy "$1" "$2" 1e9; } # name hop
 
 echo
 for page in $PAGES; do

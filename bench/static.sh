@@ -15,7 +15,6 @@
 #                                      # through that URL: a db-router, or a database directly
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
 source bench/lib.sh
 
 DURATION=${DURATION:-20}
@@ -24,45 +23,25 @@ CONNECTIONS=${CONNECTIONS:-50}
 NGINX_PORT=${NGINX_PORT:-15501}
 FOOBAR_PORT=${FOOBAR_PORT:-15502}
 GUESTBOOK_DATABASE_URL=${GUESTBOOK_DATABASE_URL:-}
-bash scripts/install-tools.sh bench
 
-bench_start static foobar-webapp
-
-tcp_port_free "$NGINX_PORT"
-tcp_port_free "$FOOBAR_PORT"
+bench_start static foobar-webapp "$NGINX_PORT" "$FOOBAR_PORT"
 
 # The folder both serve: the site's static files and a 4 KB page of text.
-chmod 755 "$work" # nginx's workers run as nobody when started by root
 cp -r webapp/static "$work/www"
-mkdir -p "$work/nginx-temp"
 head -c 3100 /dev/urandom | base64 -w 76 > "$work/www/4k.html"
 truncate -s 4096 "$work/www/4k.html"
 file=/4k.html
 
-cat > "$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $work/nginx-error.log warn;
-pid $work/nginx.pid;
-events { worker_connections 4096; }
-http {
-    include /etc/nginx/mime.types;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    open_file_cache max=1000 inactive=60s;
-    open_file_cache_valid 60s;
-    client_body_temp_path $work/nginx-temp;
-    proxy_temp_path $work/nginx-temp;
-    fastcgi_temp_path $work/nginx-temp;
-    uwsgi_temp_path $work/nginx-temp;
-    scgi_temp_path $work/nginx-temp;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $work/www;
-    }
+# nginx_conf (bench/lib.sh) with what nginx does for static files in production.
+nginx_conf <<CONF
+include /etc/nginx/mime.types;
+sendfile on;
+tcp_nopush on;
+open_file_cache max=1000 inactive=60s;
+open_file_cache_valid 60s;
+server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $work/www;
 }
 CONF
 
@@ -80,17 +59,12 @@ url = "mysql://foobar@127.0.0.1:1/foobar"
 retry_interval = "1s"
 CONF
 
-# Runs wrk against PORT and PATH, leaving its output in $work/NAME.wrk and the CPU seconds the
-# server (session SID) used during the measured run in $work/NAME.cpu.
-run_wrk() { # name port path sid
-  local name=$1 port=$2 path=$3 sid=$4 before
+# A run of wrk against PORT and PATH (run_wrk, bench/lib.sh: NAME's figures and the server's
+# CPU), which must answer 2xx only.
+measure() { # name port path sid
+  local name=$1 path=$3
   step "wrk against $name $path for ${DURATION}s, $CONNECTIONS connections (server on CPU 0, wrk on CPU 1)"
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port$path" > /dev/null # warm-up
-  before=$(cpu_seconds "$sid")
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path" \
-    > "$work/$name.wrk" 2>&1
-  awk -v a="$(cpu_seconds "$sid")" -v b="$before" 'BEGIN { print a - b }' > "$work/$name.cpu"
-  grep -E 'Requests/sec|Non-2xx|Socket errors|requests in' "$work/$name.wrk" | sed 's/^/    /' >&2
+  run_wrk "$name" "$4" 2 "http://127.0.0.1:$2$path"
   if grep -q 'Non-2xx' "$work/$name.wrk"; then
     echo "$name answered errors; the figures would not be of $path" >&2; exit 1
   fi
@@ -113,8 +87,8 @@ idle_rss=$(rss_kb "${pids[1]}")
 
 # In turn, ROUNDS times; each judged by its median round (median_round, bench/lib.sh).
 for round in $(seq 1 "$ROUNDS"); do
-  run_wrk "nginx-$round" "$NGINX_PORT" "$file" "${pids[0]}"
-  run_wrk "foobar-webapp-$round" "$FOOBAR_PORT" "$file" "${pids[1]}"
+  measure "nginx-$round" "$NGINX_PORT" "$file" "${pids[0]}"
+  measure "foobar-webapp-$round" "$FOOBAR_PORT" "$file" "${pids[1]}"
 done
 loaded_rss=$(rss_kb "${pids[1]}")
 for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
@@ -143,7 +117,7 @@ if [ -n "$GUESTBOOK_DATABASE_URL" ]; then
     if curl -fs -o /dev/null "http://127.0.0.1:$FOOBAR_PORT/guestbook"; then break; fi
     sleep 0.1
   done
-  run_wrk guestbook "$FOOBAR_PORT" /guestbook "${pids[-1]}"
+  measure guestbook "$FOOBAR_PORT" /guestbook "${pids[-1]}"
   echo
   printf '%-14s %12s %10s %10s %12s %14s\n' "page" "requests/s" "p50 ms" "p99 ms" "CPU 0 busy" "CPU us/request"
   printf '%-14s %12.0f %10s %10s %12s %14s\n' "/guestbook" "$(rps guestbook)" "$(percentile guestbook 50)" \

@@ -440,6 +440,16 @@ mod tests {
     use crate::message::RawHead;
     use std::time::Duration;
 
+    /// What the tests' requests are forwarded as: from a client at 192.0.2.7, through `Via:
+    /// 1.1 lb`, with request id `i`.
+    fn forwarded_as() -> (Peer, HeaderValue, HeaderValue) {
+        (
+            Peer::new(([192, 0, 2, 7], 5555).into(), "http"),
+            HeaderValue::from_static("1.1 lb"),
+            HeaderValue::from_static("i"),
+        )
+    }
+
     fn head(text: &str, method: Method) -> io::Result<Parsed> {
         parse_head(&mut BytesMut::from(text.as_bytes()), &method)
     }
@@ -626,11 +636,7 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = request.into_parts();
-        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
-        let (via, id) = (
-            HeaderValue::from_static("1.1 lb"),
-            HeaderValue::from_static("i"),
-        );
+        let (peer, via, id) = forwarded_as();
         let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
         let mut out = Vec::new();
         encode_head(&mut out, &parts, &forwarding, RequestFraming::Length(4));
@@ -675,11 +681,7 @@ mod tests {
             stream.write_all(unasked).await.unwrap();
             stream
         });
-        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
-        let (via, id) = (
-            HeaderValue::from_static("1.1 lb"),
-            HeaderValue::from_static("i"),
-        );
+        let (peer, via, id) = forwarded_as();
         let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
         let empty = http_body_util::Empty::new().map_err(|n| match n {}).boxed();
@@ -720,11 +722,7 @@ mod tests {
                 }
             }
         });
-        let peer = Peer::new(([192, 0, 2, 7], 5555).into(), "http");
-        let (via, id) = (
-            HeaderValue::from_static("1.1 lb"),
-            HeaderValue::from_static("i"),
-        );
+        let (peer, via, id) = forwarded_as();
         let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         let forwarding = Forwarding::of(&parts.headers, &peer, &via, &id);
         let empty = || http_body_util::Empty::new().map_err(|n| match n {}).boxed();

@@ -55,16 +55,28 @@ pub struct LocalFiles {
     pub relayed: Counter,
 }
 
+/// What a [`Connector`] opens connections with.
+pub struct ConnectorSettings {
+    /// The backends' account (`backends.user` and its password).
+    pub user: String,
+    pub password: String,
+    /// The longest a connection waits for a free place at its node, and then to connect and
+    /// log in (`router.connect_timeout`).
+    pub connect_timeout: Duration,
+    /// After a connection fails, how long its node counts as recently failed
+    /// (`router.reader_retry_after`).
+    pub retry_after: Duration,
+    /// The most connections open to one node at once (`router.max_backend_connections`).
+    pub max_per_node: usize,
+    /// The largest packet a connection reads (`router.max_packet_size`).
+    pub max_packet: usize,
+    /// None: no connection has CLIENT_LOCAL_FILES (the server refuses LOAD DATA LOCAL).
+    pub local_files: Option<LocalFiles>,
+}
+
 /// Opens backend connections; shared by all sessions.
 pub struct Connector {
-    user: String,
-    password: String,
-    connect_timeout: Duration,
-    retry_after: Duration,
-    max_per_node: usize,
-    max_packet: usize,
-    /// None: no connection has CLIENT_LOCAL_FILES (the server refuses LOAD DATA LOCAL).
-    local_files: Option<LocalFiles>,
+    settings: ConnectorSettings,
     nodes: Mutex<HashMap<String, NodeState>>,
 }
 
@@ -74,23 +86,9 @@ struct NodeState {
 }
 
 impl Connector {
-    pub fn new(
-        user: String,
-        password: String,
-        connect_timeout: Duration,
-        retry_after: Duration,
-        max_per_node: usize,
-        max_packet: usize,
-        local_files: Option<LocalFiles>,
-    ) -> Self {
+    pub fn new(settings: ConnectorSettings) -> Self {
         Self {
-            user,
-            password,
-            connect_timeout,
-            retry_after,
-            max_per_node,
-            max_packet,
-            local_files,
+            settings,
             nodes: Mutex::new(HashMap::new()),
         }
     }
@@ -98,7 +96,7 @@ impl Connector {
     fn permits(&self, node: &Node) -> Arc<Semaphore> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         let state = nodes.entry(node.name.clone()).or_insert_with(|| NodeState {
-            permits: Arc::new(Semaphore::new(self.max_per_node)),
+            permits: Arc::new(Semaphore::new(self.settings.max_per_node)),
             failed_at: None,
         });
         Arc::clone(&state.permits)
@@ -110,7 +108,7 @@ impl Connector {
         nodes
             .get(&node.name)
             .and_then(|s| s.failed_at)
-            .is_some_and(|at| at.elapsed() < self.retry_after)
+            .is_some_and(|at| at.elapsed() < self.settings.retry_after)
     }
 
     pub fn mark_failed(&self, node: &Node) {
@@ -130,7 +128,7 @@ impl Connector {
         database: Option<&str>,
     ) -> Result<Backend, BackendError> {
         let permits = self.permits(node);
-        let permit = tokio::time::timeout(self.connect_timeout, permits.acquire_owned())
+        let permit = tokio::time::timeout(self.settings.connect_timeout, permits.acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
@@ -138,11 +136,11 @@ impl Connector {
                 node: node.name.clone(),
             })?;
         let connecting = self.login(node, client_caps, collation, database, permit);
-        let result = match tokio::time::timeout(self.connect_timeout, connecting).await {
+        let result = match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
             Ok(result) => result,
             Err(_) => Err(BackendError::Connect {
                 node: node.name.clone(),
-                why: format!("no answer within {:?}", self.connect_timeout),
+                why: format!("no answer within {:?}", self.settings.connect_timeout),
             }),
         };
         if result.is_err() {
@@ -172,7 +170,7 @@ impl Connector {
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let mut stream = PacketStream::new(tcp, self.max_packet);
+        let mut stream = PacketStream::new(tcp, self.settings.max_packet);
         let lost = |e: PacketError| connect_err(e.to_string());
         let (seq, greeting) = stream.read_packet().await.map_err(lost)?;
         if greeting.first() == Some(&0xFF) {
@@ -186,12 +184,13 @@ impl Connector {
         if database.is_some() {
             caps |= cap::CONNECT_WITH_DB;
         }
-        if self.local_files.is_some() {
+        if self.settings.local_files.is_some() {
             caps |= client_caps & cap::LOCAL_FILES;
         }
         caps &= greeting.caps;
-        let answer = auth::answer(self.password.as_bytes(), &greeting.scramble);
-        let request = handshake::login_request(caps, collation, &self.user, &answer, database);
+        let answer = auth::answer(self.settings.password.as_bytes(), &greeting.scramble);
+        let request =
+            handshake::login_request(caps, collation, &self.settings.user, &answer, database);
         stream
             .send(seq.wrapping_add(1), &request)
             .await
@@ -211,7 +210,7 @@ impl Connector {
                         )));
                     }
                     let scramble = c.rest().strip_suffix(&[0]).unwrap_or(c.rest());
-                    let answer = auth::answer(self.password.as_bytes(), scramble);
+                    let answer = auth::answer(self.settings.password.as_bytes(), scramble);
                     stream
                         .send(seq.wrapping_add(1), &answer)
                         .await
@@ -237,6 +236,7 @@ impl Connector {
             confirmed_gtid: None,
             connection_id: greeting.connection_id,
             local_files: self
+                .settings
                 .local_files
                 .clone()
                 .filter(|_| caps & cap::LOCAL_FILES != 0),

@@ -108,15 +108,15 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         max_bytes: config.router.load_data_local_max_bytes,
         relayed: metrics.load_data_local_bytes.clone(),
     });
-    let connector = backend::Connector::new(
-        config.backends.user.clone(),
-        backend_password,
-        config.router.connect_timeout,
-        config.router.reader_retry_after,
-        config.router.max_backend_connections,
-        config.router.max_packet_size,
+    let connector = backend::Connector::new(backend::ConnectorSettings {
+        user: config.backends.user.clone(),
+        password: backend_password,
+        connect_timeout: config.router.connect_timeout,
+        retry_after: config.router.reader_retry_after,
+        max_per_node: config.router.max_backend_connections,
+        max_packet: config.router.max_packet_size,
         local_files,
-    );
+    });
     let tls = client_tls(&config.router)?;
     let shared = Arc::new(session::Shared {
         metrics,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::process::Command;
 
 use crate::faults::Fault;
-use crate::runtime::{Runtime, container_addresses, container_iptables, output};
+use crate::runtime::{Runtime, container_addresses, container_iptables, output, sorted_where};
 
 /// `docker compose` run in a project folder, optionally on a given file and with a given
 /// environment file (which may name the project: `COMPOSE_PROJECT_NAME`).
@@ -190,16 +190,10 @@ pub fn long_running(services: &[String], states: &[ServiceState]) -> Vec<String>
 
 /// The services of `expected` without a running, healthy container.
 pub fn not_healthy(expected: &[String], states: &[ServiceState]) -> Vec<String> {
-    let mut bad: Vec<String> = expected
-        .iter()
-        .filter(|service| {
-            let containers: Vec<_> = states.iter().filter(|s| &s.service == *service).collect();
-            containers.is_empty() || !containers.iter().all(|s| s.healthy())
-        })
-        .cloned()
-        .collect();
-    bad.sort();
-    bad
+    sorted_where(expected, |service| {
+        let containers: Vec<_> = states.iter().filter(|s| &s.service == service).collect();
+        containers.is_empty() || !containers.iter().all(|s| s.healthy())
+    })
 }
 
 #[cfg(test)]

@@ -71,6 +71,14 @@ pub trait Runtime: Sync {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// The services of `expected` for which `bad` holds, sorted: how both runtimes answer
+/// [`Runtime::not_healthy`] from what they read of the stack.
+pub fn sorted_where(expected: &[String], bad: impl Fn(&String) -> bool) -> Vec<String> {
+    let mut found: Vec<String> = expected.iter().filter(|s| bad(s)).cloned().collect();
+    found.sort();
+    found
+}
+
 /// How a [`Runtime`] applies each [`Fault`] to a service's container, and mends it.
 impl Fault {
     /// Breaks `target` (a service of the stack). `peer` is the replica's service for `Partial`.

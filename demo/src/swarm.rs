@@ -20,7 +20,7 @@
 use anyhow::{Context, bail, ensure};
 
 use crate::faults::Fault;
-use crate::runtime::{Runtime, container_addresses, container_iptables, docker};
+use crate::runtime::{Runtime, container_addresses, container_iptables, docker, sorted_where};
 
 /// Every service of docker/swarm/stack.yml, in the order `make swarm-demo` kills a task of
 /// each: the front first (what a visitor meets), the database roles last, as on compose.
@@ -234,21 +234,15 @@ pub fn not_at_strength(
     desired: &[(String, u32)],
     tasks: &[Task],
 ) -> Vec<String> {
-    let mut bad: Vec<String> = expected
-        .iter()
-        .filter(|service| {
-            let wanted = desired
-                .iter()
-                .find(|(name, _)| name == *service)
-                .map_or(0, |(_, wanted)| *wanted);
-            let mine: Vec<&Task> = tasks.iter().filter(|t| &t.service == *service).collect();
-            let healthy = mine.iter().filter(|t| t.healthy()).count();
-            wanted == 0 || healthy < wanted as usize || healthy < mine.len()
-        })
-        .cloned()
-        .collect();
-    bad.sort();
-    bad
+    sorted_where(expected, |service| {
+        let wanted = desired
+            .iter()
+            .find(|(name, _)| name == service)
+            .map_or(0, |(_, wanted)| *wanted);
+        let mine: Vec<&Task> = tasks.iter().filter(|t| &t.service == service).collect();
+        let healthy = mine.iter().filter(|t| t.healthy()).count();
+        wanted == 0 || healthy < wanted as usize || healthy < mine.len()
+    })
 }
 
 #[cfg(test)]

@@ -143,13 +143,7 @@ pub async fn create(
             );
         }
     };
-    let created = state
-        .db
-        .write(key.is_some(), |mut conn| {
-            let (post, key) = (&post, key.as_ref());
-            async move { posts::create(&mut conn, post, key).await }
-        })
-        .await;
+    let created = posts::save(&state.db, &post, key.as_ref()).await;
     let (post, node, repeated) = match created {
         Ok(Created::New { post, node }) => (post, node, false),
         Ok(Created::Repeated { post, node }) => (post, node, true),

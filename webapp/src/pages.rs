@@ -219,13 +219,7 @@ pub async fn submit(
             );
         }
     };
-    let created = state
-        .db
-        .write(key.is_some(), |mut conn| {
-            let (post, key) = (&post, key.as_ref());
-            async move { posts::create(&mut conn, post, key).await }
-        })
-        .await;
+    let created = posts::save(&state.db, &post, key.as_ref()).await;
     match created {
         Ok(Created::New { post, .. } | Created::Repeated { post, .. }) => {
             let id = post.id;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{MySqlConnection, Row};
 
 use crate::config::GuestbookConfig;
+use crate::db::{Database, DbError};
 use crate::idempotency::IdempotencyKey;
 
 /// A stored post, as pages and the API show it.
@@ -215,6 +216,19 @@ pub enum Created {
     /// The key already belongs to post `id`, whose name or message differ: the key was reused
     /// for another post, which is not stored.
     KeyReused { id: u64 },
+}
+
+/// [`create`] through `db`: sent again through the next database URL only with an idempotency
+/// key (without one, a retry could store the post twice).
+pub async fn save(
+    db: &Database,
+    post: &NewPost,
+    key: Option<&IdempotencyKey>,
+) -> Result<Created, DbError> {
+    db.write(key.is_some(), |mut conn| async move {
+        create(&mut conn, post, key).await
+    })
+    .await
 }
 
 /// Stores a post (once per idempotency key) and reads it back, with the node that did.

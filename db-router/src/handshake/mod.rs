@@ -92,19 +92,7 @@ pub fn parse_login(payload: &[u8]) -> Result<LoginRequest, &'static str> {
     } else {
         None
     };
-    let plugin = if caps & cap::PLUGIN_AUTH != 0 {
-        c.nul_terminated().map(lossy)
-    } else {
-        None
-    };
-    Ok(LoginRequest {
-        caps,
-        collation,
-        user: lossy(user),
-        auth: auth.to_vec(),
-        database,
-        plugin,
-    })
+    Ok(request_from(&mut c, caps, collation, user, auth, database))
 }
 
 /// Why a login must be refused for asking a capability that changes the wire format and was
@@ -149,19 +137,32 @@ pub fn parse_change_user(payload: &[u8], caps: u32) -> Result<LoginRequest, &'st
     };
     let database = c.nul_terminated().map(lossy).filter(|db| !db.is_empty());
     let collation = c.u16().map(|n| n as u8).unwrap_or(wire::DEFAULT_COLLATION);
+    Ok(request_from(&mut c, caps, collation, user, auth, database))
+}
+
+/// The end of both a HandshakeResponse41 and a COM_CHANGE_USER: the client's auth plugin
+/// (named only under CLIENT_PLUGIN_AUTH), then the request from the fields read before it.
+fn request_from(
+    c: &mut Cursor<'_>,
+    caps: u32,
+    collation: u8,
+    user: &[u8],
+    auth: &[u8],
+    database: Option<String>,
+) -> LoginRequest {
     let plugin = if caps & cap::PLUGIN_AUTH != 0 {
         c.nul_terminated().map(lossy)
     } else {
         None
     };
-    Ok(LoginRequest {
+    LoginRequest {
         caps,
         collation,
         user: lossy(user),
         auth: auth.to_vec(),
         database,
         plugin,
-    })
+    }
 }
 
 /// AuthSwitchRequest: "answer this new scramble with mysql_native_password".

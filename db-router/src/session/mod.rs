@@ -209,14 +209,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Ok(Ok(packet)) => packet,
                 Ok(Err(PacketError::Closed)) => return,
                 Ok(Err(e @ PacketError::TooLarge { .. })) => {
-                    self.shared.metrics.error("packet_too_large");
-                    let _ = self.fail(1, code::PACKET_TOO_LARGE, &e.to_string()).await;
+                    let refusal =
+                        Refusal::new(code::PACKET_TOO_LARGE, e.to_string(), "packet_too_large");
+                    let _ = self.refuse(refusal).await;
                     return;
                 }
                 Ok(Err(e)) => {
-                    self.shared.metrics.error("protocol");
                     let message = format!("Got an error reading communication packets: {e}");
-                    let _ = self.fail(1, code::NET_READ, &message).await;
+                    let _ = self
+                        .refuse(Refusal::new(code::NET_READ, message, "protocol"))
+                        .await;
                     return;
                 }
             };
@@ -258,14 +260,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn command(&mut self, payload: BytesMut) -> std::io::Result<Flow> {
         let Some(&command) = payload.first() else {
-            self.shared.metrics.error("protocol");
-            self.fail(
-                1,
-                code::NET_READ,
-                "Malformed communication packet: empty command",
-            )
-            .await?;
-            return Ok(Flow::Close);
+            return self.malformed("empty command").await;
         };
         match command {
             com::QUIT => return Ok(Flow::Close),
@@ -308,13 +303,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             com::STMT_FETCH => return self.fetch(&payload).await,
             com::SET_OPTION => self.set_option(&payload).await?,
             other => {
-                self.shared.metrics.error("unknown_command");
-                self.fail(
-                    1,
-                    code::UNKNOWN_COM,
-                    &format!("Unknown command 0x{other:02x}"),
-                )
-                .await?;
+                let message = format!("Unknown command 0x{other:02x}");
+                self.refuse(Refusal::new(code::UNKNOWN_COM, message, "unknown_command"))
+                    .await?;
             }
         }
         Ok(Flow::Continue)
@@ -343,6 +334,31 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         }
     }
 
+    /// Counts a query of `kind` on `role`, sends `payload` to that connection and relays its
+    /// answer (of `shape`) to the client, recording a writer's GTIDs in the topology's
+    /// ledger. None when the role has no connection open.
+    async fn send_and_relay(
+        &mut self,
+        role: Role,
+        kind: &'static str,
+        payload: &[u8],
+        shape: Shape,
+    ) -> Option<Result<Outcome, RelayError>> {
+        self.shared.metrics.query(role.label(), kind);
+        let caps = self.login.caps;
+        let shared = Arc::clone(&self.shared);
+        let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
+        let (slot, client) = self.slot_and_client(role);
+        let backend = slot.as_mut()?;
+        Some(match backend.send_command(payload).await {
+            Ok(()) => relay::relay(backend, client, ledger, caps, shape).await,
+            Err(error) => Err(RelayError::Backend {
+                error,
+                forwarded: false,
+            }),
+        })
+    }
+
     /// Sends `payload` to a backend of `want` (see [`Session::acquire`]) and relays the
     /// answer. A read whose reader connection breaks before answering is run on the writer;
     /// anything else that may have reached a backend is never sent again.
@@ -363,21 +379,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     return Ok(None);
                 }
             };
-            self.shared.metrics.query(role.label(), kind);
-            let caps = self.login.caps;
-            let shared = Arc::clone(&self.shared);
-            let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
-            let (slot, client) = self.slot_and_client(role);
-            let Some(backend) = slot.as_mut() else {
+            let Some(result) = self.send_and_relay(role, kind, payload, shape).await else {
                 return Ok(None);
-            };
-            let sent = backend.send_command(payload).await;
-            let result = match sent {
-                Ok(()) => relay::relay(backend, client, ledger, caps, shape).await,
-                Err(error) => Err(RelayError::Backend {
-                    error,
-                    forwarded: false,
-                }),
             };
             match result {
                 Ok(outcome) => {
@@ -480,13 +483,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn malformed(&mut self, why: &str) -> std::io::Result<Flow> {
-        self.shared.metrics.error("protocol");
-        self.fail(
-            1,
-            code::NET_READ,
-            &format!("Malformed communication packet: {why}"),
-        )
-        .await?;
+        let message = format!("Malformed communication packet: {why}");
+        self.refuse(Refusal::new(code::NET_READ, message, "protocol"))
+            .await?;
         Ok(Flow::Close)
     }
 

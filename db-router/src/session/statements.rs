@@ -3,8 +3,6 @@
 //! connection ([`crate::prepared`] keeps the books), each EXECUTE routed as
 //! [`super::routing::Routing::execute`] says.
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -88,12 +86,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     async fn unknown_statement(&mut self, what: &str) -> std::io::Result<Flow> {
-        self.shared.metrics.error("unknown_statement");
-        self.fail(
-            1,
+        let message = format!("Unknown prepared statement handler given to {what}");
+        self.refuse(Refusal::new(
             code::UNKNOWN_STMT,
-            &format!("Unknown prepared statement handler given to {what}"),
-        )
+            message,
+            "unknown_statement",
+        ))
         .await?;
         Ok(Flow::Continue)
     }
@@ -246,21 +244,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Route::Read => "read",
             _ => "write",
         };
-        self.shared.metrics.query(role.label(), kind);
-        let caps = self.login.caps;
-        let shared = Arc::clone(&self.shared);
-        let ledger = (role == Role::Writer).then(|| shared.topology.ledger());
-        let (slot, client) = self.slot_and_client(role);
-        let Some(backend) = slot.as_mut() else {
+        let Some(result) = self
+            .send_and_relay(role, kind, &execute, Shape::Results)
+            .await
+        else {
             return Ok(Attempt::Done(Flow::Continue));
-        };
-        let sent = backend.send_command(&execute).await;
-        let result = match sent {
-            Ok(()) => relay::relay(backend, client, ledger, caps, Shape::Results).await,
-            Err(error) => Err(RelayError::Backend {
-                error,
-                forwarded: false,
-            }),
         };
         match result {
             Ok(outcome) => {

@@ -59,35 +59,31 @@ pub async fn promote(
     catch_up: Duration,
     required: impl Future<Output = Result<GtidSet, String>>,
 ) -> anyhow::Result<Promotion> {
-    let result = async {
-        let conn = connect(probe).await?;
-        lock(conn).await?;
-        let outcome = promote_locked(conn, epoch, promoted_by, catch_up, required).await;
-        exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
-        outcome
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    under_promotion_lock(probe, async move |conn| {
+        promote_locked(conn, epoch, promoted_by, catch_up, required).await
+    })
+    .await
 }
 
 /// The node is the primary by record but read-only (a promotion cut short, or a promoted
 /// node that restarted): reset its replication and make it writable.
 pub async fn complete_promotion(probe: &mut Probe) -> anyhow::Result<()> {
-    let result = async {
-        let conn = connect(probe).await?;
+    under_promotion_lock(probe, async |conn| finish(conn).await).await
+}
+
+/// Runs `act` on the node behind `probe` holding its promotion lock (see the module's doc),
+/// and releases the lock whatever `act` returned.
+async fn under_promotion_lock<T>(
+    probe: &mut Probe,
+    act: impl AsyncFnOnce(&mut MySqlConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    on_node(probe, async |conn| {
         lock(conn).await?;
-        let outcome = finish(conn).await;
+        let outcome = act(conn).await;
         exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
         outcome
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 /// Makes a node that must not take writes read-only, and ends the sessions of `app_user`
@@ -104,8 +100,7 @@ pub async fn fence(
     app_user: &str,
     superseded_by: Option<&Record>,
 ) -> anyhow::Result<usize> {
-    let result = async {
-        let conn = connect(probe).await?;
+    on_node(probe, async |conn| {
         let mut killed = kill_sessions(conn, app_user).await?;
         if let Some(record) = superseded_by
             && let Err(e) = mark_fenced(conn, record).await
@@ -126,12 +121,8 @@ pub async fn fence(
             );
         }
         Ok(killed)
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 async fn mark_fenced(conn: &mut MySqlConnection, record: &Record) -> anyhow::Result<()> {
@@ -177,39 +168,20 @@ async fn mark_position(conn: &mut MySqlConnection, record: &Record) -> anyhow::R
 /// another router holds it (it is rejoining the node). Held until the connection closes.
 pub async fn rejoin_lock(probe: &mut Probe) -> anyhow::Result<bool> {
     let conn = connect(probe).await?;
-    let row = tokio::time::timeout(
-        STEP_TIMEOUT,
-        conn.fetch_one("SELECT GET_LOCK('foobar_router.rejoin', 0)"),
-    )
-    .await
-    .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
-    .sql_context("GET_LOCK")?;
-    Ok(text(&row, 0) == "1")
+    get_lock(conn, "SELECT GET_LOCK('foobar_router.rejoin', 0)").await
 }
 
 /// Whether no promotion can be under way on the node: its promotion lock is free (taken and
 /// released at once). A promoter holds it from before it asks the routers until it is done.
 pub async fn promotion_idle(probe: &mut Probe) -> anyhow::Result<bool> {
-    let result = async {
-        let conn = connect(probe).await?;
-        let row = tokio::time::timeout(
-            STEP_TIMEOUT,
-            conn.fetch_one("SELECT GET_LOCK('foobar_router.promote', 0)"),
-        )
-        .await
-        .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
-        .sql_context("GET_LOCK")?;
-        let free = text(&row, 0) == "1";
+    on_node(probe, async |conn| {
+        let free = get_lock(conn, "SELECT GET_LOCK('foobar_router.promote', 0)").await?;
         if free {
             exec(conn, PROMOTION_UNLOCK, STEP_TIMEOUT).await?;
         }
         Ok(free)
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 /// Makes the fenced node behind `probe` (`node`, as last checked) a replica of `primary`,
@@ -242,8 +214,7 @@ pub async fn rejoin(
     if !errant.is_empty() {
         bail!(errant_message(node, primary, &errant.join(",")));
     }
-    let result = async {
-        let conn = connect(probe).await?;
+    on_node(probe, async |conn| {
         // Its own writes are where replication resumes: slave_pos, as the image's replicas.
         exec(
             conn,
@@ -295,12 +266,8 @@ pub async fn rejoin(
             primary.host,
             primary.port
         )
-    }
-    .await;
-    if result.is_err() {
-        probe.reset();
-    }
-    result
+    })
+    .await
 }
 
 fn errant_message(node: &Status, primary: &Status, detail: &str) -> String {
@@ -316,17 +283,39 @@ fn errant_message(node: &Status, primary: &Status, detail: &str) -> String {
     )
 }
 
+/// Runs `act` on the probe's connection to its node. On an error the connection is dropped,
+/// whatever state an action cut short left its session in: the next use opens a new one.
+async fn on_node<T>(
+    probe: &mut Probe,
+    act: impl AsyncFnOnce(&mut MySqlConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let result = match connect(probe).await {
+        Ok(conn) => act(conn).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        probe.reset();
+    }
+    result
+}
+
 /// Takes the promotion lock on the node (released by [`PROMOTION_UNLOCK`], or when the
 /// connection drops).
 async fn lock(conn: &mut MySqlConnection) -> anyhow::Result<()> {
-    let row = tokio::time::timeout(STEP_TIMEOUT, conn.fetch_one(PROMOTION_LOCK))
-        .await
-        .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
-        .sql_context("GET_LOCK")?;
-    if text(&row, 0) != "1" {
+    if !get_lock(conn, PROMOTION_LOCK).await? {
         bail!("another router holds the promotion lock on this node; its record decides");
     }
     Ok(())
+}
+
+/// Runs `get_lock`, a `SELECT GET_LOCK(...)`, within [`STEP_TIMEOUT`]: whether the lock is
+/// now held by this connection (false: another holds it, and the wait ran out).
+async fn get_lock(conn: &mut MySqlConnection, get_lock: &'static str) -> anyhow::Result<bool> {
+    let row = tokio::time::timeout(STEP_TIMEOUT, conn.fetch_one(get_lock))
+        .await
+        .map_err(|_| anyhow!("GET_LOCK: no answer within {STEP_TIMEOUT:?}"))?
+        .sql_context("GET_LOCK")?;
+    Ok(text(&row, 0) == "1")
 }
 
 async fn promote_locked(
