@@ -16,7 +16,8 @@
 //! one more pass through the runtime's queue per flush, microseconds. Measured with
 //! `MODES=h2 bench/https.sh` (one round of 10 s each, the machine otherwise idle): CPU per
 //! request 1.47x and 1.65x HAProxy's before, 1.19x to 1.36x after, requests per second 0.78x
-//! to 0.89x before, 0.89x to 0.96x after. Deferring two or four times instead of once gave
+//! to 0.89x before, 0.89x to 0.96x after; the default three rounds afterwards gave 1.44x and
+//! 0.82x (docs/benchmarks.md), so the gap to HAProxy is narrower, not closed. Deferring two or four times instead of once gave
 //! no more (within the runs' noise).
 
 use std::future::Future;

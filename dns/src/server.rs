@@ -176,8 +176,8 @@ const WRITE_FLUSH: usize = 16 * 1024;
 /// Every whole message read is answered before the next read, and the answers go out in one
 /// write, so a pipelining client costs one read and one write per batch instead of two of
 /// each per query (bench/dns.sh over TCP). A client that sends no whole message for `idle`
-/// (a slow one dribbling bytes included), or does not take its answers for `idle`, is
-/// disconnected.
+/// (a slow one dribbling bytes included), or does not take a batch of answers within `idle`,
+/// is disconnected.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -196,7 +196,6 @@ async fn serve_connection(
         while let Some(len) = whole_message(&input[used..]) {
             let message = &mut input[used + 2..used + 2 + len];
             used += 2 + len;
-            deadline = tokio::time::Instant::now() + idle;
             let started = Instant::now();
             let answered = dns.answer(message, peer, true, &mut out).await;
             dns.metrics.latency_tcp.observe(started.elapsed());
@@ -215,6 +214,11 @@ async fn serve_connection(
         if !answers.is_empty() {
             write(&mut stream, &answers, idle).await?;
             answers.clear();
+        }
+        if used > 0 {
+            // Whole messages came: the client has `idle` again for the next one (one clock
+            // read per batch, not per query).
+            deadline = tokio::time::Instant::now() + idle;
         }
         // What is left is the start of a message: keep it at the front and read the rest.
         input.drain(..used);
@@ -238,7 +242,7 @@ fn whole_message(input: &[u8]) -> Option<usize> {
     (input.len() >= 2 + len).then_some(len)
 }
 
-/// Writes `bytes` whole, or fails when the client has taken none of them for `idle`.
+/// Writes `bytes` whole, or fails when the client has not taken them all within `idle`.
 async fn write(stream: &mut TcpStream, bytes: &[u8], idle: Duration) -> std::io::Result<()> {
     match tokio::time::timeout(idle, stream.write_all(bytes)).await {
         Ok(written) => written,
