@@ -1,9 +1,9 @@
 //! Batched writes for HTTP/2 connections: what every stream of a connection has ready goes
 //! out in one write, not one write per response.
 //!
-//! hyper runs each HTTP/2 stream as a task of its own and the connection as another. A stream
-//! that has its response wakes the connection task, which encodes the frames and flushes them:
-//! over TLS, one record, one `writev` and one wake-up of the client per response. With 10
+//! h2 encodes a connection's frames when the connection is polled and flushes them at once.
+//! A stream that has its response wakes the connection, which encodes its frames and flushes
+//! them: over TLS, one record, one `writev` and one wake-up of the client per response. With 10
 //! streams in flight on each of 10 connections (`bench/https.sh`, mode h2) foobar-balancer
 //! made 10 437 writes to clients for 10 460 responses (strace, 2 s), HAProxy 854 for 8 017;
 //! those writes were a quarter of the balancer's CPU time (perf), and the reason it needed

@@ -5,8 +5,8 @@
 //! and hyper's server side (its dispatcher state machine, its head encoding) was about a sixth
 //! of the balancer's user-space CPU per request (perf). Here one loop per connection reads a
 //! request head, hands the request to the proxy in the same task, and writes the response
-//! head and the first part of its body in one system call, as HAProxy does. HTTP/2 stays
-//! with hyper.
+//! head and the first part of its body in one system call, as HAProxy does. HTTP/2 is
+//! `http2.rs`'s.
 //!
 //! What it implements of RFC 9112, as a gateway needs it:
 //! - request heads parsed by httparse (hyper's parser): line and headers within
@@ -36,7 +36,7 @@
 //!   an idle connection closes at once when the balancer drains;
 //! - `CONNECT` is refused (405): a reverse proxy tunnels nothing;
 //! - HTTP/2 with prior knowledge (h2c): the connection preface is recognised and the
-//!   connection, with what was read of it, is handed back for hyper to serve.
+//!   connection, with what was read of it, is handed back for `http2.rs` to serve.
 
 use std::future::{Future, poll_fn};
 use std::io;

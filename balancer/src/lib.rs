@@ -12,7 +12,8 @@
 //!   write.
 //! - [`forwarding`]: the headers this hop adds to a request (X-Forwarded-*, Via, request id)
 //!   and the client's it removes.
-//! - [`http1`]: HTTP/1.1 from clients, one loop per connection (HTTP/2 is hyper's).
+//! - [`http1`]: HTTP/1.1 from clients, one loop per connection.
+//! - [`http2`]: HTTP/2 from clients, h2's server driven by one task per connection.
 //! - [`batching`]: HTTP/2 connections' writes gathered across streams, one write per turn.
 //! - [`upstream`]: HTTP/1.1 to a backend, inside the request's task (no hand-offs).
 //! - [`message`]: what every HTTP layer shares: body and error types, the hop-by-hop list, a
@@ -36,6 +37,7 @@ pub mod forwarding;
 pub mod framing;
 pub mod health;
 pub mod http1;
+pub mod http2;
 pub mod limits;
 pub mod message;
 pub mod metrics;
@@ -50,7 +52,6 @@ pub mod status;
 pub mod tls;
 pub mod upstream;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,10 +59,6 @@ use std::time::Duration;
 use foobar_service::{Context, ServiceInfo};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -213,53 +210,28 @@ impl Front {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let handle = |request| self.answer(request, &peer);
-        let ended = http1::serve(io, handle, settings, drain, &self.proxy.metrics).await;
+        let ended = http1::serve(io, handle, settings, drain.clone(), &self.proxy.metrics).await;
         if let http1::Ended::Http2(io) = ended {
             let limits = self.proxy.config.load().limits.clone();
-            self.serve_http2(io, peer, &limits, watcher).await;
+            self.serve_http2(io, peer, &limits, drain, watcher).await;
         }
     }
 
-    /// Serves a connection's HTTP/2 requests with hyper.
+    /// Serves a connection's HTTP/2 streams (`http2.rs`).
     async fn serve_http2<S: http1::Io>(
         self,
         io: S,
         peer: forwarding::Peer,
         limits: &config::LimitsConfig,
-        watcher: hyper_util::server::graceful::Watcher,
+        drain: tokio_util::sync::CancellationToken,
+        _watcher: hyper_util::server::graceful::Watcher,
     ) {
-        let client = peer.addr;
-        let peer = Arc::new(peer);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let front = self.clone();
-            let peer = Arc::clone(&peer);
-            async move {
-                // An HTTP/2 CONNECT (RFC 9113 section 8.5: `:authority`, no `:path`) asks for
-                // a tunnel: refused as HTTP/1.1's is, never forwarded as `CONNECT /`.
-                if request.method() == http::Method::CONNECT {
-                    return Ok(message::error_page(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "This site does not tunnel connections (CONNECT).",
-                    ));
-                }
-                let request = request.map(|body| body.map_err(message::BoxError::from).boxed());
-                // Boxed: hyper moves each stream's future when it spawns it, and the answer's
-                // state machine is large (perf: 1.7% of the balancer's time in that memmove).
-                let mut response = Box::pin(front.answer(request, &peer)).await;
-                message::merge_raw_head(&mut response);
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-        // Every stream's frames ready in this turn of the event loop go out in one write.
-        let connection =
-            builder.serve_connection(TokioIo::new(batching::Batched::new(io)), service);
-        if let Err(e) = watcher.watch(connection).await {
-            tracing::debug!(%client, "HTTP/2 connection ended: {e}");
-        }
+        let settings = http2::Settings {
+            max_header_list_size: u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
+            idle_timeout: limits.header_read_timeout,
+        };
+        let handle = |request| self.answer(request, &peer);
+        http2::serve(io, handle, settings, drain).await;
     }
 }
 
@@ -348,7 +320,9 @@ async fn accept(
                 }
             };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                front.serve_http2(stream, peer, &limits, watcher).await;
+                front
+                    .serve_http2(stream, peer, &limits, drain, watcher)
+                    .await;
             } else {
                 front.serve(stream, peer, settings, drain, watcher).await;
             }

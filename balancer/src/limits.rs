@@ -1,8 +1,8 @@
 //! What one client may ask of the balancer: connections, request rate, body size.
 //!
 //! The header read timeout and header size are enforced where requests are read: by
-//! `http1.rs` for HTTP/1.1 (408, 431, 414), by hyper's HTTP/2 server for HTTP/2 (its header
-//! list size, set in `lib.rs`). The ones here:
+//! `http1.rs` for HTTP/1.1 (408, 431, 414), by `http2.rs` for HTTP/2 (h2's header list size;
+//! the preface and idle timeout). The ones here:
 //!
 //! - [`ConnectionLimit`]: at most `max_connections` client connections at once. Past it the
 //!   accept loops stop accepting, so new connections wait in the kernel's accept queue and are

@@ -135,7 +135,7 @@ impl RawHead {
 }
 
 /// Moves a backend's raw head into the response's `HeaderMap`, for a writer that knows only
-/// the map (hyper's HTTP/2).
+/// the map (HTTP/2's HPACK encoder).
 pub fn merge_raw_head<B>(response: &mut Response<B>) {
     if let Some(head) = response.extensions_mut().remove::<RawHead>() {
         head.merge_into(response.headers_mut());
@@ -145,8 +145,7 @@ pub fn merge_raw_head<B>(response: &mut Response<B>) {
 /// Where a backend's 1xx responses (103 Early Hints) go as they arrive, before its final
 /// one: to the client's connection, which writes each at once (RFC 9110 15.2: a proxy
 /// forwards them). It travels in the request's extensions; a request without it (an
-/// HTTP/1.0 client, which gets no 1xx; HTTP/2, whose server here cannot send one) has them
-/// dropped. 100 Continue is not among them: that one is each hop's own.
+/// HTTP/1.0 client, which gets no 1xx) has them dropped. 100 Continue is not among them: that one is each hop's own.
 #[derive(Clone, Debug)]
 pub struct Interim(pub tokio::sync::mpsc::Sender<Response<()>>);
 

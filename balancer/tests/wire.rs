@@ -1277,3 +1277,41 @@ async fn early_hints_reach_the_client_before_the_final_response_is_sent() {
     let (status, _, body) = next_answer(&mut stream, &mut buffer, "final response").await;
     assert_eq!((status, body.as_slice()), (200, &b"held"[..]));
 }
+
+/// The same over HTTP/2 (h2c, prior knowledge): the 103 arrives as an informational HEADERS
+/// frame on the request's stream while the backend still holds its final response.
+#[tokio::test]
+async fn early_hints_reach_an_http2_client_before_the_final_response_is_sent() {
+    let backend = Recorder::start().await;
+    let lb = balancer(&backend).await;
+    let tcp = TcpStream::connect(lb.addr("http")).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://a/103-held").body(()).unwrap();
+    let (mut response, _) = client.send_request(request, true).unwrap();
+    let hints = tokio::time::timeout(
+        STALL,
+        std::future::poll_fn(|cx| response.poll_informational(cx)),
+    )
+    .await
+    .expect("103 before the final response")
+    .expect("an informational response")
+    .unwrap();
+    assert_eq!(hints.status(), 103);
+    assert_eq!(
+        hints.headers().get("link").unwrap(),
+        "</s.css>; rel=preload"
+    );
+    backend.release.notify_one();
+    let response = tokio::time::timeout(STALL, response)
+        .await
+        .expect("the final response")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while let Some(chunk) = body.data().await {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(received, b"held");
+}

@@ -340,6 +340,44 @@ async fn malformed_http2_requests_reset_their_stream_and_the_connection_goes_on(
     let block = [request("/bad/hpack"), indexed(200)].concat();
     client.request(id, &block).await;
     assert_eq!(client.outcome(id).await, None);
-    assert_eq!(client.goaway, Some(COMPRESSION_ERROR), "GOAWAY COMPRESSION_ERROR");
+    assert_eq!(
+        client.goaway,
+        Some(COMPRESSION_ERROR),
+        "GOAWAY COMPRESSION_ERROR"
+    );
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}
+
+/// An HTTP/2 connection with no stream open is closed, as an idle HTTP/1.1 one is, after
+/// `limits.header_read_timeout`: GOAWAY(NO_ERROR), then the end of the connection. Before,
+/// an idle HTTP/2 client held its connection slot for ever.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_with_goaway() {
+    let a = Backend::start("a").await;
+    let backends = [(&a, 1, false)];
+    let spec = Spec {
+        backends: &backends,
+        algorithm: "round_robin",
+    };
+    let limits = "[limits]\nheader_read_timeout = \"1s\"\n";
+    let lb = start(&write_config(&spec, PLAIN_HTTP, limits)).await;
+    let mut client = Client::connect(lb.addr("http")).await;
+    // A request answered, then nothing: the timer starts when the last stream ends.
+    client.request(1, &request("/")).await;
+    assert_eq!(client.outcome(1).await, ok());
+    let started = std::time::Instant::now();
+    while client.goaway.is_none() {
+        assert!(
+            client.read_frame().await,
+            "GOAWAY before the connection ends"
+        );
+    }
+    assert_eq!(client.goaway, Some(0), "NO_ERROR");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the timeout: {:?}",
+        started.elapsed()
+    );
+    while client.read_frame().await {}
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
