@@ -65,6 +65,9 @@ pub struct Classification {
     /// Names a user variable (`@v`): its value may live on the writer only (see
     /// `session::routing::Routing`).
     pub reads_user_variables: bool,
+    /// A `LOAD DATA LOCAL INFILE` (or `LOAD XML LOCAL INFILE`): the server asks the client
+    /// for a file, which only the writer's connection lets it do.
+    pub loads_local_file: bool,
 }
 
 impl Classification {
@@ -123,6 +126,9 @@ pub fn classify(sql: &[u8]) -> Classification {
         effects,
         multi: statements > 1,
         reads_user_variables: tokens.iter().any(|(t, _)| *t == Token::UserVar),
+        loads_local_file: tokens
+            .windows(2)
+            .any(|w| w[0].0.is("LOCAL") && w[1].0.is("INFILE")),
     }
 }
 
@@ -484,6 +490,26 @@ mod tests {
             "garbage ;;; '",
         ] {
             assert_eq!(route(sql), Route::Write, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn load_data_local_is_noticed() {
+        for sql in [
+            "LOAD DATA LOCAL INFILE '/tmp/a.csv' INTO TABLE t",
+            "load data low_priority local infile 'a' replace into table t",
+            "LOAD XML LOCAL INFILE 'a.xml' INTO TABLE t",
+            "SET STATEMENT max_statement_time = 10 FOR LOAD DATA LOCAL INFILE 'a' INTO TABLE t",
+            "SELECT 1; LOAD DATA LOCAL INFILE 'a' INTO TABLE t",
+        ] {
+            assert!(classify(sql.as_bytes()).loads_local_file, "{sql}");
+        }
+        for sql in [
+            "LOAD DATA INFILE '/tmp/a.csv' INTO TABLE t",
+            "SELECT 'LOCAL INFILE'",
+            "SELECT 1 -- LOAD DATA LOCAL INFILE 'a'",
+        ] {
+            assert!(!classify(sql.as_bytes()).loads_local_file, "{sql}");
         }
     }
 

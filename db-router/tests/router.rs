@@ -16,6 +16,7 @@ use anyhow::Context as _;
 
 use foobar_stack_tests::ReplicatedDatabase;
 use load_local::{
+    load_data_local_in_a_read_only_transaction_is_refused_as_directly,
     load_data_local_over_the_limit_loads_nothing, load_data_local_streams_a_file_to_the_primary,
 };
 use sqlx::{Connection, Executor, Row};
@@ -77,6 +78,11 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
         &db
     );
     scenario!(load_data_local_streams_a_file_to_the_primary, &router, &db);
+    scenario!(
+        load_data_local_in_a_read_only_transaction_is_refused_as_directly,
+        &router,
+        &primary
+    );
     scenario!(
         load_data_local_over_the_limit_loads_nothing,
         &db,
