@@ -83,6 +83,7 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
         &router,
         &primary
     );
+    scenario!(replayed_sets_do_not_accumulate, &router);
     scenario!(
         load_data_local_over_the_limit_loads_nothing,
         &db,
@@ -1219,6 +1220,68 @@ async fn require_tls_refuses_plain_logins_before_any_backend(
     anyhow::ensure!(
         plain == 0.0 && tls >= 1.0 && refusals >= 2.0,
         "logins plain {plain}, tls {tls}; refused {refusals}"
+    );
+    Ok(())
+}
+
+/// A session that sets one user variable 2000 times over, on the replica, leaves one `SET`
+/// to replay: the primary's connection, opened after them, runs one (MariaDB's own count of
+/// the SETs run on that connection says so) and has the last value. Past the router's limit
+/// of statements to replay (1000 distinct variables) a `SET` is refused before it runs, with
+/// 1226, and the session goes on with what it had.
+async fn replayed_sets_do_not_accumulate(router: &Router) -> anyhow::Result<()> {
+    let value = |v: &str| Some(v.to_owned());
+    let mut client = connect_raw(router).await?;
+    for i in 1..=2000 {
+        client.rows(&format!("SET @x = {i}")).await?;
+    }
+    anyhow::ensure!(
+        client.rows("SELECT @x, @@server_id").await? == [[value("2000"), value(REPLICA_ID)]]
+    );
+    client.rows("BEGIN").await?;
+    let on_primary = client.rows("SELECT @x, @@server_id").await?;
+    let sets = client
+        .rows("SHOW SESSION STATUS LIKE 'Com_set_option'")
+        .await?;
+    client.rows("COMMIT").await?;
+    anyhow::ensure!(
+        on_primary == [[value("2000"), value(PRIMARY_ID)]],
+        "on the primary: {on_primary:?}"
+    );
+    // The router's own SET at login (session tracking), and the one replayed.
+    let ran: u32 = sets[0][1].as_deref().unwrap_or_default().parse()?;
+    println!("  SETs run on the primary's connection: {ran}");
+    anyhow::ensure!(ran <= 2, "SETs replayed on the primary: {sets:?}");
+
+    let mut client = connect_raw(router).await?;
+    for i in 0..1000 {
+        client.rows(&format!("SET @v{i} = {i}")).await?;
+    }
+    let refused = client.query("SET @v1000 = 1000").await?;
+    let Err(error) = refused else {
+        anyhow::bail!("the 1001st variable was set");
+    };
+    println!("  {}: {}", error.code, error.message);
+    anyhow::ensure!(
+        error.code == 1226
+            && error.sqlstate == "42000"
+            && error.message.contains("(1000 statements"),
+        "past the limit: {error:?}"
+    );
+    // Replacing one still works; the refused one ran nowhere.
+    client.rows("SET @v0 = 'again'").await?;
+    let read = client
+        .rows("SELECT @v0, @v999, @v1000, @@server_id")
+        .await?;
+    client.rows("BEGIN").await?;
+    let written = client
+        .rows("SELECT @v0, @v999, @v1000, @@server_id")
+        .await?;
+    client.rows("COMMIT").await?;
+    anyhow::ensure!(
+        read == [[value("again"), value("999"), None, value(REPLICA_ID)]]
+            && written == [[value("again"), value("999"), None, value(PRIMARY_ID)]],
+        "after the refusal: {read:?} {written:?}"
     );
     Ok(())
 }

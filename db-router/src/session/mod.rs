@@ -472,6 +472,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 ))
                 .await;
         }
+        if let Err(message) = self.routing.admits(&class, None) {
+            return self
+                .refuse(Refusal::new(
+                    code::SESSION_STATEMENTS,
+                    message,
+                    "session_statements",
+                ))
+                .await;
+        }
         let kind = match class.route {
             Route::Read => "read",
             Route::Write => "write",
