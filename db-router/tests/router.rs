@@ -90,6 +90,12 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
         &primary,
         &replica
     );
+    scenario!(
+        an_ed25519_backend_account_logs_in_to_both_nodes,
+        &db,
+        &primary,
+        &replica
+    );
 
     let certificates = Certificates::generate()?;
     let tls_config = |require_tls| {
@@ -1282,6 +1288,79 @@ async fn replayed_sets_do_not_accumulate(router: &Router) -> anyhow::Result<()> 
         read == [[value("again"), value("999"), None, value(REPLICA_ID)]]
             && written == [[value("again"), value("999"), None, value(PRIMARY_ID)]],
         "after the refusal: {read:?} {written:?}"
+    );
+    Ok(())
+}
+
+/// The router's own account on the nodes (`backends.user`) may use MariaDB's ed25519
+/// plugin (installed on the image's MariaDB with `INSTALL SONAME 'auth_ed25519'`): a router
+/// whose account is `IDENTIFIED VIA ed25519` logs in to both nodes and routes as usual. A
+/// client that asks the router for client_ed25519 (`mariadb --default-auth=client_ed25519`)
+/// is switched to mysql_native_password and logs in, as with a server whose account uses it.
+async fn an_ed25519_backend_account_logs_in_to_both_nodes(
+    db: &ReplicatedDatabase,
+    primary: &str,
+    replica: &str,
+) -> anyhow::Result<()> {
+    const USER: &str = "edrouter";
+    const PASSWORD: &str = "ed-router-password";
+    for node in [primary, replica] {
+        let root = sqlx::mysql::MySqlConnectOptions::new()
+            .host("127.0.0.1")
+            .port(node.parse::<std::net::SocketAddr>()?.port())
+            .username("root")
+            .password(foobar_stack_tests::ROOT_PASSWORD);
+        let mut conn = sqlx::MySqlConnection::connect_with(&root).await?;
+        conn.execute("SET SESSION sql_log_bin = 0").await?;
+        conn.execute("INSTALL SONAME 'auth_ed25519'").await?;
+    }
+    let root = sqlx::mysql::MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(primary.parse::<std::net::SocketAddr>()?.port())
+        .username("root")
+        .password(foobar_stack_tests::ROOT_PASSWORD);
+    let mut conn = sqlx::MySqlConnection::connect_with(&root).await?;
+    // USER and PASSWORD, spelled out: sqlx takes only a 'static query text.
+    conn.execute(
+        "CREATE USER 'edrouter'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-router-password'); \
+         GRANT ALL PRIVILEGES ON foobar.* TO 'edrouter'@'%'",
+    )
+    .await?;
+    wait_for_replica(db).await?;
+    let usual = format!(
+        "user = \"{}\"\npassword = \"{}\"",
+        foobar_stack_tests::APP_USER,
+        foobar_stack_tests::APP_PASSWORD
+    );
+    let config = support::config(primary, replica, "");
+    anyhow::ensure!(config.contains(&usual), "the backend account in {config}");
+    let config = config.replace(
+        &usual,
+        &format!("user = \"{USER}\"\npassword = \"{PASSWORD}\""),
+    );
+    let router = support::Router::start(&config).await?;
+    let account = format!("{USER}@%");
+    let read = mariadb(router.mysql, "SELECT CURRENT_USER(), @@server_id").await?;
+    let written = mariadb(
+        router.mysql,
+        "BEGIN; SELECT CURRENT_USER(), @@server_id; COMMIT",
+    )
+    .await?;
+    anyhow::ensure!(
+        read == [[account.as_str(), REPLICA_ID]] && written == [[account.as_str(), PRIMARY_ID]],
+        "through a router logged in with ed25519: {read:?} {written:?}"
+    );
+    let switched = support::mariadb_rows(
+        mariadb_with(
+            router.mysql,
+            &["--default-auth=client_ed25519".to_owned()],
+            "SELECT CURRENT_USER()",
+        )
+        .await?,
+    )?;
+    anyhow::ensure!(
+        switched == [[account.as_str()]],
+        "a client asking for client_ed25519: {switched:?}"
     );
     Ok(())
 }
