@@ -202,15 +202,22 @@ impl Connector {
                 Some(0xFE) => {
                     let mut c = wire::Cursor::new(&reply[1..]);
                     let plugin = c.nul_terminated().unwrap_or_default();
-                    if plugin != auth::NATIVE_PASSWORD.as_bytes() {
+                    let password = self.settings.password.as_bytes();
+                    let answer = if plugin == auth::NATIVE_PASSWORD.as_bytes() {
+                        let scramble = c.rest().strip_suffix(&[0]).unwrap_or(c.rest());
+                        auth::answer(password, scramble)
+                    } else if plugin == auth::ED25519.as_bytes() {
+                        // 32 random bytes, sent as they are (no NUL after them).
+                        auth::ed25519_answer(password, c.rest())
+                    } else {
                         return Err(connect_err(format!(
-                            "the backend asks for auth plugin {:?}; the router speaks only {}",
+                            "backends.user's account asks for auth plugin {:?}; the router \
+                             logs in with {} or {} only",
                             String::from_utf8_lossy(plugin),
-                            auth::NATIVE_PASSWORD
+                            auth::NATIVE_PASSWORD,
+                            auth::ED25519
                         )));
-                    }
-                    let scramble = c.rest().strip_suffix(&[0]).unwrap_or(c.rest());
-                    let answer = auth::answer(self.settings.password.as_bytes(), scramble);
+                    };
                     stream
                         .send(seq.wrapping_add(1), &answer)
                         .await

@@ -33,10 +33,11 @@ pub enum Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Record this statement (a byte range of the query) and replay it on every backend
-    /// connection of the session.
+    /// connection of the session; `assigns` tells which earlier ones it makes useless.
     Replay {
         start: usize,
         end: usize,
+        assigns: Assigns,
     },
     /// `USE db`.
     UseDatabase(String),
@@ -55,6 +56,40 @@ pub enum Effect {
     PinToWriter,
 }
 
+/// What a replayed `SET` assigns, for deciding which of the session's earlier ones a later
+/// one makes useless (`session::routing::Routing` keeps the list of them bounded with it).
+/// Everything the router cannot tell for sure is on the side of keeping: an unknown form or
+/// name, a value that is more than a literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigns {
+    /// The session variables it sets: `@name` (lower case) for a user variable, a system
+    /// variable's name (lower case) otherwise; `SET NAMES` sets the connection's four
+    /// character set variables. None: a form or a name the router does not take apart (a
+    /// quoted name with quotes or escapes in it, `GLOBAL` inside a list, `DEFAULT ROLE` ...).
+    pub targets: Option<Vec<String>>,
+    /// A value depends on the session's state (another variable, a subquery, a function,
+    /// the database's character set for `SET CHARACTER SET`): it must run after what it read.
+    pub reads: bool,
+    /// It sets what decides how later statements' text is read: `sql_mode`, `old_mode`, the
+    /// connection's character set or collation.
+    pub context: bool,
+    /// Its text means the same under any `sql_mode` and client character set: ASCII, with no
+    /// backslash and no double quote.
+    pub plain: bool,
+}
+
+impl Assigns {
+    /// A statement the router does not take apart: never dropped, and nothing before it is.
+    fn unknown() -> Self {
+        Self {
+            targets: None,
+            reads: true,
+            context: true,
+            plain: false,
+        }
+    }
+}
+
 /// The classification of one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
@@ -65,6 +100,9 @@ pub struct Classification {
     /// Names a user variable (`@v`): its value may live on the writer only (see
     /// `session::routing::Routing`).
     pub reads_user_variables: bool,
+    /// A `LOAD DATA LOCAL INFILE` (or `LOAD XML LOCAL INFILE`): the server asks the client
+    /// for a file, which only the writer's connection lets it do.
+    pub loads_local_file: bool,
 }
 
 impl Classification {
@@ -118,11 +156,26 @@ pub fn classify(sql: &[u8]) -> Classification {
         let r = classify_statement(statement, range, &mut effects);
         route = Some(route.map_or(r, |route| route.max(r)));
     }
+    for effect in &mut effects {
+        if let Effect::Replay {
+            start,
+            end,
+            assigns,
+        } = effect
+        {
+            assigns.plain = sql[*start..*end]
+                .iter()
+                .all(|&b| b.is_ascii() && b != b'\\' && b != b'"');
+        }
+    }
     Classification {
         route: route.unwrap_or(Route::Write),
         effects,
         multi: statements > 1,
-        reads_user_variables: tokens.iter().any(|(t, _)| *t == Token::UserVar),
+        reads_user_variables: tokens.iter().any(|(t, _)| matches!(t, Token::UserVar(_))),
+        loads_local_file: tokens
+            .windows(2)
+            .any(|w| w[0].0.is("LOCAL") && w[1].0.is("INFILE")),
     }
 }
 
@@ -259,7 +312,7 @@ fn select_route(t: &[Token<'_>], effects: &mut Vec<Effect>) -> Route {
                 return Route::Write;
             }
             Token::Word(_) if token.is("INTO") => {
-                if next == Some(&Token::UserVar) {
+                if matches!(next, Some(Token::UserVar(_))) {
                     effects.push(Effect::PinToWriter);
                 }
                 return Route::Write;
@@ -369,7 +422,7 @@ fn set_route(
         if value.iter().any(|t| matches!(t, Token::Word(w) if WRITER_FUNCTIONS.iter().any(|f| w.eq_ignore_ascii_case(f.as_bytes())))) {
             route = Route::Write;
         }
-        if target == Token::UserVar && !is_literal(value) {
+        if matches!(target, Token::UserVar(_)) && !is_literal(value) {
             effects.push(Effect::PinToWriter);
             route = Route::Write;
         }
@@ -377,8 +430,157 @@ fn set_route(
     effects.push(Effect::Replay {
         start: range.0,
         end: range.1,
+        assigns: assigns(&t),
     });
     route
+}
+
+/// The character set variables `SET NAMES` and `SET CHARACTER SET` set.
+const CONNECTION_CHARSET: [&str; 4] = [
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+];
+
+/// What the `SET` of tokens `t` assigns (see [`Assigns`]); `plain` is judged from its text
+/// by [`classify`].
+fn assigns(t: &[Token<'_>]) -> Assigns {
+    let is = |i: usize, kw: &str| t.get(i).is_some_and(|t| t.is(kw));
+    // SET SESSION TRANSACTION ISOLATION LEVEL ..., READ ONLY: one statement, commas and all.
+    if (is(1, "SESSION") || is(1, "LOCAL")) && is(2, "TRANSACTION") {
+        let mut targets = Vec::new();
+        if t.iter().any(|t| t.is("ISOLATION")) {
+            targets.push("tx_isolation".to_owned());
+        }
+        if t.windows(2)
+            .any(|w| w[0].is("READ") && (w[1].is("ONLY") || w[1].is("WRITE")))
+        {
+            targets.push("tx_read_only".to_owned());
+        }
+        if targets.is_empty() {
+            return Assigns::unknown();
+        }
+        return Assigns {
+            targets: Some(targets),
+            reads: false,
+            context: false,
+            plain: false,
+        };
+    }
+    let mut targets = Vec::new();
+    let (mut reads, mut context) = (false, false);
+    for assignment in split_top_level(&t[1..]) {
+        match assignment {
+            [names, value @ ..] if names.is("NAMES") => {
+                // NAMES charset [COLLATE collation], NAMES DEFAULT: names, never expressions.
+                if value.is_empty()
+                    || !value
+                        .iter()
+                        .all(|t| matches!(t, Token::Word(_) | Token::Quoted(_) | Token::Str))
+                {
+                    return Assigns::unknown();
+                }
+                targets.extend(CONNECTION_CHARSET.map(str::to_owned));
+                context = true;
+            }
+            [first, ..] if first.is("CHARACTER") || first.is("CHARSET") => {
+                // The connection's character set becomes the database's: read from the session.
+                targets.extend(CONNECTION_CHARSET.map(str::to_owned));
+                context = true;
+                reads = true;
+            }
+            [role, name] if role.is("ROLE") && name.ident().is_some() => {
+                targets.push("role".to_owned());
+            }
+            _ => {
+                let (name, value) = match assignment {
+                    [scope, name, rest @ ..] if scope.is("SESSION") || scope.is("LOCAL") => {
+                        (system_variable(name.ident()), rest)
+                    }
+                    [Token::SysVar(v), rest @ ..] => (system_variable(session_scoped(v)), rest),
+                    [Token::UserVar(v), rest @ ..] => (user_variable(v), rest),
+                    [name, rest @ ..] => (system_variable(name.ident()), rest),
+                    [] => (None, &[][..]),
+                };
+                let (Some(name), [Token::Punct(b'=') | Token::Assign, value @ ..]) = (name, value)
+                else {
+                    return Assigns::unknown();
+                };
+                let user = name.starts_with('@');
+                if !(is_literal(value) || !user && is_name(value)) {
+                    reads = true;
+                }
+                context |= ["sql_mode", "old_mode"].contains(&name.as_str())
+                    || name.starts_with("character_set_")
+                    || name.starts_with("collation_");
+                targets.push(name);
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Assigns::unknown();
+    }
+    Assigns {
+        targets: Some(targets),
+        reads,
+        context,
+        plain: false,
+    }
+}
+
+/// The name of `@@v` when it is the session's (`@@x`, `@@session.x`, `@@local.x`); None for
+/// `@@global.x`.
+fn session_scoped(v: &[u8]) -> Option<&[u8]> {
+    let dot = v.iter().position(|&b| b == b'.');
+    match dot {
+        None => Some(v),
+        Some(at) => {
+            let scope = &v[..at];
+            (scope.eq_ignore_ascii_case(b"session") || scope.eq_ignore_ascii_case(b"local"))
+                .then(|| &v[at + 1..])
+        }
+    }
+}
+
+/// A system variable's name, lower case, with MariaDB's two aliases made one; None unless it
+/// is a plain ASCII name.
+fn system_variable(name: Option<&[u8]>) -> Option<String> {
+    let name = name
+        .filter(|n| !n.is_empty() && n.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_'))?;
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    Some(match name.as_str() {
+        "transaction_isolation" => "tx_isolation".to_owned(),
+        "transaction_read_only" => "tx_read_only".to_owned(),
+        _ => name,
+    })
+}
+
+/// `@name`, lower case (MariaDB's user variable names ignore case), from the text after `@`
+/// with its quotes; None for a name with anything but ASCII letters, digits, `_`, `$` and `.`
+/// (quoted names with quotes or escapes inside, names whose bytes depend on the character set).
+fn user_variable(text: &[u8]) -> Option<String> {
+    let name = match text {
+        [q @ (b'\'' | b'"' | b'`'), inner @ .., last] if last == q => inner,
+        _ => text,
+    };
+    let simple = !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"_$.".contains(&b));
+    simple.then(|| format!("@{}", String::from_utf8_lossy(name).to_ascii_lowercase()))
+}
+
+/// A bare name as a system variable's value (`sql_mode = ANSI`, `time_zone = SYSTEM`): the
+/// server takes it as a string. Not the functions that need no parentheses.
+fn is_name(value: &[Token<'_>]) -> bool {
+    match value {
+        [Token::Quoted(_)] => true,
+        [Token::Word(w)] => !["CURRENT_", "LOCALTIME", "UTC_"]
+            .iter()
+            .any(|f| starts_with_ci(w, f.as_bytes())),
+        _ => false,
+    }
 }
 
 fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
@@ -488,6 +690,26 @@ mod tests {
     }
 
     #[test]
+    fn load_data_local_is_noticed() {
+        for sql in [
+            "LOAD DATA LOCAL INFILE '/tmp/a.csv' INTO TABLE t",
+            "load data low_priority local infile 'a' replace into table t",
+            "LOAD XML LOCAL INFILE 'a.xml' INTO TABLE t",
+            "SET STATEMENT max_statement_time = 10 FOR LOAD DATA LOCAL INFILE 'a' INTO TABLE t",
+            "SELECT 1; LOAD DATA LOCAL INFILE 'a' INTO TABLE t",
+        ] {
+            assert!(classify(sql.as_bytes()).loads_local_file, "{sql}");
+        }
+        for sql in [
+            "LOAD DATA INFILE '/tmp/a.csv' INTO TABLE t",
+            "SELECT 'LOCAL INFILE'",
+            "SELECT 1 -- LOAD DATA LOCAL INFILE 'a'",
+        ] {
+            assert!(!classify(sql.as_bytes()).loads_local_file, "{sql}");
+        }
+    }
+
+    #[test]
     fn questions_about_the_last_statement_follow_it() {
         for sql in [
             "SHOW WARNINGS",
@@ -504,12 +726,9 @@ mod tests {
         let sql = "SET sql_mode=(SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION')),time_zone='+00:00',NAMES utf8mb4 COLLATE utf8mb4_unicode_ci";
         let c = classify(sql.as_bytes());
         assert_eq!(c.route, Route::Session);
-        assert_eq!(
-            c.effects,
-            vec![Effect::Replay {
-                start: 0,
-                end: sql.len()
-            }]
+        assert!(
+            matches!(&c.effects[..], [Effect::Replay { start: 0, end, assigns }]
+                if *end == sql.len() && assigns.reads && assigns.context)
         );
     }
 
@@ -543,6 +762,127 @@ mod tests {
         assert!(c.replays());
         assert!(!classify(b"SELECT ?").replays());
         assert_eq!(route("SET @a = ? + 1"), Route::Write);
+    }
+
+    fn assigns(sql: &str) -> Assigns {
+        classify(sql.as_bytes())
+            .effects
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Replay { assigns, .. } => Some(assigns),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{sql} is not replayed"))
+    }
+
+    fn names(list: &[&str]) -> Option<Vec<String>> {
+        Some(list.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn a_set_names_the_variables_it_assigns() {
+        let targets = |sql: &str| assigns(sql).targets;
+        assert_eq!(targets("SET @a = 1, @B := 'x'"), names(&["@a", "@b"]));
+        assert_eq!(
+            targets("SET @`a` = 1, @'b' = 2, @\"c.d\" = 3"),
+            names(&["@a", "@b", "@c.d"])
+        );
+        assert_eq!(
+            targets(
+                "SET sql_mode = 'ANSI', SESSION time_zone = '+00:00', @@session.Autocommit = 0, \
+                 @@LOCAL.wait_timeout = 5, LOCAL x = ON, `y` = 1"
+            ),
+            names(&[
+                "sql_mode",
+                "time_zone",
+                "autocommit",
+                "wait_timeout",
+                "x",
+                "y"
+            ])
+        );
+        assert_eq!(
+            targets("SET NAMES utf8mb4 COLLATE utf8mb4_bin"),
+            names(&CONNECTION_CHARSET)
+        );
+        assert_eq!(
+            targets("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY"),
+            names(&["tx_isolation", "tx_read_only"])
+        );
+        assert_eq!(
+            targets("SET SESSION TRANSACTION READ WRITE"),
+            names(&["tx_read_only"])
+        );
+        assert_eq!(
+            targets("SET @@transaction_isolation = 'SERIALIZABLE'"),
+            names(&["tx_isolation"])
+        );
+        assert_eq!(targets("SET ROLE admin"), names(&["role"]));
+        // Not taken apart: kept, and so is everything before them.
+        for sql in [
+            "SET @'a''b' = 1",
+            "SET @`é` = 1",
+            "SET @'a\\'b' = 1",
+            "SET a = 1, GLOBAL b = 2",
+            "SET a = 1, @@global.b = 2",
+            "SET DEFAULT ROLE r FOR u",
+            "SET NAMES",
+        ] {
+            let assigns = assigns(sql);
+            assert!(
+                assigns.targets.is_none() && assigns.reads && assigns.context,
+                "{sql}: {assigns:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_set_reads_the_session_unless_its_values_are_literals() {
+        for sql in [
+            "SET @a = -1.5",
+            "SET @a = NULL, @b = TRUE",
+            "SET @a = ?",
+            "SET @a = x'00'",
+            "SET sql_mode = ANSI",
+            "SET time_zone = DEFAULT",
+            "SET NAMES 'utf8mb4'",
+        ] {
+            assert!(!assigns(sql).reads, "{sql}");
+        }
+        for sql in [
+            "SET @a = @b",
+            "SET @a = 1 + 1",
+            "SET sql_mode = CONCAT(@@sql_mode, ',ANSI')",
+            "SET max_join_size = @@max_join_size",
+            "SET timestamp = CURRENT_TIMESTAMP",
+            "SET CHARACTER SET utf8",
+        ] {
+            assert!(assigns(sql).reads, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_set_of_the_mode_or_character_set_changes_how_later_text_is_read() {
+        for sql in [
+            "SET NAMES latin1",
+            "SET sql_mode = ''",
+            "SET @@collation_connection = 'utf8mb4_bin'",
+            "SET SESSION character_set_client = latin1",
+            "SET @a = 1, old_mode = ''",
+        ] {
+            assert!(assigns(sql).context, "{sql}");
+        }
+        for sql in [
+            "SET @a = 'x'",
+            "SET time_zone = '+00:00'",
+            "SET autocommit = 1",
+        ] {
+            assert!(!assigns(sql).context, "{sql}");
+        }
+        assert!(assigns("SET @a = 'x', sql_mode = 'ANSI'").plain);
+        for sql in ["SET @a = 'é'", r"SET @a = 'a\\b'", "SET @a = \"x\""] {
+            assert!(!assigns(sql).plain, "{sql}");
+        }
     }
 
     #[test]
@@ -584,7 +924,14 @@ mod tests {
         let c = classify(b"SET NAMES utf8; SELECT 1");
         assert!(c.multi);
         assert_eq!(c.route, Route::Session);
-        assert_eq!(c.effects, vec![Effect::Replay { start: 0, end: 14 }]);
+        assert!(matches!(
+            &c.effects[..],
+            [Effect::Replay {
+                start: 0,
+                end: 14,
+                ..
+            }]
+        ));
         assert_eq!(route("SELECT 1; BEGIN"), Route::Write);
     }
 }

@@ -10,7 +10,8 @@
 //! - [`packet`]: 3-byte length + sequence id framing, 16 MiB splitting and joining.
 //! - [`wire`]: capability and status flags, length-encoded values, OK / ERR / EOF packets,
 //!   the statement id of a COM_STMT_* packet (read and rewritten).
-//! - [`auth`]: mysql_native_password, checked for clients and answered for backends.
+//! - [`auth`]: mysql_native_password, checked for clients and answered for backends, and
+//!   MariaDB's client_ed25519, answered for backends.
 //! - [`handshake`]: the connection phase towards clients (TLS when configured) and towards
 //!   backends.
 //! - [`tokenizer`] and [`classifier`]: where a statement may run and what it changes.

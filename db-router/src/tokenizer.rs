@@ -17,8 +17,8 @@ pub enum Token<'a> {
     /// A string literal ('...' or "...").
     Str,
     Number,
-    /// A user variable: `@name`, `@'name'`, `` @`name` ``.
-    UserVar,
+    /// A user variable: `@name`, `@'name'`, `` @`name` ``; the text after `@`, quotes included.
+    UserVar(&'a [u8]),
     /// A system variable: `@@name`, `@@session.name`; the text after `@@`.
     SysVar(&'a [u8]),
     /// `:=`
@@ -160,6 +160,7 @@ impl<'a> Iterator for Tokenizer<'a> {
             }
             b'@' => {
                 self.pos += 1;
+                let s = self.pos;
                 match self.peek(0) {
                     q @ (b'\'' | b'"' | b'`') => {
                         self.quoted(q, q != b'`');
@@ -170,7 +171,7 @@ impl<'a> Iterator for Tokenizer<'a> {
                         }
                     }
                 }
-                Token::UserVar
+                Token::UserVar(&self.sql[s..self.pos])
             }
             b':' if self.peek(1) == b'=' => {
                 self.pos += 2;
@@ -253,10 +254,10 @@ mod tests {
     #[test]
     fn variables_and_assignment() {
         let t = tokens("SET @a := @@session.sql_mode, @`b`=1");
-        assert_eq!(t[1], Token::UserVar);
+        assert_eq!(t[1], Token::UserVar(b"a"));
         assert_eq!(t[2], Token::Assign);
         assert_eq!(t[3], Token::SysVar(b"session.sql_mode"));
-        assert_eq!(t[5], Token::UserVar);
+        assert_eq!(t[5], Token::UserVar(b"`b`"));
     }
 
     /// An unterminated string, quoted name, variable name or comment runs to the end of the

@@ -156,6 +156,12 @@ pub mod code {
     /// ER_USER_LIMIT_REACHED: a LOAD DATA LOCAL file over `load_data_local_max_bytes`;
     /// nothing of it was loaded, and the session goes on.
     pub const FILE_TOO_LARGE: (u16, &str) = (1226, "42000");
+    /// ER_USER_LIMIT_REACHED too: a `SET` past what a session keeps to replay
+    /// (`session::routing::MAX_REPLAYS`); it did not run, and the session goes on.
+    pub const SESSION_STATEMENTS: (u16, &str) = (1226, "42000");
+    /// ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION: a LOAD DATA LOCAL inside a `START
+    /// TRANSACTION READ ONLY` (on the reader), answered as the primary answers it.
+    pub const READ_ONLY_TRANSACTION: (u16, &str) = (1792, "25006");
 
     /// Every code above, for the test that keeps them out of the client range.
     pub const ALL: &[(u16, &str)] = &[
@@ -174,6 +180,8 @@ pub mod code {
         BACKEND_LOST,
         WITHHELD,
         FILE_TOO_LARGE,
+        SESSION_STATEMENTS,
+        READ_ONLY_TRANSACTION,
     ];
 }
 

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 
 use foobar_stack_tests::ReplicatedDatabase;
 use load_local::{
+    load_data_local_in_a_read_only_transaction_is_refused_as_directly,
     load_data_local_over_the_limit_loads_nothing, load_data_local_streams_a_file_to_the_primary,
 };
 use sqlx::{Connection, Executor, Row};
@@ -78,7 +79,19 @@ async fn router_against_a_replicated_pair() -> anyhow::Result<()> {
     );
     scenario!(load_data_local_streams_a_file_to_the_primary, &router, &db);
     scenario!(
+        load_data_local_in_a_read_only_transaction_is_refused_as_directly,
+        &router,
+        &primary
+    );
+    scenario!(replayed_sets_do_not_accumulate, &router);
+    scenario!(
         load_data_local_over_the_limit_loads_nothing,
+        &db,
+        &primary,
+        &replica
+    );
+    scenario!(
+        an_ed25519_backend_account_logs_in_to_both_nodes,
         &db,
         &primary,
         &replica
@@ -1213,6 +1226,141 @@ async fn require_tls_refuses_plain_logins_before_any_backend(
     anyhow::ensure!(
         plain == 0.0 && tls >= 1.0 && refusals >= 2.0,
         "logins plain {plain}, tls {tls}; refused {refusals}"
+    );
+    Ok(())
+}
+
+/// A session that sets one user variable 2000 times over, on the replica, leaves one `SET`
+/// to replay: the primary's connection, opened after them, runs one (MariaDB's own count of
+/// the SETs run on that connection says so) and has the last value. Past the router's limit
+/// of statements to replay (1000 distinct variables) a `SET` is refused before it runs, with
+/// 1226, and the session goes on with what it had.
+async fn replayed_sets_do_not_accumulate(router: &Router) -> anyhow::Result<()> {
+    let value = |v: &str| Some(v.to_owned());
+    let mut client = connect_raw(router).await?;
+    for i in 1..=2000 {
+        client.rows(&format!("SET @x = {i}")).await?;
+    }
+    anyhow::ensure!(
+        client.rows("SELECT @x, @@server_id").await? == [[value("2000"), value(REPLICA_ID)]]
+    );
+    client.rows("BEGIN").await?;
+    let on_primary = client.rows("SELECT @x, @@server_id").await?;
+    let sets = client
+        .rows("SHOW SESSION STATUS LIKE 'Com_set_option'")
+        .await?;
+    client.rows("COMMIT").await?;
+    anyhow::ensure!(
+        on_primary == [[value("2000"), value(PRIMARY_ID)]],
+        "on the primary: {on_primary:?}"
+    );
+    // The router's own SET at login (session tracking), and the one replayed.
+    let ran: u32 = sets[0][1].as_deref().unwrap_or_default().parse()?;
+    println!("  SETs run on the primary's connection: {ran}");
+    anyhow::ensure!(ran <= 2, "SETs replayed on the primary: {sets:?}");
+
+    let mut client = connect_raw(router).await?;
+    for i in 0..1000 {
+        client.rows(&format!("SET @v{i} = {i}")).await?;
+    }
+    let refused = client.query("SET @v1000 = 1000").await?;
+    let Err(error) = refused else {
+        anyhow::bail!("the 1001st variable was set");
+    };
+    println!("  {}: {}", error.code, error.message);
+    anyhow::ensure!(
+        error.code == 1226
+            && error.sqlstate == "42000"
+            && error.message.contains("(1000 statements"),
+        "past the limit: {error:?}"
+    );
+    // Replacing one still works; the refused one ran nowhere.
+    client.rows("SET @v0 = 'again'").await?;
+    let read = client
+        .rows("SELECT @v0, @v999, @v1000, @@server_id")
+        .await?;
+    client.rows("BEGIN").await?;
+    let written = client
+        .rows("SELECT @v0, @v999, @v1000, @@server_id")
+        .await?;
+    client.rows("COMMIT").await?;
+    anyhow::ensure!(
+        read == [[value("again"), value("999"), None, value(REPLICA_ID)]]
+            && written == [[value("again"), value("999"), None, value(PRIMARY_ID)]],
+        "after the refusal: {read:?} {written:?}"
+    );
+    Ok(())
+}
+
+/// The router's own account on the nodes (`backends.user`) may use MariaDB's ed25519
+/// plugin (installed on the image's MariaDB with `INSTALL SONAME 'auth_ed25519'`): a router
+/// whose account is `IDENTIFIED VIA ed25519` logs in to both nodes and routes as usual. A
+/// client that asks the router for client_ed25519 (`mariadb --default-auth=client_ed25519`)
+/// is switched to mysql_native_password and logs in, as with a server whose account uses it.
+async fn an_ed25519_backend_account_logs_in_to_both_nodes(
+    db: &ReplicatedDatabase,
+    primary: &str,
+    replica: &str,
+) -> anyhow::Result<()> {
+    const USER: &str = "edrouter";
+    const PASSWORD: &str = "ed-router-password";
+    for node in [primary, replica] {
+        let root = sqlx::mysql::MySqlConnectOptions::new()
+            .host("127.0.0.1")
+            .port(node.parse::<std::net::SocketAddr>()?.port())
+            .username("root")
+            .password(foobar_stack_tests::ROOT_PASSWORD);
+        let mut conn = sqlx::MySqlConnection::connect_with(&root).await?;
+        conn.execute("SET SESSION sql_log_bin = 0").await?;
+        conn.execute("INSTALL SONAME 'auth_ed25519'").await?;
+    }
+    let root = sqlx::mysql::MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(primary.parse::<std::net::SocketAddr>()?.port())
+        .username("root")
+        .password(foobar_stack_tests::ROOT_PASSWORD);
+    let mut conn = sqlx::MySqlConnection::connect_with(&root).await?;
+    // USER and PASSWORD, spelled out: sqlx takes only a 'static query text.
+    conn.execute(
+        "CREATE USER 'edrouter'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-router-password'); \
+         GRANT ALL PRIVILEGES ON foobar.* TO 'edrouter'@'%'",
+    )
+    .await?;
+    wait_for_replica(db).await?;
+    let usual = format!(
+        "user = \"{}\"\npassword = \"{}\"",
+        foobar_stack_tests::APP_USER,
+        foobar_stack_tests::APP_PASSWORD
+    );
+    let config = support::config(primary, replica, "");
+    anyhow::ensure!(config.contains(&usual), "the backend account in {config}");
+    let config = config.replace(
+        &usual,
+        &format!("user = \"{USER}\"\npassword = \"{PASSWORD}\""),
+    );
+    let router = support::Router::start(&config).await?;
+    let account = format!("{USER}@%");
+    let read = mariadb(router.mysql, "SELECT CURRENT_USER(), @@server_id").await?;
+    let written = mariadb(
+        router.mysql,
+        "BEGIN; SELECT CURRENT_USER(), @@server_id; COMMIT",
+    )
+    .await?;
+    anyhow::ensure!(
+        read == [[account.as_str(), REPLICA_ID]] && written == [[account.as_str(), PRIMARY_ID]],
+        "through a router logged in with ed25519: {read:?} {written:?}"
+    );
+    let switched = support::mariadb_rows(
+        mariadb_with(
+            router.mysql,
+            &["--default-auth=client_ed25519".to_owned()],
+            "SELECT CURRENT_USER()",
+        )
+        .await?,
+    )?;
+    anyhow::ensure!(
+        switched == [[account.as_str()]],
+        "a client asking for client_ed25519: {switched:?}"
     );
     Ok(())
 }

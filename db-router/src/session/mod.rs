@@ -449,7 +449,38 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn query(&mut self, payload: &[u8]) -> std::io::Result<()> {
         let class = classifier::classify(&payload[1..]);
-        let role = self.routing.query(self.open(), &class);
+        let open = self.open();
+        let role = self.routing.query(open, &class);
+        if class.loads_local_file
+            && role == Role::Reader
+            && open.reader_in_transaction
+            && self.login.caps & cap::LOCAL_FILES != 0
+            && self.shared.config.load_data_local_max_bytes > 0
+        {
+            // Inside `START TRANSACTION READ ONLY` the session is on the reader, whose
+            // connection never lets the server ask for a file (a replica is never asked to
+            // load one): the replica would answer 4166, as if the client did not allow files.
+            // The primary, asked directly, refuses the load for the transaction's sake;
+            // the router answers the same, sends nothing, and the transaction goes on.
+            // (Without CLIENT_LOCAL_FILES, or with LOAD DATA LOCAL off in the router, 4166
+            // from the replica is what the primary would answer too.)
+            return self
+                .refuse(Refusal::new(
+                    code::READ_ONLY_TRANSACTION,
+                    "Cannot execute statement in a READ ONLY transaction",
+                    "read_only_transaction",
+                ))
+                .await;
+        }
+        if let Err(message) = self.routing.admits(&class, None) {
+            return self
+                .refuse(Refusal::new(
+                    code::SESSION_STATEMENTS,
+                    message,
+                    "session_statements",
+                ))
+                .await;
+        }
         let kind = match class.route {
             Route::Read => "read",
             Route::Write => "write",

@@ -5,7 +5,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::routing::{Bound, Replay};
+use super::routing::{Bound, Recorded, Replay};
 use super::{Refusal, Session};
 use crate::backend::{Backend, BackendError, Collected};
 use crate::config::Consistency;
@@ -198,7 +198,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 async fn sync(
     backend: &mut Backend,
     database: Option<&str>,
-    replays: &[(u64, Replay)],
+    replays: &[Recorded],
     multi_statements: bool,
 ) -> Result<(), NotReady> {
     if (backend.caps & cap::MULTI_STATEMENTS != 0) != multi_statements {
@@ -218,7 +218,7 @@ async fn sync(
             return Err(NotReady::Replay(error));
         }
     }
-    for (number, replay) in replays {
+    for Recorded { number, replay, .. } in replays {
         if *number <= backend.replayed {
             continue;
         }

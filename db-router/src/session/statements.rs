@@ -119,6 +119,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             Ok(_) => {}
             Err(why) => return self.malformed(why).await,
         }
+        // A prepared `SET` is replayed (see `routing::Bound`): refused before it runs past
+        // what a session keeps.
+        let prepared = (params > 0).then(|| {
+            statement.sql.len()
+                + payload.len()
+                + statement.long_data.iter().map(|c| c.len()).sum::<usize>()
+        });
+        if let Err(message) = self.routing.admits(&statement.class, prepared) {
+            self.refuse(Refusal::new(
+                code::SESSION_STATEMENTS,
+                message,
+                "session_statements",
+            ))
+            .await?;
+            return Ok(Flow::Continue);
+        }
         let route = statement.class.route;
         let mut want = self.routing.execute(open, &statement.class);
         // Long data goes with the first attempt only; an EXECUTE that had some is not retried.

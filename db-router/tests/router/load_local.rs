@@ -1,11 +1,12 @@
 //! LOAD DATA LOCAL INFILE through the router: the file streamed to the primary, the sequence
-//! ids both ways, a client that leaves mid-file, and the size limit.
+//! ids both ways, a client that leaves mid-file, the size limit, and a read-only transaction.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use foobar_db_router::wire::cap;
-use foobar_stack_tests::ReplicatedDatabase;
+use foobar_stack_tests::{APP_PASSWORD, APP_USER, ReplicatedDatabase};
 use sqlx::{Executor, Row};
 
 use super::support::raw::{self, RawClient};
@@ -288,5 +289,61 @@ print(count())
         .metric("foobar_db_router_errors_total{reason=\"load_data_local_too_large\"}")
         .await?;
     anyhow::ensure!(refused == 2.0, "refusals counted: {refused}");
+    Ok(())
+}
+
+/// Inside `START TRANSACTION READ ONLY`, through the router (the transaction is on the
+/// replica) and directly on the primary, the same steps with a client that allows files: the
+/// load is refused with the same code, SQLSTATE and message, the client is never asked for
+/// the file, nothing is loaded, and the transaction and the connection go on.
+pub async fn load_data_local_in_a_read_only_transaction_is_refused_as_directly(
+    router: &Router,
+    primary: &str,
+) -> anyhow::Result<()> {
+    let direct = RawClient::connect_with(
+        primary.parse()?,
+        APP_USER,
+        APP_PASSWORD,
+        raw::CAPS | cap::LOCAL_FILES,
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("login to the primary: {e}"))?;
+    let routed = allowing_files(router).await?;
+    let mut answers = Vec::new();
+    for (name, mut client) in [("direct", direct), ("router", routed)] {
+        client.rows("USE foobar").await?;
+        let before = client.rows("SELECT COUNT(*) FROM loaded").await?;
+        client.rows("START TRANSACTION READ ONLY").await?;
+        let refused = client
+            .query("LOAD DATA LOCAL INFILE 'ro.csv' INTO TABLE loaded FIELDS TERMINATED BY ','")
+            .await
+            .with_context(|| format!("{name}: the answer to LOAD DATA LOCAL"))?;
+        let Err(error) = refused else {
+            anyhow::bail!("{name}: loaded in a read-only transaction");
+        };
+        let in_transaction = client
+            .rows("SELECT COUNT(*), @@in_transaction FROM loaded")
+            .await?;
+        anyhow::ensure!(
+            in_transaction == [[before[0][0].clone(), Some("1".to_owned())]],
+            "{name}: after the refusal, in the transaction: {in_transaction:?}"
+        );
+        client.rows("COMMIT").await?;
+        let after = client.rows("SELECT COUNT(*) FROM loaded").await?;
+        anyhow::ensure!(after == before, "{name}: {before:?} rows, then {after:?}");
+        answers.push((error.code, error.sqlstate, error.message));
+    }
+    println!("  direct: {:?}", answers[0]);
+    anyhow::ensure!(
+        answers[0].0 == 1792,
+        "the primary's own answer: {:?}",
+        answers[0]
+    );
+    anyhow::ensure!(
+        answers[1] == answers[0],
+        "through the router {:?}, directly {:?}",
+        answers[1],
+        answers[0]
+    );
     Ok(())
 }
