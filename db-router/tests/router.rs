@@ -333,6 +333,31 @@ async fn transactions_and_autocommit_off_stay_on_the_primary(
         ids == [PRIMARY_ID, PRIMARY_ID, REPLICA_ID],
         "temporary table: {ids:?}"
     );
+    // A temporary table inside a read-only transaction is refused (it would be made on the
+    // replica, while temporary tables pin a session to the primary): the transaction goes
+    // on, on the replica, and nothing pins the session afterwards.
+    let out = mariadb_with(
+        router.mysql,
+        &["--force".into()],
+        "START TRANSACTION READ ONLY; SELECT @@server_id; \
+         CREATE TEMPORARY TABLE ro_scratch (a INT); SELECT @@server_id; COMMIT; \
+         SELECT @@server_id",
+    )
+    .await?;
+    let refused = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        refused.contains("ERROR 1235 (42000)")
+            && refused.contains("CREATE TEMPORARY TABLE inside START TRANSACTION READ ONLY"),
+        "temporary table in a read-only transaction: {refused}"
+    );
+    let ids: Vec<String> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(
+        ids == [REPLICA_ID, REPLICA_ID, REPLICA_ID],
+        "temporary table in a read-only transaction: {ids:?}"
+    );
     let ids = server_ids(
         router,
         "LOCK TABLES counter READ; SELECT @@server_id; UNLOCK TABLES; SELECT @@server_id",
