@@ -336,27 +336,29 @@ async fn transactions_and_autocommit_off_stay_on_the_primary(
     // A temporary table inside a read-only transaction is refused (it would be made on the
     // replica, while temporary tables pin a session to the primary): the transaction goes
     // on, on the replica, and nothing pins the session afterwards.
-    let out = mariadb_with(
-        router.mysql,
-        &["--force".into()],
-        "START TRANSACTION READ ONLY; SELECT @@server_id; \
-         CREATE TEMPORARY TABLE ro_scratch (a INT); SELECT @@server_id; COMMIT; \
-         SELECT @@server_id",
-    )
-    .await?;
-    let refused = String::from_utf8_lossy(&out.stderr);
+    let mut client = connect_raw(router).await?;
+    client.rows("START TRANSACTION READ ONLY").await?;
+    let before = client.rows("SELECT @@server_id, @@in_transaction").await?;
+    let refused = client
+        .query("CREATE TEMPORARY TABLE ro_scratch (a INT)")
+        .await?;
+    let Err(error) = refused else {
+        anyhow::bail!("a temporary table made in a read-only transaction");
+    };
     anyhow::ensure!(
-        refused.contains("ERROR 1235 (42000)")
-            && refused.contains("CREATE TEMPORARY TABLE inside START TRANSACTION READ ONLY"),
-        "temporary table in a read-only transaction: {refused}"
+        (error.code, error.sqlstate.as_str()) == (1235, "42000")
+            && error
+                .message
+                .contains("CREATE TEMPORARY TABLE inside START TRANSACTION READ ONLY"),
+        "temporary table in a read-only transaction: {error:?}"
     );
-    let ids: Vec<String> = String::from_utf8(out.stdout)?
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let during = client.rows("SELECT @@server_id, @@in_transaction").await?;
+    client.rows("COMMIT").await?;
+    let after = client.rows("SELECT @@server_id").await?;
+    let on = |id: &str| Some(id.to_owned());
     anyhow::ensure!(
-        ids == [REPLICA_ID, REPLICA_ID, REPLICA_ID],
-        "temporary table in a read-only transaction: {ids:?}"
+        before == [[on(REPLICA_ID), on("1")]] && during == before && after == [[on(REPLICA_ID)]],
+        "temporary table in a read-only transaction: {before:?} {during:?} {after:?}"
     );
     let ids = server_ids(
         router,
