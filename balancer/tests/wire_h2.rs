@@ -381,3 +381,60 @@ async fn an_idle_http2_connection_is_closed_with_goaway() {
     while client.read_frame().await {}
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
+
+/// A client that opens no window for a response cannot hold its stream, and the backend
+/// request behind it, for ever: after `limits.header_read_timeout` with no room to send,
+/// the stream is reset (CANCEL), and the connection goes on.
+#[tokio::test]
+async fn a_stream_whose_window_stays_shut_is_reset() {
+    let a = Backend::start("a").await;
+    let backends = [(&a, 1, false)];
+    let spec = Spec {
+        backends: &backends,
+        algorithm: "round_robin",
+    };
+    let limits = "[limits]\nheader_read_timeout = \"1s\"\n";
+    let lb = start(&write_config(&spec, PLAIN_HTTP, limits)).await;
+    let tcp = TcpStream::connect(lb.addr("http")).await.unwrap();
+    let (mut client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://www.foobar.com/")
+        .body(())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(STALL, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200, "the head needs no window");
+    let mut body = response.into_body();
+    let ended = tokio::time::timeout(STALL, body.data())
+        .await
+        .expect("reset within 5 s");
+    let reason = ended
+        .expect("an error, not the body's end")
+        .unwrap_err()
+        .reason();
+    assert_eq!(reason, Some(h2::Reason::CANCEL));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the timeout: {:?}",
+        started.elapsed()
+    );
+    // The connection itself is still served.
+    let request = http::Request::get("http://www.foobar.com/")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(STALL, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    lb.terminate(Duration::from_secs(10)).await.unwrap();
+}

@@ -333,6 +333,33 @@ async fn transactions_and_autocommit_off_stay_on_the_primary(
         ids == [PRIMARY_ID, PRIMARY_ID, REPLICA_ID],
         "temporary table: {ids:?}"
     );
+    // A temporary table inside a read-only transaction is refused (it would be made on the
+    // replica, while temporary tables pin a session to the primary): the transaction goes
+    // on, on the replica, and nothing pins the session afterwards.
+    let mut client = connect_raw(router).await?;
+    client.rows("START TRANSACTION READ ONLY").await?;
+    let before = client.rows("SELECT @@server_id, @@in_transaction").await?;
+    let refused = client
+        .query("CREATE TEMPORARY TABLE ro_scratch (a INT)")
+        .await?;
+    let Err(error) = refused else {
+        anyhow::bail!("a temporary table made in a read-only transaction");
+    };
+    anyhow::ensure!(
+        (error.code, error.sqlstate.as_str()) == (1235, "42000")
+            && error
+                .message
+                .contains("CREATE TEMPORARY TABLE inside START TRANSACTION READ ONLY"),
+        "temporary table in a read-only transaction: {error:?}"
+    );
+    let during = client.rows("SELECT @@server_id, @@in_transaction").await?;
+    client.rows("COMMIT").await?;
+    let after = client.rows("SELECT @@server_id").await?;
+    let on = |id: &str| Some(id.to_owned());
+    anyhow::ensure!(
+        before == [[on(REPLICA_ID), on("1")]] && during == before && after == [[on(REPLICA_ID)]],
+        "temporary table in a read-only transaction: {before:?} {during:?} {after:?}"
+    );
     let ids = server_ids(
         router,
         "LOCK TABLES counter READ; SELECT @@server_id; UNLOCK TABLES; SELECT @@server_id",

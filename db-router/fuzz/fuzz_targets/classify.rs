@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|sql: &[u8]| {
     let class = classifier::classify(sql);
     for effect in &class.effects {
-        if let Effect::Replay { start, end } = effect {
+        if let Effect::Replay { start, end, .. } = effect {
             assert!(
                 start <= end && *end <= sql.len(),
                 "{start}..{end} of {}",

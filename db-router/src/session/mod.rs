@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, Connector};
-use crate::classifier::{self, Route};
+use crate::classifier::{self, Effect, Route};
 use crate::config::{RouterConfig, Users};
 use crate::handshake;
 use crate::handshake::accept::{self, ClientConnection, ClientLogin, ClientTls, LoginError};
@@ -469,6 +469,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     code::READ_ONLY_TRANSACTION,
                     "Cannot execute statement in a READ ONLY transaction",
                     "read_only_transaction",
+                ))
+                .await;
+        }
+        let creates_temporary = || {
+            class
+                .effects
+                .iter()
+                .any(|effect| matches!(effect, Effect::CreateTemporary(_)))
+        };
+        if role == Role::Reader && open.reader_in_transaction && creates_temporary() {
+            // Made here, the table would be made on the reader, where the read-only
+            // transaction runs, while a session's temporary tables pin it to the writer
+            // (every statement after it, the COMMIT too, would go to a connection that has
+            // neither the table nor the transaction). MariaDB itself allows it; the router
+            // cannot keep it, so it says so before anything runs.
+            return self
+                .refuse(Refusal::new(
+                    code::NOT_SUPPORTED,
+                    "foobar-db-router: CREATE TEMPORARY TABLE inside START TRANSACTION READ \
+                     ONLY is not supported (the transaction runs on the replica, a session's \
+                     temporary tables on the primary); create the table before the \
+                     transaction, or start it without READ ONLY",
+                    "temporary_in_read_only",
                 ))
                 .await;
         }
