@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use foobar_service::testing::RunningService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -348,11 +349,9 @@ async fn malformed_http2_requests_reset_their_stream_and_the_connection_goes_on(
     lb.terminate(Duration::from_secs(10)).await.unwrap();
 }
 
-/// An HTTP/2 connection with no stream open is closed, as an idle HTTP/1.1 one is, after
-/// `limits.header_read_timeout`: GOAWAY(NO_ERROR), then the end of the connection. Before,
-/// an idle HTTP/2 client held its connection slot for ever.
-#[tokio::test]
-async fn an_idle_http2_connection_is_closed_with_goaway() {
+/// A balancer in front of one backend, with `limits.header_read_timeout` of 1 s: the idle
+/// and the shut-window timeouts.
+async fn with_a_one_second_timeout() -> (Backend, RunningService) {
     let a = Backend::start("a").await;
     let backends = [(&a, 1, false)];
     let spec = Spec {
@@ -361,6 +360,15 @@ async fn an_idle_http2_connection_is_closed_with_goaway() {
     };
     let limits = "[limits]\nheader_read_timeout = \"1s\"\n";
     let lb = start(&write_config(&spec, PLAIN_HTTP, limits)).await;
+    (a, lb)
+}
+
+/// An HTTP/2 connection with no stream open is closed, as an idle HTTP/1.1 one is, after
+/// `limits.header_read_timeout`: GOAWAY(NO_ERROR), then the end of the connection. Before,
+/// an idle HTTP/2 client held its connection slot for ever.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_with_goaway() {
+    let (_a, lb) = with_a_one_second_timeout().await;
     let mut client = Client::connect(lb.addr("http")).await;
     // A request answered, then nothing: the timer starts when the last stream ends.
     client.request(1, &request("/")).await;
@@ -387,14 +395,7 @@ async fn an_idle_http2_connection_is_closed_with_goaway() {
 /// the stream is reset (CANCEL), and the connection goes on.
 #[tokio::test]
 async fn a_stream_whose_window_stays_shut_is_reset() {
-    let a = Backend::start("a").await;
-    let backends = [(&a, 1, false)];
-    let spec = Spec {
-        backends: &backends,
-        algorithm: "round_robin",
-    };
-    let limits = "[limits]\nheader_read_timeout = \"1s\"\n";
-    let lb = start(&write_config(&spec, PLAIN_HTTP, limits)).await;
+    let (_a, lb) = with_a_one_second_timeout().await;
     let tcp = TcpStream::connect(lb.addr("http")).await.unwrap();
     let (mut client, connection) = h2::client::Builder::new()
         .initial_window_size(0)
