@@ -352,16 +352,7 @@ async fn max_connections_holds_new_connections_until_one_closes() {
 async fn http2_cookies_are_joined_and_connect_is_refused() {
     let a = Backend::start("a").await;
     let lb = round_robin(&[&a]).await;
-    let stream = tokio::net::TcpStream::connect(lb.addr("http"))
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2c(lb.addr("http")).await;
     let get = || {
         hyper::Request::get("http://www.foobar.com/")
             .header("cookie", "a=1")

@@ -1151,14 +1151,7 @@ async fn fetch_http1(http: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
 /// The same over HTTP/2 (prior knowledge), the head as `name: value` lines.
 async fn fetch_http2(http: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
     use http_body_util::BodyExt;
-    let stream = TcpStream::connect(http).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = support::h2c(http).await;
     let request = hyper::Request::get(format!("http://a{path}"))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();

@@ -410,3 +410,19 @@ pub async fn wait_for_state(admin: SocketAddr, backend: &str, state: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An HTTP/2 client connection with prior knowledge (h2c) to `addr`, for requests without a
+/// body; the connection runs in a task of its own.
+pub async fn h2c(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
