@@ -390,7 +390,9 @@ pub struct LimitsConfig {
     /// queue until one closes (HAProxy's `maxconn`): slower, never refused.
     pub max_connections: usize,
     /// A client must send its TLS handshake, and each request's line and headers, within this
-    /// (slowloris); a kept-alive connection idle this long is closed.
+    /// (slowloris); a kept-alive connection idle this long is closed. HTTP/2: the preface
+    /// within it, GOAWAY after it with no stream open, a stream reset when the client's
+    /// window stays shut for it (`http2.rs`).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Bytes of request line and headers (HTTP/1.1), or of the header list (HTTP/2); past it:
