@@ -189,7 +189,7 @@ async fn answer<H, F>(
     H: Fn(Request<ProxyBody>) -> F,
     F: Future<Output = Response<ProxyBody>>,
 {
-    let response = if request.method() == Method::CONNECT {
+    let mut response = if request.method() == Method::CONNECT {
         error_page(
             StatusCode::METHOD_NOT_ALLOWED,
             "This site does not tunnel connections (CONNECT).",
@@ -215,7 +215,6 @@ async fn answer<H, F>(
             }
         }
     };
-    let mut response = response;
     prepare_head(&mut response);
     let (head, body) = response.into_parts();
     let end = body.is_end_stream();

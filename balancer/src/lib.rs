@@ -59,7 +59,6 @@ use std::time::Duration;
 use foobar_service::{Context, ServiceInfo};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -135,21 +134,14 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     };
     ctx.readiness.set(true);
     // Every connection's task is tracked; `drain` closes idle HTTP/1.1 connections and
-    // ends the others after their response in flight, `graceful` does so for HTTP/2.
-    let graceful = GracefulShutdown::new();
+    // ends the others after their response in flight, and sends HTTP/2 ones GOAWAY.
     let tracker = TaskTracker::new();
     let drain = CancellationToken::new();
-    accept(
-        &plain,
-        secure.as_ref(),
-        (&graceful, &tracker, &drain),
-        &ctx.shutdown,
-    )
-    .await;
+    accept(&plain, secure.as_ref(), (&tracker, &drain), &ctx.shutdown).await;
     tracing::info!("draining: no new connections; waiting for in-flight requests");
     drain.cancel();
     tracker.close();
-    tokio::join!(graceful.shutdown(), tracker.wait());
+    tracker.wait().await;
     Ok(())
 }
 
@@ -207,13 +199,12 @@ impl Front {
         peer: forwarding::Peer,
         settings: http1::Settings,
         drain: tokio_util::sync::CancellationToken,
-        watcher: hyper_util::server::graceful::Watcher,
     ) {
         let handle = |request| self.answer(request, &peer);
         let ended = http1::serve(io, handle, settings, drain.clone(), &self.proxy.metrics).await;
         if let http1::Ended::Http2(io) = ended {
             let limits = self.proxy.config.load().limits.clone();
-            self.serve_http2(io, peer, &limits, drain, watcher).await;
+            self.serve_http2(io, peer, &limits, drain).await;
         }
     }
 
@@ -224,7 +215,6 @@ impl Front {
         peer: forwarding::Peer,
         limits: &config::LimitsConfig,
         drain: tokio_util::sync::CancellationToken,
-        _watcher: hyper_util::server::graceful::Watcher,
     ) {
         let settings = http2::Settings {
             max_header_list_size: u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
@@ -266,14 +256,14 @@ async fn next_connection<'a>(
 /// once: past it, no listener accepts, so new connections wait in the kernel's accept queue.
 /// (One loop for both, so an idle listener never holds a place another needs.) On the HTTPS
 /// listener each connection is a TLS handshake first, then HTTP/2 or HTTP/1.1 as ALPN
-/// decided. Connections are watched for a graceful drain.
+/// decided. Each connection is a task of `tracker`, which the drain waits for.
 async fn accept(
     plain: &Listener,
     secure: Option<&Listener>,
-    connections_of: (&GracefulShutdown, &TaskTracker, &CancellationToken),
+    connections_of: (&TaskTracker, &CancellationToken),
     shutdown: &CancellationToken,
 ) {
-    let (graceful, tracker, drain) = connections_of;
+    let (tracker, drain) = connections_of;
     let connections = Arc::clone(&plain.front.proxy.connections);
     loop {
         let (permit, waited) = tokio::select! {
@@ -300,14 +290,12 @@ async fn accept(
         };
         let front = listener.front.clone();
         let peer = forwarding::Peer::new(client, scheme);
-        // Subscribed now, so a drain that starts during a TLS handshake still waits for it.
-        let watcher = graceful.watcher();
         let drain = drain.clone();
         let acceptor = listener.tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let Some(acceptor) = acceptor else {
-                return front.serve(stream, peer, settings, drain, watcher).await;
+                return front.serve(stream, peer, settings, drain).await;
             };
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
@@ -320,11 +308,9 @@ async fn accept(
                 }
             };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                front
-                    .serve_http2(stream, peer, &limits, drain, watcher)
-                    .await;
+                front.serve_http2(stream, peer, &limits, drain).await;
             } else {
-                front.serve(stream, peer, settings, drain, watcher).await;
+                front.serve(stream, peer, settings, drain).await;
             }
         });
     }
