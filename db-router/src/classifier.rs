@@ -117,6 +117,13 @@ impl Classification {
             .any(|e| matches!(e, Effect::Replay { .. }))
     }
 
+    /// Makes a temporary table (which pins the session to the writer).
+    pub fn creates_temporary(&self) -> bool {
+        self.effects
+            .iter()
+            .any(|e| matches!(e, Effect::CreateTemporary(_)))
+    }
+
     pub fn begin(&self) -> Option<bool> {
         self.effects.iter().find_map(|e| match e {
             Effect::Begin { read_only } => Some(*read_only),

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, Connector};
-use crate::classifier::{self, Effect, Route};
+use crate::classifier::{self, Route};
 use crate::config::{RouterConfig, Users};
 use crate::handshake;
 use crate::handshake::accept::{self, ClientConnection, ClientLogin, ClientTls, LoginError};
@@ -451,9 +451,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let class = classifier::classify(&payload[1..]);
         let open = self.open();
         let role = self.routing.query(open, &class);
+        // In a `START TRANSACTION READ ONLY`, which runs on the reader.
+        let in_read_only = role == Role::Reader && open.reader_in_transaction;
         if class.loads_local_file
-            && role == Role::Reader
-            && open.reader_in_transaction
+            && in_read_only
             && self.login.caps & cap::LOCAL_FILES != 0
             && self.shared.config.load_data_local_max_bytes > 0
         {
@@ -472,13 +473,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 ))
                 .await;
         }
-        let creates_temporary = || {
-            class
-                .effects
-                .iter()
-                .any(|effect| matches!(effect, Effect::CreateTemporary(_)))
-        };
-        if role == Role::Reader && open.reader_in_transaction && creates_temporary() {
+        if in_read_only && class.creates_temporary() {
             // Made here, the table would be made on the reader, where the read-only
             // transaction runs, while a session's temporary tables pin it to the writer
             // (every statement after it, the COMMIT too, would go to a connection that has
