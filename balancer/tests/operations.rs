@@ -77,8 +77,7 @@ async fn status_page_and_drain() {
 /// A person's view: headless Chromium loads the status page and finds both backends in it.
 #[tokio::test]
 async fn chromium_shows_both_backends_on_the_status_page() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = round_robin(&[&a, &b]).await;
+    let (a, b, lb) = a_and_b_round_robin().await;
     let url = format!("http://{}/status", lb.addr("admin"));
     let profile = std::env::temp_dir().join(format!("foobar-chromium-{}", std::process::id()));
     let out = foobar_service::testing::chromium(&profile)
@@ -240,8 +239,7 @@ async fn sighup_reload_keeps_open_connections_and_refuses_a_broken_file() {
 /// 200, and the drained backend gets none once the requests it had have finished.
 #[tokio::test]
 async fn draining_a_backend_under_load_loses_no_request() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = round_robin(&[&a, &b]).await;
+    let (a, b, lb) = a_and_b_round_robin().await;
     let (http, admin) = (lb.addr("http"), lb.addr("admin"));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));

@@ -17,8 +17,7 @@ use support::*;
 
 #[tokio::test]
 async fn round_robin_splits_evenly_and_forwards_who_asked() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = round_robin(&[&a, &b]).await;
+    let (a, b, lb) = a_and_b_round_robin().await;
     for _ in 0..100 {
         assert_eq!(get(lb.addr("http"), "/").await.0, 200);
     }
@@ -151,8 +150,7 @@ async fn the_backup_gets_nothing_until_every_primary_is_down() {
 
 #[tokio::test]
 async fn a_backend_killed_during_1000_gets_costs_no_request() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = round_robin(&[&a, &b]).await;
+    let (a, b, lb) = a_and_b_round_robin().await;
     let addr = lb.addr("http");
     let done = Arc::new(AtomicUsize::new(0));
     let clients = load(4, addr, "/", Arc::clone(&done), |sent| sent < 250);
@@ -181,8 +179,7 @@ async fn a_backend_killed_during_1000_gets_costs_no_request() {
 
 #[tokio::test]
 async fn a_post_whose_backend_dies_is_never_sent_again() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = round_robin(&[&a, &b]).await;
+    let (a, b, lb) = a_and_b_round_robin().await;
     // The first request goes to `a`, which reads the POST and dies without answering.
     let (status, _, _) = testing::http_request(lb.addr("http"), "POST", "/die", &[], "order=1")
         .await
@@ -230,30 +227,28 @@ async fn bodies_arrive_whole_in_every_framing() {
     };
     let file = format!("@{}", upload.display());
 
-    let echoed = curl(vec![
-        "-H".into(),
-        "Transfer-Encoding: chunked".into(),
-        "--data-binary".into(),
-        file.clone(),
-        url("/echo"),
-    ])
-    .await;
-    assert!(
-        echoed == data,
-        "a chunked upload, answered chunked: {} bytes back",
-        echoed.len()
-    );
-    let echoed = curl(vec![
-        "--data-binary".into(),
-        file.clone(),
-        url("/echo?length"),
-    ])
-    .await;
-    assert!(
-        echoed == data,
-        "a sized upload, answered sized: {} bytes back",
-        echoed.len()
-    );
+    // Each framing both ways, and curl's own habit of Expect: 100-continue before a large
+    // body: every upload comes back whole.
+    for (header, path, how) in [
+        (
+            Some("Transfer-Encoding: chunked"),
+            "/echo",
+            "a chunked upload, answered chunked",
+        ),
+        (None, "/echo?length", "a sized upload, answered sized"),
+        (
+            Some("Expect: 100-continue"),
+            "/echo?length",
+            "an upload after 100 Continue",
+        ),
+    ] {
+        let mut args = vec!["--data-binary".to_owned(), file.clone(), url(path)];
+        if let Some(header) = header {
+            args.extend(["-H".to_owned(), header.to_owned()]);
+        }
+        let echoed = curl(args).await;
+        assert!(echoed == data, "{how}: {} bytes back", echoed.len());
+    }
     let head = curl(vec!["-I".into(), url("/")]).await;
     let head = String::from_utf8_lossy(&head);
     assert!(
@@ -266,21 +261,7 @@ async fn bodies_arrive_whole_in_every_framing() {
         "after a HEAD, the next answer is whole"
     );
 
-    // curl's own habits: Expect: 100-continue before a large body, HTTP/1.0, and HTTP/2
-    // with prior knowledge on the plain listener (h2c).
-    let echoed = curl(vec![
-        "-H".into(),
-        "Expect: 100-continue".into(),
-        "--data-binary".into(),
-        file.clone(),
-        url("/echo?length"),
-    ])
-    .await;
-    assert!(
-        echoed == data,
-        "an upload after 100 Continue: {} bytes back",
-        echoed.len()
-    );
+    // HTTP/1.0, and HTTP/2 with prior knowledge on the plain listener (h2c).
     for (flag, version) in [
         ("--http1.0", "HTTP/1.1 200"),
         ("--http2-prior-knowledge", "HTTP/2 200"),
@@ -338,8 +319,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
 /// and the one it was serving is answered in full.
 #[tokio::test]
 async fn a_backend_failing_readyz_finishes_its_requests_and_gets_no_new_ones() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = round_robin(&[&a, &b]).await;
+    let (a, _b, lb) = a_and_b_round_robin().await;
     let (http, admin) = (lb.addr("http"), lb.addr("admin"));
     // The first pick of an even round robin is the first backend: a.
     let slow = tokio::spawn(async move { get(http, "/slow?ms=1500").await });
@@ -364,8 +344,7 @@ async fn a_backend_failing_readyz_finishes_its_requests_and_gets_no_new_ones() {
 /// ready is the active check's call.
 #[tokio::test]
 async fn backends_answering_503_stay_up_and_keep_serving_what_they_can() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = round_robin(&[&a, &b]).await;
+    let (a, b, lb) = a_and_b_round_robin().await;
     let (http, admin) = (lb.addr("http"), lb.addr("admin"));
     for _ in 0..20 {
         let (status, body) = get(http, "/unavailable").await;

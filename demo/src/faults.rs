@@ -1,7 +1,7 @@
 //! The faults the demo applies, apart from the components they hit: a [`Fault`] is one way of
 //! breaking a container, a [`Step`] is one fault on one component, and [`plan`] makes the
 //! run's steps from `--faults` and `--components`. How each is applied and mended on the stack
-//! is [`Fault::apply`] and [`Fault::restore`], beside the [`crate::runtime::Runtime`] they use.
+//! is [`Fault::perform`], beside the [`crate::runtime::Runtime`] it uses.
 //!
 //! - `kill`: SIGKILL (`docker compose kill`), restored with `docker compose start`; on a
 //!   swarm SIGKILL to one task's container (`docker kill`), and the engine starts a new task.

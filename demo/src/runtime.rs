@@ -4,8 +4,9 @@
 //! compose`: `make up`), [`crate::swarm::Swarm`] the other (a stack on Docker Swarm: `make
 //! swarm-up`); [`crate::Scenario`], the faults and the roles are written once, against this.
 //!
-//! Also each [`Fault`]'s apply and restore on a runtime (a partition's iptables rules), and
-//! the plain `docker` and `nsenter` commands both runtimes use on one container, by id.
+//! Also each [`Fault`]'s apply and restore on a runtime, [`Fault::perform`] (a partition's
+//! iptables rules), and the plain `docker` and `nsenter` commands both runtimes use on one
+//! container, by id.
 
 use std::future::Future;
 use std::process::Stdio;
@@ -79,33 +80,36 @@ pub fn sorted_where(expected: &[String], bad: impl Fn(&String) -> bool) -> Vec<S
     found
 }
 
+/// Which way [`Fault::perform`] goes: breaking a container, or mending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Apply,
+    /// Mends what `Apply` broke, given the same `target` and `peer`.
+    Restore,
+}
+
 /// How a [`Runtime`] applies each [`Fault`] to a service's container, and mends it.
 impl Fault {
-    /// Breaks `target` (a service of the stack). `peer` is the replica's service for `Partial`.
-    pub async fn apply(
+    /// Applies or restores this fault on `target` (a service of the stack). `peer` is the
+    /// replica's service for `Partial`.
+    pub async fn perform(
         self,
+        action: Action,
         runtime: &impl Runtime,
         target: &str,
         peer: Option<&str>,
     ) -> anyhow::Result<()> {
-        match self {
-            Fault::Kill => runtime.kill(target).await,
-            Fault::Pause => runtime.pause(target).await,
-            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-I").await,
-        }
-    }
-
-    /// Mends what [`Fault::apply`] broke; the same `target` and `peer`.
-    pub async fn restore(
-        self,
-        runtime: &impl Runtime,
-        target: &str,
-        peer: Option<&str>,
-    ) -> anyhow::Result<()> {
-        match self {
-            Fault::Kill => runtime.start(target).await,
-            Fault::Pause => runtime.unpause(target).await,
-            Fault::Partition | Fault::Partial => self.iptables(runtime, target, peer, "-D").await,
+        match (self, action) {
+            (Fault::Kill, Action::Apply) => runtime.kill(target).await,
+            (Fault::Kill, Action::Restore) => runtime.start(target).await,
+            (Fault::Pause, Action::Apply) => runtime.pause(target).await,
+            (Fault::Pause, Action::Restore) => runtime.unpause(target).await,
+            (Fault::Partition | Fault::Partial, Action::Apply) => {
+                self.iptables(runtime, target, peer, "-I").await
+            }
+            (Fault::Partition | Fault::Partial, Action::Restore) => {
+                self.iptables(runtime, target, peer, "-D").await
+            }
         }
     }
 

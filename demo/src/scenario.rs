@@ -23,7 +23,7 @@ use crate::faults::{self, Fault, PRIMARY, REPLICA, Step};
 use crate::load::{Load, LoadConfig, Records};
 use crate::record::Record;
 use crate::roles::{self, Topology};
-use crate::runtime::Runtime;
+use crate::runtime::{Action, Runtime};
 use crate::svg;
 use crate::timeline::{self, Event, EventKind, Second};
 use crate::verify::newest_post_id;
@@ -321,14 +321,16 @@ impl Scenario {
                 describe(fault, peer.as_deref(), engine_repairs)
             ));
             set_phase(label.clone());
-            fault.apply(runtime, &node, peer.as_deref()).await?;
+            fault
+                .perform(Action::Apply, runtime, &node, peer.as_deref())
+                .await?;
             events.push(event(applied, EventKind::Fault, step));
             if !engine_repairs {
                 tokio::time::sleep(config.hold).await;
                 progress(&format!("restore {component}{on}"));
             }
             fault
-                .restore(runtime, &node, peer.as_deref())
+                .perform(Action::Restore, runtime, &node, peer.as_deref())
                 .await
                 .map_err(|e| {
                     e.context(format!(

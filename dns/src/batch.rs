@@ -19,6 +19,12 @@ pub const BATCH: usize = 32;
 /// DNS query that an authoritative server should answer comes close.
 pub const MAX_QUERY: usize = 4096;
 
+/// An `iovec` that points at nothing, for the entries of a batch that are not used.
+const EMPTY_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
 /// Buffers for one batch: received queries in, answers out.
 pub struct Batch {
     packets: Vec<[u8; MAX_QUERY]>,
@@ -54,19 +60,17 @@ impl Batch {
     }
 
     fn recvmmsg(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        // SAFETY: zeroed iovec/mmsghdr are valid; every pointer stored below points into
-        // `self`, which is borrowed mutably for the whole call and not moved.
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for i in 0..BATCH {
-            iovecs[i].iov_base = self.packets[i].as_mut_ptr().cast();
-            iovecs[i].iov_len = MAX_QUERY;
-            headers[i].msg_hdr.msg_name = (&raw mut self.peers[i]).cast();
-            headers[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            headers[i].msg_hdr.msg_iov = &raw mut iovecs[i];
-            headers[i].msg_hdr.msg_iovlen = 1;
+        // Room for any sender's address; the kernel writes back the length of each.
+        self.peer_lens = [size_of::<libc::sockaddr_storage>() as libc::socklen_t; BATCH];
+        let mut iovecs = [EMPTY_IOVEC; BATCH];
+        for (iovec, packet) in iovecs.iter_mut().zip(&mut self.packets) {
+            *iovec = libc::iovec {
+                iov_base: packet.as_mut_ptr().cast(),
+                iov_len: MAX_QUERY,
+            };
         }
-        // SAFETY: `headers` holds BATCH valid entries as set up above.
+        let mut headers = self.headers(&mut iovecs, 0..BATCH);
+        // SAFETY: `headers` holds BATCH entries, each a packet of `self` and its peer.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -132,19 +136,16 @@ impl Batch {
         to: &[usize],
     ) -> io::Result<usize> {
         let count = to.len().min(BATCH);
-        // SAFETY: as in `recvmmsg`; the answers and peers outlive the call.
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for k in 0..count {
-            let i = to[k];
-            iovecs[k].iov_base = answers[k].as_ptr() as *mut libc::c_void;
-            iovecs[k].iov_len = answers[k].len();
-            headers[k].msg_hdr.msg_name = (&raw mut self.peers[i]).cast();
-            headers[k].msg_hdr.msg_namelen = self.peer_lens[i];
-            headers[k].msg_hdr.msg_iov = &raw mut iovecs[k];
-            headers[k].msg_hdr.msg_iovlen = 1;
+        let mut iovecs = [EMPTY_IOVEC; BATCH];
+        for (iovec, answer) in iovecs.iter_mut().zip(&answers[..count]) {
+            // The kernel only reads what it sends.
+            *iovec = libc::iovec {
+                iov_base: answer.as_ptr().cast_mut().cast(),
+                iov_len: answer.len(),
+            };
         }
-        // SAFETY: `headers` holds `count` valid entries.
+        let mut headers = self.headers(&mut iovecs, to[..count].iter().copied());
+        // SAFETY: `headers` holds `count` entries, each an answer and the peer it goes to.
         let n = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
@@ -158,6 +159,25 @@ impl Batch {
         } else {
             Ok(n as usize)
         }
+    }
+
+    /// The kernel's view of one batch, for `recvmmsg` or `sendmmsg`: datagram `k` is the
+    /// buffer `iovecs[k]`, exchanged with the address of peer `peers[k]` (`peer_lens` bytes of
+    /// it). The headers point into `iovecs` and `self`, so both stay in place until the call.
+    fn headers(
+        &mut self,
+        iovecs: &mut [libc::iovec],
+        peers: impl Iterator<Item = usize>,
+    ) -> [libc::mmsghdr; BATCH] {
+        // SAFETY: an all-zero mmsghdr is valid: null pointers, zero lengths.
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for ((header, iovec), i) in headers.iter_mut().zip(iovecs).zip(peers) {
+            header.msg_hdr.msg_name = (&raw mut self.peers[i]).cast();
+            header.msg_hdr.msg_namelen = self.peer_lens[i];
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        headers
     }
 }
 

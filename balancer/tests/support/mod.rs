@@ -226,6 +226,13 @@ pub async fn round_robin(backends: &[&Backend]) -> RunningService {
     .await
 }
 
+/// Backends `a` and `b` behind a [`round_robin`] balancer, as many tests begin.
+pub async fn a_and_b_round_robin() -> (Backend, Backend, RunningService) {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = round_robin(&[&a, &b]).await;
+    (a, b, lb)
+}
+
 /// A balancer proxying plain HTTP (no redirect), with HTTPS on a generated certificate.
 pub async fn balancer(spec: Spec<'_>) -> RunningService {
     balancer_with(spec, PLAIN_HTTP).await
