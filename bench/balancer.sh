@@ -19,9 +19,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-DURATION=${DURATION:-20}
-ROUNDS=${ROUNDS:-3}
-CONNECTIONS=${CONNECTIONS:-50}
 NGINX_CPU=${NGINX_CPU:-0}
 bench_ports 15401 BACKEND_A_PORT BACKEND_B_PORT HAPROXY_PORT FOOBAR_PORT
 bench_ports 15406 HAPROXY_HEADERS_PORT # 15405 is bench/router.sh's

@@ -27,10 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-DURATION=${DURATION:-20}
-ROUNDS=${ROUNDS:-3}
 MODES=${MODES:-h1 h2 full resumed}
-CONNECTIONS=${CONNECTIONS:-50}
 H2_CLIENTS=${H2_CLIENTS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
 HANDSHAKES=${HANDSHAKES:-2000}

@@ -1,10 +1,18 @@
 # shellcheck shell=bash
 # Shared by the benchmarks in bench/. Source it from the repository's root: it sources
-# scripts/lib.sh (for `step`) and defines functions only. `bench_start` sets `work` (a scratch
-# folder), `pids` (the servers' process groups, killed on exit) and `binary` (the release
-# build under test).
+# scripts/lib.sh (for `step`), sets the settings every benchmark shares, and defines functions.
+# `bench_start` sets `work` (a scratch folder), `pids` (the servers' process groups, killed on
+# exit) and `binary` (the release build under test).
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+
+# The settings every benchmark shares, each kept when the environment sets it: ROUNDS rounds,
+# DURATION seconds each measured run (a benchmark with another default sets DURATION before
+# it sources this file: dns.sh, router.sh), and CONNECTIONS open connections for wrk and
+# h2load (balancer.sh, https.sh, static.sh).
+DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-50}
 
 # bench_ports FIRST NAME...: a benchmark's ports, each variable NAME set to FIRST, FIRST + 1,
 # ... in turn unless the environment sets it, with nothing listening on any of them yet

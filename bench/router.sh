@@ -22,10 +22,9 @@
 #   TESTS=oltp_point_select ROUTER_THREADS=2 bench/router.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DURATION=${DURATION:-30} # not bench/lib.sh's 20
 source bench/lib.sh
 
-DURATION=${DURATION:-30}
-ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-4}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 bench_ports 15405 HAPROXY_PORT

@@ -17,9 +17,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-DURATION=${DURATION:-20}
-ROUNDS=${ROUNDS:-3}
-CONNECTIONS=${CONNECTIONS:-50}
 GUESTBOOK_DATABASE_URL=${GUESTBOOK_DATABASE_URL:-}
 bench_ports 15501 NGINX_PORT FOOBAR_PORT
 
