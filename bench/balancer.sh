@@ -19,18 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-DURATION=${DURATION:-20}
-ROUNDS=${ROUNDS:-3}
-CONNECTIONS=${CONNECTIONS:-50}
 NGINX_CPU=${NGINX_CPU:-0}
-BACKEND_A_PORT=${BACKEND_A_PORT:-15401}
-BACKEND_B_PORT=${BACKEND_B_PORT:-15402}
-HAPROXY_PORT=${HAPROXY_PORT:-15403}
-FOOBAR_PORT=${FOOBAR_PORT:-15404}
-HAPROXY_HEADERS_PORT=${HAPROXY_HEADERS_PORT:-15406}
+bench_ports 15401 BACKEND_A_PORT BACKEND_B_PORT HAPROXY_PORT FOOBAR_PORT
+bench_ports 15406 HAPROXY_HEADERS_PORT # 15405 is bench/router.sh's
 
-bench_start balancer foobar-balancer \
-  "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$HAPROXY_HEADERS_PORT"
+bench_start balancer foobar-balancer
 
 # HAProxy (haproxy_common, bench/lib.sh) bare, and with the same headers as foobar-balancer adds
 # (HAProxy 2.6 has no "option forwarded": by hand).

@@ -14,14 +14,11 @@
 #   PROTOCOLS=udp bench/dns.sh          # udp, tcp or both (default "udp tcp")
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10} # not bench/lib.sh's 20
 source bench/lib.sh
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
 PROTOCOLS=${PROTOCOLS:-udp tcp}
-NSD_PORT=${NSD_PORT:-15301}
-FOOBAR_PORT=${FOOBAR_PORT:-15302}
-KNOT_PORT=${KNOT_PORT:-15303}
+bench_ports 15301 NSD_PORT FOOBAR_PORT KNOT_PORT
 
 bench_start dns foobar-dns
 

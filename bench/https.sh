@@ -27,24 +27,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-DURATION=${DURATION:-20}
-ROUNDS=${ROUNDS:-3}
 MODES=${MODES:-h1 h2 full resumed}
-CONNECTIONS=${CONNECTIONS:-50}
 H2_CLIENTS=${H2_CLIENTS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
 HANDSHAKES=${HANDSHAKES:-2000}
 RESUMES=${RESUMES:-20000}
 WARMUP=${WARMUP:-2}
 NGINX_CPU=${NGINX_CPU:-0}
-BACKEND_A_PORT=${BACKEND_A_PORT:-15411}
-BACKEND_B_PORT=${BACKEND_B_PORT:-15412}
-HAPROXY_PORT=${HAPROXY_PORT:-15413}
-FOOBAR_PORT=${FOOBAR_PORT:-15414}
-FOOBAR_HTTP_PORT=${FOOBAR_HTTP_PORT:-15415}
+bench_ports 15411 BACKEND_A_PORT BACKEND_B_PORT HAPROXY_PORT FOOBAR_PORT FOOBAR_HTTP_PORT
 
-bench_start https foobar-balancer \
-  "$BACKEND_A_PORT" "$BACKEND_B_PORT" "$HAPROXY_PORT" "$FOOBAR_PORT" "$FOOBAR_HTTP_PORT"
+bench_start https foobar-balancer
 
 step "an ECDSA P-256 certificate for localhost (openssl), for both balancers"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=localhost \

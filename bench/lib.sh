@@ -1,20 +1,38 @@
 # shellcheck shell=bash
 # Shared by the benchmarks in bench/. Source it from the repository's root: it sources
-# scripts/lib.sh (for `step`) and defines functions only. `bench_start` sets `work` (a scratch
-# folder), `pids` (the servers' process groups, killed on exit) and `binary` (the release
-# build under test).
+# scripts/lib.sh (for `step`), sets the settings every benchmark shares, and defines functions.
+# `bench_start` sets `work` (a scratch folder), `pids` (the servers' process groups, killed on
+# exit) and `binary` (the release build under test).
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-# bench_start NAME BINARY [PORT...]: the benchmark tools (install-tools.sh bench), nothing yet
-# listening on any PORT (tcp_port_free), the scratch folder, the cleanup on exit, and a
-# release build.
+# The settings every benchmark shares, each kept when the environment sets it: ROUNDS rounds,
+# DURATION seconds each measured run (a benchmark with another default sets DURATION before
+# it sources this file: dns.sh, router.sh), and CONNECTIONS open connections for wrk and
+# h2load (balancer.sh, https.sh, static.sh).
+DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-50}
+
+# bench_ports FIRST NAME...: a benchmark's ports, each variable NAME set to FIRST, FIRST + 1,
+# ... in turn unless the environment sets it, with nothing listening on any of them yet
+# (tcp_port_free).
+bench_ports() {
+  local port=$1 name; shift
+  for name in "$@"; do
+    printf -v "$name" '%s' "${!name:-$port}"
+    tcp_port_free "${!name}"
+    port=$((port + 1))
+  done
+}
+
+# bench_start NAME BINARY: the benchmark tools (install-tools.sh bench), the scratch folder,
+# the cleanup on exit, and a release build.
 # A server is started with `setsid` and its pid added to `pids`: it is then the id of the
 # server's session and process group, which cpu_seconds measures and bench_cleanup kills.
 bench_start() {
-  local name=$1 bin=$2 port; shift 2
+  local name=$1 bin=$2
   bash scripts/install-tools.sh bench
-  for port in "$@"; do tcp_port_free "$port"; done
   work=$(mktemp -d "/tmp/foobar-bench-$name.XXXXXX")
   pids=()
   trap bench_cleanup EXIT

@@ -22,18 +22,17 @@
 #   TESTS=oltp_point_select ROUTER_THREADS=2 bench/router.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DURATION=${DURATION:-30} # not bench/lib.sh's 20
 source bench/lib.sh
 
-DURATION=${DURATION:-30}
-ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-4}
-HAPROXY_PORT=${HAPROXY_PORT:-15405}
 TABLE_SIZE=${TABLE_SIZE:-10000}
+bench_ports 15405 HAPROXY_PORT
 IMAGE=foobar/mariadb:dev
 docker image inspect "$IMAGE" >/dev/null 2>&1 \
   || { echo "$IMAGE is missing: run make images first" >&2; exit 1; }
 
-bench_start router foobar-db-router "$HAPROXY_PORT"
+bench_start router foobar-db-router
 run_id=foobar-bench-router-$$
 remove_databases() {
   docker rm -f "$run_id-primary" "$run_id-replica" >/dev/null 2>&1 || true

@@ -34,8 +34,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-DURATION=${DURATION:-20}
-ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-10}
 STREAMS=${STREAMS:-10}
 WARMUP=${WARMUP:-2}

@@ -17,14 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-DURATION=${DURATION:-20}
-ROUNDS=${ROUNDS:-3}
-CONNECTIONS=${CONNECTIONS:-50}
-NGINX_PORT=${NGINX_PORT:-15501}
-FOOBAR_PORT=${FOOBAR_PORT:-15502}
 GUESTBOOK_DATABASE_URL=${GUESTBOOK_DATABASE_URL:-}
+bench_ports 15501 NGINX_PORT FOOBAR_PORT
 
-bench_start static foobar-webapp "$NGINX_PORT" "$FOOBAR_PORT"
+bench_start static foobar-webapp
 
 # The folder both serve: the site's static files and a 4 KB page of text.
 cp -r webapp/static "$work/www"
