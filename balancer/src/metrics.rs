@@ -1,6 +1,5 @@
 //! The balancer's Prometheus metrics (names are prefixed `foobar_balancer_`).
 
-use foobar_service::Context;
 use foobar_service::histogram::LatencyHistogram;
 use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -74,73 +73,36 @@ impl ResponseCounters {
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Metrics {
-    pub requests: Family<RequestLabels, Counter>,
-    pub retries: Counter,
-    pub latency: LatencyHistogram,
-    pub backend_up: Family<BackendLabels, Gauge>,
-    pub backend_changes: Family<BackendLabels, Counter>,
-    pub in_flight: Family<BackendLabels, Gauge>,
-    pub rejected: Family<RejectLabels, Counter>,
-    pub client_connections: Gauge,
-    pub connections_waited: Counter,
-    pub reloads: Family<ReloadLabels, Counter>,
+foobar_service::metrics! {
+    #[derive(Clone, Default)]
+    pub struct Metrics {
+        /// Responses from backends, by pool (default or a site), backend and status code
+        pub requests: Family<RequestLabels, Counter> = "requests",
+        /// Requests sent to another backend after a failure that sent nothing (or was safe
+        /// to repeat)
+        pub retries: Counter = "retries",
+        /// From a request's head read to its response's head ready
+        pub latency: LatencyHistogram = "request_duration_seconds",
+        /// 1 while a backend gets traffic
+        pub backend_up: Family<BackendLabels, Gauge> = "backend_up",
+        /// Times a backend went up or down
+        pub backend_changes: Family<BackendLabels, Counter> = "backend_changes",
+        /// Requests assigned to the backend and not yet answered in full
+        pub in_flight: Family<BackendLabels, Gauge> = "in_flight",
+        /// Requests answered by the balancer itself or connections cut off, by limit:
+        /// rate_limit (429), body_too_large (413), header_too_large (431), header_timeout
+        pub rejected: Family<RejectLabels, Counter> = "rejected",
+        /// Client connections open now
+        pub client_connections: Gauge = "client_connections",
+        /// Connections left in the accept queue for a while because
+        /// limits.max_connections were open
+        pub connections_waited: Counter = "connections_waited",
+        /// SIGHUP reloads, by result: applied or refused (the running config stayed)
+        pub reloads: Family<ReloadLabels, Counter> = "config_reloads",
+    }
 }
 
 impl Metrics {
-    pub fn register(ctx: &Context) -> Self {
-        let m = Self::default();
-        ctx.register(
-            "requests",
-            "Responses from backends, by pool (default or a site), backend and status code",
-            m.requests.clone(),
-        );
-        ctx.register("retries", "Requests sent to another backend after a failure that sent nothing (or was safe to repeat)", m.retries.clone());
-        ctx.register(
-            "request_duration_seconds",
-            "From a request's head read to its response's head ready",
-            m.latency.clone(),
-        );
-        ctx.register(
-            "backend_up",
-            "1 while a backend gets traffic",
-            m.backend_up.clone(),
-        );
-        ctx.register(
-            "backend_changes",
-            "Times a backend went up or down",
-            m.backend_changes.clone(),
-        );
-        ctx.register(
-            "in_flight",
-            "Requests assigned to the backend and not yet answered in full",
-            m.in_flight.clone(),
-        );
-        ctx.register(
-            "rejected",
-            "Requests answered by the balancer itself or connections cut off, by limit: \
-             rate_limit (429), body_too_large (413), header_too_large (431), header_timeout",
-            m.rejected.clone(),
-        );
-        ctx.register(
-            "client_connections",
-            "Client connections open now",
-            m.client_connections.clone(),
-        );
-        ctx.register(
-            "connections_waited",
-            "Connections left in the accept queue for a while because limits.max_connections were open",
-            m.connections_waited.clone(),
-        );
-        ctx.register(
-            "config_reloads",
-            "SIGHUP reloads, by result: applied or refused (the running config stayed)",
-            m.reloads.clone(),
-        );
-        m
-    }
-
     pub fn reject(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }

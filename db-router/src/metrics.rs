@@ -1,7 +1,6 @@
 //! The router's Prometheus metrics (names are prefixed `foobar_db_router_`), on the shared
 //! registry that the admin listener's `/metrics` serves.
 
-use foobar_service::Context;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,66 +26,31 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
-#[derive(Clone, Default)]
-pub struct Metrics {
-    pub queries: Family<QueryLabels, Counter>,
-    pub errors: Family<ReasonLabels, Counter>,
-    pub reader_fallbacks: Family<ReasonLabels, Counter>,
-    pub gtid_waits: Family<ReasonLabels, Counter>,
-    pub sessions: Gauge,
-    pub sessions_total: Counter,
-    pub logins: Family<TransportLabels, Counter>,
-    pub backend_connections: Counter,
-    pub load_data_local_bytes: Counter,
+foobar_service::metrics! {
+    #[derive(Clone, Default)]
+    pub struct Metrics {
+        /// Client commands sent to a backend, by where they ran and their kind
+        pub queries: Family<QueryLabels, Counter> = "queries",
+        /// Errors the router gave clients itself, or sessions it ended, by reason
+        pub errors: Family<ReasonLabels, Counter> = "errors",
+        /// Reads sent to the writer instead of the reader, by reason
+        pub reader_fallbacks: Family<ReasonLabels, Counter> = "reader_fallbacks",
+        /// Read-your-writes waits on the reader (MASTER_GTID_WAIT), by result
+        pub gtid_waits: Family<ReasonLabels, Counter> = "gtid_waits",
+        /// Client sessions open now
+        pub sessions: Gauge = "sessions",
+        /// Client connections accepted
+        pub sessions_total: Counter = "sessions_started",
+        /// Client sessions logged in, by transport (tls, plain; +zlib when compressed)
+        pub logins: Family<TransportLabels, Counter> = "logins",
+        /// Connections the router opened to backends
+        pub backend_connections: Counter = "backend_connections_opened",
+        /// Bytes of LOAD DATA LOCAL files relayed from clients to the primary
+        pub load_data_local_bytes: Counter = "load_data_local_bytes",
+    }
 }
 
 impl Metrics {
-    pub fn register(ctx: &Context) -> Self {
-        let m = Self::default();
-        ctx.register(
-            "queries",
-            "Client commands sent to a backend, by where they ran and their kind",
-            m.queries.clone(),
-        );
-        ctx.register(
-            "errors",
-            "Errors the router gave clients itself, or sessions it ended, by reason",
-            m.errors.clone(),
-        );
-        ctx.register(
-            "reader_fallbacks",
-            "Reads sent to the writer instead of the reader, by reason",
-            m.reader_fallbacks.clone(),
-        );
-        ctx.register(
-            "gtid_waits",
-            "Read-your-writes waits on the reader (MASTER_GTID_WAIT), by result",
-            m.gtid_waits.clone(),
-        );
-        ctx.register("sessions", "Client sessions open now", m.sessions.clone());
-        ctx.register(
-            "sessions_started",
-            "Client connections accepted",
-            m.sessions_total.clone(),
-        );
-        ctx.register(
-            "logins",
-            "Client sessions logged in, by transport (tls, plain; +zlib when compressed)",
-            m.logins.clone(),
-        );
-        ctx.register(
-            "backend_connections_opened",
-            "Connections the router opened to backends",
-            m.backend_connections.clone(),
-        );
-        ctx.register(
-            "load_data_local_bytes",
-            "Bytes of LOAD DATA LOCAL files relayed from clients to the primary",
-            m.load_data_local_bytes.clone(),
-        );
-        m
-    }
-
     pub fn query(&self, route: &'static str, kind: &'static str) {
         self.queries
             .get_or_create(&QueryLabels { route, kind })

@@ -41,9 +41,7 @@ const RESTART_LIMIT: Duration = Duration::from_secs(120);
 #[tokio::test]
 async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejoin()
 -> anyhow::Result<()> {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start_internal().await?;
-    let (primary, replica) = nodes(&db);
+    let (_one, db, primary, replica) = start_pair().await?;
     let (a, admin_a) = router(&db).await?;
     let (b, admin_b) = router(&db).await?;
     for t in [&a, &b] {
@@ -75,14 +73,13 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     );
     // Only the two topology halves below take part in the failover.
     drop(proxy);
-    let took = wait(
+    wait(
         &a,
         "reader none after the replica's kill",
         FAILOVER_LIMIT,
-        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+        roles(Some(&primary), None),
     )
     .await?;
-    println!("replica killed: reads moved to the primary after {took:?}");
     let mut on_primary = app_conn(db.primary_addr).await?;
     on_primary
         .execute("CREATE TABLE note (id INT PRIMARY KEY, text VARCHAR(40) NOT NULL)")
@@ -92,15 +89,14 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         .await?;
 
     // It returns, catches up, and gets reads again.
-    restart(&db, &db.replica, db.replica_addr).await?;
-    let took = wait(
+    restart(&db, &db.replica).await?;
+    wait(
         &a,
         "reader back after the replica's restart",
         RESTART_LIMIT,
-        |s| s.reader.as_ref() == Some(&replica),
+        reads_on(Some(&replica)),
     )
     .await?;
-    println!("replica restarted: reads back on it after {took:?}");
 
     // Its SQL thread stopped (replication broken, container up): no reads there either.
     let mut admin_on_replica = monitor_conn(db.replica_addr).await?;
@@ -109,7 +105,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         &a,
         "reader none while replication is stopped",
         FAILOVER_LIMIT,
-        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+        roles(Some(&primary), None),
     )
     .await?;
     admin_on_replica.execute("START SLAVE SQL_THREAD").await?;
@@ -117,7 +113,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         &a,
         "reader back once replication runs",
         FAILOVER_LIMIT,
-        |s| s.reader.as_ref() == Some(&replica),
+        reads_on(Some(&replica)),
     )
     .await?;
     drop(admin_on_replica);
@@ -129,15 +125,21 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     drop(on_primary);
     let killed = Instant::now();
     kill(&db.primary).await?;
-    let no_writer = wait(&a, "no writer, reads on the replica", FAILOVER_LIMIT, |s| {
-        s.writer.is_none() && s.reader.as_ref() == Some(&replica)
-    })
+    let no_writer = wait(
+        &a,
+        "no writer, reads on the replica",
+        FAILOVER_LIMIT,
+        roles(None, Some(&replica)),
+    )
     .await;
     // Router b may promote first; then a never shows the gap. Either way both converge.
     for t in [&a, &b] {
-        wait(t, "the replica promoted at epoch 1", FAILOVER_LIMIT, |s| {
-            s.writer.as_ref() == Some(&replica) && s.epoch == 1
-        })
+        wait(
+            t,
+            "the replica promoted at epoch 1",
+            FAILOVER_LIMIT,
+            writer_at(&replica, 1),
+        )
         .await?;
     }
     println!(
@@ -168,15 +170,14 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
     // The old primary comes back writable (its DB_ROLE says primary): it is fenced, marked,
     // and, its history being a prefix of the new primary's, rejoined by itself as the
     // replica: full redundancy again with no command.
-    restart(&db, &db.primary, db.primary_addr).await?;
-    let took = wait(
+    restart(&db, &db.primary).await?;
+    wait(
         &a,
         "the old primary rejoined by itself",
         RESTART_LIMIT,
-        |s| s.reader.as_ref() == Some(&primary) && s.writer.as_ref() == Some(&replica),
+        roles(Some(&replica), Some(&primary)),
     )
     .await?;
-    println!("old primary restarted: fenced and rejoined by itself, reading after {took:?}");
     assert_eq!(b.snapshot().writer.as_ref(), Some(&replica));
     assert!(
         a.report().fencings + b.report().fencings >= 1,
@@ -237,18 +238,17 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
         &a,
         "reader none while the rejoined node is down",
         FAILOVER_LIMIT,
-        |s| s.reader.is_none(),
+        reads_on(None),
     )
     .await?;
-    restart(&db, &db.primary, db.primary_addr).await?;
-    let took = wait(
+    restart(&db, &db.primary).await?;
+    wait(
         &a,
         "the rejoined node reads again after its restart",
         RESTART_LIMIT,
-        |s| s.reader.as_ref() == Some(&primary) && s.writer.as_ref() == Some(&replica),
+        roles(Some(&replica), Some(&primary)),
     )
     .await?;
-    println!("rejoined node restarted: a replica again after {took:?}");
     assert_eq!((a.report().fencings, b.report().fencings), fencings);
     let mut on_old = app_conn(db.primary_addr).await?;
     on_replica
@@ -271,9 +271,7 @@ async fn replica_outage_moves_reads_then_two_routers_fail_over_together_and_rejo
 #[tokio::test]
 async fn primary_killed_under_writes_through_the_router_fails_over_within_the_limit_and_keeps_every_acknowledged_write()
 -> anyhow::Result<()> {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start_internal().await?;
-    let (primary, replica) = nodes(&db);
+    let (_one, db, primary, replica) = start_pair().await?;
     // Two routers, as in the stack: the binary, which the client writes through, and this
     // process's topology half, watched here.
     // The old primary's rejoin is left to the operator here (auto_rejoin off), so the
@@ -281,10 +279,7 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
     let (router, admin) = router_with(&db, |m| m.auto_rejoin = false).await?;
     let proxy = support::Router::start(&support::config(&primary.name, &replica.name, "")).await?;
     wait_healthy_pair(&router, &db).await?;
-    app_conn(db.primary_addr)
-        .await?
-        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
-        .await?;
+    create_counter(&db).await?;
 
     // A client writes through the router every 50 ms, as the web servers do (their pool).
     let client = WriteClient::start(proxy.options());
@@ -295,9 +290,12 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
         s.writer.is_none()
     })
     .await;
-    wait(&router, "the replica promoted", FAILOVER_LIMIT, |s| {
-        s.writer.as_ref() == Some(&replica) && s.epoch == 1
-    })
+    wait(
+        &router,
+        "the replica promoted",
+        FAILOVER_LIMIT,
+        writer_at(&replica, 1),
+    )
     .await?;
     let promoted = killed.elapsed();
     // Until the client's writes are acknowledged again (through the router binary, which
@@ -357,12 +355,13 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
     on_new.execute("INSERT INTO counter VALUES (-1)").await?;
 
     // The old primary returns fenced: read-only for the app, not the writer.
-    restart(&db, &db.primary, db.primary_addr).await?;
-    wait_report(&router, "the old primary fenced", RESTART_LIMIT, |r| {
-        r.nodes
-            .iter()
-            .any(|n| n.name == primary.name && n.role == "fenced")
-    })
+    restart(&db, &db.primary).await?;
+    wait_report(
+        &router,
+        "the old primary fenced",
+        RESTART_LIMIT,
+        fenced(&primary),
+    )
     .await?;
     assert_eq!(router.snapshot().writer.as_ref(), Some(&replica));
     let mut on_old = app_conn(db.primary_addr).await?;
@@ -442,11 +441,12 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
     let now = db.address(&db.primary).await?;
     anyhow::ensure!(now == db.primary_addr, "restarted at {now}");
     let (fresh, _fresh_admin) = router_with(&db, |_| {}).await?;
-    wait_report(&fresh, "the old primary fenced again", RESTART_LIMIT, |r| {
-        r.nodes
-            .iter()
-            .any(|n| n.name == primary.name && n.role == "fenced")
-    })
+    wait_report(
+        &fresh,
+        "the old primary fenced again",
+        RESTART_LIMIT,
+        fenced(&primary),
+    )
     .await?;
     assert_eq!(
         fresh.snapshot().writer,
@@ -468,44 +468,39 @@ async fn primary_killed_under_writes_through_the_router_fails_over_within_the_li
 #[tokio::test]
 async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rejoined_stray_writable_node_is_fenced_lagging_replica_gets_no_reads()
 -> anyhow::Result<()> {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start_internal().await?;
-    let (primary, replica) = nodes(&db);
+    let (_one, db, primary, replica) = start_pair().await?;
     let (router, _ctx) = router(&db).await?;
     wait_healthy_pair(&router, &db).await?;
 
     // Frozen, not dead: connections open but nothing answers, as behind a dropped link.
     // The monitor's check times out (500 ms) and writes stop going there at once.
     docker(&["pause", db.primary.id()]).await?;
-    let took = wait(
+    wait(
         &router,
         "no writer while the primary hangs",
         Duration::from_secs(3),
-        |s| s.writer.is_none() && s.reader.as_ref() == Some(&replica),
+        roles(None, Some(&replica)),
     )
     .await?;
-    println!("primary frozen: no writer after {took:?}");
     // The replica notices the silence within slave_net_timeout (3 s, heartbeats every
     // second): only then is it promoted, never while it still streams from the primary.
-    let took = wait(
+    wait(
         &router,
         "the replica promoted while the primary is frozen",
         FAILOVER_LIMIT,
-        |s| s.writer.as_ref() == Some(&replica) && s.epoch == 1,
+        writer_at(&replica, 1),
     )
     .await?;
-    println!("primary frozen: the replica promoted after {took:?} more");
 
     // It thaws writable, finds itself fenced (the higher epoch), and is rejoined by itself.
     docker(&["unpause", db.primary.id()]).await?;
-    let took = wait(
+    wait(
         &router,
         "the thawed primary fenced and rejoined",
         RESTART_LIMIT,
-        |s| s.writer.as_ref() == Some(&replica) && s.reader.as_ref() == Some(&primary),
+        roles(Some(&replica), Some(&primary)),
     )
     .await?;
-    println!("primary thawed: fenced and rejoined as the reader after {took:?}");
     assert_eq!(
         router.report().fencings,
         1,
@@ -523,7 +518,7 @@ async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rej
         .await?
         .execute("SET GLOBAL read_only = OFF")
         .await?;
-    let took = wait_report(
+    wait_report(
         &router,
         "the stray writable replica fenced",
         Duration::from_secs(5),
@@ -536,7 +531,6 @@ async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rej
         },
     )
     .await?;
-    println!("replica made writable by hand: read-only again after {took:?}");
     assert!(
         app_on_replica.execute("SELECT 1").await.is_err(),
         "the app's session on the fenced node must have been killed"
@@ -554,7 +548,7 @@ async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rej
         &router,
         "reader back with delayed replication",
         Duration::from_secs(10),
-        |s| s.reader.as_ref() == Some(&replica),
+        reads_on(Some(&replica)),
     )
     .await?;
     app_conn(primary_addr)
@@ -566,7 +560,7 @@ async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rej
         &router,
         "reader none while the replica lags",
         Duration::from_secs(10),
-        |s| s.reader.is_none() && s.writer.as_ref() == Some(&primary),
+        roles(Some(&primary), None),
     )
     .await?;
     let lagging_after = written.elapsed();
@@ -574,7 +568,7 @@ async fn frozen_primary_is_replaced_once_the_replica_lost_it_then_fenced_and_rej
         &router,
         "reader back once the replica caught up",
         Duration::from_secs(15),
-        |s| s.reader.as_ref() == Some(&replica),
+        reads_on(Some(&replica)),
     )
     .await?;
     println!(
@@ -698,15 +692,10 @@ impl WriteClient {
 #[tokio::test]
 async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_loses_nothing()
 -> anyhow::Result<()> {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start_internal().await?;
-    let (primary, replica) = nodes(&db);
+    let (_one, db, primary, replica) = start_pair().await?;
     let (a, a_guard, b, _secrets) = peer_routers(&db).await?;
     wait_healthy_pair(&a, &db).await?;
-    app_conn(db.primary_addr)
-        .await?
-        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
-        .await?;
+    create_counter(&db).await?;
     let mut through_b = MySqlConnection::connect_with(&b.options()).await?;
     wait_rows(db.replica_addr, 0).await?;
 
@@ -715,12 +704,7 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
     // acknowledges every write without it.
     let primary_ip = db.primary_addr.ip().to_string();
     partition(&db.replica, &primary_ip, true).await?;
-    for id in 1..=40 {
-        sqlx::query("INSERT INTO counter VALUES (?)")
-            .bind(id)
-            .execute(&mut through_b)
-            .await?;
-    }
+    insert_counter(&mut through_b, 1..=40).await?;
     println!("40 writes acknowledged through router b while the replica was cut off");
     kill(&db.primary).await?;
     partition(&db.replica, &primary_ip, false).await?;
@@ -772,10 +756,13 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
 
     // The primary returns: the writer again at epoch 0, every acknowledged write there, and
     // the replica catches up from it.
-    restart(&db, &db.primary, db.primary_addr).await?;
-    wait(&a, "the old primary writes again", RESTART_LIMIT, |s| {
-        s.writer.as_ref() == Some(&primary) && s.epoch == 0
-    })
+    restart(&db, &db.primary).await?;
+    wait(
+        &a,
+        "the old primary writes again",
+        RESTART_LIMIT,
+        writer_at(&primary, 0),
+    )
     .await?;
     let mut on_primary = app_conn(db.primary_addr).await?;
     let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter WHERE id BETWEEN 1 AND 40")
@@ -783,33 +770,14 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
         .await?;
     assert_eq!(present, 40, "acknowledged writes lost");
     wait_rows(db.replica_addr, 40).await?;
-    let deadline = Instant::now() + FAILOVER_LIMIT;
-    loop {
-        let mut client = MySqlConnection::connect_with(&b.options()).await?;
-        match sqlx::query("INSERT INTO counter VALUES (42)")
-            .execute(&mut client)
-            .await
-        {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                println!("write through b after the primary's return: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    write_until_accepted(&b, 42, "after the primary's return").await?;
     println!("primary back: 40 of 40 acknowledged writes on it, the replica caught up");
 
     // The same again, and this time an operator forces the promotion. Naming less than the
     // missing writes forces nothing; naming them gives exactly those up.
     partition(&db.replica, &primary_ip, true).await?;
     let mut through_b = MySqlConnection::connect_with(&b.options()).await?;
-    for id in 101..=105 {
-        sqlx::query("INSERT INTO counter VALUES (?)")
-            .bind(id)
-            .execute(&mut through_b)
-            .await?;
-    }
+    insert_counter(&mut through_b, 101..=105).await?;
     kill(&db.primary).await?;
     partition(&db.replica, &primary_ip, false).await?;
     let blocked = |r: &topology::Report| r.failover_blocked.clone().unwrap_or_default();
@@ -831,9 +799,12 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
     assert_eq!(a.snapshot().epoch, 0, "promoted past writes nobody gave up");
     let (status, said) = operator_command(&a_guard, &["promote", "--give-up", &missing]).await?;
     assert!(status, "{said}");
-    wait(&a, "the replica promoted by force", FAILOVER_LIMIT, |s| {
-        s.writer.as_ref() == Some(&replica) && s.epoch == 1
-    })
+    wait(
+        &a,
+        "the replica promoted by force",
+        FAILOVER_LIMIT,
+        writer_at(&replica, 1),
+    )
     .await?;
     let mut on_new = app_conn(db.replica_addr).await?;
     let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter WHERE id BETWEEN 1 AND 42")
@@ -850,23 +821,13 @@ async fn double_fault_replica_cut_off_then_primary_killed_promotes_nothing_and_l
 #[tokio::test]
 async fn frozen_peer_router_blocks_the_promotion_until_an_operator_forces_it_without_that_peer()
 -> anyhow::Result<()> {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start_internal().await?;
-    let (_, replica) = nodes(&db);
+    let (_one, db, _, replica) = start_pair().await?;
     let (a, a_guard, b, _secrets) = peer_routers(&db).await?;
     let b_admin = b.admin.to_string();
     wait_healthy_pair(&a, &db).await?;
-    app_conn(db.primary_addr)
-        .await?
-        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
-        .await?;
+    create_counter(&db).await?;
     let mut through_b = MySqlConnection::connect_with(&b.options()).await?;
-    for id in 1..=10 {
-        sqlx::query("INSERT INTO counter VALUES (?)")
-            .bind(id)
-            .execute(&mut through_b)
-            .await?;
-    }
+    insert_counter(&mut through_b, 1..=10).await?;
     wait_rows(db.replica_addr, 10).await?;
     drop(through_b);
 
@@ -894,9 +855,12 @@ async fn frozen_peer_router_blocks_the_promotion_until_an_operator_forces_it_wit
     assert!(said.contains("not one of this router's peers"), "{said}");
     let (status, said) = operator_command(&a_guard, &["promote", "--without", &b_admin]).await?;
     assert!(status, "{said}");
-    wait(&a, "the replica promoted without b", FAILOVER_LIMIT, |s| {
-        s.writer.as_ref() == Some(&replica) && s.epoch == 1
-    })
+    wait(
+        &a,
+        "the replica promoted without b",
+        FAILOVER_LIMIT,
+        writer_at(&replica, 1),
+    )
     .await?;
     let mut on_new = monitor_conn(db.replica_addr).await?;
     let promoted_by: String =
@@ -911,23 +875,7 @@ async fn frozen_peer_router_blocks_the_promotion_until_an_operator_forces_it_wit
 
     // Router b thaws: it finds the new primary and writes there, nothing lost.
     b.service.signal("CONT").await?;
-    let deadline = Instant::now() + FAILOVER_LIMIT;
-    loop {
-        let attempt = async {
-            let mut client = MySqlConnection::connect_with(&b.options()).await?;
-            sqlx::query("INSERT INTO counter VALUES (11)")
-                .execute(&mut client)
-                .await
-        };
-        match attempt.await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                println!("write through b after its thaw: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    write_until_accepted(&b, 11, "after its thaw").await?;
     let mut on_new = app_conn(db.replica_addr).await?;
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter")
         .fetch_one(&mut on_new)
@@ -942,9 +890,7 @@ async fn frozen_peer_router_blocks_the_promotion_until_an_operator_forces_it_wit
 #[tokio::test]
 async fn cut_off_primary_with_a_commit_no_router_saw_is_replaced_then_rebuilt_by_itself_its_data_set_aside()
 -> anyhow::Result<()> {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let db = ReplicatedDatabase::start_internal().await?;
-    let (primary, replica) = nodes(&db);
+    let (_one, db, primary, replica) = start_pair().await?;
     let (router, _ctx) = router(&db).await?;
     wait_healthy_pair(&router, &db).await?;
     let mut on_primary = app_conn(db.primary_addr).await?;
@@ -988,7 +934,7 @@ async fn cut_off_primary_with_a_commit_no_router_saw_is_replaced_then_rebuilt_by
         &router,
         "the replica promoted while the primary is cut off",
         FAILOVER_LIMIT,
-        |s| s.writer.as_ref() == Some(&replica) && s.epoch == 1,
+        writer_at(&replica, 1),
     )
     .await?;
 
@@ -1010,15 +956,14 @@ async fn cut_off_primary_with_a_commit_no_router_saw_is_replaced_then_rebuilt_by
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    restart(&db, &db.primary, db.primary_addr).await?;
-    let took = wait(
+    restart(&db, &db.primary).await?;
+    wait(
         &router,
         "the rebuilt node back as the reader",
         RESTART_LIMIT,
-        |s| s.writer.as_ref() == Some(&replica) && s.reader.as_ref() == Some(&primary),
+        roles(Some(&replica), Some(&primary)),
     )
     .await?;
-    println!("old primary with an unseen commit: rebuilt and reading again after {took:?}");
     let mut on_new = app_conn(db.replica_addr).await?;
     on_new.execute("INSERT INTO counter VALUES (4)").await?;
     wait_rows(db.primary_addr, 4).await?;
@@ -1107,7 +1052,7 @@ async fn wait_healthy_pair(topology: &Topology, db: &ReplicatedDatabase) -> anyh
         topology,
         "writer primary, reader replica",
         Duration::from_secs(10),
-        |s| s.writer.as_ref() == Some(&primary) && s.reader.as_ref() == Some(&replica),
+        roles(Some(&primary), Some(&replica)),
     )
     .await
     .map(drop)
@@ -1205,7 +1150,95 @@ impl Drop for Guard {
     }
 }
 
-/// Waits until the snapshot satisfies `ok`; how long it took.
+/// Writes go to `writer` and reads to `reader` (`None`: nowhere).
+fn roles<'a>(
+    writer: Option<&'a Node>,
+    reader: Option<&'a Node>,
+) -> impl Fn(&Snapshot) -> bool + 'a {
+    move |s| s.writer.as_ref() == writer && s.reader.as_ref() == reader
+}
+
+/// Reads go to `reader` (`None`: nowhere), whoever writes.
+fn reads_on(reader: Option<&Node>) -> impl Fn(&Snapshot) -> bool + '_ {
+    move |s| s.reader.as_ref() == reader
+}
+
+/// `node` is the writer, at `epoch`.
+fn writer_at(node: &Node, epoch: u64) -> impl Fn(&Snapshot) -> bool + '_ {
+    move |s| s.writer.as_ref() == Some(node) && s.epoch == epoch
+}
+
+/// The monitor reports `node` fenced.
+fn fenced(node: &Node) -> impl Fn(&topology::Report) -> bool + '_ {
+    move |r| {
+        r.nodes
+            .iter()
+            .any(|n| n.name == node.name && n.role == "fenced")
+    }
+}
+
+/// Locks out the other tests (one at a time) and starts a replicated pair: the lock, the
+/// pair, and its primary and replica as the routers name them.
+async fn start_pair() -> anyhow::Result<(
+    tokio::sync::MutexGuard<'static, ()>,
+    ReplicatedDatabase,
+    Node,
+    Node,
+)> {
+    let one = ONE_AT_A_TIME.lock().await;
+    let db = ReplicatedDatabase::start_internal().await?;
+    let (primary, replica) = nodes(&db);
+    Ok((one, db, primary, replica))
+}
+
+/// The table the write tests count their rows in, made on the pair's primary.
+async fn create_counter(db: &ReplicatedDatabase) -> anyhow::Result<()> {
+    app_conn(db.primary_addr)
+        .await?
+        .execute("CREATE TABLE counter (id INT PRIMARY KEY)")
+        .await?;
+    Ok(())
+}
+
+/// Inserts each of `ids` into `counter`, one statement each, as a client writes.
+async fn insert_counter(
+    conn: &mut MySqlConnection,
+    ids: std::ops::RangeInclusive<i32>,
+) -> anyhow::Result<()> {
+    for id in ids {
+        sqlx::query("INSERT INTO counter VALUES (?)")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes `id` into `counter` through router `b` on a new connection, again every 200 ms
+/// until it is taken (each refusal printed, `when` saying why one is expected), for
+/// [`FAILOVER_LIMIT`].
+async fn write_until_accepted(b: &support::Router, id: i32, when: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + FAILOVER_LIMIT;
+    loop {
+        let attempt = async {
+            let mut client = MySqlConnection::connect_with(&b.options()).await?;
+            sqlx::query("INSERT INTO counter VALUES (?)")
+                .bind(id)
+                .execute(&mut client)
+                .await
+        };
+        match attempt.await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                println!("write through b {when}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits until the snapshot satisfies `ok`; how long it took (printed after `what`).
 async fn wait(
     topology: &Topology,
     what: &str,
@@ -1216,6 +1249,7 @@ async fn wait(
     let mut changes = topology.changes();
     loop {
         if ok(&changes.borrow_and_update()) {
+            println!("{what}: after {:?}", started.elapsed());
             return Ok(started.elapsed());
         }
         let left = limit.saturating_sub(started.elapsed());
@@ -1229,7 +1263,8 @@ async fn wait(
     }
 }
 
-/// Waits until the monitor's report satisfies `ok` (polled: the report has no channel).
+/// Waits until the monitor's report satisfies `ok` (polled: the report has no channel); how
+/// long it took (printed after `what`).
 async fn wait_report(
     topology: &Topology,
     what: &str,
@@ -1239,6 +1274,7 @@ async fn wait_report(
     let started = Instant::now();
     loop {
         if ok(&topology.report()) {
+            println!("{what}: after {:?}", started.elapsed());
             return Ok(started.elapsed());
         }
         if started.elapsed() > limit {
@@ -1258,13 +1294,17 @@ async fn kill(node: &ContainerAsync<GenericImage>) -> anyhow::Result<()> {
         .map(drop)
 }
 
-/// Starts a killed node again. The routers here name it by its address on the network,
-/// which it must get back (Docker gives the lowest free one: the same).
+/// Starts a killed node of `db` again. The routers here name it by its address on the
+/// network, which it must get back (Docker gives the lowest free one: the same).
 async fn restart(
     db: &ReplicatedDatabase,
     node: &ContainerAsync<GenericImage>,
-    addr: SocketAddr,
 ) -> anyhow::Result<()> {
+    let addr = if node.id() == db.primary.id() {
+        db.primary_addr
+    } else {
+        db.replica_addr
+    };
     node.start().await?;
     let now = db.address(node).await?;
     anyhow::ensure!(now == addr, "restarted at {now}, not at {addr}");

@@ -8,8 +8,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use foobar_service::Context;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     pub protocol: &'static str,
@@ -28,21 +26,32 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
-/// Every metric the DNS server exports, registered once at start.
-#[derive(Clone)]
-pub struct Metrics {
-    pub queries: Family<QueryLabels, Counter>,
-    /// The counter of each (transport, type, rcode), looked up in `queries` on first use only:
-    /// the hot path then costs an index and an atomic add.
-    query_counters: Arc<[OnceLock<Counter>]>,
-    pub latency_udp: LatencyHistogram,
-    pub latency_tcp: LatencyHistogram,
-    pub cache_hits: Counter,
-    pub cache_misses: Counter,
-    pub dropped: Counter,
-    pub target_up: Family<TargetLabels, Gauge>,
-    pub target_changes: Family<TargetLabels, Counter>,
-    pub zone_loads: Family<ResultLabels, Counter>,
+foobar_service::metrics! {
+    /// Every metric the DNS server exports, registered once at start.
+    #[derive(Clone)]
+    pub struct Metrics {
+        /// Queries answered, by transport, type and response code
+        pub queries: Family<QueryLabels, Counter> = "queries",
+        /// The counter of each (transport, type, rcode), looked up in `queries` on first use
+        /// only: the hot path then costs an index and an atomic add.
+        query_counters: Arc<[OnceLock<Counter>]>,
+        /// Time from a UDP query read to its answer built
+        pub latency_udp: LatencyHistogram = "udp_answer_duration_seconds",
+        /// Time from a TCP query read to its answer built
+        pub latency_tcp: LatencyHistogram = "tcp_answer_duration_seconds",
+        /// Queries answered from ready-made wire answers
+        pub cache_hits: Counter = "answer_cache_hits",
+        /// Cacheable queries that went through the catalog
+        pub cache_misses: Counter = "answer_cache_misses",
+        /// Packets given no answer (too short, or not a query)
+        pub dropped: Counter = "dropped_packets",
+        /// 1 while a health-checked address is answered as up
+        pub target_up: Family<TargetLabels, Gauge> = "health_target_up",
+        /// Times a health-checked address went up or down
+        pub target_changes: Family<TargetLabels, Counter> = "health_target_changes",
+        /// Zone (re)loads, by result
+        pub zone_loads: Family<ResultLabels, Counter> = "zone_loads",
+    }
 }
 
 const RCODE_LABELS: [&str; 7] = [
@@ -68,56 +77,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn register(ctx: &Context) -> Self {
-        let m = Self::default();
-        ctx.register(
-            "queries",
-            "Queries answered, by transport, type and response code",
-            m.queries.clone(),
-        );
-        ctx.register(
-            "udp_answer_duration_seconds",
-            "Time from a UDP query read to its answer built",
-            m.latency_udp.clone(),
-        );
-        ctx.register(
-            "tcp_answer_duration_seconds",
-            "Time from a TCP query read to its answer built",
-            m.latency_tcp.clone(),
-        );
-        ctx.register(
-            "answer_cache_hits",
-            "Queries answered from ready-made wire answers",
-            m.cache_hits.clone(),
-        );
-        ctx.register(
-            "answer_cache_misses",
-            "Cacheable queries that went through the catalog",
-            m.cache_misses.clone(),
-        );
-        ctx.register(
-            "dropped_packets",
-            "Packets given no answer (too short, or not a query)",
-            m.dropped.clone(),
-        );
-        ctx.register(
-            "health_target_up",
-            "1 while a health-checked address is answered as up",
-            m.target_up.clone(),
-        );
-        ctx.register(
-            "health_target_changes",
-            "Times a health-checked address went up or down",
-            m.target_changes.clone(),
-        );
-        ctx.register(
-            "zone_loads",
-            "Zone (re)loads, by result",
-            m.zone_loads.clone(),
-        );
-        m
-    }
-
     /// Counts one answer by its transport, the question's type and the answer's RCODE.
     pub fn count(&self, tcp: bool, qtype: Option<u16>, answer: &[u8]) {
         let rcode = usize::from(crate::wire::rcode(answer)).min(RCODE_LABELS.len() - 1);

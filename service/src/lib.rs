@@ -8,6 +8,7 @@
 //! - [`config`]: TOML files with environment overrides; errors name the file, line and key.
 //! - [`admin`]: the admin HTTP listener with `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! - [`histogram`]: a lock-free latency histogram for hot paths.
+//! - [`metrics`]: [`metrics!`], a service's metrics declared once, each with its help text.
 //! - [`lifecycle`]: readiness, SIGTERM / Ctrl-C turned into a cancellation token, and SIGHUP
 //!   into reload requests ([`Context::reload_config`] reads the config again).
 //! - [`probe`]: the status of an HTTP GET, for health checks and `--probe`.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod histogram;
 pub mod lifecycle;
+pub mod metrics;
 pub mod probe;
 pub mod telemetry;
 #[cfg(feature = "testing")]

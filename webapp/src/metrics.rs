@@ -103,11 +103,41 @@ impl Attempt {
 #[derive(Clone)]
 pub struct Metrics {
     http: Arc<HttpMetrics>,
-    db_errors: Family<ErrorLabels, Counter>,
-    db_served: Family<UrlLabels, Counter>,
-    db_connect_failures: Family<UrlLabels, Counter>,
-    db_url_in_use: Family<UrlLabels, Gauge>,
-    db_attempts: Family<AttemptLabels, Counter>,
+    db: DatabaseMetrics,
+}
+
+foobar_service::metrics! {
+    /// The two families every request updates, behind one `Arc` so a request clones one
+    /// pointer.
+    #[derive(Default)]
+    struct HttpMetrics {
+        /// HTTP requests answered, by route pattern, method and status code
+        requests: Family<RequestLabels, Counter> = "http_requests",
+        /// Time to the response head, by route pattern
+        duration: Family<RouteLabels, LatencyHistogram> = "http_request_duration_seconds",
+    }
+}
+
+foobar_service::metrics! {
+    /// What requests' database work did, by database URL.
+    #[derive(Clone, Default)]
+    struct DatabaseMetrics {
+        /// Requests whose database work failed, by kind (busy, unavailable, timeout, query,
+        /// schema)
+        errors: Family<ErrorLabels, Counter> = "db_errors",
+        /// Requests whose database work went through each database URL (host:port)
+        served: Family<UrlLabels, Counter> = "db_requests",
+        /// Failures to connect, or to get an answer, through each database URL (refused,
+        /// unreachable, no answer in time, connection lost)
+        connect_failures: Family<UrlLabels, Counter> = "db_connect_failures",
+        /// 1 while requests use a database URL, 0 while they skip it because connecting
+        /// failed
+        url_in_use: Family<UrlLabels, Gauge> = "db_url_in_use",
+        /// Tries of a request's database work through each database URL, by outcome
+        /// (answered, busy, unreachable, timeout, broken); a busy pool is not a failed
+        /// router
+        attempts: Family<AttemptLabels, Counter> = "db_attempts",
+    }
 }
 
 /// The metrics of one database URL, created once at start so a request only increments.
@@ -136,52 +166,10 @@ impl UrlMetrics {
 
 impl Metrics {
     pub fn register(ctx: &Context) -> Self {
-        let metrics = Self {
-            http: Arc::default(),
-            db_errors: Family::default(),
-            db_served: Family::default(),
-            db_connect_failures: Family::default(),
-            db_url_in_use: Family::default(),
-            db_attempts: Family::default(),
-        };
-        ctx.register(
-            "http_requests",
-            "HTTP requests answered, by route pattern, method and status code",
-            metrics.http.requests.clone(),
-        );
-        ctx.register(
-            "http_request_duration_seconds",
-            "Time to the response head, by route pattern",
-            metrics.http.duration.clone(),
-        );
-        ctx.register(
-            "db_errors",
-            "Requests whose database work failed, by kind (busy, unavailable, timeout, query, schema)",
-            metrics.db_errors.clone(),
-        );
-        ctx.register(
-            "db_requests",
-            "Requests whose database work went through each database URL (host:port)",
-            metrics.db_served.clone(),
-        );
-        ctx.register(
-            "db_connect_failures",
-            "Failures to connect, or to get an answer, through each database URL (refused, \
-             unreachable, no answer in time, connection lost)",
-            metrics.db_connect_failures.clone(),
-        );
-        ctx.register(
-            "db_url_in_use",
-            "1 while requests use a database URL, 0 while they skip it because connecting failed",
-            metrics.db_url_in_use.clone(),
-        );
-        ctx.register(
-            "db_attempts",
-            "Tries of a request's database work through each database URL, by outcome \
-             (answered, busy, unreachable, timeout, broken); a busy pool is not a failed router",
-            metrics.db_attempts.clone(),
-        );
-        metrics
+        Self {
+            http: Arc::new(HttpMetrics::register(ctx)),
+            db: DatabaseMetrics::register(ctx),
+        }
     }
 
     /// The metrics of the database URL named `url` (`host:port`), in use to begin with.
@@ -190,11 +178,12 @@ impl Metrics {
             url: url.to_owned(),
         };
         let metrics = UrlMetrics {
-            served: self.db_served.get_or_create(&labels).clone(),
-            connect_failures: self.db_connect_failures.get_or_create(&labels).clone(),
-            in_use: self.db_url_in_use.get_or_create(&labels).clone(),
+            served: self.db.served.get_or_create(&labels).clone(),
+            connect_failures: self.db.connect_failures.get_or_create(&labels).clone(),
+            in_use: self.db.url_in_use.get_or_create(&labels).clone(),
             attempts: Attempt::ALL.map(|outcome| {
-                self.db_attempts
+                self.db
+                    .attempts
                     .get_or_create(&AttemptLabels {
                         url: url.to_owned(),
                         outcome: outcome.label(),
@@ -208,15 +197,8 @@ impl Metrics {
 
     /// Counts one failed database operation.
     pub fn db_error(&self, kind: &'static str) {
-        self.db_errors.get_or_create(&ErrorLabels { kind }).inc();
+        self.db.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
-}
-
-/// The two families every request updates, behind one `Arc` so a request clones one pointer.
-#[derive(Default)]
-struct HttpMetrics {
-    requests: Family<RequestLabels, Counter>,
-    duration: Family<RouteLabels, LatencyHistogram>,
 }
 
 impl Metrics {

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::AtomicU64;
 
-use foobar_service::Context;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,85 +21,35 @@ pub struct RoleLabels {
     pub role: &'static str,
 }
 
-#[derive(Clone, Default)]
-pub struct Metrics {
-    pub up: Family<NodeLabels, Gauge>,
-    pub read_only: Family<NodeLabels, Gauge>,
-    pub replicating: Family<NodeLabels, Gauge>,
-    pub lag_seconds: Family<NodeLabels, Gauge<f64, AtomicU64>>,
-    pub role: Family<RoleLabels, Gauge>,
-    pub check_failures: Family<NodeLabels, Counter>,
-    pub epoch: Gauge,
-    pub failovers: Counter,
-    pub fencings: Counter,
-    pub failovers_refused: Counter,
-    pub failover_blocked: Gauge,
-    pub errant: Family<NodeLabels, Gauge>,
-}
-
-impl Metrics {
-    pub fn register(&self, ctx: &Context) {
-        ctx.register(
-            "backend_up",
-            "1 while the node answers the monitor's checks",
-            self.up.clone(),
-        );
-        ctx.register(
-            "backend_read_only",
-            "1 while the node is read_only",
-            self.read_only.clone(),
-        );
-        ctx.register(
-            "backend_replicating",
-            "1 while both replication threads of the node run",
-            self.replicating.clone(),
-        );
-        ctx.register(
+foobar_service::metrics! {
+    #[derive(Clone, Default)]
+    pub struct Metrics {
+        /// 1 while the node answers the monitor's checks
+        pub up: Family<NodeLabels, Gauge> = "backend_up",
+        /// 1 while the node is read_only
+        pub read_only: Family<NodeLabels, Gauge> = "backend_read_only",
+        /// 1 while both replication threads of the node run
+        pub replicating: Family<NodeLabels, Gauge> = "backend_replicating",
+        /// Seconds_Behind_Master of the node; -1 unknown or not a replica
+        pub lag_seconds: Family<NodeLabels, Gauge<f64, AtomicU64>> =
             "backend_replication_lag_seconds",
-            "Seconds_Behind_Master of the node; -1 unknown or not a replica",
-            self.lag_seconds.clone(),
-        );
-        ctx.register(
-            "backend_role",
-            "1 for the node's current role: writer or reader",
-            self.role.clone(),
-        );
-        ctx.register(
-            "monitor_check_failures",
-            "monitor checks of the node that failed",
-            self.check_failures.clone(),
-        );
-        ctx.register(
-            "epoch",
-            "the primary's epoch (raised by every failover)",
-            self.epoch.clone(),
-        );
-        ctx.register(
-            "failovers",
-            "promotions this router performed",
-            self.failovers.clone(),
-        );
-        ctx.register(
-            "fencings",
-            "nodes this router made read-only",
-            self.fencings.clone(),
-        );
-        ctx.register(
-            "failovers_refused",
-            "Promotions this router did not make: the replica lacked writes a router \
-             acknowledged or saw on the primary, or a router did not answer",
-            self.failovers_refused.clone(),
-        );
-        ctx.register(
-            "failover_blocked",
-            "1 while the primary is down and its replacement is refused (writes fail)",
-            self.failover_blocked.clone(),
-        );
-        ctx.register(
-            "backend_errant",
-            "1 while a fenced node holds transactions the primary lacks: it is not rejoined \
-             by itself and must be rebuilt",
-            self.errant.clone(),
-        );
+        /// 1 for the node's current role: writer or reader
+        pub role: Family<RoleLabels, Gauge> = "backend_role",
+        /// monitor checks of the node that failed
+        pub check_failures: Family<NodeLabels, Counter> = "monitor_check_failures",
+        /// the primary's epoch (raised by every failover)
+        pub epoch: Gauge = "epoch",
+        /// promotions this router performed
+        pub failovers: Counter = "failovers",
+        /// nodes this router made read-only
+        pub fencings: Counter = "fencings",
+        /// Promotions this router did not make: the replica lacked writes a router
+        /// acknowledged or saw on the primary, or a router did not answer
+        pub failovers_refused: Counter = "failovers_refused",
+        /// 1 while the primary is down and its replacement is refused (writes fail)
+        pub failover_blocked: Gauge = "failover_blocked",
+        /// 1 while a fenced node holds transactions the primary lacks: it is not rejoined
+        /// by itself and must be rebuilt
+        pub errant: Family<NodeLabels, Gauge> = "backend_errant",
     }
 }

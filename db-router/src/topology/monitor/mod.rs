@@ -488,8 +488,7 @@ pub async fn start(
         ..Shared::default()
     };
     let topology = Topology::with_shared(backends, shared);
-    let metrics = Metrics::default();
-    metrics.register(ctx);
+    let metrics = Metrics::register(ctx);
     let mut watcher = Monitor::new(topology.clone(), access, monitor.clone(), metrics)?;
     watcher.first_round().await;
     let shutdown = ctx.shutdown.clone();
