@@ -333,9 +333,10 @@ async fn transactions_and_autocommit_off_stay_on_the_primary(
         ids == [PRIMARY_ID, PRIMARY_ID, REPLICA_ID],
         "temporary table: {ids:?}"
     );
-    // A temporary table inside a read-only transaction is refused (it would be made on the
-    // replica, while temporary tables pin a session to the primary): the transaction goes
-    // on, on the replica, and nothing pins the session afterwards.
+    // A temporary table inside a read-only transaction is refused, as a query or a prepared
+    // statement (it would be made on the replica, while temporary tables pin a session to the
+    // primary): the transaction goes on, on the replica, and nothing pins the session
+    // afterwards.
     let mut client = connect_raw(router).await?;
     client.rows("START TRANSACTION READ ONLY").await?;
     let before = client.rows("SELECT @@server_id, @@in_transaction").await?;
@@ -351,6 +352,17 @@ async fn transactions_and_autocommit_off_stay_on_the_primary(
                 .message
                 .contains("CREATE TEMPORARY TABLE inside START TRANSACTION READ ONLY"),
         "temporary table in a read-only transaction: {error:?}"
+    );
+    // The same as a prepared statement: prepared (that runs nothing), its EXECUTE refused.
+    let (statement, _) = client
+        .prepare("CREATE TEMPORARY TABLE foobar.ro_prepared (a INT)")
+        .await?;
+    let Err(error) = client.execute(statement, &[], false).await? else {
+        anyhow::bail!("a prepared temporary table made in a read-only transaction");
+    };
+    anyhow::ensure!(
+        (error.code, error.sqlstate.as_str()) == (1235, "42000"),
+        "prepared temporary table in a read-only transaction: {error:?}"
     );
     let during = client.rows("SELECT @@server_id, @@in_transaction").await?;
     client.rows("COMMIT").await?;

@@ -75,6 +75,23 @@ impl Refusal {
         )
     }
 
+    /// CREATE TEMPORARY TABLE inside `START TRANSACTION READ ONLY`, as a query or a prepared
+    /// statement. Made there, the table would be made on the reader, where the read-only
+    /// transaction runs, while a session's temporary tables pin it to the writer (every
+    /// statement after it, the COMMIT too, would go to a connection that has neither the
+    /// table nor the transaction). MariaDB itself allows it; the router cannot keep it, so it
+    /// says so before anything runs.
+    fn temporary_in_read_only() -> Self {
+        Self::new(
+            code::NOT_SUPPORTED,
+            "foobar-db-router: CREATE TEMPORARY TABLE inside START TRANSACTION READ ONLY is \
+             not supported (the transaction runs on the replica, a session's temporary tables \
+             on the primary); create the table before the transaction, or start it without \
+             READ ONLY",
+            "temporary_in_read_only",
+        )
+    }
+
     fn new(
         (code, sqlstate): (u16, &str),
         message: impl Into<String>,
@@ -451,8 +468,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let class = classifier::classify(&payload[1..]);
         let open = self.open();
         let role = self.routing.query(open, &class);
-        // In a `START TRANSACTION READ ONLY`, which runs on the reader.
-        let in_read_only = role == Role::Reader && open.reader_in_transaction;
+        let in_read_only = open.in_read_only(role);
         if class.loads_local_file
             && in_read_only
             && self.login.caps & cap::LOCAL_FILES != 0
@@ -474,21 +490,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 .await;
         }
         if in_read_only && class.creates_temporary() {
-            // Made here, the table would be made on the reader, where the read-only
-            // transaction runs, while a session's temporary tables pin it to the writer
-            // (every statement after it, the COMMIT too, would go to a connection that has
-            // neither the table nor the transaction). MariaDB itself allows it; the router
-            // cannot keep it, so it says so before anything runs.
-            return self
-                .refuse(Refusal::new(
-                    code::NOT_SUPPORTED,
-                    "foobar-db-router: CREATE TEMPORARY TABLE inside START TRANSACTION READ \
-                     ONLY is not supported (the transaction runs on the replica, a session's \
-                     temporary tables on the primary); create the table before the \
-                     transaction, or start it without READ ONLY",
-                    "temporary_in_read_only",
-                ))
-                .await;
+            return self.refuse(Refusal::temporary_in_read_only()).await;
         }
         if let Err(message) = self.routing.admits(&class, None) {
             return self

@@ -39,6 +39,14 @@ pub struct Open {
     pub reader_in_transaction: bool,
 }
 
+impl Open {
+    /// A statement sent to `role` runs inside a `START TRANSACTION READ ONLY`: the only
+    /// transaction that runs on the reader.
+    pub fn in_read_only(self, role: Role) -> bool {
+        role == Role::Reader && self.reader_in_transaction
+    }
+}
+
 /// What the connection that ran a statement has of the session state it changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -484,6 +492,17 @@ mod tests {
         writer: true,
         reader_in_transaction: false,
     };
+
+    #[test]
+    fn only_the_reader_with_a_transaction_open_is_in_a_read_only_transaction() {
+        let reader_in_transaction = Open {
+            writer: true,
+            reader_in_transaction: true,
+        };
+        assert!(reader_in_transaction.in_read_only(Role::Reader));
+        assert!(!reader_in_transaction.in_read_only(Role::Writer));
+        assert!(!WRITER_OPEN.in_read_only(Role::Reader));
+    }
 
     /// Where `sql` goes now.
     fn route(routing: &Routing, sql: &str) -> Role {

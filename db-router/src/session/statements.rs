@@ -137,6 +137,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         }
         let route = statement.class.route;
         let mut want = self.routing.execute(open, &statement.class);
+        if open.in_read_only(want) && statement.class.creates_temporary() {
+            self.refuse(Refusal::temporary_in_read_only()).await?;
+            return Ok(Flow::Continue);
+        }
         // Long data goes with the first attempt only; an EXECUTE that had some is not retried.
         let mut long_data = Some(std::mem::take(&mut statement.long_data));
         loop {
