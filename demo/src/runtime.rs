@@ -4,9 +4,9 @@
 //! compose`: `make up`), [`crate::swarm::Swarm`] the other (a stack on Docker Swarm: `make
 //! swarm-up`); [`crate::Scenario`], the faults and the roles are written once, against this.
 //!
-//! Also each [`Fault`]'s apply and restore on a runtime, [`Fault::perform`] (a partition's
-//! iptables rules), and the plain `docker` and `nsenter` commands both runtimes use on one
-//! container, by id.
+//! Also [`Fault::perform`], which applies or restores each [`Fault`] on a runtime (a
+//! partition as iptables rules), and the plain `docker` and `nsenter` commands both runtimes
+//! use on one container, by id.
 
 use std::future::Future;
 use std::process::Stdio;
